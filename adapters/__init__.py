@@ -1,0 +1,1 @@
+"""Database adapters: each implements :mod:`pgqueue.executor` for one driver."""

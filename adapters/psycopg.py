@@ -1,0 +1,143 @@
+"""psycopg 3 adapter: connections and pools, blocking and async."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
+
+T = TypeVar("T")
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> list[Row]:
+    return cursor.fetchall() if cursor.description is not None else []
+
+
+async def _arows(cursor: psycopg.AsyncCursor[Any]) -> list[Row]:
+    return await cursor.fetchall() if cursor.description is not None else []
+
+
+def sync_fetcher(conn: psycopg.Connection[Any]) -> Any:
+    def fetch(statement: Statement) -> list[Row]:
+        return _rows(conn.execute(statement.sql, statement.params))
+
+    return fetch
+
+
+def async_fetcher(conn: psycopg.AsyncConnection[Any]) -> Any:
+    async def fetch(statement: Statement) -> list[Row]:
+        return await _arows(await conn.execute(statement.sql, statement.params))
+
+    return fetch
+
+
+class PsycopgExecutor:
+    """Blocking executor over a psycopg ``ConnectionPool`` (made from a DSN, or yours)."""
+
+    def __init__(self, target: str | ConnectionPool, *, max_size: int = 4) -> None:
+        if isinstance(target, ConnectionPool):
+            self.pool, self._owned = target, False
+        else:
+            self.pool = ConnectionPool(
+                target, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+            )
+            self._owned = True
+        self._opened = False
+
+    @property
+    def conninfo(self) -> str:
+        return self.pool.conninfo
+
+    def _ensure_open(self) -> None:
+        if not self._opened and self._owned:
+            self.pool.open(wait=True)
+        self._opened = True
+
+    def run(self, op: Operation[T]) -> T:
+        self._ensure_open()
+        with self.pool.connection() as conn:
+            if op.transactional or not conn.autocommit:
+                with conn.transaction():
+                    return drive_sync(op, sync_fetcher(conn))
+            return drive_sync(op, sync_fetcher(conn))
+
+    def run_in(self, tx: Any, op: Operation[T]) -> T:
+        return run_in_sync(tx, op)
+
+    def close(self) -> None:
+        if self._owned and self._opened:
+            self.pool.close()
+        self._opened = False
+
+
+def run_in_sync(tx: Any, op: Operation[T]) -> T:
+    """Run ``op`` on the caller's psycopg ``Connection`` (or cursor), in its transaction."""
+    conn = getattr(tx, "connection", tx)
+    if not isinstance(conn, psycopg.Connection):
+        raise TypeError(f"expected a psycopg Connection, got {type(tx).__name__}")
+    return drive_sync(op, sync_fetcher(conn))
+
+
+async def run_in_async(tx: Any, op: Operation[T]) -> T:
+    """Run ``op`` on the caller's psycopg ``AsyncConnection``, in its transaction."""
+    conn = getattr(tx, "connection", tx)
+    if not isinstance(conn, psycopg.AsyncConnection):
+        raise TypeError(f"expected a psycopg AsyncConnection, got {type(tx).__name__}")
+    return await drive_async(op, async_fetcher(conn))
+
+
+class AsyncPsycopgExecutor:
+    """Async executor over a psycopg ``AsyncConnectionPool`` (made from a DSN, or yours)."""
+
+    def __init__(self, target: str | AsyncConnectionPool, *, max_size: int = 8) -> None:
+        if isinstance(target, AsyncConnectionPool):
+            self.pool, self._owned = target, False
+            self.conninfo = target.conninfo
+        else:
+            self.conninfo = target
+            self.pool = AsyncConnectionPool(
+                target, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+            )
+            self._owned = True
+        self._opened = False
+
+    async def open(self) -> None:
+        if not self._opened and self._owned:
+            await self.pool.open(wait=True)
+        self._opened = True
+
+    async def run(self, op: Operation[T]) -> T:
+        if not self._opened:
+            await self.open()
+        async with self.pool.connection() as conn:
+            if op.transactional or not conn.autocommit:
+                async with conn.transaction():
+                    return await drive_async(op, async_fetcher(conn))
+            return await drive_async(op, async_fetcher(conn))
+
+    async def run_in(self, tx: Any, op: Operation[T]) -> T:
+        return await run_in_async(tx, op)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        try:
+            await conn.execute(f'LISTEN "{channel}"')
+
+            async def payloads() -> AsyncIterator[str]:
+                async for notify in conn.notifies():
+                    yield notify.payload
+
+            yield payloads()
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        if self._owned and self._opened:
+            await self.pool.close()
+        self._opened = False

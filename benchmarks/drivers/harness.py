@@ -1,0 +1,480 @@
+"""Library-independent part of the benchmark drivers.
+
+Each driver script defines an `Adapter` for one queue library (how to install its schema, push
+one task, push a batch, run a worker, count unfinished tasks) and calls `main()`. This module
+implements the workloads on top of that, so every library is measured by the same code:
+
+- `enqueue_single`: N pushes, one call (one transaction) each, sequential;
+- `enqueue_batch`: N pushes in calls of 1 000 through the library's bulk API;
+- `drain_1p` / `drain_2p`: N tasks pre-pushed (not timed), then 1 or 2 worker processes are
+  started and the clock runs until the database shows no unfinished task;
+- `latency`: one idle worker process; N tasks pushed one at a time at 50/s, each carrying the
+  wall-clock time taken right before its push call; the handler records the time it starts.
+
+Worker processes are this same driver script started with `--role worker`. They talk to the
+parent over stdin/stdout with one word per line: the worker prints `ready` once imported, the
+parent answers `go` (the measured interval starts here), later `stop`, and the worker prints a
+final JSON line with the number of tasks its handler saw.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, TextIO
+
+from pgconn import Db
+
+WORKLOADS: tuple[str, ...] = ("enqueue_single", "enqueue_batch", "drain_1p", "drain_2p", "latency")
+DEFAULT_N: dict[str, int] = {
+    "enqueue_single": 5_000,
+    "enqueue_batch": 50_000,
+    "drain_1p": 20_000,
+    "drain_2p": 20_000,
+    "latency": 300,
+}
+BATCH_SIZE = 1_000
+LATENCY_RATE_PER_S = 50.0
+LATENCY_WARMUP_TASKS = 5
+POLL_INTERVAL_S = 0.05
+WORKER_HANDSHAKE_TIMEOUT_S = 120.0
+WORKER_STOP_TIMEOUT_S = 60.0
+
+log = logging.getLogger("bench")
+
+# Per-process state written by `task_started`, read by the worker process when it stops.
+_handled = 0
+_latency_out: TextIO | None = None
+
+
+def task_started(payload: Mapping[str, Any] | None) -> None:
+    """Record that a handler started; every driver's no-op handler calls this first thing."""
+    now = time.time()
+    global _handled
+    _handled += 1
+    if _latency_out is not None and payload and "t" in payload:
+        _latency_out.write(f"{payload['i']} {now - float(payload['t']):.6f}\n")
+        _latency_out.flush()
+
+
+class Adapter(abc.ABC):
+    """How the harness drives one queue library. One instance per process."""
+
+    lib: ClassVar[str]
+
+    def __init__(self, dsn: str, concurrency: int) -> None:
+        self.dsn = dsn
+        self.concurrency = concurrency
+
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The installed version of the library."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The library settings used, reported with every result."""
+
+    @abc.abstractmethod
+    async def install(self) -> None:
+        """Create the library's schema in the (fresh, empty) database."""
+
+    @abc.abstractmethod
+    async def open_producer(self) -> None:
+        """Prepare for pushes (connect, register task kinds)."""
+
+    @abc.abstractmethod
+    async def push_one(self, payload: dict[str, Any]) -> None:
+        """Push one no-op task in one library call (one transaction)."""
+
+    @abc.abstractmethod
+    async def push_many(self, payloads: list[dict[str, Any]]) -> None:
+        """Push several no-op tasks in one call of the library's bulk API."""
+
+    @abc.abstractmethod
+    async def close_producer(self) -> None:
+        """Release what `open_producer` acquired."""
+
+    @abc.abstractmethod
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        """Consume tasks with `self.concurrency` concurrent handlers until `stop` is set,
+        then stop gracefully and return."""
+
+    @abc.abstractmethod
+    def unfinished_sql(self) -> str:
+        """A query counting the no-op tasks that are not finished yet."""
+
+    async def prefill(self, db: Db, terminal: int, delayed: int) -> None:
+        """Insert `terminal` finished and `delayed` far-future rows directly by SQL."""
+        raise NotImplementedError(f"{self.lib} has no prefill for the scale check")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run one benchmark workload for one library.")
+    parser.add_argument("--dsn", required=True, help="postgresql:// URL of a fresh database")
+    parser.add_argument("--workload", choices=WORKLOADS)
+    parser.add_argument("--n", type=int, help="number of tasks (default depends on workload)")
+    parser.add_argument("--processes", type=int, help="worker processes for drain workloads")
+    parser.add_argument("--concurrency", type=int, default=10, help="handlers per worker process")
+    parser.add_argument("--timeout", type=float, help="upper bound on waiting for workers, s")
+    parser.add_argument("--prefill-terminal", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--prefill-delayed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--latency-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "main" and args.workload is None:
+        parser.error("--workload is required")
+    return args
+
+
+def main(adapter_cls: type[Adapter], driver_file: str) -> None:
+    """Entry point of every driver script."""
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    args = parse_args()
+    if args.role == "worker":
+        sys.exit(asyncio.run(_worker_main(adapter_cls, args)))
+    result = asyncio.run(_run_workload(adapter_cls, os.path.abspath(driver_file), args))
+    print(json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+async def _run_workload(
+    adapter_cls: type[Adapter], driver_file: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    workload: str = args.workload
+    n: int = args.n or DEFAULT_N[workload]
+    adapter = adapter_cls(args.dsn, args.concurrency)
+    await adapter.install()
+    result: dict[str, Any] = {
+        "workload": workload,
+        "lib": adapter.lib,
+        "version": adapter.version(),
+        "n": n,
+        "config": adapter.config(),
+    }
+    probe = await Db.connect(args.dsn)
+    try:
+        if workload == "enqueue_single":
+            result.update(await _enqueue_single(adapter, probe, n))
+        elif workload == "enqueue_batch":
+            result.update(await _enqueue_batch(adapter, probe, n))
+        elif workload in ("drain_1p", "drain_2p"):
+            processes = args.processes or (1 if workload == "drain_1p" else 2)
+            timeout = args.timeout or max(120.0, n / 100)
+            result.update(
+                await _drain(adapter, probe, driver_file, args, n, processes, timeout)
+            )
+        else:
+            timeout = args.timeout or 120.0
+            result.update(await _latency(adapter, probe, driver_file, args, n, timeout))
+    finally:
+        await probe.close()
+    return result
+
+
+async def _enqueue_single(adapter: Adapter, probe: Db, n: int) -> dict[str, Any]:
+    await adapter.open_producer()
+    try:
+        started = time.perf_counter()
+        for i in range(n):
+            await adapter.push_one({"i": i})
+        seconds = time.perf_counter() - started
+    finally:
+        await adapter.close_producer()
+    await _expect_unfinished(adapter, probe, n)
+    return {"value": n / seconds, "unit": "tasks/s", "seconds": seconds}
+
+
+async def _enqueue_batch(adapter: Adapter, probe: Db, n: int) -> dict[str, Any]:
+    batches = _batches(n)
+    await adapter.open_producer()
+    try:
+        started = time.perf_counter()
+        for batch in batches:
+            await adapter.push_many(batch)
+        seconds = time.perf_counter() - started
+    finally:
+        await adapter.close_producer()
+    await _expect_unfinished(adapter, probe, n)
+    return {"value": n / seconds, "unit": "tasks/s", "seconds": seconds, "batch": BATCH_SIZE}
+
+
+async def _drain(
+    adapter: Adapter,
+    probe: Db,
+    driver_file: str,
+    args: argparse.Namespace,
+    n: int,
+    processes: int,
+    timeout: float,
+) -> dict[str, Any]:
+    if args.prefill_terminal or args.prefill_delayed:
+        prefill_started = time.perf_counter()
+        await adapter.prefill(probe, args.prefill_terminal, args.prefill_delayed)
+        await probe.execute("VACUUM ANALYZE")
+        log.warning("prefill took %.1f s", time.perf_counter() - prefill_started)
+    await adapter.open_producer()
+    try:
+        for batch in _batches(n):
+            await adapter.push_many(batch)
+    finally:
+        await adapter.close_producer()
+    await probe.execute("ANALYZE")
+    await _expect_unfinished(adapter, probe, n)
+
+    async with WorkerProcesses(driver_file, args.dsn, args.concurrency, processes) as workers:
+        await workers.wait_ready()
+        started = time.perf_counter()
+        await workers.go()
+        await _wait_until_done(adapter, probe, workers, timeout)
+        seconds = time.perf_counter() - started
+        handled = await workers.stop()
+    return {
+        "value": n / seconds,
+        "unit": "tasks/s",
+        "seconds": seconds,
+        "processes": processes,
+        "concurrency": args.concurrency,
+        "handled_per_process": handled,
+        "prefill_terminal": args.prefill_terminal,
+        "prefill_delayed": args.prefill_delayed,
+    }
+
+
+async def _latency(
+    adapter: Adapter,
+    probe: Db,
+    driver_file: str,
+    args: argparse.Namespace,
+    n: int,
+    timeout: float,
+) -> dict[str, Any]:
+    fd, latency_path = tempfile.mkstemp(prefix="bench-latency-", suffix=".txt")
+    os.close(fd)
+    try:
+        async with WorkerProcesses(
+            driver_file, args.dsn, args.concurrency, 1, latency_file=latency_path
+        ) as workers:
+            await workers.wait_ready()
+            await workers.go()
+            await adapter.open_producer()
+            try:
+                # Warm-up: the worker is up, listening and has run a few tasks before we measure.
+                for i in range(LATENCY_WARMUP_TASKS):
+                    await adapter.push_one({"w": i})
+                await _wait_until_done(adapter, probe, workers, timeout)
+                await asyncio.sleep(1.0)  # idle workers
+                started = time.perf_counter()
+                for i in range(n):
+                    delay = started + i / LATENCY_RATE_PER_S - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    pushed_at = time.time()
+                    await adapter.push_one({"i": i, "t": pushed_at})
+            finally:
+                await adapter.close_producer()
+            await _wait_until_done(adapter, probe, workers, timeout)
+            handled = await workers.stop()
+        samples = _read_latencies(latency_path)
+    finally:
+        os.unlink(latency_path)
+    if len(samples) != n:
+        raise RuntimeError(f"expected {n} latency samples, the handlers recorded {len(samples)}")
+    ms = sorted(s * 1000.0 for s in samples.values())
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return {
+        "value": q[49],
+        "unit": "ms",
+        "p50_ms": q[49],
+        "p95_ms": q[94],
+        "p99_ms": q[98],
+        "max_ms": ms[-1],
+        "mean_ms": statistics.fmean(ms),
+        "rate_per_s": LATENCY_RATE_PER_S,
+        "processes": 1,
+        "concurrency": args.concurrency,
+        "handled_per_process": handled,
+    }
+
+
+def _batches(n: int) -> list[list[dict[str, Any]]]:
+    return [
+        [{"i": i} for i in range(start, min(start + BATCH_SIZE, n))]
+        for start in range(0, n, BATCH_SIZE)
+    ]
+
+
+def _read_latencies(path: str) -> dict[int, float]:
+    samples: dict[int, float] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            index, seconds = line.split()
+            samples.setdefault(int(index), float(seconds))  # at-least-once: keep the first run
+    return samples
+
+
+async def _expect_unfinished(adapter: Adapter, probe: Db, n: int) -> None:
+    count = int(await probe.scalar(adapter.unfinished_sql()))
+    if count != n:
+        raise RuntimeError(f"expected {n} queued tasks in the database, found {count}")
+
+
+async def _wait_until_done(
+    adapter: Adapter, probe: Db, workers: WorkerProcesses, timeout: float
+) -> None:
+    """Poll the database every 50 ms until no task is unfinished; bounded by `timeout`."""
+    sql = adapter.unfinished_sql()
+    deadline = time.perf_counter() + timeout
+    while True:
+        remaining = int(await probe.scalar(sql))
+        if remaining == 0:
+            return
+        workers.check_alive()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{remaining} tasks still unfinished after {timeout:.0f} s")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+class WorkerProcesses:
+    """Worker subprocesses of the current driver script, started and stopped in lockstep."""
+
+    def __init__(
+        self,
+        driver_file: str,
+        dsn: str,
+        concurrency: int,
+        count: int,
+        latency_file: str | None = None,
+    ) -> None:
+        self._argv = [
+            sys.executable,
+            driver_file,
+            "--role",
+            "worker",
+            "--dsn",
+            dsn,
+            "--concurrency",
+            str(concurrency),
+        ]
+        if latency_file:
+            self._argv += ["--latency-file", latency_file]
+        self._count = count
+        self._procs: list[asyncio.subprocess.Process] = []
+
+    async def __aenter__(self) -> WorkerProcesses:
+        for _ in range(self._count):
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            self._procs.append(proc)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for proc in self._procs:
+            if proc.returncode is None:
+                proc.kill()
+        for proc in self._procs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), timeout=10)
+
+    async def wait_ready(self) -> None:
+        for proc in self._procs:
+            await _read_line(proc, lambda line: line == "ready", WORKER_HANDSHAKE_TIMEOUT_S)
+
+    async def go(self) -> None:
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+        for proc in self._procs:
+            assert proc.stdin is not None
+            await proc.stdin.drain()
+
+    def check_alive(self) -> None:
+        for proc in self._procs:
+            if proc.returncode is not None:
+                raise RuntimeError(f"worker process exited early with code {proc.returncode}")
+
+    async def stop(self) -> list[int]:
+        """Ask every worker to stop gracefully; return how many tasks each one handled."""
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"stop\n")
+            proc.stdin.close()
+        handled: list[int] = []
+        for proc in self._procs:
+            line = await _read_line(proc, lambda s: s.startswith("{"), WORKER_STOP_TIMEOUT_S)
+            handled.append(int(json.loads(line)["handled"]))
+            await asyncio.wait_for(proc.wait(), timeout=WORKER_STOP_TIMEOUT_S)
+        return handled
+
+
+async def _read_line(proc: asyncio.subprocess.Process, want: Any, timeout: float) -> str:
+    """Read the worker's stdout until a line satisfying `want`; other lines are ignored."""
+    assert proc.stdout is not None
+    deadline = time.perf_counter() + timeout
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError("worker process did not answer in time")
+        raw = await asyncio.wait_for(proc.stdout.readline(), timeout=remaining)
+        if not raw:
+            code = await asyncio.wait_for(proc.wait(), timeout=10)
+            raise RuntimeError(f"worker process exited with code {code}")
+        line = raw.decode(errors="replace").strip()
+        if want(line):
+            return line
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+async def _worker_main(adapter_cls: type[Adapter], args: argparse.Namespace) -> int:
+    global _latency_out
+    if args.latency_file:
+        _latency_out = open(args.latency_file, "a", encoding="utf-8")  # noqa: SIM115
+    adapter = adapter_cls(args.dsn, args.concurrency)
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("ready", flush=True)
+    command = await asyncio.wait_for(reader.readline(), timeout=WORKER_HANDSHAKE_TIMEOUT_S)
+    if command.strip() != b"go":
+        return 1
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(adapter.run_worker(stop))
+    stop_command = asyncio.create_task(reader.readline())
+    # A worker lives at most an hour; the parent normally says `stop` long before.
+    await asyncio.wait({worker, stop_command}, timeout=3600, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    stop_command.cancel()
+    try:
+        await asyncio.wait_for(worker, timeout=WORKER_STOP_TIMEOUT_S)
+    except Exception:
+        log.exception("worker failed")
+        return 1
+    finally:
+        if _latency_out is not None:
+            _latency_out.close()
+    print(json.dumps({"handled": _handled}), flush=True)
+    return 0

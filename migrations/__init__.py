@@ -1,0 +1,1 @@
+"""pgqueue's Alembic migrations (branch label ``pgqueue``), shipped as ``pgqueue.migrations``."""

@@ -1,0 +1,41 @@
+"""Alembic environment for ``pgqueue migrate``; host projects use their own env.py."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+config = context.config
+schema = config.attributes.get("pgqueue_schema", "pgqueue")
+connection = config.attributes.get("connection")
+
+
+def run(conn: object) -> None:
+    context.configure(
+        connection=conn,  # type: ignore[arg-type]
+        version_table="pgqueue_alembic_version",
+        version_table_schema=schema,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        literal_binds=True,
+        version_table="pgqueue_alembic_version",
+        version_table_schema=schema,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+elif connection is not None:
+    run(connection)
+else:
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        conn.commit()
+        run(conn)
+        conn.commit()

@@ -1,0 +1,50 @@
+"""pgqueue: a durable task queue for Python applications that already run on PostgreSQL."""
+
+from pgqueue.async_queue import AsyncQueue
+from pgqueue.base import QueueState
+from pgqueue.delayer import Delayer, ExpBackoffDelayer, Jitter, JitterDelayer
+from pgqueue.envelope import Decision, Envelope, Invoker, Stamp
+from pgqueue.errors import (
+    AttemptTimeout,
+    CapacityExceeded,
+    InvalidOptions,
+    InvalidTask,
+    MustCancelTask,
+    PgQueueError,
+    QueueClosed,
+    UnknownKind,
+)
+from pgqueue.options import KindOptions, LoopOptions
+from pgqueue.queue import Queue
+from pgqueue.runtime import StopMode
+from pgqueue.task import Status, Task, TaskInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncQueue",
+    "AttemptTimeout",
+    "CapacityExceeded",
+    "Decision",
+    "Delayer",
+    "Envelope",
+    "ExpBackoffDelayer",
+    "InvalidOptions",
+    "InvalidTask",
+    "Invoker",
+    "Jitter",
+    "JitterDelayer",
+    "KindOptions",
+    "LoopOptions",
+    "MustCancelTask",
+    "PgQueueError",
+    "Queue",
+    "QueueClosed",
+    "QueueState",
+    "Stamp",
+    "Status",
+    "StopMode",
+    "Task",
+    "TaskInfo",
+    "UnknownKind",
+]

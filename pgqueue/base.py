@@ -1,0 +1,97 @@
+"""What the blocking and the async queue share: kinds, statements, state; no I/O."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pgqueue.envelope import Stamp
+from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
+from pgqueue.executor import Operation
+from pgqueue import operations
+from pgqueue.options import KindOptions, to_seconds
+from pgqueue.queries import DEFAULT_SCHEMA, Queries
+from pgqueue.registry import Handler, KindRegistry
+from pgqueue.task import Task, TaskInfo
+
+
+class QueueState(str, enum.Enum):
+    INIT = "init"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    CLOSED = "closed"
+
+
+Delay = float | int | timedelta
+
+
+class QueueBase:
+    """Registration, validation and operation building for both facades."""
+
+    def __init__(self, *, schema: str = DEFAULT_SCHEMA, stamps: Sequence[Stamp] = ()) -> None:
+        self.queries = Queries(schema)
+        self.registry = KindRegistry()
+        self.stamps = list(stamps)
+        for stamp in self.stamps:
+            if not callable(stamp):
+                raise InvalidOptions(f"stamps must be callables, got {stamp!r}")
+        self._state = QueueState.INIT
+
+    @property
+    def schema(self) -> str:
+        return self.queries.schema
+
+    @property
+    def state(self) -> QueueState:
+        return self._state
+
+    def register_kind(self, kind: str, handler: Handler, options: KindOptions) -> None:
+        """Register ``handler`` for ``kind``; workers for it start with :meth:`start`."""
+        self._check_open()
+        if self._state in (QueueState.RUNNING, QueueState.STOPPING):
+            raise InvalidOptions("register kinds before start() (or after stop())")
+        if handler is None or not callable(handler):
+            raise InvalidOptions(f"handler of kind {kind!r} must be callable")
+        self.registry.add(kind, options, handler)
+
+    def declare_kind(self, kind: str, options: KindOptions) -> None:
+        """Declare ``kind`` so this process may push it without handling it."""
+        self._check_open()
+        self.registry.add(kind, options, None)
+
+    def longest_attempt_timeout(self) -> float:
+        return max(
+            (to_seconds(s.options.attempt_timeout, "attempt_timeout") for s in self.registry),
+            default=0.0,
+        )
+
+    def _check_open(self) -> None:
+        if self._state is QueueState.CLOSED:
+            raise QueueClosed("the queue is closed")
+
+    def _push_op(self, tasks: Sequence[Task], delay: Delay) -> Operation[list[int | None]]:
+        self._check_open()
+        return operations.push_tasks(self.registry, self.queries, tasks, delay)
+
+    def _push_one_op(self, task: Task, delay: Delay) -> Operation[list[int | None]]:
+        if not isinstance(task, Task):
+            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+        return self._push_op([task], delay)
+
+    def _cancel_op(self, kind: str, external_key: str) -> Operation[bool]:
+        self._check_open()
+        return operations.cancel_task_by_key(self.registry, self.queries, kind, external_key)
+
+    def _retry_op(self, kind: str, attempts: int, limit: int) -> Operation[int]:
+        self._check_open()
+        return operations.retry_tasks(self.registry, self.queries, kind, attempts, limit)
+
+    def _get_op(self, task_id: int) -> Operation[TaskInfo | None]:
+        self._check_open()
+        return operations.get_task(self.queries, task_id)
+
+    def _count_op(self) -> Operation[dict[tuple[str, str], int]]:
+        self._check_open()
+        return operations.count_tasks_by_status(self.queries)

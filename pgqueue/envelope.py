@@ -1,0 +1,132 @@
+"""What handlers, hooks and stamps receive, and what a failure hook decides."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Envelope:
+    """One attempt of one task: its data, its position among attempts and its deadline.
+
+    ``cancel_requested`` turns true when the task is cancelled while it runs (for instance by
+    ``cancel_task_by_key``) or the queue aborts; a long handler should check it and return.
+    """
+
+    __slots__ = (
+        "_cancelled",
+        "attempt",
+        "attempts_left",
+        "deadline",
+        "external_key",
+        "id",
+        "kind",
+        "max_attempts",
+        "messages",
+        "monotonic_deadline",
+        "payload",
+    )
+
+    def __init__(
+        self,
+        *,
+        id: int,
+        kind: str,
+        payload: Any,
+        external_key: str | None,
+        attempt: int,
+        attempts_left: int,
+        max_attempts: int,
+        deadline: datetime,
+        monotonic_deadline: float,
+        messages: list[str],
+    ) -> None:
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.external_key = external_key
+        self.attempt = attempt
+        self.attempts_left = attempts_left
+        self.max_attempts = max_attempts
+        self.deadline = deadline
+        self.monotonic_deadline = monotonic_deadline
+        self.messages = messages
+        self._cancelled = False
+
+    @property
+    def previous_errors(self) -> list[str]:
+        """Error messages of earlier attempts (the newest last)."""
+        return self.messages
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempts_left == 0
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancelled
+
+    def request_cancel(self) -> None:
+        self._cancelled = True
+
+    def time_left(self) -> float:
+        """Seconds until the attempt deadline (negative once it passed)."""
+        return self.monotonic_deadline - asyncio.get_running_loop().time()
+
+    def __repr__(self) -> str:
+        return (
+            f"Envelope(id={self.id}, kind={self.kind!r}, attempt={self.attempt}/"
+            f"{self.max_attempts}, external_key={self.external_key!r})"
+        )
+
+
+class DecisionKind(enum.Enum):
+    DEFAULT = "default"
+    RETRY_NOW = "retry_now"
+    RETRY_AFTER = "retry_after"
+    DROP = "drop"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a failure hook wants done with the failed task."""
+
+    kind: DecisionKind = DecisionKind.DEFAULT
+    delay: float = field(default=0.0)
+
+    @classmethod
+    def default(cls) -> Decision:
+        """Retry after the kind's delayer (or end ``no_attempts_left`` when none are left)."""
+        return cls(DecisionKind.DEFAULT)
+
+    @classmethod
+    def retry_now(cls) -> Decision:
+        return cls(DecisionKind.RETRY_AFTER, 0.0)
+
+    @classmethod
+    def retry_after(cls, seconds: float) -> Decision:
+        seconds = float(seconds)
+        if seconds < 0 or seconds != seconds:
+            raise ValueError(f"retry_after needs a non-negative delay, got {seconds!r}")
+        return cls(DecisionKind.RETRY_AFTER, seconds)
+
+    @classmethod
+    def drop(cls) -> Decision:
+        """No more attempts: the task ends ``no_attempts_left``."""
+        return cls(DecisionKind.DROP)
+
+    @classmethod
+    def cancel(cls) -> Decision:
+        return cls(DecisionKind.CANCEL)
+
+
+Invoker = Callable[[Envelope], Awaitable[Any]]
+"""The handler as stamps see it: an async callable taking the envelope."""
+
+Stamp = Callable[[Invoker], Invoker]
+"""Middleware: takes the next invoker and returns one that wraps it."""

@@ -1,0 +1,203 @@
+"""One attempt of one task: hooks, stamps, handler, timeouts and the resulting transition.
+
+Order (SPEC §3): ``before`` → stamps wrapping the handler (queue stamps outermost, then kind
+stamps, in list order) → handler → ``after`` → ``success`` or ``failure``. Every exception is
+caught here and turned into an :class:`Outcome`; nothing escapes to the worker loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
+from pgqueue.errors import AttemptTimeout, MustCancelTask
+from pgqueue.options import is_async_callable
+from pgqueue.registry import KindSpec
+from pgqueue.task import Status
+from pgqueue.threads import DaemonThreadPool
+
+log = logging.getLogger("pgqueue.execution")
+
+# Success and failure hooks run after the attempt; they get this share of the attempt timeout,
+# and never more than the lease margin allows.
+RESULT_HOOK_SHARE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The state transition an attempt asks for."""
+
+    status: Status
+    delay: float = 0.0
+    error: str | None = None
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message`` for the error ring; never raises, even if ``str(error)`` does."""
+    name = type(error).__qualname__
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the attempt
+        text = "<unprintable error>"
+    return f"{name}: {text}" if text else name
+
+
+class AttemptRunner:
+    """Runs attempts of one kind; built once per kind when the queue starts."""
+
+    def __init__(
+        self, spec: KindSpec, queue_stamps: Sequence[Stamp], threads: DaemonThreadPool
+    ) -> None:
+        assert spec.handler is not None
+        self.spec = spec
+        self.options = spec.options
+        self.threads = threads
+        self.timeout = spec.options.attempt_timeout_seconds
+        self.result_hook_timeout = min(
+            self.timeout * RESULT_HOOK_SHARE + 0.5, spec.options.loop.lease_margin / 2
+        )
+        invoker: Invoker = self._adapt(spec.handler)
+        for stamp in reversed([*queue_stamps, *spec.options.stamps]):
+            invoker = stamp(invoker)
+        self.invoker = invoker
+
+    def _adapt(self, fn: Callable[..., Any]) -> Invoker:
+        """Make any handler an async callable: sync ones run on the daemon thread pool."""
+        if is_async_callable(fn):
+            return fn  # type: ignore[no-any-return]
+        threads = self.threads
+
+        async def run_in_thread(envelope: Envelope) -> Any:
+            return await threads.submit(asyncio.get_running_loop(), fn, envelope)
+
+        return run_in_thread
+
+    async def _call_hook(self, hook: Callable[..., Any], timeout: float, *args: Any) -> Any:
+        async with asyncio.timeout(max(timeout, 0.0)):
+            if is_async_callable(hook):
+                return await hook(*args)
+            return await self.threads.submit(asyncio.get_running_loop(), hook, *args)
+
+    async def run(self, envelope: Envelope, on_timeout_handle: Callable[[Any], None]) -> Outcome:
+        """Run one attempt and return the transition to record.
+
+        ``on_timeout_handle`` receives the attempt's timeout handle so that a cancellation
+        request can end the handler at once (by moving its deadline to now).
+        """
+        loop = asyncio.get_running_loop()
+        options = self.options
+        error: BaseException | None = None
+        cancelled = False
+        if options.before is not None:
+            try:
+                await self._call_hook(options.before, envelope.monotonic_deadline - loop.time(), envelope)
+            except MustCancelTask:
+                cancelled = True
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - hooks may raise anything
+                error = exc
+        if envelope.cancel_requested:
+            cancelled = True
+        if error is None and not cancelled:
+            try:
+                async with asyncio.timeout_at(envelope.monotonic_deadline) as handle:
+                    on_timeout_handle(handle)
+                    await self.invoker(envelope)
+            except MustCancelTask:
+                cancelled = True
+            except TimeoutError as exc:
+                if envelope.cancel_requested:
+                    cancelled = True
+                elif handle.expired():
+                    error = AttemptTimeout(f"attempt timed out after {self.timeout:g}s")
+                else:
+                    error = exc
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handlers may raise anything
+                error = exc
+        if error is None and options.after is not None:
+            try:
+                await self._call_hook(options.after, envelope.monotonic_deadline - loop.time(), envelope)
+            except MustCancelTask:
+                cancelled = True
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                log.warning(
+                    "after hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
+                )
+        if cancelled:
+            return Outcome(Status.CANCELLED)
+        if error is None:
+            if options.success is not None:
+                try:
+                    await self._call_hook(options.success, self.result_hook_timeout, envelope)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as exc:  # noqa: BLE001
+                    log.warning(
+                        "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
+                    )
+            return Outcome(Status.SUCCEEDED)
+        return await self._failed(envelope, error)
+
+    async def _failed(self, envelope: Envelope, error: BaseException) -> Outcome:
+        message = describe_error(error)
+        decision = Decision.default()
+        if self.options.failure is not None:
+            try:
+                chosen = await self._call_hook(
+                    self.options.failure, self.result_hook_timeout, envelope, error
+                )
+                if chosen is not None:
+                    if not isinstance(chosen, Decision):
+                        raise TypeError(f"failure hook returned {chosen!r}, not a Decision")
+                    decision = chosen
+            except MustCancelTask:
+                decision = Decision.cancel()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                log.warning(
+                    "failure hook failed, using the default decision: %s",
+                    describe_error(exc),
+                    extra=_task_extra(envelope),
+                )
+        log.info(
+            "task %s (%s) attempt %d failed: %s",
+            envelope.id,
+            envelope.kind,
+            envelope.attempt,
+            message,
+            extra=_task_extra(envelope),
+        )
+        return decide(decision, envelope, message, self.options.delayer.delay)
+
+
+def decide(
+    decision: Decision, envelope: Envelope, message: str, delayer: Callable[[int], float]
+) -> Outcome:
+    """Turn a failure decision into a transition. Attempts are a hard cap: a retry decision on
+    the last attempt ends ``no_attempts_left`` (``retry_tasks`` adds attempts)."""
+    if decision.kind is DecisionKind.CANCEL:
+        return Outcome(Status.CANCELLED, error=message)
+    if decision.kind is DecisionKind.DROP or envelope.attempts_left <= 0:
+        return Outcome(Status.NO_ATTEMPTS_LEFT, error=message)
+    if decision.kind is DecisionKind.RETRY_AFTER:
+        return Outcome(Status.MUST_RETRY, delay=decision.delay, error=message)
+    try:
+        delay = max(0.0, float(delayer(envelope.attempt)))
+    except Exception as exc:  # noqa: BLE001 - a broken delayer must not lose the attempt
+        log.warning("delayer failed, retrying in 1s: %s", describe_error(exc))
+        delay = 1.0
+    return Outcome(Status.MUST_RETRY, delay=delay, error=message)
+
+
+def _task_extra(envelope: Envelope) -> dict[str, Any]:
+    return {"task_id": envelope.id, "task_kind": envelope.kind, "attempt": envelope.attempt}

@@ -1,0 +1,211 @@
+"""Every public database operation of pgqueue, written once and run by any executor."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+
+from pgqueue.errors import CapacityExceeded, InvalidTask
+from pgqueue.executor import Operation, Statement, Steps
+from pgqueue.queries import Queries
+from pgqueue.registry import KindRegistry
+from pgqueue.task import (
+    Status,
+    Task,
+    TaskInfo,
+    encode_payload,
+    validate_external_key,
+    validate_kind_name,
+)
+
+MAX_PAYLOAD_BYTES = 1_048_576
+MAX_SWEEP_BATCHES = 100  # per sweep; the rest waits for the next period
+
+
+def delay_seconds(delay: float | int | timedelta) -> float:
+    """Validate a push delay and return it in seconds."""
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        seconds = float(delay)
+    else:
+        raise InvalidTask(f"delay must be seconds (int, float or timedelta), got {delay!r}")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise InvalidTask(f"delay must be a finite number of seconds, got {delay!r}")
+    if seconds < 0:
+        raise InvalidTask(f"delay must not be negative, got {delay!r}")
+    return seconds
+
+
+def push_tasks(
+    registry: KindRegistry,
+    queries: Queries,
+    tasks: Sequence[Task],
+    delay: float | int | timedelta = 0,
+) -> Operation[list[int | None]]:
+    """Validate ``tasks`` (raising before any SQL) and build the operation that inserts them.
+
+    The operation returns one id per task, ``None`` where the ``(kind, external_key)`` exists.
+    Kinds with ``max_pending`` are locked and counted first, in one transaction, so the cap
+    holds exactly across processes.
+    """
+    if isinstance(tasks, Task):
+        raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
+    seconds = delay_seconds(delay)
+    kinds: list[str] = []
+    payloads: list[str | None] = []
+    keys: list[str | None] = []
+    max_attempts: list[int] = []
+    for task in tasks:
+        if not isinstance(task, Task):
+            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+        spec = registry.get(validate_kind_name(task.kind))
+        payload = encode_payload(task.payload)
+        if payload is not None and len(payload) > MAX_PAYLOAD_BYTES:
+            raise InvalidTask(
+                f"task payload is {len(payload)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}"
+            )
+        kinds.append(task.kind)
+        payloads.append(payload)
+        keys.append(validate_external_key(task.external_key))
+        max_attempts.append(spec.options.max_attempts)
+    capped = sorted(
+        (kind, count)
+        for kind, count in Counter(kinds).items()
+        if registry.get(kind).options.max_pending is not None
+    )
+
+    def steps() -> Steps[list[int | None]]:
+        if not kinds:
+            return []
+        for kind, requested in capped:
+            cap = registry.get(kind).options.max_pending
+            assert cap is not None
+            yield Statement(queries["lock_kind_capacity"], {"lock_key": f"{queries.schema}:{kind}"})
+            rows = yield Statement(queries["count_pending_tasks"], {"kind": kind})
+            pending = int(rows[0][0])
+            if pending + requested > cap:
+                raise CapacityExceeded(kind, cap, pending, requested)
+        rows = yield Statement(
+            queries["push_tasks"],
+            {
+                "kinds": kinds,
+                "payloads": payloads,
+                "external_keys": keys,
+                "max_attempts": max_attempts,
+                "delays": [seconds] * len(kinds),
+                "channel": queries.channel,
+            },
+        )
+        return [row[1] for row in rows]
+
+    return Operation(steps(), transactional=bool(capped))
+
+
+def cancel_task_by_key(
+    registry: KindRegistry, queries: Queries, kind: str, external_key: str
+) -> Operation[bool]:
+    """Cancel the waiting or running task with this key; True when one was cancelled."""
+    registry.get(validate_kind_name(kind))
+    if validate_external_key(external_key) is None:
+        raise InvalidTask("cancel_task_by_key needs an external_key")
+
+    def steps() -> Steps[bool]:
+        rows = yield Statement(
+            queries["cancel_task_by_key"],
+            {"kind": kind, "external_key": external_key, "channel": queries.channel},
+        )
+        return bool(rows)
+
+    return Operation(steps())
+
+
+def retry_tasks(
+    registry: KindRegistry, queries: Queries, kind: str, attempts: int, limit: int
+) -> Operation[int]:
+    """Give up to ``limit`` exhausted tasks of ``kind`` ``attempts`` fresh attempts."""
+    registry.get(validate_kind_name(kind))
+    for name, value in (("attempts", attempts), ("limit", limit)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidTask(f"retry_tasks: {name} must be an int >= 1, got {value!r}")
+
+    def steps() -> Steps[int]:
+        rows = yield Statement(
+            queries["retry_tasks"],
+            {"kind": kind, "attempts": attempts, "limit": limit, "channel": queries.channel},
+        )
+        return int(rows[0][0])
+
+    return Operation(steps())
+
+
+def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
+    """Read one task by id (``None`` when there is no such row)."""
+    if not isinstance(task_id, int) or isinstance(task_id, bool):
+        raise InvalidTask(f"task id must be an int, got {task_id!r}")
+
+    def steps() -> Steps[TaskInfo | None]:
+        rows = yield Statement(queries["get_task"], {"id": task_id})
+        if not rows:
+            return None
+        (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
+         delayed_till, created_at, updated_at, started_at, finished_at) = rows[0]  # fmt: skip
+        stored = Status(status)
+        return TaskInfo(
+            id=id_,
+            kind=kind,
+            payload=payload,
+            external_key=key,
+            status=Status.PROCESSING if processing else stored,
+            stored_status=stored,
+            attempts_elapsed=elapsed,
+            attempts_left=left,
+            max_attempts=max_attempts,
+            messages=list(messages),
+            delayed_till=delayed_till,
+            created_at=created_at,
+            updated_at=updated_at,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+
+    return Operation(steps())
+
+
+def count_tasks_by_status(queries: Queries) -> Operation[dict[tuple[str, str], int]]:
+    """Number of tasks per (kind, derived status)."""
+
+    def steps() -> Steps[dict[tuple[str, str], int]]:
+        rows = yield Statement(queries["count_tasks_by_status"], {})
+        return {(kind, status): int(count) for kind, status, count in rows}
+
+    return Operation(steps())
+
+
+def sweep_terminal_tasks(
+    queries: Queries, kind: str, ttl: float, period: float, batch_size: int
+) -> Operation[int | None]:
+    """Delete a kind's expired terminal tasks if this process wins its maintenance lock.
+
+    Returns the number deleted, or ``None`` when another process holds the lock or swept
+    within ``period``.
+    """
+
+    def steps() -> Steps[int | None]:
+        yield Statement(queries["register_kind_row"], {"kind": kind})
+        locked = yield Statement(queries["lock_kind_for_sweep"], {"kind": kind, "period": period})
+        if not locked:
+            return None
+        deleted = 0
+        for _ in range(MAX_SWEEP_BATCHES):
+            rows = yield Statement(
+                queries["sweep_terminal_tasks"], {"kind": kind, "ttl": ttl, "limit": batch_size}
+            )
+            deleted += len(rows)
+            if len(rows) < batch_size:
+                break
+        yield Statement(queries["mark_kind_swept"], {"kind": kind})
+        return deleted
+
+    return Operation(steps(), transactional=True)

@@ -1,0 +1,163 @@
+"""Per-kind and per-loop options; values documented as dynamic may be zero-arg callables."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, Union
+
+from pgqueue.delayer import Delayer, ExpBackoffDelayer
+from pgqueue.errors import InvalidOptions
+
+if TYPE_CHECKING:
+    from pgqueue.envelope import Decision, Envelope, Stamp
+
+T = TypeVar("T")
+Seconds = Union[float, int, timedelta]
+Provider = Union[T, Callable[[], T]]
+
+Hook = Callable[["Envelope"], Union[None, Awaitable[None]]]
+FailureHook = Callable[
+    ["Envelope", BaseException], Union["Decision", None, Awaitable[Union["Decision", None]]]
+]
+
+MAX_WORKER_COUNT = 10_000
+
+
+def resolve(value: Provider[T]) -> T:
+    """Read a provider: call it when it is callable, else return it as is."""
+    if callable(value):
+        return value()  # type: ignore[no-any-return]
+    return value
+
+
+def to_seconds(value: Seconds, name: str, *, allow_zero: bool = True) -> float:
+    """Convert a number of seconds or a timedelta to float seconds, rejecting bad values."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidOptions(f"{name} must be seconds (int, float or timedelta), got {value!r}")
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise InvalidOptions(f"{name} must be finite, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise InvalidOptions(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Internal knobs of a kind's worker loop; the defaults suit most workloads."""
+
+    poll_period: float = 1.0
+    """Fallback period of the claim loop when no notification arrives (seconds)."""
+    janitor_period: float = 30.0
+    """How often the retention sweeper runs for the kind (seconds, one process at a time)."""
+    claim_batch_size: int = 100
+    """Most rows one claim statement takes (also bounded by idle workers)."""
+    lease_margin: float = 10.0
+    """Seconds added to ``attempt_timeout`` to form the lease (time to record the result)."""
+    sweep_batch_size: int = 1000
+    """Rows deleted per retention statement."""
+    max_db_retry_delay: float = 5.0
+    """Cap of the backoff between retries after a database error (seconds)."""
+
+    def validate(self) -> LoopOptions:
+        for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):
+            to_seconds(getattr(self, name), f"LoopOptions.{name}", allow_zero=False)
+        for name in ("claim_batch_size", "sweep_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidOptions(f"LoopOptions.{name} must be a positive int, got {value!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class KindOptions:
+    """How tasks of one kind are run: concurrency, attempts, timeouts, retries and retention.
+
+    ``worker_count`` and ``terminal_tasks_ttl`` are dynamic: pass a zero-arg callable and it is
+    re-read while the queue runs (the worker pool resizes live).
+    """
+
+    attempt_timeout: Seconds
+    worker_count: Provider[int] = 10
+    max_attempts: int = 10
+    max_task_error_messages: int = 3
+    delayer: Delayer = field(default_factory=ExpBackoffDelayer)
+    terminal_tasks_ttl: Provider[Seconds] = 86_400.0
+    loop: LoopOptions = field(default_factory=LoopOptions)
+    max_pending: int | None = None
+    before: Hook | None = None
+    after: Hook | None = None
+    failure: FailureHook | None = None
+    success: Hook | None = None
+    stamps: Sequence[Stamp] = ()
+
+    def validate(self) -> KindOptions:
+        """Check every static option and the current value of every provider."""
+        to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False)
+        worker_count_of(self)
+        terminal_ttl_of(self)
+        for name in ("max_attempts",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidOptions(f"{name} must be an int >= 1, got {value!r}")
+        value = self.max_task_error_messages
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidOptions(f"max_task_error_messages must be an int >= 0, got {value!r}")
+        if self.max_pending is not None and (
+            not isinstance(self.max_pending, int)
+            or isinstance(self.max_pending, bool)
+            or self.max_pending < 1
+        ):
+            raise InvalidOptions(f"max_pending must be None or an int >= 1, got {self.max_pending!r}")
+        if not isinstance(self.delayer, Delayer):
+            raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
+        for name in ("before", "after", "failure", "success"):
+            hook = getattr(self, name)
+            if hook is not None and not callable(hook):
+                raise InvalidOptions(f"{name} hook must be callable, got {hook!r}")
+        for stamp in self.stamps:
+            if not callable(stamp):
+                raise InvalidOptions(f"stamps must be callables, got {stamp!r}")
+        if not isinstance(self.loop, LoopOptions):
+            raise InvalidOptions("loop must be a LoopOptions")
+        self.loop.validate()
+        return self
+
+    @property
+    def attempt_timeout_seconds(self) -> float:
+        return to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False)
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds a row: the attempt, its hooks and the result write."""
+        return self.attempt_timeout_seconds + float(self.loop.lease_margin)
+
+
+def worker_count_of(options: KindOptions) -> int:
+    """Current worker count of a kind (re-read from its provider)."""
+    value = resolve(options.worker_count)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WORKER_COUNT:
+        raise InvalidOptions(
+            f"worker_count must be an int between 0 and {MAX_WORKER_COUNT}, got {value!r}"
+        )
+    return value
+
+
+def terminal_ttl_of(options: KindOptions) -> float:
+    """Current retention of terminal tasks of a kind in seconds (re-read from its provider)."""
+    return to_seconds(resolve(options.terminal_tasks_ttl), "terminal_tasks_ttl")
+
+
+def is_async_callable(fn: Any) -> bool:
+    """True for ``async def`` functions and objects whose ``__call__`` is one."""
+    while hasattr(fn, "func") and not inspect.isfunction(fn):  # functools.partial
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )

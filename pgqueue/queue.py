@@ -1,0 +1,174 @@
+"""``Queue``: the blocking facade, for sync applications (Flask, Django, scripts).
+
+Pushes and admin calls run on the caller's thread over a blocking connection pool. The worker
+runtime is the same asyncio runtime ``AsyncQueue`` uses, hosted on a background thread; sync
+handlers run on its bounded thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pgqueue.base import Delay, QueueBase, QueueState
+from pgqueue.envelope import Stamp
+from pgqueue.executor import SyncExecutor
+from pgqueue.queries import DEFAULT_SCHEMA
+from pgqueue.runtime import Runtime, StopMode
+from pgqueue.task import Task, TaskInfo
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running forever on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="pgqueue-runtime", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def sync_executor_for(target: Any, max_size: int) -> tuple[SyncExecutor, str]:
+    """A blocking executor and the conninfo the worker runtime connects with."""
+    from pgqueue.adapters.psycopg import PsycopgExecutor
+
+    if isinstance(target, str):
+        return PsycopgExecutor(target, max_size=max_size), target
+    type_name = f"{type(target).__module__}.{type(target).__qualname__}"
+    if type_name.startswith("psycopg_pool"):
+        return PsycopgExecutor(target), target.conninfo
+    raise TypeError(f"Queue needs a DSN or a psycopg ConnectionPool, got {type_name}")
+
+
+class Queue(QueueBase):
+    """A durable task queue on PostgreSQL, with a blocking API (same names as ``AsyncQueue``)."""
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        stamps: Sequence[Stamp] = (),
+        max_connections: int = 8,
+    ) -> None:
+        super().__init__(schema=schema, stamps=stamps)
+        self.executor, self._conninfo = sync_executor_for(target, max_connections)
+        self._max_connections = max_connections
+        self._loop_thread: _LoopThread | None = None
+        self._runtime: Runtime | None = None
+        self._runtime_executor: Any = None
+        self._lock = threading.Lock()
+
+    def push_task(self, task: Task, delay: Delay = 0) -> int | None:
+        """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
+        return self.executor.run(self._push_one_op(task, delay))[0]
+
+    def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
+        """Push one task in the caller's open transaction (never commits or rolls back)."""
+        return self.executor.run_in(tx, self._push_one_op(task, delay))[0]
+
+    def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
+        """Push many tasks in one statement; ids aligned with ``tasks``."""
+        return self.executor.run(self._push_op(tasks, delay))
+
+    def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
+        """Push many tasks in the caller's open transaction."""
+        return self.executor.run_in(tx, self._push_op(tasks, delay))
+
+    def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
+        """Cancel the waiting or running task with this key; True when one was cancelled."""
+        return self.executor.run(self._cancel_op(kind, external_key))
+
+    def retry_tasks(self, kind: str, attempts: int = 1, limit: int = 1000) -> int:
+        """Give up to ``limit`` exhausted tasks fresh ``attempts``; the number revived."""
+        return self.executor.run(self._retry_op(kind, attempts, limit))
+
+    def get_task(self, task_id: int) -> TaskInfo | None:
+        return self.executor.run(self._get_op(task_id))
+
+    def count_tasks(self) -> dict[tuple[str, str], int]:
+        """Number of tasks per ``(kind, status)``, ``processing`` derived."""
+        return self.executor.run(self._count_op())
+
+    def start(self) -> None:
+        """Start the claim loops of every registered kind and the sweeper; idempotent."""
+        with self._lock:
+            self._check_open()
+            if self._state is QueueState.RUNNING:
+                return
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+            self._runtime = self._loop_thread.call(self._start_runtime())
+            self._state = QueueState.RUNNING
+
+    async def _start_runtime(self) -> Runtime:
+        from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
+
+        if self._runtime_executor is None:
+            self._runtime_executor = AsyncPsycopgExecutor(
+                self._conninfo, max_size=self._max_connections
+            )
+        runtime = Runtime(self.registry, self.queries, self._runtime_executor, self.stamps)
+        await runtime.start()
+        return runtime
+
+    def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
+        """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back."""
+        with self._lock:
+            if self._runtime is None or self._loop_thread is None:
+                return
+            self._state = QueueState.STOPPING
+            try:
+                self._loop_thread.call(self._runtime.stop(StopMode(mode)))
+            finally:
+                self._runtime = None
+                self._state = QueueState.STOPPED
+
+    def wait_listening(self, timeout: float | None = None) -> None:
+        """Block until the running queue listens for push notifications."""
+        if self._runtime is not None and self._loop_thread is not None:
+            runtime = self._runtime
+            asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(runtime.listening.wait(), timeout), self._loop_thread.loop
+            ).result()
+
+    def close(self, mode: StopMode = StopMode.DRAIN) -> None:
+        """Stop (drain by default) and release the connections; the queue is then unusable."""
+        if self._state is QueueState.CLOSED:
+            return
+        self.stop(mode)
+        with self._lock:
+            if self._loop_thread is not None:
+                if self._runtime_executor is not None:
+                    self._loop_thread.call(self._runtime_executor.close())
+                self._loop_thread.close()
+                self._loop_thread = None
+            self.executor.close()
+            self._state = QueueState.CLOSED
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,472 @@
+"""The worker runtime: per-kind claim loops, attempts, batched result writes, wake-ups and
+retention, all on one asyncio event loop.
+
+The claim loop decides *when* to claim; the named statements in ``sql/queries.sql`` know *how*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from pgqueue.envelope import Envelope, Stamp
+from pgqueue.execution import AttemptRunner, Outcome
+from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
+from pgqueue.operations import sweep_terminal_tasks
+from pgqueue.options import terminal_ttl_of, worker_count_of
+from pgqueue.queries import Queries
+from pgqueue.registry import KindRegistry, KindSpec
+from pgqueue.task import Status
+from pgqueue.threads import DaemonThreadPool
+
+log = logging.getLogger("pgqueue.worker")
+
+MAX_RESULT_BATCH = 5000
+
+
+class StopMode(enum.Enum):
+    """How ``stop`` treats in-flight attempts."""
+
+    DRAIN = "drain"  # wait for them to finish and be recorded
+    ABORT = "abort"  # cancel them and hand their tasks back at once, attempt refunded
+
+
+class Backoff:
+    """Exponential backoff with full jitter for database retries."""
+
+    def __init__(self, cap: float, first: float = 0.05) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay = random.uniform(self.current / 2, self.current)
+        self.current = min(self.cap, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+@dataclass(slots=True)
+class Result:
+    """An outcome waiting to be written, with what guards it."""
+
+    task_id: int
+    token: UUID
+    kind: str
+    outcome: Outcome
+    keep_messages: int
+    delete: bool
+    lease_expiry: float  # loop time after which the claim is no longer ours
+
+
+@dataclass(slots=True)
+class Attempt:
+    envelope: Envelope
+    token: UUID
+    lease_expiry: float
+    task: asyncio.Task[None] | None = None
+    timeout_handle: Any = None
+
+
+class ResultWriter:
+    """Writes attempt results in batches: whatever accumulated while the last write ran.
+
+    A failed write is retried with backoff until it succeeds or the claims' leases run out
+    (after which another worker may own those tasks, so writing would be wrong).
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.pending: list[Result] = []
+        self.signal = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.closing = False
+
+    def submit(self, result: Result) -> None:
+        self.pending.append(result)
+        self.idle.clear()
+        self.signal.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.signal.wait()
+            self.signal.clear()
+            while self.pending:
+                batch = self.pending[:MAX_RESULT_BATCH]
+                del self.pending[:MAX_RESULT_BATCH]
+                await self._write(batch)
+            self.idle.set()
+            if self.closing:
+                return
+
+    async def _write(self, batch: list[Result]) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.runtime.max_db_retry_delay)
+        while True:
+            now = loop.time()
+            live = [r for r in batch if r.lease_expiry > now]
+            for lost in batch:
+                if lost.lease_expiry <= now:
+                    log.error(
+                        "result of task %s dropped: its lease expired before it could be written",
+                        lost.task_id,
+                        extra={"task_id": lost.task_id, "task_kind": lost.kind},
+                    )
+            if not live:
+                return
+            try:
+                await self.runtime.executor.run(record_results(self.runtime.queries, live))
+                return
+            except Exception as exc:  # noqa: BLE001 - retried: no loop dies of a DB error
+                log.warning("writing %d result(s) failed, will retry: %s", len(live), exc)
+                batch = live
+                await asyncio.sleep(backoff.next())
+
+    async def close(self) -> None:
+        self.closing = True
+        self.signal.set()
+
+
+def record_results(queries: Queries, results: Sequence[Result]) -> Operation[None]:
+    """Delete finished rows with zero retention; update the rest; both guarded by token."""
+    deletes = [r for r in results if r.delete]
+    updates = [r for r in results if not r.delete]
+
+    def steps() -> Steps[None]:
+        if deletes:
+            yield Statement(
+                queries["delete_finished_tasks"],
+                {"ids": [r.task_id for r in deletes], "tokens": [r.token for r in deletes]},
+            )
+        if updates:
+            yield Statement(
+                queries["record_outcomes"],
+                {
+                    "ids": [r.task_id for r in updates],
+                    "tokens": [r.token for r in updates],
+                    "statuses": [r.outcome.status.value for r in updates],
+                    "delays": [r.outcome.delay for r in updates],
+                    "errors": [r.outcome.error for r in updates],
+                    "keeps": [r.keep_messages for r in updates],
+                },
+            )
+
+    return Operation(steps())
+
+
+class KindWorker:
+    """The claim loop of one kind and its in-flight attempts."""
+
+    def __init__(self, spec: KindSpec, runtime: Runtime, runner: AttemptRunner) -> None:
+        self.spec = spec
+        self.kind = spec.kind
+        self.options = spec.options
+        self.runtime = runtime
+        self.runner = runner
+        self.signal = asyncio.Event()
+        self.more_due = True  # claim at once on start: work may be waiting
+        self.inflight: dict[int, Attempt] = {}
+        self.size = 0
+        self.claim_statement = runtime.queries["claim_due_tasks"]
+
+    def notify(self) -> None:
+        self.more_due = True
+        self.signal.set()
+
+    def _current_size(self) -> int:
+        try:
+            self.size = worker_count_of(self.options)
+        except Exception as exc:  # noqa: BLE001 - a broken provider keeps the last size
+            log.error("worker_count provider of %r failed: %s", self.kind, exc)
+        return self.size
+
+    async def run(self) -> None:
+        runtime = self.runtime
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(runtime.max_db_retry_delay)
+        batch_size = self.options.loop.claim_batch_size
+        lease = self.options.lease_seconds
+        poll = self.options.loop.poll_period
+        while not runtime.stopping:
+            free = self._current_size() - len(self.inflight)
+            if free <= 0 or not self.more_due:
+                try:
+                    async with asyncio.timeout(poll):
+                        await self.signal.wait()
+                except TimeoutError:
+                    self.more_due = True  # poll fallback
+                self.signal.clear()
+                continue
+            limit = min(free, batch_size)
+            self.signal.clear()
+            try:
+                rows = await runtime.executor.run(
+                    single(
+                        Statement(self.claim_statement, {"kind": self.kind, "limit": limit, "lease": lease})
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - retried with backoff
+                delay = backoff.next()
+                log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
+                await runtime.sleep_unless_stopping(delay)
+                continue
+            backoff.reset()
+            self.more_due = len(rows) == limit
+            now = loop.time()
+            for row in rows:
+                self._start(row, now, lease)
+            if rows and runtime.stopping:
+                break  # claimed while stop began: the attempts run (drain) or are released (abort)
+
+    def _start(self, row: tuple[Any, ...], now: float, lease: float) -> None:
+        (task_id, payload, key, elapsed, left, max_attempts, token, messages, started_at,
+         lease_lost) = row  # fmt: skip
+        if lease_lost:
+            log.warning(
+                "task %s (%s) was claimed again after a lost lease",
+                task_id,
+                self.kind,
+                extra={"task_id": task_id, "task_kind": self.kind, "attempt": elapsed},
+            )
+        timeout = self.runner.timeout
+        envelope = Envelope(
+            id=task_id,
+            kind=self.kind,
+            payload=payload,
+            external_key=key,
+            attempt=elapsed,
+            attempts_left=left,
+            max_attempts=max_attempts,
+            deadline=started_at + timedelta(seconds=timeout),
+            monotonic_deadline=now + timeout,
+            messages=list(messages),
+        )
+        attempt = Attempt(envelope, token, now + lease)
+        self.inflight[task_id] = attempt
+        attempt.task = asyncio.create_task(self._execute(attempt), name=f"pgqueue-task-{task_id}")
+
+    async def _execute(self, attempt: Attempt) -> None:
+        envelope = attempt.envelope
+        try:
+            outcome = await self.runner.run(envelope, lambda h: setattr(attempt, "timeout_handle", h))
+        except asyncio.CancelledError:
+            return  # aborted: the claim is released by stop(ABORT)
+        except BaseException as exc:  # noqa: BLE001 - never lose an attempt
+            log.exception("attempt of task %s crashed", envelope.id)
+            outcome = Outcome(Status.MUST_RETRY, delay=1.0, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.inflight.pop(envelope.id, None)
+            self.signal.set()
+        delete = outcome.status.is_terminal and self._ttl_is_zero()
+        self.runtime.writer.submit(
+            Result(
+                envelope.id,
+                attempt.token,
+                self.kind,
+                outcome,
+                self.options.max_task_error_messages,
+                delete,
+                attempt.lease_expiry,
+            )
+        )
+
+    def _ttl_is_zero(self) -> bool:
+        try:
+            return terminal_ttl_of(self.options) == 0
+        except Exception:  # noqa: BLE001 - keep the row when the provider is broken
+            return False
+
+    def cancel(self, task_id: int) -> None:
+        """The task was cancelled in the database: tell its handler and end it now."""
+        attempt = self.inflight.get(task_id)
+        if attempt is None:
+            return
+        attempt.envelope.request_cancel()
+        if attempt.timeout_handle is not None:
+            attempt.timeout_handle.reschedule(asyncio.get_running_loop().time())
+
+    async def drain(self) -> None:
+        tasks = [a.task for a in self.inflight.values() if a.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def abort(self) -> list[tuple[int, UUID]]:
+        """Cancel every in-flight attempt; return the claims to release."""
+        claims = [(a.envelope.id, a.token) for a in self.inflight.values()]
+        for attempt in list(self.inflight.values()):
+            attempt.envelope.request_cancel()
+            if attempt.task is not None:
+                attempt.task.cancel()
+        tasks = [a.task for a in self.inflight.values() if a.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        return claims
+
+
+class Runtime:
+    """Runs the worker loops of one queue's handled kinds on the current event loop."""
+
+    def __init__(
+        self,
+        registry: KindRegistry,
+        queries: Queries,
+        executor: AsyncExecutor,
+        stamps: Sequence[Stamp] = (),
+        max_threads: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.queries = queries
+        self.executor = executor
+        self.stamps = list(stamps)
+        self.max_threads = max_threads
+        self.stopping = False
+        self.workers: dict[str, KindWorker] = {}
+        self.writer = ResultWriter(self)
+        self._stop_event = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+        self._threads: DaemonThreadPool | None = None
+        self.max_db_retry_delay = 5.0
+        self.listening = asyncio.Event()
+
+    async def sleep_unless_stopping(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop_event.wait()
+        except TimeoutError:
+            pass
+
+    async def start(self) -> None:
+        specs = self.registry.handled()
+        total = sum(max(1, worker_count_of(s.options)) for s in specs)
+        self._threads = DaemonThreadPool(self.max_threads or max(8, 2 * total))
+        if specs:
+            self.max_db_retry_delay = min(s.options.loop.max_db_retry_delay for s in specs)
+        await self.executor.open()
+        for spec in specs:
+            runner = AttemptRunner(spec, self.stamps, self._threads)
+            self.workers[spec.kind] = KindWorker(spec, self, runner)
+        self._background = [
+            asyncio.create_task(self._listen(), name="pgqueue-listener"),
+            asyncio.create_task(self.writer.run(), name="pgqueue-results"),
+            asyncio.create_task(self._sweep(), name="pgqueue-sweeper"),
+        ]
+        self._loops = [
+            asyncio.create_task(w.run(), name=f"pgqueue-claim-{w.kind}") for w in self.workers.values()
+        ]
+
+    async def stop(self, mode: StopMode) -> None:
+        self.stopping = True
+        self._stop_event.set()
+        for worker in self.workers.values():
+            worker.signal.set()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if mode is StopMode.ABORT:
+            claims: list[tuple[int, UUID]] = []
+            for worker in self.workers.values():
+                claims.extend(await worker.abort())
+            await self._release(claims)
+        else:
+            for worker in self.workers.values():
+                await worker.drain()
+        await self.writer.close()
+        await self.writer.idle.wait()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._threads is not None:
+            self._threads.close()
+
+    async def _release(self, claims: list[tuple[int, UUID]]) -> None:
+        if not claims:
+            return
+        statement = Statement(
+            self.queries["release_claims"],
+            {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
+        )
+        backoff = Backoff(self.max_db_retry_delay)
+        for _ in range(10):
+            try:
+                rows = await self.executor.run(single(statement))
+                kinds = sorted({row[1] for row in rows})
+                if kinds:
+                    await self.executor.run(
+                        single(
+                            Statement(
+                                self.queries["notify_kinds"],
+                                {"channel": self.queries.channel, "kinds": kinds},
+                            )
+                        )
+                    )
+                log.info("released %d claimed task(s) back to the queue", len(rows))
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("releasing claims failed, retrying: %s", exc)
+                await asyncio.sleep(backoff.next())
+        log.error("could not release %d claim(s); they return when their leases expire", len(claims))
+
+    def _dispatch(self, payload: str) -> None:
+        prefix, _, value = payload.partition(":")
+        if prefix == "p":
+            worker = self.workers.get(value)
+            if worker is not None:
+                worker.notify()
+        elif prefix == "c":
+            try:
+                task_id = int(value)
+            except ValueError:
+                return
+            for worker in self.workers.values():
+                worker.cancel(task_id)
+
+    async def _listen(self) -> None:
+        backoff = Backoff(self.max_db_retry_delay)
+        while True:
+            try:
+                async with self.executor.listen(self.queries.channel) as payloads:
+                    backoff.reset()
+                    self.listening.set()
+                    for worker in self.workers.values():
+                        worker.notify()  # anything pushed while we were not listening
+                    async for payload in payloads:
+                        self._dispatch(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the poll fallback covers the gap
+                self.listening.clear()
+                delay = backoff.next()
+                log.warning("LISTEN connection lost, reconnecting in %.2fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_run = {kind: loop.time() for kind in self.workers}
+        while True:
+            now = loop.time()
+            for kind, worker in self.workers.items():
+                if next_run[kind] > now:
+                    continue
+                period = worker.options.loop.janitor_period
+                next_run[kind] = now + period
+                try:
+                    ttl = terminal_ttl_of(worker.options)
+                    deleted = await self.executor.run(
+                        sweep_terminal_tasks(
+                            self.queries, kind, ttl, period * 0.9, worker.options.loop.sweep_batch_size
+                        )
+                    )
+                    if deleted:
+                        log.info("retention deleted %d terminal task(s) of %r", deleted, kind)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - try again next period
+                    log.warning("retention sweep of %r failed: %s", kind, exc)
+            wait = min(next_run.values(), default=now + 60) - loop.time()
+            await asyncio.sleep(max(wait, 0.01))

@@ -1,0 +1,205 @@
+-- Every runtime statement of pgqueue. Each starts with "-- name: NAME" and a one-line
+-- description; parameters are named (%(name)s); __schema__ is the validated schema name.
+
+-- name: push_tasks
+-- Insert tasks given as aligned arrays; a (kind, external_key) that exists inserts nothing.
+-- Returns one row per input position with the new id, or NULL for a duplicate.
+WITH input AS (
+    SELECT i.ord,
+           nextval('__schema__.tasks_id_seq'::regclass) AS id,
+           i.kind, i.payload::jsonb AS payload, i.external_key, i.max_attempts, i.delay
+    FROM unnest(%(kinds)s::text[], %(payloads)s::text[], %(external_keys)s::text[],
+                %(max_attempts)s::int[], %(delays)s::float8[])
+         WITH ORDINALITY AS i(kind, payload, external_key, max_attempts, delay, ord)
+), inserted AS (
+    INSERT INTO __schema__.tasks
+        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+    SELECT id, kind, payload, external_key, max_attempts, max_attempts,
+           now() + make_interval(secs => delay)
+    FROM input
+    ORDER BY ord
+    ON CONFLICT (kind, external_key) DO NOTHING
+    RETURNING id, kind, delayed_till
+), notified AS (
+    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    FROM (SELECT DISTINCT kind FROM inserted WHERE delayed_till <= now()) AS due_kinds
+)
+SELECT input.ord, inserted.id
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+CROSS JOIN (SELECT count(*) FROM notified) AS n
+ORDER BY input.ord;
+
+-- name: lock_kind_capacity
+-- Serialise pushes of one capped kind until the transaction ends (max_pending is exact).
+SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0));
+
+-- name: count_pending_tasks
+-- Count the kind's non-terminal tasks that count against max_pending.
+SELECT count(*)
+FROM __schema__.tasks
+WHERE kind = %(kind)s
+  AND (status IN ('new', 'must_retry')
+       OR (status = 'no_attempts_left' AND claim_token IS NOT NULL AND delayed_till > now()));
+
+-- name: claim_due_tasks
+-- Claim up to LIMIT due tasks of a kind: consume an attempt, lease the row, hand out a token.
+WITH due AS (
+    SELECT id, claim_token AS previous_token
+    FROM __schema__.tasks
+    WHERE kind = %(kind)s
+      AND status IN ('new', 'must_retry')
+      AND delayed_till <= now()
+    ORDER BY delayed_till
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE __schema__.tasks AS t
+SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                  ELSE 'must_retry' END::__schema__.task_status,
+    attempts_left = greatest(t.attempts_left - 1, 0),
+    attempts_elapsed = t.attempts_elapsed + 1,
+    delayed_till = now() + make_interval(secs => %(lease)s),
+    claim_token = gen_random_uuid(),
+    started_at = now(),
+    updated_at = now()
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.payload, t.external_key, t.attempts_elapsed, t.attempts_left,
+          t.max_attempts, t.claim_token, t.messages, t.started_at,
+          due.previous_token IS NOT NULL AS lease_lost;
+
+-- name: record_outcomes
+-- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
+UPDATE __schema__.tasks AS t
+SET status = r.status::__schema__.task_status,
+    attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
+    delayed_till = now() + make_interval(secs => r.delay),
+    claim_token = NULL,
+    messages = CASE
+        WHEN r.error IS NULL THEN t.messages
+        WHEN r.keep <= 0 THEN '{}'::text[]
+        ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
+    END,
+    finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
+    updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
+            %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
+     AS r(id, token, status, delay, error, keep)
+WHERE t.id = r.id AND t.claim_token = r.token
+RETURNING t.id;
+
+-- name: delete_finished_tasks
+-- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
+DELETE FROM __schema__.tasks AS t
+USING unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+WHERE t.id = r.id AND t.claim_token = r.token
+RETURNING t.id;
+
+-- name: release_claims
+-- Hand claimed tasks back at once with the attempt refunded (stop in abort mode).
+UPDATE __schema__.tasks AS t
+SET status = CASE WHEN t.attempts_elapsed <= 1 THEN 'new'
+                  ELSE 'must_retry' END::__schema__.task_status,
+    attempts_left = t.attempts_left + 1,
+    attempts_elapsed = greatest(t.attempts_elapsed - 1, 0),
+    delayed_till = now(),
+    claim_token = NULL,
+    updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+WHERE t.id = r.id AND t.claim_token = r.token
+RETURNING t.id, t.kind;
+
+-- name: notify_kinds
+-- Wake the workers of the given kinds.
+SELECT pg_notify(%(channel)s, 'p:' || kind) FROM unnest(%(kinds)s::text[]) AS k(kind);
+
+-- name: cancel_task_by_key
+-- Cancel the waiting or running task of (kind, external_key); tell a running one's worker.
+WITH target AS (
+    SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
+    FROM __schema__.tasks
+    WHERE kind = %(kind)s AND external_key = %(external_key)s
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
+    FOR NO KEY UPDATE
+), cancelled AS (
+    UPDATE __schema__.tasks AS t
+    SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
+    FROM target
+    WHERE t.id = target.id
+    RETURNING t.id, target.was_running
+)
+SELECT id, was_running,
+       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
+FROM cancelled;
+
+-- name: retry_tasks
+-- Give exhausted tasks of a kind fresh attempts (oldest first) and make them due now.
+WITH exhausted AS (
+    SELECT id
+    FROM __schema__.tasks
+    WHERE kind = %(kind)s AND status = 'no_attempts_left'
+      AND (claim_token IS NULL OR delayed_till <= now())
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), revived AS (
+    UPDATE __schema__.tasks AS t
+    SET status = 'must_retry', attempts_left = %(attempts)s,
+        max_attempts = t.attempts_elapsed + %(attempts)s,
+        delayed_till = now(), claim_token = NULL, updated_at = now()
+    FROM exhausted
+    WHERE t.id = exhausted.id
+    RETURNING t.id
+)
+SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'p:' || %(kind)s) END
+FROM revived;
+
+-- name: get_task
+-- Read one task by id, with its derived status.
+SELECT id, kind, payload, external_key, status::text,
+       claim_token IS NOT NULL AND delayed_till > now() AS processing,
+       attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+       created_at, updated_at, started_at, finished_at
+FROM __schema__.tasks
+WHERE id = %(id)s;
+
+-- name: register_kind_row
+-- Make sure the kind has its maintenance row.
+INSERT INTO __schema__.kinds (kind) VALUES (%(kind)s) ON CONFLICT (kind) DO NOTHING;
+
+-- name: lock_kind_for_sweep
+-- Take the kind's maintenance lock if no process holds it and the last sweep is old enough.
+SELECT kind
+FROM __schema__.kinds
+WHERE kind = %(kind)s
+  AND (swept_at IS NULL OR swept_at <= now() - make_interval(secs => %(period)s))
+FOR UPDATE SKIP LOCKED;
+
+-- name: sweep_terminal_tasks
+-- Delete up to LIMIT terminal tasks of a kind that finished more than TTL seconds ago.
+WITH doomed AS (
+    SELECT id
+    FROM __schema__.tasks
+    WHERE kind = %(kind)s AND status IN ('cancelled', 'succeeded')
+      AND finished_at <= now() - make_interval(secs => %(ttl)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM __schema__.tasks AS t USING doomed WHERE t.id = doomed.id
+RETURNING t.id;
+
+-- name: mark_kind_swept
+-- Remember when the kind was last swept, so other processes skip it for a period.
+UPDATE __schema__.kinds SET swept_at = now() WHERE kind = %(kind)s;
+
+-- name: count_tasks_by_status
+-- Count tasks per kind and (derived) status.
+SELECT kind,
+       CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+            ELSE status::text END AS status,
+       count(*)
+FROM __schema__.tasks
+GROUP BY 1, 2;

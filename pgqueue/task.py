@@ -1,0 +1,111 @@
+"""Tasks as pushed by applications and as read back from the database."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgqueue.errors import InvalidTask
+
+MAX_KIND_LENGTH = 100
+MAX_EXTERNAL_KEY_LENGTH = 512
+
+
+class Status(str, enum.Enum):
+    """Task status: the five stored ones plus the derived ``processing``."""
+
+    NEW = "new"
+    MUST_RETRY = "must_retry"
+    NO_ATTEMPTS_LEFT = "no_attempts_left"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    PROCESSING = "processing"  # derived: claimed and the lease has not expired
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Status.CANCELLED, Status.SUCCEEDED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STORED_STATUSES: tuple[Status, ...] = (
+    Status.NEW,
+    Status.MUST_RETRY,
+    Status.NO_ATTEMPTS_LEFT,
+    Status.CANCELLED,
+    Status.SUCCEEDED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of work to push: a kind, a JSON payload and an optional idempotency key."""
+
+    kind: str
+    payload: Any = None
+    external_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """One task row as stored, with the derived status."""
+
+    id: int
+    kind: str
+    payload: Any
+    external_key: str | None
+    status: Status
+    stored_status: Status
+    attempts_elapsed: int
+    attempts_left: int
+    max_attempts: int
+    messages: list[str] = field(default_factory=list)
+    delayed_till: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def validate_kind_name(kind: object) -> str:
+    """Return ``kind`` if it is a usable kind name, else raise :class:`InvalidTask`."""
+    if not isinstance(kind, str):
+        raise InvalidTask(f"task kind must be a string, got {type(kind).__name__}")
+    if not kind.strip():
+        raise InvalidTask("task kind must not be empty")
+    if len(kind) > MAX_KIND_LENGTH:
+        raise InvalidTask(f"task kind is {len(kind)} characters long; the limit is {MAX_KIND_LENGTH}")
+    return kind
+
+
+def encode_payload(payload: Any) -> str | None:
+    """Serialise a payload to JSON text (``None`` stays SQL NULL); raise on anything else."""
+    if payload is None:
+        return None
+    try:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidTask(f"task payload is not JSON-serialisable: {exc}") from exc
+    if "\\u0000" in text:
+        # PostgreSQL's jsonb cannot store NUL characters.
+        raise InvalidTask("task payload contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def validate_external_key(key: object) -> str | None:
+    """Return the key if it is ``None`` or a string within the size limit."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise InvalidTask(f"external_key must be a string or None, got {type(key).__name__}")
+    if len(key.encode()) > MAX_EXTERNAL_KEY_LENGTH:
+        raise InvalidTask(
+            f"external_key is {len(key.encode())} bytes long; the limit is {MAX_EXTERNAL_KEY_LENGTH}"
+        )
+    if "\x00" in key:
+        raise InvalidTask("external_key must not contain NUL characters")
+    return key
