@@ -1,5 +1,5 @@
 -- Every runtime statement of pgqueue. Each starts with "-- name: NAME" and a one-line
--- description; parameters are named (%(name)s); __schema__ is the validated schema name.
+-- description; parameters are named (%(name)s); the schema placeholder is the validated name.
 
 -- name: push_tasks
 -- Insert tasks given as aligned arrays; a (kind, external_key) that exists inserts nothing.

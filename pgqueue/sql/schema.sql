@@ -1,5 +1,5 @@
 -- pgqueue schema: the one declared truth. Migrations are tested to reach exactly this.
--- __schema__ is replaced by the validated schema name.
+-- The schema name below is a placeholder, replaced by the validated name.
 
 CREATE SCHEMA IF NOT EXISTS __schema__;
 

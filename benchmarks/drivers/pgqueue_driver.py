@@ -1,0 +1,183 @@
+"""Benchmark driver for pgqueue (runs with the project's own interpreter).
+
+Configuration: `AsyncQueue(dsn)` with its defaults; kind `noop` registered with
+`worker_count=concurrency` (10), `attempt_timeout=30`, `max_attempts=3` and
+`terminal_tasks_ttl=0`, so a finished task's row is deleted at once and "done" means that no
+row of the kind is left.
+
+The scale check (`--prefill-terminal`, `--prefill-delayed`) inserts rows straight into
+`pgqueue.tasks`: finished rows of another kind, and rows of the measured kind that are due in
+a year, which must not slow down claiming the due ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import pgqueue
+import pgqueue.migrate
+from pgqueue import AsyncQueue, KindOptions, Task
+
+import harness
+from pgconn import Db
+
+KIND = "noop"
+ARCHIVED_KIND = "archived"
+SCHEMA = "pgqueue"
+TABLE = f"{SCHEMA}.tasks"
+# Rows due further away than this are the scale check's future-delayed filler.
+HORIZON = "interval '30 days'"
+
+
+async def noop(envelope: Any) -> None:
+    harness.task_started(envelope.payload)
+
+
+class PgqueueAdapter(harness.Adapter):
+    lib = "pgqueue"
+
+    def __init__(self, dsn: str, concurrency: int) -> None:
+        super().__init__(dsn, concurrency)
+        self._queue: AsyncQueue | None = None
+
+    def version(self) -> str:
+        try:
+            return version("pgqueue")
+        except PackageNotFoundError:
+            return str(getattr(pgqueue, "__version__", "source"))
+
+    def _options(self) -> KindOptions:
+        return KindOptions(
+            worker_count=self.concurrency,
+            attempt_timeout=30.0,
+            max_attempts=3,
+            terminal_tasks_ttl=0,
+        )
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "facade": "AsyncQueue",
+            "worker_count": self.concurrency,
+            "attempt_timeout": 30.0,
+            "max_attempts": 3,
+            "terminal_tasks_ttl": 0,
+        }
+
+    def _new_queue(self) -> AsyncQueue:
+        queue = AsyncQueue(self.dsn)
+        queue.register_kind(KIND, noop, self._options())
+        return queue
+
+    async def install(self) -> None:
+        # The migration entry point may be blocking (it may run its own event loop): keep it
+        # off this loop, and await its result in case it is a coroutine.
+        result = await asyncio.to_thread(pgqueue.migrate.upgrade, self.dsn)
+        if inspect.isawaitable(result):
+            await result
+
+    async def open_producer(self) -> None:
+        self._queue = self._new_queue()
+
+    async def push_one(self, payload: dict[str, Any]) -> None:
+        assert self._queue is not None
+        await self._queue.push_task(Task(kind=KIND, payload=payload))
+
+    async def push_many(self, payloads: list[dict[str, Any]]) -> None:
+        assert self._queue is not None
+        await self._queue.push_tasks([Task(kind=KIND, payload=p) for p in payloads])
+
+    async def close_producer(self) -> None:
+        if self._queue is not None:
+            await self._queue.close()
+            self._queue = None
+
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        queue = self._new_queue()
+        await queue.start()
+        try:
+            await stop.wait()
+            await queue.stop()
+        finally:
+            await queue.close()
+
+    def unfinished_sql(self) -> str:
+        return (
+            f"SELECT count(*) FROM {TABLE} WHERE kind = '{KIND}'"
+            f" AND (delayed_till IS NULL OR delayed_till < now() + {HORIZON})"
+        )
+
+    async def prefill(self, db: Db, terminal: int, delayed: int) -> None:
+        if terminal:
+            await db.execute(
+                await _insert_sql(
+                    db,
+                    terminal,
+                    {
+                        "kind": f"'{ARCHIVED_KIND}'",
+                        "payload": "'{}'",
+                        "status": "'succeeded'",
+                        "delayed_till": "now() - interval '1 day'",
+                        "created_at": "now() - interval '1 day'",
+                        "finished_at": "now() - interval '1 hour'",
+                    },
+                )
+            )
+        if delayed:
+            await db.execute(
+                await _insert_sql(
+                    db,
+                    delayed,
+                    {
+                        "kind": f"'{KIND}'",
+                        "payload": "'{}'",
+                        "status": "'new'",
+                        "delayed_till": "now() + interval '365 days'",
+                        "created_at": "now()",
+                    },
+                )
+            )
+
+
+async def _insert_sql(db: Db, count: int, values: dict[str, str]) -> str:
+    """Build `INSERT … SELECT … FROM generate_series` for `pgqueue.tasks`.
+
+    Each value is cast to its column's declared type (so enum and jsonb literals work
+    whatever the type names are). Required columns that have no default and are not given
+    get a neutral value of their type.
+    """
+    columns = await db.rows(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " a.atthasdef OR a.attidentity <> '', t.typcategory"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        f" WHERE a.attrelid = '{TABLE}'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+    )
+    neutral = {"N": "3", "B": "false", "D": "now()", "S": "''", "A": "'{}'"}
+    names: list[str] = []
+    exprs: list[str] = []
+    for name, type_name, not_null, has_default, category in columns:
+        if name in values:
+            expr = values[name]
+        elif not_null and not has_default and type_name in ("json", "jsonb"):
+            expr = "'[]'"
+        elif not_null and not has_default and category in neutral:
+            expr = neutral[category]
+        elif not_null and not has_default:
+            raise RuntimeError(f"cannot prefill {TABLE}: no value for required column {name}")
+        else:
+            continue
+        names.append(name)
+        exprs.append(f"({expr})::{type_name}")
+    missing = set(values) - set(names)
+    if missing:
+        raise RuntimeError(f"{TABLE} has no column(s) {sorted(missing)}")
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(names)})"
+        f" SELECT {', '.join(exprs)} FROM generate_series(1, {count})"
+    )
+
+
+if __name__ == "__main__":
+    harness.main(PgqueueAdapter, __file__)
