@@ -87,7 +87,7 @@ class AsyncQueue(QueueBase):
         self._check_open()
         if self._state is QueueState.RUNNING:
             return
-        runtime = Runtime(self.registry, self.queries, self.executor, self.stamps)
+        runtime = Runtime(self.registry, self.queries, self.executor, self.stamps, self.events)
         await runtime.start()
         self._runtime = runtime
         self._state = QueueState.RUNNING

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
+from pgqueue.events import EventBus, Listener
 from pgqueue.executor import Operation
 from pgqueue import operations
 from pgqueue.options import KindOptions, to_seconds
@@ -38,6 +39,12 @@ class QueueBase:
             if not callable(stamp):
                 raise InvalidOptions(f"stamps must be callables, got {stamp!r}")
         self._state = QueueState.INIT
+        self.events = EventBus()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every runtime event (claims, attempts, writes); returns an
+        unsubscribe function. Listeners run on the runtime's loop and must be quick."""
+        return self.events.subscribe(listener)
 
     @property
     def schema(self) -> str:

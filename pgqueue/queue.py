@@ -124,7 +124,9 @@ class Queue(QueueBase):
             self._runtime_executor = AsyncPsycopgExecutor(
                 self._conninfo, max_size=self._max_connections
             )
-        runtime = Runtime(self.registry, self.queries, self._runtime_executor, self.stamps)
+        runtime = Runtime(
+            self.registry, self.queries, self._runtime_executor, self.stamps, self.events
+        )
         await runtime.start()
         return runtime
 

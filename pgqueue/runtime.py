@@ -17,6 +17,13 @@ from typing import Any
 from uuid import UUID
 
 from pgqueue.envelope import Envelope, Stamp
+from pgqueue.events import (
+    AttemptFinished,
+    ClaimsReleased,
+    EventBus,
+    ResultsWritten,
+    TasksClaimed,
+)
 from pgqueue.execution import AttemptRunner, Outcome
 from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
 from pgqueue.operations import sweep_terminal_tasks
@@ -123,31 +130,47 @@ class ResultWriter:
             if not live:
                 return
             try:
-                await self.runtime.executor.run(record_results(self.runtime.queries, live))
-                return
+                applied = await self.runtime.executor.run(
+                    record_results(self.runtime.queries, live)
+                )
             except Exception as exc:  # noqa: BLE001 - retried: no loop dies of a DB error
                 log.warning("writing %d result(s) failed, will retry: %s", len(live), exc)
                 batch = live
                 await asyncio.sleep(backoff.next())
+                continue
+            self.runtime.events.emit(
+                ResultsWritten(
+                    tuple(
+                        (r.task_id, r.kind, r.outcome.status.value, r.task_id in applied)
+                        for r in live
+                    )
+                )
+            )
+            return
 
     async def close(self) -> None:
         self.closing = True
         self.signal.set()
 
 
-def record_results(queries: Queries, results: Sequence[Result]) -> Operation[None]:
-    """Delete finished rows with zero retention; update the rest; both guarded by token."""
+def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
+    """Delete finished rows with zero retention; update the rest; both guarded by token.
+
+    Returns the ids whose result was applied (a task cancelled or re-claimed meanwhile is not).
+    """
     deletes = [r for r in results if r.delete]
     updates = [r for r in results if not r.delete]
 
-    def steps() -> Steps[None]:
+    def steps() -> Steps[set[int]]:
+        applied: set[int] = set()
         if deletes:
-            yield Statement(
+            rows = yield Statement(
                 queries["delete_finished_tasks"],
                 {"ids": [r.task_id for r in deletes], "tokens": [r.token for r in deletes]},
             )
+            applied.update(row[0] for row in rows)
         if updates:
-            yield Statement(
+            rows = yield Statement(
                 queries["record_outcomes"],
                 {
                     "ids": [r.task_id for r in updates],
@@ -158,6 +181,8 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[Non
                     "keeps": [r.keep_messages for r in updates],
                 },
             )
+            applied.update(row[0] for row in rows)
+        return applied
 
     return Operation(steps())
 
@@ -221,6 +246,10 @@ class KindWorker:
             backoff.reset()
             self.more_due = len(rows) == limit
             now = loop.time()
+            if rows:
+                runtime.events.emit(
+                    TasksClaimed(self.kind, tuple(r[0] for r in rows), sum(1 for r in rows if r[-1]))
+                )
             for row in rows:
                 self._start(row, now, lease)
             if rows and runtime.stopping:
@@ -255,6 +284,7 @@ class KindWorker:
 
     async def _execute(self, attempt: Attempt) -> None:
         envelope = attempt.envelope
+        started = asyncio.get_running_loop().time()
         try:
             outcome = await self.runner.run(envelope, lambda h: setattr(attempt, "timeout_handle", h))
         except asyncio.CancelledError:
@@ -265,6 +295,15 @@ class KindWorker:
         finally:
             self.inflight.pop(envelope.id, None)
             self.signal.set()
+        self.runtime.events.emit(
+            AttemptFinished(
+                self.kind,
+                envelope.id,
+                envelope.attempt,
+                outcome.status.value,
+                asyncio.get_running_loop().time() - started,
+            )
+        )
         delete = outcome.status.is_terminal and self._ttl_is_zero()
         self.runtime.writer.submit(
             Result(
@@ -320,8 +359,10 @@ class Runtime:
         queries: Queries,
         executor: AsyncExecutor,
         stamps: Sequence[Stamp] = (),
+        events: EventBus | None = None,
         max_threads: int | None = None,
     ) -> None:
+        self.events = events or EventBus()
         self.registry = registry
         self.queries = queries
         self.executor = executor
@@ -406,6 +447,7 @@ class Runtime:
                         )
                     )
                 log.info("released %d claimed task(s) back to the queue", len(rows))
+                self.events.emit(ClaimsReleased(tuple(row[0] for row in rows)))
                 return
             except Exception as exc:  # noqa: BLE001
                 log.warning("releasing claims failed, retrying: %s", exc)

@@ -1,0 +1,62 @@
+"""Events the runtime reports as it works, for metrics, tests and tools.
+
+Listeners are called on the runtime's event loop thread and must return quickly; an exception
+in a listener is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("pgqueue.events")
+
+
+@dataclass(frozen=True, slots=True)
+class TasksClaimed:
+    kind: str
+    task_ids: tuple[int, ...]
+    lost_leases: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    kind: str
+    task_id: int
+    attempt: int
+    status: str  # the transition asked for: succeeded, must_retry, no_attempts_left, cancelled
+    duration: float  # seconds the attempt ran
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsWritten:
+    """Results applied in the database; ``applied`` is False for ones whose claim was gone."""
+
+    results: tuple[tuple[int, str, str, bool], ...]  # (task id, kind, status, applied)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimsReleased:
+    task_ids: tuple[int, ...]
+
+
+Event = TasksClaimed | AttemptFinished | ResultsWritten | ClaimsReleased
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self.listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; returns a function that removes it."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener %r failed", listener)

@@ -1,0 +1,54 @@
+"""Test helpers that wait on what the runtime reports, never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from pgqueue.events import AttemptFinished, Event, ResultsWritten, TasksClaimed
+
+
+class Recorder:
+    """Subscribes to a queue's events and lets tests wait for conditions on them."""
+
+    def __init__(self, queue: Any) -> None:
+        self.cond = threading.Condition()
+        self.written: dict[int, list[str]] = defaultdict(list)  # applied results per task
+        self.finished: list[AttemptFinished] = []
+        self.claimed: list[int] = []
+        queue.subscribe(self)
+
+    def __call__(self, event: Event) -> None:
+        with self.cond:
+            if isinstance(event, ResultsWritten):
+                for task_id, _kind, status, applied in event.results:
+                    if applied:
+                        self.written[task_id].append(status)
+            elif isinstance(event, AttemptFinished):
+                self.finished.append(event)
+            elif isinstance(event, TasksClaimed):
+                self.claimed.extend(event.task_ids)
+            self.cond.notify_all()
+
+    def status_of(self, task_id: int) -> str | None:
+        statuses = self.written.get(task_id)
+        return statuses[-1] if statuses else None
+
+    def wait(self, predicate: Callable[[Recorder], bool], timeout: float = 30.0) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self), timeout), "timed out waiting"
+
+    def wait_status(self, task_id: int, status: str, timeout: float = 30.0) -> None:
+        self.wait(lambda r: r.status_of(task_id) == status, timeout)
+
+    def wait_count(self, count: int, timeout: float = 60.0) -> None:
+        self.wait(lambda r: sum(len(v) for v in r.written.values()) >= count, timeout)
+
+    async def await_(self, predicate: Callable[[Recorder], bool], timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.wait, predicate, timeout)
+
+    async def await_status(self, task_id: int, status: str, timeout: float = 30.0) -> None:
+        await asyncio.to_thread(self.wait_status, task_id, status, timeout)
