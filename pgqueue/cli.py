@@ -139,3 +139,7 @@ def copy_revisions(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,7 @@ class Outcome:
 
 def describe_error(error: BaseException) -> str:
     """``Type: message`` for the error ring; never raises, even if ``str(error)`` does."""
-    name = type(error).__qualname__
+    name = type(error).__name__
     try:
         text = str(error)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the attempt

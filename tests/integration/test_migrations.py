@@ -1,0 +1,149 @@
+"""Migrations reach exactly the declared schema, downgrade removes everything, and the
+revisions coexist with a host project's own Alembic history."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import pgqueue.migrate as migrate
+from pgqueue.queries import schema_ddl
+from tests.conftest import Database
+
+
+def catalog(dsn: str, schema: str) -> dict[str, Any]:
+    """Everything about a schema that a migration could get wrong, schema name neutralised."""
+    queries = {
+        "columns": """
+            SELECT table_name, column_name, data_type, udt_name, is_nullable,
+                   coalesce(column_default, ''), is_identity, ordinal_position
+            FROM information_schema.columns WHERE table_schema = %(s)s
+              AND table_name <> 'pgqueue_alembic_version' ORDER BY 1, 8""",
+        "constraints": """
+            SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid)
+            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %(s)s AND c.relname <> 'pgqueue_alembic_version' ORDER BY 1, 2""",
+        "indexes": """
+            SELECT indexname, indexdef FROM pg_indexes
+            WHERE schemaname = %(s)s AND tablename <> 'pgqueue_alembic_version' ORDER BY 1""",
+        "enums": """
+            SELECT t.typname, e.enumlabel, e.enumsortorder FROM pg_enum e
+            JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname = %(s)s ORDER BY 1, 3""",
+        "reloptions": """
+            SELECT c.relname, c.relkind, coalesce(c.reloptions, '{}') FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %(s)s AND c.relname NOT LIKE 'pgqueue_alembic_version%%'
+            ORDER BY 1""",
+    }
+    with psycopg.connect(dsn) as conn:
+        return {
+            name: [
+                tuple(str(v).replace(schema + ".", "S.") for v in row)
+                for row in conn.execute(sql, {"s": schema}).fetchall()
+            ]
+            for name, sql in queries.items()
+        }
+
+
+def test_migrations_produce_exactly_the_declared_schema(
+    empty_schema: Database, server_dsn: str
+) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0001"
+    declared = empty_schema.schema + "_declared"
+    try:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(schema_ddl(declared))
+        migrated = catalog(server_dsn, empty_schema.schema)
+        assert migrated["columns"] and migrated["indexes"] and migrated["enums"]
+        assert migrated == catalog(server_dsn, declared)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {declared} CASCADE")
+
+
+def test_upgrade_is_idempotent_and_downgrade_leaves_nothing(empty_schema: Database) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) is None
+    assert empty_schema.scalar(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (empty_schema.schema,)
+    ) == 0
+    # And back up again after a full downgrade.
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
+
+
+def test_cli_migrate_and_sql(empty_schema: Database) -> None:
+    env = empty_schema.env()
+    up = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert up.returncode == 0, up.stderr
+    assert "pgqueue_0001" in up.stdout
+    down = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "migrate", "--down"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert "at base" in down.stdout
+    sql = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "sql", "--schema", "jobs"], capture_output=True, text=True
+    )
+    assert sql.returncode == 0
+    assert "CREATE TABLE jobs.tasks" in sql.stdout and "__schema__" not in sql.stdout
+
+
+def test_copied_revisions_run_in_a_host_alembic_project(
+    empty_schema: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    project = tmp_path / "alembic"
+    config = Config(str(tmp_path / "alembic.ini"))
+    command.init(config, str(project))
+    config.set_main_option("script_location", str(project))
+    config.set_main_option(
+        "sqlalchemy.url", migrate.sqlalchemy_url(empty_schema.dsn).replace("%", "%%")
+    )
+    host_table = f"{empty_schema.schema}_host"
+    (project / "versions" / "host_0001.py").write_text(
+        f'''
+from alembic import op
+revision = "host_0001"
+down_revision = None
+branch_labels = ("host",)
+depends_on = None
+def upgrade():
+    op.execute("CREATE TABLE {host_table} (id int)")
+def downgrade():
+    op.execute("DROP TABLE {host_table}")
+'''
+    )
+    copied = migrate.copy_migrations(project / "versions")
+    assert [p.name for p in copied] == ["pgqueue_0001_initial.py"]
+    monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
+    version_table = f"{empty_schema.schema}_versions"
+    env_py = (project / "env.py").read_text()
+    env_py = env_py.replace(
+        "target_metadata=target_metadata",
+        f"target_metadata=target_metadata, version_table={version_table!r}",
+    )
+    (project / "env.py").write_text(env_py)
+    try:
+        command.upgrade(config, "heads")
+        assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
+        assert empty_schema.scalar(f"SELECT count(*) FROM {host_table}") == 0
+        heads = {row[0] for row in empty_schema.fetch(f"SELECT version_num FROM {version_table}")}
+        assert heads == {"host_0001", "pgqueue_0001"}
+    finally:
+        empty_schema.fetch(f"DROP TABLE IF EXISTS {host_table}, {version_table}")

@@ -1,0 +1,189 @@
+"""Fast tests without a database."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import pgqueue
+from pgqueue import (
+    Decision,
+    ExpBackoffDelayer,
+    InvalidOptions,
+    Jitter,
+    JitterDelayer,
+    KindOptions,
+    LoopOptions,
+    Status,
+)
+from pgqueue.envelope import Envelope
+from pgqueue.execution import decide, describe_error
+from pgqueue.options import terminal_ttl_of, worker_count_of
+from pgqueue.queries import Queries, parse_queries, schema_ddl, validate_schema_name
+
+
+def test_all_is_complete_and_sorted() -> None:
+    public = {
+        name
+        for name, value in vars(pgqueue).items()
+        if not name.startswith("_") and isinstance(value, type)
+    }
+    assert public <= set(pgqueue.__all__)
+    assert pgqueue.__all__ == sorted(pgqueue.__all__)
+    for name in pgqueue.__all__:
+        assert hasattr(pgqueue, name)
+
+
+def test_every_query_is_named_described_and_uses_named_parameters() -> None:
+    queries = Queries("pgqueue")
+    assert "claim_due_tasks" in queries.names()
+    for name in queries.names():
+        sql = queries[name]
+        assert "__schema__" not in sql
+        assert not re.search(r"\$\d", sql), f"{name} uses positional parameters"
+        assert not re.search(r"%s\b", sql), f"{name} uses positional parameters"
+
+
+def test_query_parser_rejects_undescribed_and_duplicate_queries() -> None:
+    with pytest.raises(ValueError, match="description"):
+        parse_queries("-- name: a\nSELECT 1;\n")
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\n-- d\nSELECT 1;\n-- name: a\n-- d\nSELECT 2;\n")
+    parsed = parse_queries("-- name: a\n-- First.\n-- Second.\nSELECT 1;\n")
+    assert parsed["a"].description == "First. Second." and parsed["a"].sql == "SELECT 1"
+
+
+@pytest.mark.parametrize("bad", ["", "Public", "a-b", "a;drop", "1abc", "x" * 64, None])
+def test_schema_names_are_validated(bad: object) -> None:
+    with pytest.raises(InvalidOptions):
+        validate_schema_name(bad)  # type: ignore[arg-type]
+    assert "CREATE TABLE jobs.tasks" in schema_ddl("jobs")
+
+
+def test_jitter_delayer_bounds() -> None:
+    rng = random.Random(7)
+    equal = JitterDelayer(Jitter.EQUAL, base=2.0, rng=rng)
+    full = JitterDelayer(Jitter.FULL, base=2.0, rng=rng)
+    zero = JitterDelayer(Jitter.ZERO, base=2.0)
+    for attempt in range(1, 50):
+        assert 1.0 <= equal.delay(attempt) <= 2.0
+        assert 0.0 <= full.delay(attempt) <= 2.0
+        assert zero.delay(attempt) == 2.0
+
+
+def test_exp_backoff_with_float_factor_caps_at_max() -> None:
+    delayer = ExpBackoffDelayer(Jitter.ZERO, base=0.5, max=10.0, factor=1.5)
+    assert [delayer.delay(a) for a in (1, 2, 3)] == [0.5, 0.75, 1.125]
+    assert delayer.delay(100) == 10.0
+    assert delayer.delay(10_000) == 10.0  # no overflow
+    with pytest.raises(InvalidOptions):
+        ExpBackoffDelayer(factor=0.5)
+    with pytest.raises(InvalidOptions):
+        ExpBackoffDelayer(base=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attempt_timeout": 0},
+        {"attempt_timeout": -1},
+        {"attempt_timeout": "5"},
+        {"attempt_timeout": float("nan")},
+        {"attempt_timeout": 1, "worker_count": -1},
+        {"attempt_timeout": 1, "worker_count": lambda: "many"},
+        {"attempt_timeout": 1, "max_attempts": 0},
+        {"attempt_timeout": 1, "max_task_error_messages": -1},
+        {"attempt_timeout": 1, "terminal_tasks_ttl": -5},
+        {"attempt_timeout": 1, "max_pending": 0},
+        {"attempt_timeout": 1, "loop": LoopOptions(claim_batch_size=0)},
+        {"attempt_timeout": 1, "delayer": object()},
+        {"attempt_timeout": 1, "before": "not callable"},
+    ],
+)
+def test_kind_options_validation(kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidOptions):
+        KindOptions(**kwargs).validate()  # type: ignore[arg-type]
+
+
+def test_providers_are_re_read() -> None:
+    size = {"n": 3}
+    options = KindOptions(
+        attempt_timeout=timedelta(seconds=2),
+        worker_count=lambda: size["n"],
+        terminal_tasks_ttl=lambda: timedelta(minutes=1),
+    ).validate()
+    assert worker_count_of(options) == 3
+    size["n"] = 7
+    assert worker_count_of(options) == 7
+    assert terminal_ttl_of(options) == 60.0
+    assert options.lease_seconds == 2.0 + options.loop.lease_margin
+
+
+def envelope(attempt: int = 1, left: int = 2) -> Envelope:
+    return Envelope(
+        id=1,
+        kind="k",
+        payload=None,
+        external_key=None,
+        attempt=attempt,
+        attempts_left=left,
+        max_attempts=attempt + left,
+        deadline=datetime.now(timezone.utc),
+        monotonic_deadline=0.0,
+        messages=[],
+    )
+
+
+@pytest.mark.parametrize(
+    ("decision", "left", "status", "delay"),
+    [
+        (Decision.default(), 2, Status.MUST_RETRY, 3.0),
+        (Decision.default(), 0, Status.NO_ATTEMPTS_LEFT, 0.0),
+        (Decision.retry_now(), 2, Status.MUST_RETRY, 0.0),
+        (Decision.retry_after(42), 2, Status.MUST_RETRY, 42.0),
+        (Decision.retry_after(42), 0, Status.NO_ATTEMPTS_LEFT, 0.0),
+        (Decision.drop(), 2, Status.NO_ATTEMPTS_LEFT, 0.0),
+        (Decision.cancel(), 2, Status.CANCELLED, 0.0),
+        (Decision.cancel(), 0, Status.CANCELLED, 0.0),
+    ],
+)
+def test_decisions_map_to_transitions(
+    decision: Decision, left: int, status: Status, delay: float
+) -> None:
+    outcome = decide(decision, envelope(left=left), "E: x", lambda attempt: 3.0)
+    assert (outcome.status, outcome.delay, outcome.error) == (status, delay, "E: x")
+
+
+def test_retry_after_rejects_negative_delay() -> None:
+    with pytest.raises(ValueError):
+        Decision.retry_after(-1)
+
+
+def test_describe_error_survives_a_broken_str() -> None:
+    class Nasty(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe_error(Nasty()) == "Nasty: <unprintable error>"
+    assert describe_error(ValueError("bad")) == "ValueError: bad"
+    assert describe_error(KeyError()) == "KeyError"
+
+
+def test_daemon_thread_pool_carries_keyboard_interrupt_as_an_error() -> None:
+    from pgqueue.threads import DaemonThreadPool, ThreadInterrupt
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        pool = DaemonThreadPool(2)
+        assert await pool.submit(asyncio.get_running_loop(), lambda: 41 + 1) == 42
+        with pytest.raises(ThreadInterrupt):
+            await pool.submit(asyncio.get_running_loop(), interrupt)
+        pool.close()
+
+    asyncio.run(main())
