@@ -51,7 +51,7 @@ class PsycopgExecutor:
 
     @property
     def conninfo(self) -> str:
-        return self.pool.conninfo
+        return str(self.pool.conninfo)
 
     def _ensure_open(self) -> None:
         if not self._opened and self._owned:
@@ -97,7 +97,7 @@ class AsyncPsycopgExecutor:
     def __init__(self, target: str | AsyncConnectionPool, *, max_size: int = 8) -> None:
         if isinstance(target, AsyncConnectionPool):
             self.pool, self._owned = target, False
-            self.conninfo = target.conninfo
+            self.conninfo = str(target.conninfo)
         else:
             self.conninfo = target
             self.pool = AsyncConnectionPool(

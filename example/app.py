@@ -40,7 +40,9 @@ def send_receipt(envelope: Envelope) -> None:
     """Pretend to e-mail a receipt; fails now and then, like a real mail server."""
     order_id = envelope.payload["order_id"]
     with psycopg.connect(DSN) as conn:
-        row = conn.execute("SELECT customer, total FROM orders WHERE id = %s", (order_id,)).fetchone()
+        row = conn.execute(
+            "SELECT customer, total FROM orders WHERE id = %s", (order_id,)
+        ).fetchone()
         if row is None:
             raise MustCancelTask(f"order {order_id} no longer exists")
         if random.random() < 0.1:

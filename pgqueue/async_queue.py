@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -19,15 +19,17 @@ def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
     if isinstance(target, str):
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
-        return AsyncPsycopgExecutor(target, max_size=max_size)
+        return cast(AsyncExecutor, AsyncPsycopgExecutor(target, max_size=max_size))
     if all(hasattr(target, name) for name in ("run", "run_in", "listen", "open", "close")):
-        return target  # type: ignore[no-any-return]
+        return cast(AsyncExecutor, target)
     type_name = f"{type(target).__module__}.{type(target).__qualname__}"
     if type_name.startswith("psycopg_pool"):
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
-        return AsyncPsycopgExecutor(target)
-    raise TypeError(f"AsyncQueue needs a DSN, an AsyncConnectionPool or an executor, got {type_name}")
+        return cast(AsyncExecutor, AsyncPsycopgExecutor(target))
+    raise TypeError(
+        f"AsyncQueue needs a DSN, an AsyncConnectionPool or an executor, got {type_name}"
+    )
 
 
 class AsyncQueue(QueueBase):

@@ -6,18 +6,18 @@ import enum
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+from pgqueue import operations
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
 from pgqueue.events import EventBus, Listener
 from pgqueue.executor import Operation
-from pgqueue import operations
 from pgqueue.options import KindOptions, to_seconds
 from pgqueue.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.registry import Handler, KindRegistry
 from pgqueue.task import Task, TaskInfo
 
 
-class QueueState(str, enum.Enum):
+class QueueState(enum.StrEnum):
     INIT = "init"
     RUNNING = "running"
     STOPPING = "stopping"

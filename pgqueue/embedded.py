@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ def start_embedded(data_dir: str | os.PathLike[str], *, cleanup: bool = False) -
     when the server stops; otherwise it is kept and reused next time.
     """
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError(
             "no PGQUEUE_DSN is set and the embedded PostgreSQL is not installed: "
@@ -22,5 +26,9 @@ def start_embedded(data_dir: str | os.PathLike[str], *, cleanup: bool = False) -
         ) from exc
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(path, cleanup_mode="delete" if cleanup else "stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            path, cleanup_mode="delete" if cleanup else "stop"
+        )
     return server, server.get_uri()

@@ -40,7 +40,7 @@ class QueueClosed(PgQueueError, RuntimeError):
     """The queue was closed; it accepts no more calls."""
 
 
-class MustCancelTask(Exception):  # noqa: N818 - the name is part of the public contract
+class MustCancelTask(Exception):
     """Raised by a handler or hook: end the task as ``cancelled``, with no further attempts."""
 
 

@@ -41,7 +41,7 @@ def describe_error(error: BaseException) -> str:
     name = type(error).__name__
     try:
         text = str(error)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the attempt
+    except Exception:
         text = "<unprintable error>"
     return f"{name}: {text}" if text else name
 
@@ -68,7 +68,7 @@ class AttemptRunner:
     def _adapt(self, fn: Callable[..., Any]) -> Invoker:
         """Make any handler an async callable: sync ones run on the daemon thread pool."""
         if is_async_callable(fn):
-            return fn  # type: ignore[no-any-return]
+            return fn
         threads = self.threads
 
         async def run_in_thread(envelope: Envelope) -> Any:
@@ -76,8 +76,8 @@ class AttemptRunner:
 
         return run_in_thread
 
-    async def _call_hook(self, hook: Callable[..., Any], timeout: float, *args: Any) -> Any:
-        async with asyncio.timeout(max(timeout, 0.0)):
+    async def _call_hook(self, hook: Callable[..., Any], budget: float, *args: Any) -> Any:
+        async with asyncio.timeout(max(budget, 0.0)):
             if is_async_callable(hook):
                 return await hook(*args)
             return await self.threads.submit(asyncio.get_running_loop(), hook, *args)
@@ -94,12 +94,14 @@ class AttemptRunner:
         cancelled = False
         if options.before is not None:
             try:
-                await self._call_hook(options.before, envelope.monotonic_deadline - loop.time(), envelope)
+                await self._call_hook(
+                    options.before, envelope.monotonic_deadline - loop.time(), envelope
+                )
             except MustCancelTask:
                 cancelled = True
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - hooks may raise anything
+            except BaseException as exc:
                 error = exc
         if envelope.cancel_requested:
             cancelled = True
@@ -119,16 +121,18 @@ class AttemptRunner:
                     error = exc
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # noqa: BLE001 - handlers may raise anything
+            except BaseException as exc:
                 error = exc
         if error is None and options.after is not None:
             try:
-                await self._call_hook(options.after, envelope.monotonic_deadline - loop.time(), envelope)
+                await self._call_hook(
+                    options.after, envelope.monotonic_deadline - loop.time(), envelope
+                )
             except MustCancelTask:
                 cancelled = True
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 log.warning(
                     "after hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                 )
@@ -140,7 +144,7 @@ class AttemptRunner:
                     await self._call_hook(options.success, self.result_hook_timeout, envelope)
                 except asyncio.CancelledError:
                     raise
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     log.warning(
                         "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                     )
@@ -163,7 +167,7 @@ class AttemptRunner:
                 decision = Decision.cancel()
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 log.warning(
                     "failure hook failed, using the default decision: %s",
                     describe_error(exc),
@@ -193,7 +197,7 @@ def decide(
         return Outcome(Status.MUST_RETRY, delay=decision.delay, error=message)
     try:
         delay = max(0.0, float(delayer(envelope.attempt)))
-    except Exception as exc:  # noqa: BLE001 - a broken delayer must not lose the attempt
+    except Exception as exc:
         log.warning("delayer failed, retrying in 1s: %s", describe_error(exc))
         delay = 1.0
     return Outcome(Status.MUST_RETRY, delay=delay, error=message)

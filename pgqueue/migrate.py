@@ -23,7 +23,7 @@ def migration_schema() -> str:
     schema = None
     try:
         schema = context.config.attributes.get("pgqueue_schema")
-    except Exception:  # noqa: BLE001 - no alembic context (e.g. imported by a linter)
+    except Exception:
         schema = None
     return validate_schema_name(schema or os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA)
 
@@ -118,7 +118,9 @@ def copy_migrations(into: str | os.PathLike[str]) -> list[Path]:
     return copied
 
 
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
     """For a host's ``context.configure(include_object=...)``: keep autogenerate from
     proposing to drop pgqueue's tables."""
     schema = getattr(obj, "schema", None)

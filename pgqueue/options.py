@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from pgqueue.envelope import Decision, Envelope, Stamp
 
 T = TypeVar("T")
-Seconds = Union[float, int, timedelta]
-Provider = Union[T, Callable[[], T]]
+Seconds = float | int | timedelta
+Provider = Union[T, Callable[[], T]]  # noqa: UP007 - a generic alias needs Union
 
-Hook = Callable[["Envelope"], Union[None, Awaitable[None]]]
+Hook = Callable[["Envelope"], Awaitable[None] | None]
 FailureHook = Callable[
-    ["Envelope", BaseException], Union["Decision", None, Awaitable[Union["Decision", None]]]
+    ["Envelope", BaseException], Union["Decision", Awaitable[Union["Decision", None]], None]
 ]
 
 MAX_WORKER_COUNT = 10_000
@@ -29,7 +29,7 @@ MAX_WORKER_COUNT = 10_000
 def resolve(value: Provider[T]) -> T:
     """Read a provider: call it when it is callable, else return it as is."""
     if callable(value):
-        return value()  # type: ignore[no-any-return]
+        return value()  # type: ignore[no-any-return,unused-ignore]
     return value
 
 
@@ -114,7 +114,9 @@ class KindOptions:
             or isinstance(self.max_pending, bool)
             or self.max_pending < 1
         ):
-            raise InvalidOptions(f"max_pending must be None or an int >= 1, got {self.max_pending!r}")
+            raise InvalidOptions(
+                f"max_pending must be None or an int >= 1, got {self.max_pending!r}"
+            )
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):
@@ -151,7 +153,8 @@ def worker_count_of(options: KindOptions) -> int:
 
 def terminal_ttl_of(options: KindOptions) -> float:
     """Current retention of terminal tasks of a kind in seconds (re-read from its provider)."""
-    return to_seconds(resolve(options.terminal_tasks_ttl), "terminal_tasks_ttl")
+    value: Any = resolve(options.terminal_tasks_ttl)
+    return to_seconds(value, "terminal_tasks_ttl")
 
 
 def is_async_callable(fn: Any) -> bool:

@@ -133,7 +133,7 @@ class ResultWriter:
                 applied = await self.runtime.executor.run(
                     record_results(self.runtime.queries, live)
                 )
-            except Exception as exc:  # noqa: BLE001 - retried: no loop dies of a DB error
+            except Exception as exc:
                 log.warning("writing %d result(s) failed, will retry: %s", len(live), exc)
                 batch = live
                 await asyncio.sleep(backoff.next())
@@ -209,7 +209,7 @@ class KindWorker:
     def _current_size(self) -> int:
         try:
             self.size = worker_count_of(self.options)
-        except Exception as exc:  # noqa: BLE001 - a broken provider keeps the last size
+        except Exception as exc:
             log.error("worker_count provider of %r failed: %s", self.kind, exc)
         return self.size
 
@@ -235,10 +235,13 @@ class KindWorker:
             try:
                 rows = await runtime.executor.run(
                     single(
-                        Statement(self.claim_statement, {"kind": self.kind, "limit": limit, "lease": lease})
+                        Statement(
+                            self.claim_statement,
+                            {"kind": self.kind, "limit": limit, "lease": lease},
+                        )
                     )
                 )
-            except Exception as exc:  # noqa: BLE001 - retried with backoff
+            except Exception as exc:
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
                 await runtime.sleep_unless_stopping(delay)
@@ -248,7 +251,9 @@ class KindWorker:
             now = loop.time()
             if rows:
                 runtime.events.emit(
-                    TasksClaimed(self.kind, tuple(r[0] for r in rows), sum(1 for r in rows if r[-1]))
+                    TasksClaimed(
+                        self.kind, tuple(r[0] for r in rows), sum(1 for r in rows if r[-1])
+                    )
                 )
             for row in rows:
                 self._start(row, now, lease)
@@ -286,10 +291,12 @@ class KindWorker:
         envelope = attempt.envelope
         started = asyncio.get_running_loop().time()
         try:
-            outcome = await self.runner.run(envelope, lambda h: setattr(attempt, "timeout_handle", h))
+            outcome = await self.runner.run(
+                envelope, lambda h: setattr(attempt, "timeout_handle", h)
+            )
         except asyncio.CancelledError:
             return  # aborted: the claim is released by stop(ABORT)
-        except BaseException as exc:  # noqa: BLE001 - never lose an attempt
+        except BaseException as exc:
             log.exception("attempt of task %s crashed", envelope.id)
             outcome = Outcome(Status.MUST_RETRY, delay=1.0, error=f"{type(exc).__name__}: {exc}")
         finally:
@@ -320,7 +327,7 @@ class KindWorker:
     def _ttl_is_zero(self) -> bool:
         try:
             return terminal_ttl_of(self.options) == 0
-        except Exception:  # noqa: BLE001 - keep the row when the provider is broken
+        except Exception:
             return False
 
     def cancel(self, task_id: int) -> None:
@@ -400,7 +407,8 @@ class Runtime:
             asyncio.create_task(self._sweep(), name="pgqueue-sweeper"),
         ]
         self._loops = [
-            asyncio.create_task(w.run(), name=f"pgqueue-claim-{w.kind}") for w in self.workers.values()
+            asyncio.create_task(w.run(), name=f"pgqueue-claim-{w.kind}")
+            for w in self.workers.values()
         ]
 
     async def stop(self, mode: StopMode) -> None:
@@ -449,10 +457,12 @@ class Runtime:
                 log.info("released %d claimed task(s) back to the queue", len(rows))
                 self.events.emit(ClaimsReleased(tuple(row[0] for row in rows)))
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("releasing claims failed, retrying: %s", exc)
                 await asyncio.sleep(backoff.next())
-        log.error("could not release %d claim(s); they return when their leases expire", len(claims))
+        log.error(
+            "could not release %d claim(s); they return when their leases expire", len(claims)
+        )
 
     def _dispatch(self, payload: str) -> None:
         prefix, _, value = payload.partition(":")
@@ -481,7 +491,7 @@ class Runtime:
                         self._dispatch(payload)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the poll fallback covers the gap
+            except Exception as exc:
                 self.listening.clear()
                 delay = backoff.next()
                 log.warning("LISTEN connection lost, reconnecting in %.2fs: %s", delay, exc)
@@ -501,14 +511,18 @@ class Runtime:
                     ttl = terminal_ttl_of(worker.options)
                     deleted = await self.executor.run(
                         sweep_terminal_tasks(
-                            self.queries, kind, ttl, period * 0.9, worker.options.loop.sweep_batch_size
+                            self.queries,
+                            kind,
+                            ttl,
+                            period * 0.9,
+                            worker.options.loop.sweep_batch_size,
                         )
                     )
                     if deleted:
                         log.info("retention deleted %d terminal task(s) of %r", deleted, kind)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - try again next period
+                except Exception as exc:
                     log.warning("retention sweep of %r failed: %s", kind, exc)
             wait = min(next_run.values(), default=now + 60) - loop.time()
             await asyncio.sleep(max(wait, 0.01))

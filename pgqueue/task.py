@@ -14,7 +14,7 @@ MAX_KIND_LENGTH = 100
 MAX_EXTERNAL_KEY_LENGTH = 512
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Task status: the five stored ones plus the derived ``processing``."""
 
     NEW = "new"
@@ -78,7 +78,9 @@ def validate_kind_name(kind: object) -> str:
     if not kind.strip():
         raise InvalidTask("task kind must not be empty")
     if len(kind) > MAX_KIND_LENGTH:
-        raise InvalidTask(f"task kind is {len(kind)} characters long; the limit is {MAX_KIND_LENGTH}")
+        raise InvalidTask(
+            f"task kind is {len(kind)} characters long; the limit is {MAX_KIND_LENGTH}"
+        )
     return kind
 
 
@@ -102,9 +104,10 @@ def validate_external_key(key: object) -> str | None:
         return None
     if not isinstance(key, str):
         raise InvalidTask(f"external_key must be a string or None, got {type(key).__name__}")
-    if len(key.encode()) > MAX_EXTERNAL_KEY_LENGTH:
+    size = len(key.encode())
+    if size > MAX_EXTERNAL_KEY_LENGTH:
         raise InvalidTask(
-            f"external_key is {len(key.encode())} bytes long; the limit is {MAX_EXTERNAL_KEY_LENGTH}"
+            f"external_key is {size} bytes long; the limit is {MAX_EXTERNAL_KEY_LENGTH}"
         )
     if "\x00" in key:
         raise InvalidTask("external_key must not contain NUL characters")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ThreadInterrupt(Exception):  # noqa: N818
+class ThreadInterrupt(Exception):
     """A sync callable raised ``KeyboardInterrupt`` or ``SystemExit``; carried as an error."""
 
     def __init__(self, original: BaseException) -> None:
@@ -37,7 +37,9 @@ class DaemonThreadPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def submit(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def submit(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
         """Schedule ``fn(*args)`` in a thread (with the caller's context); await the result."""
         future: asyncio.Future[T] = loop.create_future()
         context = contextvars.copy_context()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -68,9 +67,10 @@ def test_ten_thousand_tasks_two_kinds_two_processes_each_run_once(
     workers = [start_worker(db, tmp_path, "count") for _ in range(2)]
     try:
         wait_until(
-            lambda: db.scalar(
-                "SELECT count(*) FROM {schema}.tasks WHERE status = 'succeeded'"
-            ) == 10_000,
+            lambda: (
+                db.scalar("SELECT count(*) FROM {schema}.tasks WHERE status = 'succeeded'")
+                == 10_000
+            ),
             120,
             "all tasks to succeed",
         )
@@ -96,14 +96,17 @@ def test_sigkill_mid_handler_loses_nothing(db: Database, tmp_path: Path) -> None
     wait_until(lambda: (tmp_path / "started").exists(), 30, "the first attempt to start")
     victim.kill()  # SIGKILL: no cleanup of any kind
     victim.communicate(timeout=10)
-    assert db.scalar(
-        "SELECT status::text FROM {schema}.tasks WHERE id = %s", (task_id,)
-    ) == "must_retry"
+    assert (
+        db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", (task_id,))
+        == "must_retry"
+    )
     survivor = start_worker(db, tmp_path, "crash", LEASE_MARGIN="1")
     try:
         wait_until(
-            lambda: db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", (task_id,))
-            == "succeeded",
+            lambda: (
+                db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", (task_id,))
+                == "succeeded"
+            ),
             30,
             "the task to be run again after its lease",
         )
@@ -124,9 +127,7 @@ def test_sigterm_drains_and_exits_cleanly(db: Database, tmp_path: Path) -> None:
     assert worker.returncode == 0, stderr
     assert "stopped" in stderr
     # Whatever was claimed was finished and recorded; nothing is left leased.
-    assert db.scalar(
-        "SELECT count(*) FROM {schema}.tasks WHERE claim_token IS NOT NULL"
-    ) == 0
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE claim_token IS NOT NULL") == 0
     assert db.scalar("SELECT count(*) FROM {schema}.tasks") == len(ids)
     done = db.scalar("SELECT count(*) FROM {schema}.tasks WHERE status = 'succeeded'")
     assert done == len({tid for tid, _ in ran(tmp_path)})

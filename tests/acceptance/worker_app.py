@@ -47,5 +47,7 @@ if MODE == "count":
     )
 elif MODE == "crash":
     queue.register_kind(
-        "fragile", hang_once, KindOptions(attempt_timeout=2, worker_count=2, max_attempts=3, loop=loop)
+        "fragile",
+        hang_once,
+        KindOptions(attempt_timeout=2, worker_count=2, max_attempts=3, loop=loop),
     )

@@ -17,7 +17,8 @@ def test_claim_uses_the_open_tasks_partial_index(db: Database) -> None:
         conn.execute(
             f"""INSERT INTO {db.schema}.tasks (kind, status, attempts_left, max_attempts,
                     delayed_till, finished_at)
-                SELECT 'k', CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'new' END::{db.schema}.task_status,
+                SELECT 'k',
+                       CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'new' END::{db.schema}.task_status,
                        1, 1, now() + interval '1 day', now()
                 FROM generate_series(1, 20000) g"""
         )

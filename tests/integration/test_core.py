@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -164,7 +165,7 @@ def test_failing_handler_exhausts_attempts_and_keeps_last_messages(db: Database)
     assert info.status is Status.NO_ATTEMPTS_LEFT
     assert info.attempts_elapsed == 3 and info.attempts_left == 0
     assert info.messages == ["RuntimeError: boom 2", "RuntimeError: boom 3"]
-    gaps = [(b - a).total_seconds() for a, b in zip(started_at, started_at[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(started_at)]
     # Database clock: each retry waited at least what the delayer said (0.3 s, then 0.6 s).
     assert gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps
 
@@ -286,7 +287,11 @@ def test_async_handler_timeout_is_cancelled_and_retried(db: Database) -> None:
             raise
 
     with make_queue(db) as queue:
-        queue.register_kind("k", slow, opts(attempt_timeout=0.3, max_attempts=2, delayer=JitterDelayer(Jitter.ZERO, base=30)))
+        queue.register_kind(
+            "k",
+            slow,
+            opts(attempt_timeout=0.3, max_attempts=2, delayer=JitterDelayer(Jitter.ZERO, base=30)),
+        )
         recorder = Recorder(queue)
         task_id = queue.push_task(Task("k"))
         queue.start()
@@ -390,7 +395,9 @@ def test_retention_keeps_rows_for_ttl_then_sweeps(db: Database) -> None:
         (Task("k", {}, external_key="k" * 513), 0, InvalidTask),
     ],
 )
-def test_bad_input_raises_before_any_sql(db: Database, task: Task, delay: float, error: type) -> None:
+def test_bad_input_raises_before_any_sql(
+    db: Database, task: Task, delay: float, error: type
+) -> None:
     with make_queue(db) as queue:
         queue.declare_kind("k", opts())
         with pytest.raises(error):

@@ -74,9 +74,12 @@ def test_upgrade_is_idempotent_and_downgrade_leaves_nothing(empty_schema: Databa
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
     migrate.downgrade(empty_schema.dsn, empty_schema.schema)
     assert migrate.current(empty_schema.dsn, empty_schema.schema) is None
-    assert empty_schema.scalar(
-        "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (empty_schema.schema,)
-    ) == 0
+    assert (
+        empty_schema.scalar(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (empty_schema.schema,)
+        )
+        == 0
+    )
     # And back up again after a full downgrade.
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
     assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
@@ -117,7 +120,7 @@ def test_copied_revisions_run_in_a_host_alembic_project(
     )
     host_table = f"{empty_schema.schema}_host"
     (project / "versions" / "host_0001.py").write_text(
-        f'''
+        f"""
 from alembic import op
 revision = "host_0001"
 down_revision = None
@@ -127,7 +130,7 @@ def upgrade():
     op.execute("CREATE TABLE {host_table} (id int)")
 def downgrade():
     op.execute("DROP TABLE {host_table}")
-'''
+"""
     )
     copied = migrate.copy_migrations(project / "versions")
     assert [p.name for p in copied] == ["pgqueue_0001_initial.py"]

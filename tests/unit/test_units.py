@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -132,7 +132,7 @@ def envelope(attempt: int = 1, left: int = 2) -> Envelope:
         attempt=attempt,
         attempts_left=left,
         max_attempts=attempt + left,
-        deadline=datetime.now(timezone.utc),
+        deadline=datetime.now(UTC),
         monotonic_deadline=0.0,
         messages=[],
     )

@@ -1,0 +1,53 @@
+# pgqueue — every developer task is a target here; `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
+
+run: $(STAMP) ## Run the example app's worker (embedded PostgreSQL unless PGQUEUE_DSN is set)
+	$(BIN)/python -m example
+
+test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
+	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
+	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks
+	$(BIN)/ruff format --check pgqueue adapters migrations tests example benchmarks
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## Format and autofix
+	$(BIN)/ruff format pgqueue adapters migrations tests example benchmarks
+	$(BIN)/ruff check --fix pgqueue adapters migrations tests example benchmarks
+
+docs: $(STAMP) ## Serve the documentation on http://127.0.0.1:8000
+	$(BIN)/mkdocs serve
+
+docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
+	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
+
+clean: ## Remove the virtualenvs, caches and the example's embedded database
+	rm -rf $(VENV) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata
