@@ -89,7 +89,9 @@ class AsyncQueue(QueueBase):
         self._check_open()
         if self._state is QueueState.RUNNING:
             return
-        runtime = Runtime(self.registry, self.queries, self.executor, self.stamps, self.events)
+        runtime = Runtime(
+            self.registry, self.queries, self.executor, self.stamps, self.events, self.periodics
+        )
         await runtime.start()
         self._runtime = runtime
         self._state = QueueState.RUNNING

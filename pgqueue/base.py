@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from pgqueue import operations
 from pgqueue.envelope import Stamp
@@ -12,9 +13,10 @@ from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
 from pgqueue.events import EventBus, Listener
 from pgqueue.executor import Operation
 from pgqueue.options import KindOptions, to_seconds
+from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.registry import Handler, KindRegistry
-from pgqueue.task import Task, TaskInfo
+from pgqueue.task import Task, TaskInfo, encode_payload
 
 
 class QueueState(enum.StrEnum):
@@ -40,6 +42,7 @@ class QueueBase:
                 raise InvalidOptions(f"stamps must be callables, got {stamp!r}")
         self._state = QueueState.INIT
         self.events = EventBus()
+        self.periodics: list[Periodic] = []
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` with every runtime event (claims, attempts, writes); returns an
@@ -67,6 +70,40 @@ class QueueBase:
         """Declare ``kind`` so this process may push it without handling it."""
         self._check_open()
         self.registry.add(kind, options, None)
+
+    def add_periodic(
+        self,
+        kind: str,
+        *,
+        every: float | int | timedelta | None = None,
+        cron: str | None = None,
+        payload: Any = None,
+        tz: str = "UTC",
+    ) -> None:
+        """Enqueue a task of ``kind`` every ``every`` seconds or on a ``cron`` expression.
+
+        Each slot's task has the external key ``periodic:<slot start, UTC ISO>``; any number of
+        running processes create exactly one task per slot. The kind's attempt timeout must not
+        exceed the interval (for cron, the shortest gap between slots).
+        """
+        self._check_open()
+        if self._state in (QueueState.RUNNING, QueueState.STOPPING):
+            raise InvalidOptions("add periodic schedules before start() (or after stop())")
+        spec = self.registry.get(kind)
+        if spec.handler is None:
+            raise InvalidOptions(f"periodic kind {kind!r} must be registered with a handler")
+        encode_payload(payload)
+        schedule = make_schedule(every, cron, tz)
+        timeout = spec.options.attempt_timeout_seconds
+        gap = schedule.shortest_gap()
+        if timeout > gap:
+            raise InvalidOptions(
+                f"attempt_timeout of periodic kind {kind!r} ({timeout:g}s) exceeds its "
+                f"interval ({gap:g}s)"
+            )
+        if any(p.kind == kind for p in self.periodics):
+            raise InvalidOptions(f"kind {kind!r} already has a periodic schedule")
+        self.periodics.append(Periodic(kind, schedule, payload))
 
     def longest_attempt_timeout(self) -> float:
         return max(

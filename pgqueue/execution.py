@@ -41,7 +41,7 @@ def describe_error(error: BaseException) -> str:
     name = type(error).__name__
     try:
         text = str(error)
-    except Exception:
+    except Exception:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
         text = "<unprintable error>"
     return f"{name}: {text}" if text else name
 
@@ -77,10 +77,16 @@ class AttemptRunner:
         return run_in_thread
 
     async def _call_hook(self, hook: Callable[..., Any], budget: float, *args: Any) -> Any:
-        async with asyncio.timeout(max(budget, 0.0)):
-            if is_async_callable(hook):
-                return await hook(*args)
-            return await self.threads.submit(asyncio.get_running_loop(), hook, *args)
+        try:
+            async with asyncio.timeout(max(budget, 0.0)) as handle:
+                if is_async_callable(hook):
+                    return await hook(*args)
+                return await self.threads.submit(asyncio.get_running_loop(), hook, *args)
+        except TimeoutError:
+            if not handle.expired():
+                raise
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise AttemptTimeout(f"hook {name} timed out after {max(budget, 0.0):.1f}s") from None
 
     async def run(self, envelope: Envelope, on_timeout_handle: Callable[[Any], None]) -> Outcome:
         """Run one attempt and return the transition to record.
@@ -101,7 +107,7 @@ class AttemptRunner:
                 cancelled = True
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                 error = exc
         if envelope.cancel_requested:
             cancelled = True
@@ -121,7 +127,7 @@ class AttemptRunner:
                     error = exc
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                 error = exc
         if error is None and options.after is not None:
             try:
@@ -132,7 +138,7 @@ class AttemptRunner:
                 cancelled = True
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                 log.warning(
                     "after hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                 )
@@ -144,7 +150,7 @@ class AttemptRunner:
                     await self._call_hook(options.success, self.result_hook_timeout, envelope)
                 except asyncio.CancelledError:
                     raise
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                     log.warning(
                         "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                     )
@@ -167,7 +173,7 @@ class AttemptRunner:
                 decision = Decision.cancel()
             except asyncio.CancelledError:
                 raise
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                 log.warning(
                     "failure hook failed, using the default decision: %s",
                     describe_error(exc),
@@ -197,7 +203,7 @@ def decide(
         return Outcome(Status.MUST_RETRY, delay=decision.delay, error=message)
     try:
         delay = max(0.0, float(delayer(envelope.attempt)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
         log.warning("delayer failed, retrying in 1s: %s", describe_error(exc))
         delay = 1.0
     return Outcome(Status.MUST_RETRY, delay=delay, error=message)

@@ -23,7 +23,7 @@ def migration_schema() -> str:
     schema = None
     try:
         schema = context.config.attributes.get("pgqueue_schema")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no alembic context
         schema = None
     return validate_schema_name(schema or os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA)
 

@@ -125,7 +125,12 @@ class Queue(QueueBase):
                 self._conninfo, max_size=self._max_connections
             )
         runtime = Runtime(
-            self.registry, self.queries, self._runtime_executor, self.stamps, self.events
+            self.registry,
+            self.queries,
+            self._runtime_executor,
+            self.stamps,
+            self.events,
+            self.periodics,
         )
         await runtime.start()
         return runtime

@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -26,11 +26,13 @@ from pgqueue.events import (
 )
 from pgqueue.execution import AttemptRunner, Outcome
 from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
+from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.operations import sweep_terminal_tasks
 from pgqueue.options import terminal_ttl_of, worker_count_of
+from pgqueue.periodic import Periodic
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
-from pgqueue.task import Status
+from pgqueue.task import Status, encode_payload
 from pgqueue.threads import DaemonThreadPool
 
 log = logging.getLogger("pgqueue.worker")
@@ -133,7 +135,7 @@ class ResultWriter:
                 applied = await self.runtime.executor.run(
                     record_results(self.runtime.queries, live)
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 log.warning("writing %d result(s) failed, will retry: %s", len(live), exc)
                 batch = live
                 await asyncio.sleep(backoff.next())
@@ -209,7 +211,7 @@ class KindWorker:
     def _current_size(self) -> int:
         try:
             self.size = worker_count_of(self.options)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
             log.error("worker_count provider of %r failed: %s", self.kind, exc)
         return self.size
 
@@ -241,7 +243,7 @@ class KindWorker:
                         )
                     )
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
                 await runtime.sleep_unless_stopping(delay)
@@ -289,6 +291,7 @@ class KindWorker:
 
     async def _execute(self, attempt: Attempt) -> None:
         envelope = attempt.envelope
+        current_task.set(TaskContext(envelope.id, self.kind, envelope.attempt))
         started = asyncio.get_running_loop().time()
         try:
             outcome = await self.runner.run(
@@ -327,7 +330,7 @@ class KindWorker:
     def _ttl_is_zero(self) -> bool:
         try:
             return terminal_ttl_of(self.options) == 0
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged and retried: no loop dies
             return False
 
     def cancel(self, task_id: int) -> None:
@@ -367,8 +370,10 @@ class Runtime:
         executor: AsyncExecutor,
         stamps: Sequence[Stamp] = (),
         events: EventBus | None = None,
+        periodics: Sequence[Periodic] = (),
         max_threads: int | None = None,
     ) -> None:
+        self.periodics = list(periodics)
         self.events = events or EventBus()
         self.registry = registry
         self.queries = queries
@@ -405,6 +410,10 @@ class Runtime:
             asyncio.create_task(self._listen(), name="pgqueue-listener"),
             asyncio.create_task(self.writer.run(), name="pgqueue-results"),
             asyncio.create_task(self._sweep(), name="pgqueue-sweeper"),
+            *(
+                asyncio.create_task(self._schedule(p), name=f"pgqueue-periodic-{p.kind}")
+                for p in self.periodics
+            ),
         ]
         self._loops = [
             asyncio.create_task(w.run(), name=f"pgqueue-claim-{w.kind}")
@@ -457,7 +466,7 @@ class Runtime:
                 log.info("released %d claimed task(s) back to the queue", len(rows))
                 self.events.emit(ClaimsReleased(tuple(row[0] for row in rows)))
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 log.warning("releasing claims failed, retrying: %s", exc)
                 await asyncio.sleep(backoff.next())
         log.error(
@@ -491,11 +500,57 @@ class Runtime:
                         self._dispatch(payload)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 self.listening.clear()
                 delay = backoff.next()
                 log.warning("LISTEN connection lost, reconnecting in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
+
+    async def _schedule(self, periodic: Periodic) -> None:
+        """Enqueue each slot of a periodic kind once (across all processes)."""
+        spec = self.registry.get(periodic.kind)
+        payload = encode_payload(periodic.payload)
+        backoff = Backoff(self.max_db_retry_delay)
+        while True:
+            try:
+                rows = await self.executor.run(single(Statement(self.queries["database_now"], {})))
+                now: datetime = rows[0][0]
+                slot = periodic.schedule.latest_slot(now)
+                created = await self.executor.run(
+                    single(
+                        Statement(
+                            self.queries["push_periodic_task"],
+                            {
+                                "kind": periodic.kind,
+                                "slot": slot,
+                                "payload": payload,
+                                "external_key": periodic.external_key(slot),
+                                "max_attempts": spec.options.max_attempts,
+                                "channel": self.queries.channel,
+                            },
+                        )
+                    )
+                )
+                if created:
+                    log.info(
+                        "periodic task %s of %r enqueued for %s",
+                        created[0][0],
+                        periodic.kind,
+                        slot.isoformat(),
+                    )
+                backoff.reset()
+                wait = (periodic.schedule.next_slot(slot) - now).total_seconds()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - try again shortly
+                wait = backoff.next()
+                log.warning(
+                    "periodic schedule of %r failed, retrying in %.2fs: %s",
+                    periodic.kind,
+                    wait,
+                    exc,
+                )
+            await asyncio.sleep(max(wait, 0.001))
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -522,7 +577,7 @@ class Runtime:
                         log.info("retention deleted %d terminal task(s) of %r", deleted, kind)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                     log.warning("retention sweep of %r failed: %s", kind, exc)
             wait = min(next_run.values(), default=now + 60) - loop.time()
             await asyncio.sleep(max(wait, 0.01))

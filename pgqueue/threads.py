@@ -64,7 +64,7 @@ class DaemonThreadPool:
                 result = context.run(fn, *args)
             except (KeyboardInterrupt, SystemExit) as exc:
                 error: BaseException | None = ThreadInterrupt(exc)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - carried to the awaiting coroutine
                 error = exc
             else:
                 error = None

@@ -57,6 +57,8 @@ CREATE INDEX tasks_terminal_idx ON __schema__.tasks (kind, finished_at)
 CREATE TABLE __schema__.kinds (
     kind        text PRIMARY KEY CHECK (length(kind) BETWEEN 1 AND 100),
     swept_at    timestamptz,
+    -- Latest periodic slot enqueued for the kind: every process agrees on one task per slot.
+    periodic_slot timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 """

@@ -195,6 +195,27 @@ RETURNING t.id;
 -- Remember when the kind was last swept, so other processes skip it for a period.
 UPDATE __schema__.kinds SET swept_at = now() WHERE kind = %(kind)s;
 
+-- name: push_periodic_task
+-- Enqueue the task of a periodic slot if no process has enqueued this or a later slot yet.
+WITH advanced AS (
+    INSERT INTO __schema__.kinds AS k (kind, periodic_slot)
+    VALUES (%(kind)s, %(slot)s)
+    ON CONFLICT (kind) DO UPDATE SET periodic_slot = excluded.periodic_slot
+    WHERE k.periodic_slot IS NULL OR k.periodic_slot < excluded.periodic_slot
+    RETURNING kind
+), inserted AS (
+    INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
+    SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
+    FROM advanced
+    ON CONFLICT (kind, external_key) DO NOTHING
+    RETURNING id, kind
+)
+SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM inserted;
+
+-- name: database_now
+-- The database clock, which every schedule follows.
+SELECT now();
+
 -- name: count_tasks_by_status
 -- Count tasks per kind and (derived) status.
 SELECT kind,

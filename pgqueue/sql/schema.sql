@@ -46,9 +46,12 @@ CREATE INDEX tasks_broken_idx ON __schema__.tasks (kind, updated_at)
 CREATE INDEX tasks_terminal_idx ON __schema__.tasks (kind, finished_at)
     WHERE status IN ('cancelled', 'succeeded');
 
--- One row per kind: its maintenance lock (held with FOR UPDATE SKIP LOCKED) and last sweep.
+-- One row per kind: its maintenance lock (held with FOR UPDATE SKIP LOCKED), last sweep and
+-- last periodic slot.
 CREATE TABLE __schema__.kinds (
     kind        text PRIMARY KEY CHECK (length(kind) BETWEEN 1 AND 100),
     swept_at    timestamptz,
+    -- Latest periodic slot enqueued for the kind: every process agrees on one task per slot.
+    periodic_slot timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now()
 );

@@ -51,3 +51,6 @@ elif MODE == "crash":
         hang_once,
         KindOptions(attempt_timeout=2, worker_count=2, max_attempts=3, loop=loop),
     )
+elif MODE == "periodic":
+    queue.register_kind("tick", count, KindOptions(attempt_timeout=1, worker_count=2, loop=loop))
+    queue.add_periodic("tick", every=1, payload={"source": "schedule"})

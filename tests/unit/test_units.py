@@ -187,3 +187,38 @@ def test_daemon_thread_pool_carries_keyboard_interrupt_as_an_error() -> None:
         pool.close()
 
     asyncio.run(main())
+
+
+def test_interval_slots_align_to_the_epoch() -> None:
+    from pgqueue.periodic import Schedule
+
+    schedule = Schedule(every=60)
+    now = datetime(2026, 11, 22, 12, 34, 56, tzinfo=UTC)
+    assert schedule.latest_slot(now) == datetime(2026, 11, 22, 12, 34, tzinfo=UTC)
+    assert schedule.next_slot(now) == datetime(2026, 11, 22, 12, 35, tzinfo=UTC)
+    assert schedule.latest_slot(schedule.latest_slot(now)) == schedule.latest_slot(now)
+
+
+def test_cron_slots_across_a_dst_change() -> None:
+    from pgqueue.periodic import Schedule
+
+    utc = UTC
+    # New York springs forward on 2026-03-08: 02:00 EST becomes 03:00 EDT.
+    hourly = Schedule(cron="0 * * * *", tz="America/New_York")
+    slot = datetime(2026, 3, 8, 5, 30, tzinfo=utc)  # 00:30 EST
+    slots = []
+    for _ in range(4):
+        slot = hourly.next_slot(slot)
+        slots.append(slot)
+    # 01:00 EST, 03:00 EDT, 04:00 EDT, 05:00 EDT: one hour apart in UTC, no 02:00 slot.
+    assert slots == [datetime(2026, 3, 8, h, tzinfo=utc) for h in (6, 7, 8, 9)]
+    # A daily job at 09:00 local keeps 09:00 local across the change (14:00 → 13:00 UTC).
+    daily = Schedule(cron="0 9 * * *", tz="America/New_York")
+    before = daily.next_slot(datetime(2026, 3, 7, 0, tzinfo=utc))
+    after = daily.next_slot(before)
+    assert (before, after) == (
+        datetime(2026, 3, 7, 14, tzinfo=utc),
+        datetime(2026, 3, 8, 13, tzinfo=utc),
+    )
+    assert daily.latest_slot(after) == after
+    assert daily.latest_slot(after + timedelta(hours=1)) == after
