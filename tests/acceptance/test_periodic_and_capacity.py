@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from datetime import datetime
@@ -28,13 +29,14 @@ def test_periodic_three_processes_make_one_task_per_slot(db: Database, tmp_path:
     assert 4 <= len(keys) <= 6, keys
     assert len(set(keys)) == len(keys)
     slots = [datetime.fromisoformat(key.removeprefix("periodic:")) for key in keys]
-    assert all((b - a).total_seconds() == 1 for a, b in zip(slots, slots[1:], strict=False))
+    assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(slots))
     assert all(payload == {"source": "schedule"} for _, payload in rows)
 
 
 def test_periodic_missed_slots_run_once_on_start(db: Database, tmp_path: Path) -> None:
     db.fetch(
-        "INSERT INTO {schema}.kinds (kind, periodic_slot) VALUES ('tick', now() - interval '1 hour')"
+        "INSERT INTO {schema}.kinds (kind, periodic_slot)"
+        " VALUES ('tick', now() - interval '1 hour')"
     )
     worker = start_worker(db, tmp_path, "periodic")
     try:
