@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
@@ -14,12 +15,18 @@ from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
 T = TypeVar("T")
 
 
+def _has_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # Cheaper than ``cursor.description``, which builds column objects on every call.
+    result = cursor.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
 def _rows(cursor: psycopg.Cursor[Any]) -> list[Row]:
-    return cursor.fetchall() if cursor.description is not None else []
+    return cursor.fetchall() if _has_rows(cursor) else []
 
 
 async def _arows(cursor: psycopg.AsyncCursor[Any]) -> list[Row]:
-    return await cursor.fetchall() if cursor.description is not None else []
+    return await cursor.fetchall() if _has_rows(cursor) else []
 
 
 def sync_fetcher(conn: psycopg.Connection[Any]) -> Any:

@@ -64,6 +64,13 @@ class LoopOptions:
     """Rows deleted per retention statement."""
     max_db_retry_delay: float = 5.0
     """Cap of the backoff between retries after a database error (seconds)."""
+    prefetch: int | None = None
+    """Tasks claimed ahead of free workers, so the next batch is ready when one finishes
+    (``None``: as many as ``worker_count``; 0: claim only for idle workers). A buffered task
+    whose lease ran short before a worker freed up is handed back, not run."""
+
+    def prefetch_for(self, worker_count: int) -> int:
+        return worker_count if self.prefetch is None else self.prefetch
 
     def validate(self) -> LoopOptions:
         for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):
@@ -72,6 +79,14 @@ class LoopOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidOptions(f"LoopOptions.{name} must be a positive int, got {value!r}")
+        if self.prefetch is not None and (
+            not isinstance(self.prefetch, int)
+            or isinstance(self.prefetch, bool)
+            or self.prefetch < 0
+        ):
+            raise InvalidOptions(
+                f"LoopOptions.prefetch must be None or an int >= 0, got {self.prefetch!r}"
+            )
         return self
 
 

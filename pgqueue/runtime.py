@@ -10,11 +10,11 @@ import asyncio
 import enum
 import logging
 import random
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from pgqueue.envelope import Envelope, Stamp
 from pgqueue.events import (
@@ -67,7 +67,7 @@ class Result:
     """An outcome waiting to be written, with what guards it."""
 
     task_id: int
-    token: UUID
+    token: str
     kind: str
     outcome: Outcome
     keep_messages: int
@@ -78,7 +78,7 @@ class Result:
 @dataclass(slots=True)
 class Attempt:
     envelope: Envelope
-    token: UUID
+    token: str
     lease_expiry: float
     task: asyncio.Task[None] | None = None
     timeout_handle: Any = None
@@ -87,8 +87,9 @@ class Attempt:
 class ResultWriter:
     """Writes attempt results in batches: whatever accumulated while the last write ran.
 
-    A failed write is retried with backoff until it succeeds or the claims' leases run out
-    (after which another worker may own those tasks, so writing would be wrong).
+    Writes run on their own connection, concurrently with the claim loops. A failed write is
+    retried with backoff until it succeeds or the claims' leases run out (after which another
+    worker may own those tasks, so writing would be wrong).
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -136,18 +137,21 @@ class ResultWriter:
                     record_results(self.runtime.queries, live)
                 )
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
-                log.warning("writing %d result(s) failed, will retry: %s", len(live), exc)
+                delay = backoff.next()
+                log.warning("writing %d result(s) failed, retrying in %.2fs: %s",
+                            len(live), delay, exc)  # fmt: skip
                 batch = live
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(delay)
                 continue
-            self.runtime.events.emit(
-                ResultsWritten(
-                    tuple(
-                        (r.task_id, r.kind, r.outcome.status.value, r.task_id in applied)
-                        for r in live
+            if self.runtime.events.listeners:
+                self.runtime.events.emit(
+                    ResultsWritten(
+                        tuple(
+                            (r.task_id, r.kind, r.outcome.status.value, r.task_id in applied)
+                            for r in live
+                        )
                     )
                 )
-            )
             return
 
     async def close(self) -> None:
@@ -155,11 +159,20 @@ class ResultWriter:
         self.signal.set()
 
 
-def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
-    """Delete finished rows with zero retention; update the rest; both guarded by token.
+def int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (the hot path skips per-element adaptation)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
-    Returns the ids whose result was applied (a task cancelled or re-claimed meanwhile is not).
-    """
+
+def uuid_array(values: Iterable[str]) -> str:
+    """A PostgreSQL array literal of UUIDs given as canonical text (as claims return them)."""
+    return "{" + ",".join(values) + "}"
+
+
+def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
+    """Delete finished rows with zero retention and update the rest, both guarded by the claim
+    token; returns the ids whose result applied (a task cancelled or re-claimed meanwhile is
+    not)."""
     deletes = [r for r in results if r.delete]
     updates = [r for r in results if not r.delete]
 
@@ -168,15 +181,18 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
         if deletes:
             rows = yield Statement(
                 queries["delete_finished_tasks"],
-                {"ids": [r.task_id for r in deletes], "tokens": [r.token for r in deletes]},
+                {
+                    "ids": int_array(r.task_id for r in deletes),
+                    "tokens": uuid_array(r.token for r in deletes),
+                },
             )
             applied.update(row[0] for row in rows)
         if updates:
             rows = yield Statement(
                 queries["record_outcomes"],
                 {
-                    "ids": [r.task_id for r in updates],
-                    "tokens": [r.token for r in updates],
+                    "ids": int_array(r.task_id for r in updates),
+                    "tokens": uuid_array(r.token for r in updates),
                     "statuses": [r.outcome.status.value for r in updates],
                     "delays": [r.outcome.delay for r in updates],
                     "errors": [r.outcome.error for r in updates],
@@ -201,6 +217,7 @@ class KindWorker:
         self.signal = asyncio.Event()
         self.more_due = True  # claim at once on start: work may be waiting
         self.inflight: dict[int, Attempt] = {}
+        self.buffer: deque[tuple[tuple[Any, ...], float]] = deque()  # claimed, not started
         self.size = 0
         self.claim_statement = runtime.queries["claim_due_tasks"]
 
@@ -223,8 +240,14 @@ class KindWorker:
         lease = self.options.lease_seconds
         poll = self.options.loop.poll_period
         while not runtime.stopping:
-            free = self._current_size() - len(self.inflight)
-            if free <= 0 or not self.more_due:
+            size = self._current_size()
+            self._start_buffered(size)
+            prefetch = self.options.loop.prefetch_for(size)
+            room = size + prefetch - len(self.inflight) - len(self.buffer)
+            # Claim when work may be due and at least half the room is free (bigger batches,
+            # fewer round trips), or at once when nothing is running or buffered.
+            busy = bool(self.inflight or self.buffer)
+            if room <= 0 or not self.more_due or (busy and room < max(1, (size + prefetch) // 2)):
                 try:
                     async with asyncio.timeout(poll):
                         await self.signal.wait()
@@ -232,10 +255,10 @@ class KindWorker:
                     self.more_due = True  # poll fallback
                 self.signal.clear()
                 continue
-            limit = min(free, batch_size)
+            limit = min(room, batch_size)
             self.signal.clear()
             try:
-                rows = await runtime.executor.run(
+                claimed = await runtime.executor.run(
                     single(
                         Statement(
                             self.claim_statement,
@@ -249,21 +272,41 @@ class KindWorker:
                 await runtime.sleep_unless_stopping(delay)
                 continue
             backoff.reset()
-            self.more_due = len(rows) == limit
-            now = loop.time()
-            if rows:
+            self.more_due = len(claimed) == limit
+            if not claimed:
+                continue
+            if runtime.events.listeners:
                 runtime.events.emit(
                     TasksClaimed(
-                        self.kind, tuple(r[0] for r in rows), sum(1 for r in rows if r[-1])
+                        self.kind, tuple(r[0] for r in claimed), sum(1 for r in claimed if r[-1])
                     )
                 )
-            for row in rows:
-                self._start(row, now, lease)
-            if rows and runtime.stopping:
-                break  # claimed while stop began: the attempts run (drain) or are released (abort)
+            now = loop.time()
+            self.buffer.extend((row, now) for row in claimed)
+        # Claimed but not started: handed back by stop() (attempt refunded).
 
-    def _start(self, row: tuple[Any, ...], now: float, lease: float) -> None:
-        (task_id, payload, key, elapsed, left, max_attempts, token, messages, started_at,
+    def _start_buffered(self, size: int) -> None:
+        """Start buffered claims in free slots; release those whose lease ran too short."""
+        if not self.buffer:
+            return
+        now = asyncio.get_running_loop().time()
+        lease = self.options.lease_seconds
+        needed = self.runner.timeout + self.options.loop.lease_margin / 2
+        while self.buffer and len(self.inflight) < size:
+            row, claimed_at = self.buffer.popleft()
+            if claimed_at + lease - now < needed:
+                self.runtime.release_later([(row[0], row[6])])
+                continue
+            self._start(row, now, claimed_at + lease)
+
+    def take_buffer(self) -> list[tuple[int, str]]:
+        """Empty the buffer of claimed-not-started tasks; return their claims to release."""
+        claims = [(row[0], row[6]) for row, _ in self.buffer]
+        self.buffer.clear()
+        return claims
+
+    def _start(self, row: tuple[Any, ...], now: float, lease_expiry: float) -> None:
+        (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
          lease_lost) = row  # fmt: skip
         if lease_lost:
             log.warning(
@@ -273,6 +316,7 @@ class KindWorker:
                 extra={"task_id": task_id, "task_kind": self.kind, "attempt": elapsed},
             )
         timeout = self.runner.timeout
+        waited = now - (lease_expiry - self.options.lease_seconds)  # time spent buffered
         envelope = Envelope(
             id=task_id,
             kind=self.kind,
@@ -281,11 +325,11 @@ class KindWorker:
             attempt=elapsed,
             attempts_left=left,
             max_attempts=max_attempts,
-            deadline=started_at + timedelta(seconds=timeout),
+            deadline=claimed_at + timedelta(seconds=waited + timeout),
             monotonic_deadline=now + timeout,
             messages=list(messages),
         )
-        attempt = Attempt(envelope, token, now + lease)
+        attempt = Attempt(envelope, token, lease_expiry)
         self.inflight[task_id] = attempt
         attempt.task = asyncio.create_task(self._execute(attempt), name=f"pgqueue-task-{task_id}")
 
@@ -305,15 +349,16 @@ class KindWorker:
         finally:
             self.inflight.pop(envelope.id, None)
             self.signal.set()
-        self.runtime.events.emit(
-            AttemptFinished(
-                self.kind,
-                envelope.id,
-                envelope.attempt,
-                outcome.status.value,
-                asyncio.get_running_loop().time() - started,
+        if self.runtime.events.listeners:
+            self.runtime.events.emit(
+                AttemptFinished(
+                    self.kind,
+                    envelope.id,
+                    envelope.attempt,
+                    outcome.status.value,
+                    asyncio.get_running_loop().time() - started,
+                )
             )
-        )
         delete = outcome.status.is_terminal and self._ttl_is_zero()
         self.runtime.writer.submit(
             Result(
@@ -347,7 +392,7 @@ class KindWorker:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def abort(self) -> list[tuple[int, UUID]]:
+    async def abort(self) -> list[tuple[int, str]]:
         """Cancel every in-flight attempt; return the claims to release."""
         claims = [(a.envelope.id, a.token) for a in self.inflight.values()]
         for attempt in list(self.inflight.values()):
@@ -385,6 +430,7 @@ class Runtime:
         self.writer = ResultWriter(self)
         self._stop_event = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+        self._pending_release: set[asyncio.Task[None]] = set()
         self._threads: DaemonThreadPool | None = None
         self.max_db_retry_delay = 5.0
         self.listening = asyncio.Event()
@@ -426,14 +472,19 @@ class Runtime:
         for worker in self.workers.values():
             worker.signal.set()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        claims: list[tuple[int, str]] = []
+        for worker in self.workers.values():
+            claims.extend(worker.take_buffer())
         if mode is StopMode.ABORT:
-            claims: list[tuple[int, UUID]] = []
             for worker in self.workers.values():
                 claims.extend(await worker.abort())
             await self._release(claims)
         else:
+            await self._release(claims)
             for worker in self.workers.values():
                 await worker.drain()
+        if self._pending_release:
+            await asyncio.gather(*self._pending_release, return_exceptions=True)
         await self.writer.close()
         await self.writer.idle.wait()
         for task in self._background:
@@ -442,12 +493,18 @@ class Runtime:
         if self._threads is not None:
             self._threads.close()
 
-    async def _release(self, claims: list[tuple[int, UUID]]) -> None:
+    def release_later(self, claims: list[tuple[int, str]]) -> None:
+        """Release claims in the background (a buffered task whose lease ran short)."""
+        task = asyncio.create_task(self._release(claims))
+        self._pending_release.add(task)
+        task.add_done_callback(self._pending_release.discard)
+
+    async def _release(self, claims: list[tuple[int, str]]) -> None:
         if not claims:
             return
         statement = Statement(
             self.queries["release_claims"],
-            {"ids": [c[0] for c in claims], "tokens": [c[1] for c in claims]},
+            {"ids": int_array(c[0] for c in claims), "tokens": uuid_array(c[1] for c in claims)},
         )
         backoff = Backoff(self.max_db_retry_delay)
         for _ in range(10):

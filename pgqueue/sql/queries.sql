@@ -66,7 +66,7 @@ SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
 FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.payload, t.external_key, t.attempts_elapsed, t.attempts_left,
-          t.max_attempts, t.claim_token, t.messages, t.started_at,
+          t.max_attempts, t.claim_token::text, t.messages, t.started_at,
           due.previous_token IS NOT NULL AS lease_lost;
 
 -- name: record_outcomes

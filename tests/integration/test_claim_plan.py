@@ -23,9 +23,9 @@ def test_claim_uses_the_open_tasks_partial_index(db: Database) -> None:
                 FROM generate_series(1, 20000) g"""
         )
         conn.execute(f"ANALYZE {db.schema}.tasks")
-        sql = queries["claim_due_tasks"]
         rows = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + sql, {"kind": "k", "limit": 10, "lease": 30.0}
+            "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
+            {"kind": "k", "limit": 10, "lease": 30.0},
         ).fetchone()
         conn.rollback()
     plan = json.dumps(rows[0] if rows else None)
