@@ -1,28 +1,44 @@
 -- Every runtime statement of pgqueue. Each starts with "-- name: NAME" and a one-line
 -- description; parameters are named (%(name)s); the schema placeholder is the validated name.
 
+-- name: push_task
+-- Insert one task; a (kind, external_key) that exists inserts nothing and returns no row.
+WITH inserted AS (
+    INSERT INTO __schema__.tasks
+        (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+    VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
+            now() + make_interval(secs => %(delay)s))
+    ON CONFLICT (kind, external_key) DO NOTHING
+    RETURNING id, kind, delayed_till
+)
+SELECT id, CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind) END
+FROM inserted;
+
 -- name: push_tasks
--- Insert tasks given as aligned arrays; a (kind, external_key) that exists inserts nothing.
--- Returns one row per input position with the new id, or NULL for a duplicate.
+-- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
+-- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
+-- per input position with the new id, or NULL for a duplicate.
 WITH input AS (
     SELECT i.ord,
            nextval('__schema__.tasks_id_seq'::regclass) AS id,
-           i.kind, i.payload::jsonb AS payload, i.external_key, i.max_attempts, i.delay
-    FROM unnest(%(kinds)s::text[], %(payloads)s::text[], %(external_keys)s::text[],
-                %(max_attempts)s::int[], %(delays)s::float8[])
-         WITH ORDINALITY AS i(kind, payload, external_key, max_attempts, delay, ord)
+           i.t ->> 0 AS kind,
+           nullif(i.t -> 1, 'null'::jsonb) AS payload,
+           i.t ->> 2 AS external_key,
+           (i.t ->> 3)::int AS max_attempts
+    FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
         (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till)
     SELECT id, kind, payload, external_key, max_attempts, max_attempts,
-           now() + make_interval(secs => delay)
+           now() + make_interval(secs => %(delay)s)
     FROM input
     ORDER BY ord
     ON CONFLICT (kind, external_key) DO NOTHING
-    RETURNING id, kind, delayed_till
+    RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s, 'p:' || kind)
-    FROM (SELECT DISTINCT kind FROM inserted WHERE delayed_till <= now()) AS due_kinds
+    FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
+    WHERE %(delay)s <= 0
 )
 SELECT input.ord, inserted.id
 FROM input
