@@ -456,3 +456,64 @@ def test_stop_then_start_again(db: Database) -> None:
         queue.start()
         recorder.wait_status(second, "succeeded")
     assert queue.state.value == "closed"
+
+
+def test_prefetched_tasks_are_released_on_drain_with_attempts_refunded(db: Database) -> None:
+    started = threading.Event()
+    release = threading.Event()
+
+    def first_blocks(envelope: Any) -> None:
+        started.set()
+        release.wait(30)
+
+    with make_queue(db) as queue:
+        queue.register_kind(
+            "k",
+            first_blocks,
+            opts(worker_count=1, loop=LoopOptions(poll_period=0.2, prefetch=5)),
+        )
+        recorder = Recorder(queue)
+        ids = queue.push_tasks([Task("k", i) for i in range(6)])
+        queue.start()
+        assert started.wait(10)
+        recorder.wait(lambda r: len(r.claimed) == 6)  # one running, five buffered
+        release.set()
+        queue.stop()  # drain: the running one finishes, the buffered five go back
+        infos = [queue.get_task(i) for i in ids]  # type: ignore[arg-type]
+    statuses = sorted(info.status.value for info in infos if info is not None)
+    assert statuses == ["new"] * 5 + ["succeeded"]
+    assert all(
+        i.attempts_elapsed == 0 and i.attempts_left == 10
+        for i in infos
+        if i and i.status is Status.NEW
+    )
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE claim_token IS NOT NULL") == 0
+
+
+def test_buffered_task_whose_lease_ran_short_is_handed_back_not_run(db: Database) -> None:
+    release = threading.Event()
+    ran: list[Any] = []
+
+    def handler(envelope: Any) -> None:
+        ran.append(envelope.payload)
+        if envelope.payload == "slow":
+            release.wait(30)
+
+    # Lease = 1 s + 1 s margin. The buffered task waits behind "slow" for 1.5 s: it then has
+    # under 1.5 s (timeout + half the margin) of lease left, so it must go back, not run.
+    loop = LoopOptions(poll_period=0.2, prefetch=1, lease_margin=1.0)
+    with make_queue(db) as queue:
+        queue.register_kind("k", handler, opts(worker_count=1, attempt_timeout=1.0, loop=loop))
+        recorder = Recorder(queue)
+        slow = queue.push_task(Task("k", "slow"))
+        queue.start()
+        recorder.wait(lambda r: slow in r.claimed)
+        waiting = queue.push_task(Task("k", "waiting"))
+        recorder.wait(lambda r: waiting in r.claimed)
+        recorder.wait_status(slow, "must_retry", timeout=10)  # slow timed out after 1 s
+        release.set()
+        recorder.wait(lambda r: r.status_of(waiting) == "succeeded", timeout=20)
+        info = queue.get_task(waiting)  # type: ignore[arg-type]
+    assert recorder.claimed.count(waiting) == 2  # claimed, handed back, claimed again
+    assert ran.count("waiting") == 1
+    assert info is not None and info.attempts_elapsed == 1  # the handed-back claim was refunded
