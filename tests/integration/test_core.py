@@ -517,3 +517,32 @@ def test_buffered_task_whose_lease_ran_short_is_handed_back_not_run(db: Database
     assert recorder.claimed.count(waiting) == 2  # claimed, handed back, claimed again
     assert ran.count("waiting") == 1
     assert info is not None and info.attempts_elapsed == 1  # the handed-back claim was refunded
+
+
+def test_lost_connections_are_retried_and_nothing_is_lost(db: Database) -> None:
+    from psycopg.conninfo import make_conninfo
+
+    dsn = make_conninfo(db.dsn, application_name="pgqueue_chaos")
+    done: list[int] = []
+    with Queue(dsn, schema=db.schema) as queue:
+        queue.register_kind("k", lambda env: done.append(env.payload), opts(worker_count=4))
+        recorder = Recorder(queue)
+        queue.start()
+        queue.wait_listening(10)
+        first = queue.push_tasks([Task("k", i) for i in range(50)])
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in first))
+        killed = db.scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'pgqueue_chaos'"
+        )
+        assert killed >= 2  # the listener and pooled connections
+        # Pushes and workers recover: the pool replaces broken connections, loops retry.
+        second: list[int | None] = []
+        deadline = time.monotonic() + 20
+        while not second:
+            try:
+                second = queue.push_tasks([Task("k", i) for i in range(50, 100)])
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in second), timeout=30)
+    assert sorted(done) == list(range(100))
