@@ -12,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
 
+from .sqlalchemy import async_driver_connection, driver_connection
+
 T = TypeVar("T")
 
 
@@ -83,18 +85,28 @@ class PsycopgExecutor:
 
 
 def run_in_sync(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` on the caller's psycopg ``Connection`` (or cursor), in its transaction."""
-    conn = getattr(tx, "connection", tx)
+    """Run ``op`` in the caller's open transaction: a psycopg ``Connection`` or cursor, or a
+    SQLAlchemy ``Connection`` or ``Session`` using psycopg."""
+    conn = driver_connection(tx)
+    conn = getattr(conn, "connection", conn) if isinstance(conn, psycopg.Cursor) else conn
     if not isinstance(conn, psycopg.Connection):
-        raise TypeError(f"expected a psycopg Connection, got {type(tx).__name__}")
+        raise TypeError(
+            f"push_*_tx needs a psycopg Connection or cursor, or a SQLAlchemy Connection or "
+            f"Session on the psycopg driver; got {type(tx).__name__}"
+        )
     return drive_sync(op, sync_fetcher(conn))
 
 
 async def run_in_async(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` on the caller's psycopg ``AsyncConnection``, in its transaction."""
-    conn = getattr(tx, "connection", tx)
+    """Run ``op`` in the caller's open transaction: a psycopg ``AsyncConnection`` or cursor, or
+    a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` using psycopg."""
+    conn = await async_driver_connection(tx)
+    conn = getattr(conn, "connection", conn) if isinstance(conn, psycopg.AsyncCursor) else conn
     if not isinstance(conn, psycopg.AsyncConnection):
-        raise TypeError(f"expected a psycopg AsyncConnection, got {type(tx).__name__}")
+        raise TypeError(
+            f"push_*_tx needs a psycopg AsyncConnection or cursor, or a SQLAlchemy "
+            f"AsyncConnection or AsyncSession on the psycopg driver; got {type(tx).__name__}"
+        )
     return await drive_async(op, async_fetcher(conn))
 
 

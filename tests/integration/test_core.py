@@ -546,3 +546,49 @@ def test_lost_connections_are_retried_and_nothing_is_lost(db: Database) -> None:
                 assert time.monotonic() < deadline
         recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in second), timeout=30)
     assert sorted(done) == list(range(100))
+
+
+def test_push_tx_in_sqlalchemy_session_and_connection(db: Database) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    from pgqueue.migrate import sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(db.dsn))
+    with make_queue(db) as queue:
+        queue.declare_kind("k", opts())
+        with Session(engine) as session:
+            session.execute(text("SELECT 1"))
+            queue.push_task_tx(session, Task("k", "rolled back"))
+            session.rollback()
+        with Session(engine) as session, session.begin():
+            queue.push_task_tx(session, Task("k", "session"))
+        with engine.begin() as conn:
+            queue.push_tasks_tx(conn, [Task("k", "connection")])
+        with pytest.raises(TypeError, match="psycopg"):
+            queue.push_task_tx(object(), Task("k"))
+    engine.dispose()
+    payloads = [r[0] for r in db.fetch("SELECT payload FROM {schema}.tasks ORDER BY id")]
+    assert payloads == ["session", "connection"]
+
+
+async def test_async_push_tx_in_sqlalchemy_async_session(db: Database) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from pgqueue import AsyncQueue
+    from pgqueue.migrate import sqlalchemy_url
+
+    engine = create_async_engine(sqlalchemy_url(db.dsn))
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("k", opts())
+        async with AsyncSession(engine) as session, session.begin():
+            await queue.push_task_tx(session, Task("k", "async session"))
+        async with AsyncSession(engine) as session:
+            await queue.push_task_tx(session, Task("k", "rolled back"))
+            await session.rollback()
+        async with engine.connect() as conn:
+            await queue.push_tasks_tx(conn, [Task("k", "async connection")])
+            await conn.commit()
+    await engine.dispose()
+    payloads = [r[0] for r in db.fetch("SELECT payload FROM {schema}.tasks ORDER BY id")]
+    assert payloads == ["async session", "async connection"]
