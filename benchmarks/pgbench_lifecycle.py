@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "drivers"))
 
-from pgconn import Db, create_database, drop_database, with_database  # noqa: E402
+from pgconn import Db, create_database, drop_database, with_database
 
 DATABASE = "bench_pgbench"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"

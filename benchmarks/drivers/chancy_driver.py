@@ -16,13 +16,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from chancy import Chancy, Job, Queue, Worker
-
 import harness
+from chancy import Chancy, Job, Queue, Worker
 
 QUEUE = "bench"
 # Chancy stores an importable name; the worker process imports this module under its file name.
 JOB_FUNC = f"{Path(__file__).stem}.noop"
+UNFINISHED = f"queue = '{QUEUE}' AND state IN ('pending', 'retrying', 'running')"
 
 
 async def noop(**payload: Any) -> None:
@@ -94,10 +94,10 @@ class ChancyAdapter(harness.Adapter):
                 await worker.stop()
 
     def unfinished_sql(self) -> str:
-        return (
-            f"SELECT count(*) FROM chancy_jobs WHERE queue = '{QUEUE}'"
-            " AND state IN ('pending', 'retrying', 'running')"
-        )
+        return f"SELECT count(*) FROM chancy_jobs WHERE {UNFINISHED}"
+
+    def has_unfinished_sql(self) -> str:
+        return f"SELECT EXISTS (SELECT FROM chancy_jobs WHERE {UNFINISHED})"
 
 
 if __name__ == "__main__":

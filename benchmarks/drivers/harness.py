@@ -114,6 +114,10 @@ class Adapter(abc.ABC):
     def unfinished_sql(self) -> str:
         """A query counting the no-op tasks that are not finished yet."""
 
+    @abc.abstractmethod
+    def has_unfinished_sql(self) -> str:
+        """A cheap query telling whether any no-op task is unfinished (polled every 50 ms)."""
+
     async def prefill(self, db: Db, terminal: int, delayed: int) -> None:
         """Insert `terminal` finished and `delayed` far-future rows directly by SQL."""
         raise NotImplementedError(f"{self.lib} has no prefill for the scale check")
@@ -129,7 +133,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, help="upper bound on waiting for workers, s")
     parser.add_argument("--prefill-terminal", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--prefill-delayed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=("main", "worker"), default="main", help=argparse.SUPPRESS
+    )
     parser.add_argument("--latency-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "main" and args.workload is None:
@@ -167,6 +173,9 @@ async def _run_workload(
         "config": adapter.config(),
     }
     probe = await Db.connect(args.dsn)
+    # The probe counts unfinished tasks every 50 ms: it must stay cheap and not take cores
+    # away from the system under test with parallel query workers.
+    await probe.execute("SET max_parallel_workers_per_gather = 0")
     try:
         if workload == "enqueue_single":
             result.update(await _enqueue_single(adapter, probe, n))
@@ -175,9 +184,7 @@ async def _run_workload(
         elif workload in ("drain_1p", "drain_2p"):
             processes = args.processes or (1 if workload == "drain_1p" else 2)
             timeout = args.timeout or max(120.0, n / 100)
-            result.update(
-                await _drain(adapter, probe, driver_file, args, n, processes, timeout)
-            )
+            result.update(await _drain(adapter, probe, driver_file, args, n, processes, timeout))
         else:
             timeout = args.timeout or 120.0
             result.update(await _latency(adapter, probe, driver_file, args, n, timeout))
@@ -337,14 +344,12 @@ async def _wait_until_done(
     adapter: Adapter, probe: Db, workers: WorkerProcesses, timeout: float
 ) -> None:
     """Poll the database every 50 ms until no task is unfinished; bounded by `timeout`."""
-    sql = adapter.unfinished_sql()
+    sql = adapter.has_unfinished_sql()
     deadline = time.perf_counter() + timeout
-    while True:
-        remaining = int(await probe.scalar(sql))
-        if remaining == 0:
-            return
+    while await probe.scalar(sql):
         workers.check_alive()
         if time.perf_counter() > deadline:
+            remaining = int(await probe.scalar(adapter.unfinished_sql()))
             raise TimeoutError(f"{remaining} tasks still unfinished after {timeout:.0f} s")
         await asyncio.sleep(POLL_INTERVAL_S)
 

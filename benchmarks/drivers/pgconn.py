@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the venv
 try:
     import asyncpg
 except ImportError:  # pragma: no cover - depends on the venv
-    asyncpg = None  # type: ignore[assignment]
+    asyncpg = None  # type: ignore[assignment, unused-ignore]
 
 
 def with_database(dsn: str, dbname: str) -> str:

@@ -14,12 +14,11 @@ from importlib.metadata import version
 from typing import Any
 
 import asyncpg
+import harness
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
-
-import harness
 
 ENTRYPOINT = "noop"
 
@@ -94,6 +93,9 @@ class PgqueuerAdapter(harness.Adapter):
 
     def unfinished_sql(self) -> str:
         return f"SELECT count(*) FROM pgqueuer WHERE entrypoint = '{ENTRYPOINT}'"
+
+    def has_unfinished_sql(self) -> str:
+        return f"SELECT EXISTS (SELECT FROM pgqueuer WHERE entrypoint = '{ENTRYPOINT}')"
 
 
 if __name__ == "__main__":

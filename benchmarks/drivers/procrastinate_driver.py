@@ -15,13 +15,13 @@ import logging
 from importlib.metadata import version
 from typing import Any
 
-from procrastinate import App, PsycopgConnector
-
 import harness
+from procrastinate import App, PsycopgConnector
 
 TASK_NAME = "noop"
 QUEUE = "bench"
 DELETE_JOBS = "successful"
+UNFINISHED = "status IN ('todo', 'doing')"
 
 
 def _make_app(dsn: str, pool_size: int) -> App:
@@ -98,7 +98,10 @@ class ProcrastinateAdapter(harness.Adapter):
                 await worker
 
     def unfinished_sql(self) -> str:
-        return "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+        return f"SELECT count(*) FROM procrastinate_jobs WHERE {UNFINISHED}"
+
+    def has_unfinished_sql(self) -> str:
+        return f"SELECT EXISTS (SELECT FROM procrastinate_jobs WHERE {UNFINISHED})"
 
 
 if __name__ == "__main__":

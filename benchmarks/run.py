@@ -1,0 +1,515 @@
+"""Side-by-side benchmark of pgqueue and its Python peers (pgqueuer, procrastinate, chancy).
+
+Run with the project's interpreter (the one that can import pgqueue):
+
+    python benchmarks/run.py [--dsn URL] [--repeat 2] [--only pgqueue,pgqueuer] [--quick]
+                             [--scale] [--no-pgbench] [--out docs/benchmarks.md]
+                             [--json benchmarks/results.json]
+
+Every (workload, library) run happens in a fresh database `bench_<lib>_<n>` created on the
+server of --dsn and dropped afterwards, in a separate driver process: pgqueue's driver runs with
+this interpreter, the peers' drivers with the interpreter of `benchmarks/.venv-peers`, which is
+created (and re-created when requirements-peers.txt changes) on demand. Runs are interleaved:
+each repetition goes through every workload, and within a workload through every library, in
+an order rotated from one repetition to the next. Reported values are medians over repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+DRIVERS_DIR = BENCH_DIR / "drivers"
+PEERS_VENV = BENCH_DIR / ".venv-peers"
+PEERS_REQUIREMENTS = BENCH_DIR / "requirements-peers.txt"
+PEERS_STAMP = PEERS_VENV / ".requirements.sha256"
+
+sys.path.insert(0, str(DRIVERS_DIR))
+
+import pgbench_lifecycle  # noqa: E402
+from pgconn import Db, create_database, database_of, drop_database, with_database  # noqa: E402
+
+LIBS: tuple[str, ...] = ("pgqueue", "pgqueuer", "procrastinate", "chancy")
+PEERS: tuple[str, ...] = LIBS[1:]
+WORKLOADS: tuple[str, ...] = ("enqueue_single", "enqueue_batch", "drain_1p", "drain_2p", "latency")
+FULL_N: dict[str, int] = {
+    "enqueue_single": 5_000,
+    "enqueue_batch": 50_000,
+    "drain_1p": 20_000,
+    "drain_2p": 20_000,
+    "latency": 300,
+}
+QUICK_N: dict[str, int] = {
+    "enqueue_single": 500,
+    "enqueue_batch": 5_000,
+    "drain_1p": 2_000,
+    "drain_2p": 2_000,
+    "latency": 50,
+}
+LOWER_IS_BETTER = {"latency"}
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+SCALE_TARGET = 0.8  # claim throughput with 2M extra rows must stay within 20 %
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def peers_python() -> Path:
+    return PEERS_VENV / "bin" / "python"
+
+
+def ensure_peers_venv() -> None:
+    """Create benchmarks/.venv-peers and install the peers unless it is already up to date."""
+    digest = hashlib.sha256(PEERS_REQUIREMENTS.read_bytes()).hexdigest()
+    if peers_python().exists() and PEERS_STAMP.exists() and PEERS_STAMP.read_text() == digest:
+        return
+    log(f"creating {PEERS_VENV.relative_to(ROOT)} ...")
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300)
+    subprocess.run(
+        [str(peers_python()), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)],
+        check=True,
+        timeout=1200,
+    )
+    PEERS_STAMP.write_text(digest)
+
+
+def interpreter_for(lib: str) -> str:
+    return sys.executable if lib == "pgqueue" else str(peers_python())
+
+
+def environment_for(lib: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if lib != "pgqueue":
+        # The peers' interpreter must not pick up packages of the project's venv.
+        env.pop("PYTHONPATH", None)
+        env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+# --------------------------------------------------------------------------- one run
+
+
+class RunCounter:
+    """Numbers the databases of this invocation: bench_<lib>_<n>."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value
+
+
+def run_driver(
+    lib: str,
+    workload: str,
+    n: int,
+    admin_dsn: str,
+    number: int,
+    timeout: float,
+    extra_args: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run one driver in a fresh database; return its JSON result or an error record."""
+    dbname = f"bench_{lib}_{number}"
+    record: dict[str, Any] = {"lib": lib, "workload": workload, "n": n, "database": dbname}
+    cmd = [
+        interpreter_for(lib),
+        str(DRIVERS_DIR / f"{lib}_driver.py"),
+        "--dsn", with_database(admin_dsn, dbname),
+        "--workload", workload,
+        "--n", str(n),
+        *(extra_args or []),
+    ]  # fmt: skip
+    asyncio.run(create_database(admin_dsn, dbname))
+    started = time.perf_counter()
+    try:
+        # A session of its own, so that a timeout can stop the driver and its workers together.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment_for(lib),
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate(timeout=30)
+            record["error"] = f"timed out after {timeout:.0f} s"
+    finally:
+        asyncio.run(drop_database(admin_dsn, dbname))
+    record["wall_s"] = time.perf_counter() - started
+    result = _last_result_line(stdout)
+    if "error" not in record and proc.returncode == 0 and result is not None:
+        record.update(result)
+        return record
+    record.setdefault("error", f"exit code {proc.returncode}")
+    # Worker processes write to the same stderr, so keep enough to see their errors too.
+    record["stderr_tail"] = "\n".join(stderr.strip().splitlines()[-60:])
+    return record
+
+
+def _last_result_line(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict) and "workload" in data and "value" in data:
+                return data
+    return None
+
+
+def describe(record: dict[str, Any]) -> str:
+    if "error" in record:
+        tail = record.get("stderr_tail", "").splitlines()[-15:]
+        return f"ERROR {record['error']}\n" + "\n".join(tail)
+    if record["unit"] == "ms":
+        return (
+            f"p50 {record['p50_ms']:.1f} ms, p95 {record['p95_ms']:.1f} ms,"
+            f" p99 {record['p99_ms']:.1f} ms"
+        )
+    return f"{record['value']:,.0f} {record['unit']} ({record['seconds']:.2f} s)"
+
+
+# --------------------------------------------------------------------------- suites
+
+
+def run_matrix(
+    libs: list[str],
+    workloads: list[str],
+    sizes: dict[str, int],
+    repeat: int,
+    admin_dsn: str,
+    counter: RunCounter,
+    timeout: float,
+) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for rep in range(repeat):
+        for w_index, workload in enumerate(workloads):
+            shift = (rep + w_index) % len(libs)
+            for lib in libs[shift:] + libs[:shift]:
+                record = run_driver(
+                    lib, workload, sizes[workload], admin_dsn, counter.next(), timeout
+                )
+                record["repeat"] = rep + 1
+                runs.append(record)
+                log(f"[{rep + 1}/{repeat}] {workload:<14} {lib:<13} {describe(record)}")
+    return runs
+
+
+def run_scale(
+    n: int, filler: int, repeat: int, admin_dsn: str, counter: RunCounter, timeout: float
+) -> dict[str, Any]:
+    """pgqueue drain throughput on an empty table vs with `filler` finished + delayed rows."""
+    runs: list[dict[str, Any]] = []
+    for rep in range(repeat):
+        for label, rows in (("empty", 0), ("filled", filler)):
+            extra = ["--prefill-terminal", str(rows), "--prefill-delayed", str(rows)]
+            record = run_driver("pgqueue", "drain_1p", n, admin_dsn, counter.next(), timeout, extra)
+            record.update({"repeat": rep + 1, "table": label})
+            runs.append(record)
+            log(f"[{rep + 1}/{repeat}] scale {label:<7} pgqueue       {describe(record)}")
+    medians = {}
+    for label in ("empty", "filled"):
+        values = [r["value"] for r in runs if r["table"] == label and "error" not in r]
+        medians[label] = statistics.median(values) if values else None
+    ratio = medians["filled"] / medians["empty"] if medians["empty"] and medians["filled"] else None
+    return {
+        "n": n,
+        "terminal_rows": filler,
+        "delayed_rows": filler,
+        "median_empty": medians["empty"],
+        "median_filled": medians["filled"],
+        "ratio": ratio,
+        "target": SCALE_TARGET,
+        "passed": ratio is not None and ratio >= SCALE_TARGET,
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if "error" not in run:
+            grouped[(run["workload"], run["lib"])].append(run)
+    summary: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (workload, lib), items in grouped.items():
+        cell: dict[str, Any] = {
+            "median": statistics.median(r["value"] for r in items),
+            "unit": items[0]["unit"],
+            "values": [r["value"] for r in items],
+            "version": items[0].get("version"),
+            "config": items[0].get("config"),
+        }
+        if workload == "latency":
+            for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+                cell[key] = statistics.median(r[key] for r in items)
+        summary[workload][lib] = cell
+    return summary
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if unit == "ms" else f"{value:,.0f}"
+
+
+def _ratio(summary: dict[str, dict[str, Any]], peer: str) -> str:
+    ours, theirs = summary.get("pgqueue"), summary.get(peer)
+    if not ours or not theirs or not theirs["median"]:
+        return "—"
+    return f"{ours['median'] / theirs['median']:.2f}x"
+
+
+def render_markdown(
+    meta: dict[str, Any],
+    libs: list[str],
+    workloads: list[str],
+    summary: dict[str, dict[str, dict[str, Any]]],
+    runs: list[dict[str, Any]],
+    pgbench: list[dict[str, Any]] | None,
+    scale: dict[str, Any] | None,
+) -> str:
+    # Ratios are pgqueue's median over each peer's, so they need pgqueue in the run.
+    peers = [lib for lib in libs if lib != "pgqueue"] if "pgqueue" in libs else []
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (`python benchmarks/run.py`) on {meta['date']}:"
+        f" PostgreSQL {meta['postgres']}, {meta['cpus']} CPUs, Python {meta['python']}"
+        f"{', quick mode' if meta['quick'] else ''}."
+        f" Each cell is the median of {meta['repeat']} runs, each on a fresh database;"
+        " what each workload does is described in `benchmarks/README.md`.",
+        "",
+    ]
+    versions = {
+        lib: next((r.get("version") for r in runs if r["lib"] == lib and r.get("version")), None)
+        for lib in libs
+    }
+    lines.append("Versions: " + ", ".join(f"{lib} {versions[lib] or '?'}" for lib in libs) + ".")
+    lines += [
+        "",
+        "Throughput in tasks/s (higher is better); latency p50 in ms (lower is better).",
+        "",
+    ]
+    header = ["workload", "n", *libs, *(f"pgqueue ÷ {p}" for p in peers)]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
+    for workload in workloads:
+        cells = summary.get(workload, {})
+        unit = next((c["unit"] for c in cells.values()), "")
+        n = meta["sizes"][workload]
+        row = [f"{workload} ({unit})" if unit else workload, f"{n:,}"]
+        row += [_fmt(cells[lib]["median"], unit) if lib in cells else "error" for lib in libs]
+        row += [_ratio(cells, p) for p in peers]
+        lines.append("| " + " | ".join(row) + " |")
+
+    latency = summary.get("latency", {})
+    if latency:
+        lines += ["", "Latency from push to handler start, ms:", ""]
+        lines.append("| library | p50 | p95 | p99 | max |")
+        lines.append("|---|---:|---:|---:|---:|")
+        for lib in libs:
+            if lib in latency:
+                c = latency[lib]
+                lines.append(
+                    f"| {lib} | {c['p50_ms']:.1f} | {c['p95_ms']:.1f} | {c['p99_ms']:.1f}"
+                    f" | {c['max_ms']:.1f} |"
+                )
+
+    if pgbench is not None and not pgbench:
+        lines += ["", "The pgbench baseline failed; see the run's log."]
+    if pgbench:
+        lines += [
+            "",
+            "Bare-SQL ceiling (`benchmarks/pgbench_lifecycle.py`: insert, claim with"
+            " SKIP LOCKED, complete; no queue library), jobs/s:",
+            "",
+            "| script | clients | jobs/s |",
+            "|---|---:|---:|",
+        ]
+        for entry in pgbench:
+            lines.append(f"| {entry['mode']} | {entry['clients']} | {entry['jobs_per_s']:,.0f} |")
+
+    if scale:
+        verdict = "pass" if scale["passed"] else "FAIL"
+        ratio = f"{scale['ratio']:.2f}" if scale["ratio"] is not None else "—"
+        lines += [
+            "",
+            f"Scale check (pgqueue, drain_1p of {scale['n']:,} tasks): empty table"
+            f" {_fmt(scale['median_empty'], 'tasks/s')} tasks/s; with"
+            f" {scale['terminal_rows']:,} succeeded + {scale['delayed_rows']:,} future-delayed"
+            f" rows {_fmt(scale['median_filled'], 'tasks/s')} tasks/s; ratio {ratio}"
+            f" (target ≥ {scale['target']}): {verdict}.",
+        ]
+
+    errors = [r for r in runs if "error" in r]
+    if errors:
+        lines += ["", f"{len(errors)} run(s) failed:", ""]
+        for r in errors:
+            lines.append(f"- {r['workload']} / {r['lib']} (repeat {r.get('repeat')}): {r['error']}")
+
+    lines += ["", "Configuration per library:", ""]
+    for lib in libs:
+        config = next((r.get("config") for r in runs if r["lib"] == lib and r.get("config")), None)
+        if config:
+            settings = ", ".join(f"{k}={v}" for k, v in config.items())
+            lines.append(f"- {lib}: {settings}")
+    return "\n".join(lines) + "\n"
+
+
+async def _server_version(admin_dsn: str) -> str:
+    db = await Db.connect(admin_dsn)
+    try:
+        return str(await db.scalar("SHOW server_version"))
+    finally:
+        await db.close()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark pgqueue against pgqueuer, procrastinate and chancy."
+    )
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("PGQUEUE_BENCH_DSN", DEFAULT_DSN),
+        help="postgresql:// URL of a database on the server to use (env PGQUEUE_BENCH_DSN);"
+        " benchmark databases bench_* are created and dropped next to it",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="repetitions per cell (≥ 1)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(LIBS)}")
+    parser.add_argument("--workloads", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    parser.add_argument("--quick", action="store_true", help="smaller N for a fast check")
+    parser.add_argument("--scale", action="store_true", help="also run pgqueue's scale check")
+    parser.add_argument(
+        "--pgbench",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the bare-SQL ceiling with pgbench",
+    )
+    parser.add_argument("--run-timeout", type=float, help="upper bound per driver run, s")
+    parser.add_argument("--out", default="docs/benchmarks.md", help="markdown report path")
+    parser.add_argument("--json", default="benchmarks/results.json", help="JSON results path")
+    args = parser.parse_args()
+    args.libs = _subset(parser, args.only, LIBS, "--only")
+    args.workload_list = _subset(parser, args.workloads, WORKLOADS, "--workloads")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def _subset(
+    parser: argparse.ArgumentParser, value: str | None, allowed: tuple[str, ...], flag: str
+) -> list[str]:
+    if not value:
+        return list(allowed)
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        parser.error(f"{flag}: unknown {', '.join(unknown)}")
+    return [v for v in allowed if v in chosen]  # canonical order
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else ROOT / p
+
+
+def main() -> int:
+    args = parse_args()
+    if database_of(args.dsn).startswith("bench_"):
+        raise SystemExit("--dsn must name a database other than the bench_* ones it manages")
+    if any(lib in PEERS for lib in args.libs):
+        ensure_peers_venv()
+    sizes = QUICK_N if args.quick else FULL_N
+    timeout = args.run_timeout or (300.0 if args.quick else 900.0)
+    counter = RunCounter()
+    meta: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "postgres": asyncio.run(_server_version(args.dsn)),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "sizes": sizes,
+        "libs": args.libs,
+        "workloads": args.workload_list,
+    }
+
+    runs = run_matrix(args.libs, args.workload_list, sizes, args.repeat, args.dsn, counter, timeout)
+    summary = summarize(runs)
+
+    pgbench: list[dict[str, Any]] | None = None
+    if args.pgbench:
+        try:
+            pgbench = pgbench_lifecycle.run_lifecycle(args.dsn, 3 if args.quick else 10, [2, 4])
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            log(f"pgbench baseline failed: {exc}")
+            pgbench = []
+
+    scale: dict[str, Any] | None = None
+    if args.scale:
+        scale = run_scale(
+            n=5_000 if args.quick else 20_000,
+            filler=100_000 if args.quick else 1_000_000,
+            repeat=args.repeat,
+            admin_dsn=args.dsn,
+            counter=counter,
+            timeout=timeout,
+        )
+
+    report = render_markdown(meta, args.libs, args.workload_list, summary, runs, pgbench, scale)
+    print(report)
+    out, json_out = _resolve(args.out), _resolve(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(
+        json.dumps(
+            {"meta": meta, "summary": summary, "runs": runs, "pgbench": pgbench, "scale": scale},
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    log(f"wrote {out} and {json_out}")
+    # The exit status reports broken runs; performance verdicts are in the report.
+    failed = any("error" in r for r in runs) or bool(
+        scale and any("error" in r for r in scale["runs"])
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
