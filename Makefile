@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick clean
+.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
 
 bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay under 200 MB
+	$(BIN)/python benchmarks/memory.py $(MEMORY_ARGS)
 
 bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
