@@ -11,7 +11,7 @@ from typing import Any
 from pgqueue.errors import CapacityExceeded, InvalidTask
 from pgqueue.executor import Operation, Statement, Steps
 from pgqueue.queries import Queries
-from pgqueue.registry import KindRegistry
+from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import (
     Status,
     Task,
@@ -57,22 +57,20 @@ def push_tasks(
         raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
     seconds = delay_seconds(delay)
     rows: list[tuple[str, Any, str | None, int]] = []
-    counts: Counter[str] = Counter()
+    specs: dict[str, KindSpec] = {}
     for task in tasks:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
-        spec = registry.get(validate_kind_name(task.kind))
-        rows.append(
-            (task.kind, task.payload, validate_external_key(task.external_key),
-             spec.options.max_attempts)
-        )  # fmt: skip
-        counts[task.kind] += 1
+        kind, key = task.kind, task.external_key
+        spec = specs.get(kind)
+        if spec is None:
+            spec = specs[kind] = registry.get(validate_kind_name(kind))
+        if key is not None:
+            validate_external_key(key)
+        rows.append((kind, task.payload, key, spec.options.max_attempts))
     document = _encode_batch(rows)
-    capped = sorted(
-        (kind, count)
-        for kind, count in counts.items()
-        if registry.get(kind).options.max_pending is not None
-    )
+    capped_kinds = {kind for kind, spec in specs.items() if spec.options.max_pending is not None}
+    capped = sorted(Counter(row[0] for row in rows if row[0] in capped_kinds).items())
     single_task = len(rows) == 1
 
     def steps() -> Steps[list[int | None]]:

@@ -37,8 +37,7 @@ CREATE TABLE __schema__.tasks (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
-    finished_at      timestamptz,
-    CONSTRAINT tasks_kind_external_key_key UNIQUE (kind, external_key)
+    finished_at      timestamptz
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -47,6 +46,8 @@ CREATE TABLE __schema__.tasks (
     autovacuum_vacuum_cost_delay = 0
 );
 
+CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL;
 CREATE INDEX tasks_open_idx ON __schema__.tasks (kind, delayed_till)
     WHERE status IN ('new', 'must_retry');
 CREATE INDEX tasks_broken_idx ON __schema__.tasks (kind, updated_at)

@@ -8,7 +8,7 @@ WITH inserted AS (
         (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
             now() + make_interval(secs => %(delay)s))
-    ON CONFLICT (kind, external_key) DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind, delayed_till
 )
 SELECT id, CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind) END
@@ -33,7 +33,7 @@ WITH input AS (
            now() + make_interval(secs => %(delay)s)
     FROM input
     ORDER BY ord
-    ON CONFLICT (kind, external_key) DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s, 'p:' || kind)
@@ -223,7 +223,7 @@ WITH advanced AS (
     INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
     SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
     FROM advanced
-    ON CONFLICT (kind, external_key) DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind
 )
 SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM inserted;

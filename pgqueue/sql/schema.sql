@@ -24,8 +24,7 @@ CREATE TABLE __schema__.tasks (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
-    finished_at      timestamptz,
-    CONSTRAINT tasks_kind_external_key_key UNIQUE (kind, external_key)
+    finished_at      timestamptz
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -33,6 +32,11 @@ CREATE TABLE __schema__.tasks (
     autovacuum_analyze_scale_factor = 0.02,
     autovacuum_vacuum_cost_delay = 0
 );
+
+-- Idempotency: a (kind, external_key) exists once. Partial, since NULL keys never conflict:
+-- keyless tasks (most of them) cost no entry here.
+CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL;
 
 -- Claims scan this: only waiting or leased rows, so finished rows never slow a claim.
 CREATE INDEX tasks_open_idx ON __schema__.tasks (kind, delayed_till)
