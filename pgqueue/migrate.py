@@ -29,11 +29,19 @@ def migration_schema() -> str:
 
 
 def sqlalchemy_url(dsn: str) -> str:
-    """A SQLAlchemy URL using psycopg 3 for a libpq-style DSN."""
+    """A SQLAlchemy URL using psycopg 3 for a libpq DSN: a URL (``postgresql://…``) or
+    ``key=value`` pairs (``host=db dbname=app``)."""
     for prefix in ("postgresql://", "postgres://"):
         if dsn.startswith(prefix):
             return "postgresql+psycopg://" + dsn[len(prefix) :]
-    return dsn
+    if "://" in dsn:
+        return dsn  # already a SQLAlchemy URL
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import URL
+
+    params = {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    url = URL.create("postgresql+psycopg", query=params)
+    return url.render_as_string(hide_password=False)
 
 
 def migrations_dir() -> Path:

@@ -70,7 +70,10 @@ def test_migrations_produce_exactly_the_declared_schema(
 
 
 def test_upgrade_is_idempotent_and_downgrade_leaves_nothing(empty_schema: Database) -> None:
-    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    from psycopg.conninfo import conninfo_to_dict
+
+    key_value_dsn = " ".join(f"{k}={v}" for k, v in conninfo_to_dict(empty_schema.dsn).items())
+    migrate.upgrade(key_value_dsn, empty_schema.schema)  # libpq key=value DSNs work too
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
     migrate.downgrade(empty_schema.dsn, empty_schema.schema)
     assert migrate.current(empty_schema.dsn, empty_schema.schema) is None

@@ -222,3 +222,21 @@ def test_cron_slots_across_a_dst_change() -> None:
     )
     assert daily.latest_slot(after) == after
     assert daily.latest_slot(after + timedelta(hours=1)) == after
+
+
+@pytest.mark.parametrize(
+    ("dsn", "url"),
+    [
+        ("postgresql://u@h:5/db", "postgresql+psycopg://u@h:5/db"),
+        ("postgres://u@h/db?sslmode=require", "postgresql+psycopg://u@h/db?sslmode=require"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        (
+            "host=/tmp/x dbname=app user=me",
+            "postgresql+psycopg://?dbname=app&host=%2Ftmp%2Fx&user=me",
+        ),
+    ],
+)
+def test_sqlalchemy_url_accepts_urls_and_key_value_dsns(dsn: str, url: str) -> None:
+    from pgqueue.migrate import sqlalchemy_url
+
+    assert sqlalchemy_url(dsn) == url
