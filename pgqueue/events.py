@@ -41,7 +41,15 @@ class ClaimsReleased:
     task_ids: tuple[int, ...]
 
 
-Event = TasksClaimed | AttemptFinished | ResultsWritten | ClaimsReleased
+@dataclass(frozen=True, slots=True)
+class TerminalTasksSwept:
+    """The retention sweeper ran for a kind in this process (``deleted`` may be 0)."""
+
+    kind: str
+    deleted: int
+
+
+Event = TasksClaimed | AttemptFinished | ResultsWritten | ClaimsReleased | TerminalTasksSwept
 Listener = Callable[[Event], None]
 
 

@@ -23,6 +23,7 @@ from pgqueue.events import (
     EventBus,
     ResultsWritten,
     TasksClaimed,
+    TerminalTasksSwept,
 )
 from pgqueue.execution import AttemptRunner, Outcome
 from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
@@ -632,6 +633,8 @@ class Runtime:
                     )
                     if deleted:
                         log.info("retention deleted %d terminal task(s) of %r", deleted, kind)
+                    if deleted is not None and self.events.listeners:
+                        self.events.emit(TerminalTasksSwept(kind, deleted))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from pgqueue.events import AttemptFinished, Event, ResultsWritten, TasksClaimed
+from pgqueue.events import (
+    AttemptFinished,
+    Event,
+    ResultsWritten,
+    TasksClaimed,
+    TerminalTasksSwept,
+)
 
 
 class Recorder:
@@ -19,6 +26,9 @@ class Recorder:
         self.written: dict[int, list[str]] = defaultdict(list)  # applied results per task
         self.finished: list[AttemptFinished] = []
         self.claimed: list[int] = []
+        self.swept: dict[str, int] = defaultdict(int)  # kind -> rows deleted by retention
+        self.first_sweep_at: dict[str, float] = {}  # kind -> when retention first deleted
+        self.written_at: dict[int, float] = {}  # task id -> when its last result applied
         queue.subscribe(self)
 
     def __call__(self, event: Event) -> None:
@@ -27,10 +37,15 @@ class Recorder:
                 for task_id, _kind, status, applied in event.results:
                     if applied:
                         self.written[task_id].append(status)
+                        self.written_at[task_id] = time.monotonic()
             elif isinstance(event, AttemptFinished):
                 self.finished.append(event)
             elif isinstance(event, TasksClaimed):
                 self.claimed.extend(event.task_ids)
+            elif isinstance(event, TerminalTasksSwept):
+                self.swept[event.kind] += event.deleted
+                if event.deleted:
+                    self.first_sweep_at.setdefault(event.kind, time.monotonic())
             self.cond.notify_all()
 
     def status_of(self, task_id: int) -> str | None:

@@ -374,10 +374,10 @@ def test_retention_keeps_rows_for_ttl_then_sweeps(db: Database) -> None:
         assert queue.get_task(dropped) is None  # TTL 0: deleted at completion
         info = queue.get_task(kept)
         assert info is not None and info.status is Status.SUCCEEDED
-        deadline = time.monotonic() + 10
-        while queue.get_task(kept) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)  # the sweeper runs on its own period; nothing to subscribe to
+        recorder.wait(lambda r: r.swept["keep"] >= 1, timeout=10)
         assert queue.get_task(kept) is None
+        # Swept every 0.2 s, yet the row stayed until its TTL of 1 s had passed.
+        assert recorder.first_sweep_at["keep"] - recorder.written_at[kept] >= 0.9
         finished = info.finished_at
     assert finished is not None
 
