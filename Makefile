@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory clean
+.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,10 +38,10 @@ fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff check --fix pgqueue adapters migrations tests example benchmarks
 
 docs: $(STAMP) ## Serve the documentation on http://127.0.0.1:8000
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
@@ -52,5 +52,14 @@ bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay u
 bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
 
+wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it without the source tree
+	rm -rf build/wheel-check && mkdir -p build/wheel-check
+	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel-check .
+	$(PYTHON) -m venv build/wheel-check/venv
+	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue-*.whl
+	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql()"
+	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
+	@echo "wheel works without the source tree"
+
 clean: ## Remove the virtualenvs, caches and the example's embedded database
-	rm -rf $(VENV) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata
+	rm -rf $(VENV) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
