@@ -48,6 +48,16 @@ def to_seconds(value: Seconds, name: str, *, allow_zero: bool = True) -> float:
     return seconds
 
 
+def check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    """Raise :class:`InvalidOptions` unless ``value`` is an int >= ``minimum`` (or ``None``
+    when ``optional``)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        allowed = f"{'None or ' if optional else ''}an int >= {minimum}"
+        raise InvalidOptions(f"{name} must be {allowed}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LoopOptions:
     """Internal knobs of a kind's worker loop; the defaults suit most workloads."""
@@ -75,18 +85,9 @@ class LoopOptions:
     def validate(self) -> LoopOptions:
         for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):
             to_seconds(getattr(self, name), f"LoopOptions.{name}", allow_zero=False)
-        for name in ("claim_batch_size", "sweep_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidOptions(f"LoopOptions.{name} must be a positive int, got {value!r}")
-        if self.prefetch is not None and (
-            not isinstance(self.prefetch, int)
-            or isinstance(self.prefetch, bool)
-            or self.prefetch < 0
-        ):
-            raise InvalidOptions(
-                f"LoopOptions.prefetch must be None or an int >= 0, got {self.prefetch!r}"
-            )
+        check_int("LoopOptions.claim_batch_size", self.claim_batch_size, minimum=1)
+        check_int("LoopOptions.sweep_batch_size", self.sweep_batch_size, minimum=1)
+        check_int("LoopOptions.prefetch", self.prefetch, minimum=0, optional=True)
         return self
 
 
@@ -117,21 +118,9 @@ class KindOptions:
         to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False)
         worker_count_of(self)
         terminal_ttl_of(self)
-        for name in ("max_attempts",):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidOptions(f"{name} must be an int >= 1, got {value!r}")
-        value = self.max_task_error_messages
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise InvalidOptions(f"max_task_error_messages must be an int >= 0, got {value!r}")
-        if self.max_pending is not None and (
-            not isinstance(self.max_pending, int)
-            or isinstance(self.max_pending, bool)
-            or self.max_pending < 1
-        ):
-            raise InvalidOptions(
-                f"max_pending must be None or an int >= 1, got {self.max_pending!r}"
-            )
+        check_int("max_attempts", self.max_attempts, minimum=1)
+        check_int("max_task_error_messages", self.max_task_error_messages, minimum=0)
+        check_int("max_pending", self.max_pending, minimum=1, optional=True)
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):
