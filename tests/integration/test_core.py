@@ -592,3 +592,39 @@ async def test_async_push_tx_in_sqlalchemy_async_session(db: Database) -> None:
     await engine.dispose()
     payloads = [r[0] for r in db.fetch("SELECT payload FROM {schema}.tasks ORDER BY id")]
     assert payloads == ["async session", "async connection"]
+
+
+def test_worker_count_provider_resizes_the_pool_live(db: Database) -> None:
+    size = {"n": 1}
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    grown = threading.Event()
+    first = threading.Event()
+    release = threading.Event()
+
+    def handler(envelope: Any) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            first.set()
+            if running >= 3:
+                grown.set()
+        release.wait(30)
+        with lock:
+            running -= 1
+
+    loop = LoopOptions(poll_period=0.1, prefetch=0)
+    with make_queue(db) as queue:
+        queue.register_kind("k", handler, opts(worker_count=lambda: size["n"], loop=loop))
+        recorder = Recorder(queue)
+        ids = queue.push_tasks([Task("k", i) for i in range(6)])
+        queue.start()
+        assert first.wait(10)
+        assert peak == 1 and len(recorder.claimed) == 1  # one worker, no prefetch
+        size["n"] = 3  # re-read by the running claim loop
+        assert grown.wait(10)
+        release.set()
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids))
+    assert peak == 3
