@@ -11,9 +11,10 @@ import enum
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pgqueue.envelope import Envelope, Stamp
@@ -453,19 +454,35 @@ class Runtime:
         for spec in specs:
             runner = AttemptRunner(spec, self.stamps, self._threads)
             self.workers[spec.kind] = KindWorker(spec, self, runner)
+        background: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("pgqueue-listener", self._listen),
+            ("pgqueue-results", self.writer.run),
+            ("pgqueue-sweeper", self._sweep),
+            *((f"pgqueue-periodic-{p.kind}", partial(self._schedule, p)) for p in self.periodics),
+        ]
         self._background = [
-            asyncio.create_task(self._listen(), name="pgqueue-listener"),
-            asyncio.create_task(self.writer.run(), name="pgqueue-results"),
-            asyncio.create_task(self._sweep(), name="pgqueue-sweeper"),
-            *(
-                asyncio.create_task(self._schedule(p), name=f"pgqueue-periodic-{p.kind}")
-                for p in self.periodics
-            ),
+            asyncio.create_task(self._supervise(name, loop), name=name) for name, loop in background
         ]
         self._loops = [
-            asyncio.create_task(w.run(), name=f"pgqueue-claim-{w.kind}")
+            asyncio.create_task(self._supervise(f"pgqueue-claim-{w.kind}", w.run))
             for w in self.workers.values()
         ]
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop; restart it if it ever raises. Each loop handles its own expected errors
+        (database errors are retried inside); this is the net for a bug, so that no loop of a
+        running queue dies for good."""
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting it in 1 s", name)
+                await self.sleep_unless_stopping(1.0)
+                if self.stopping and name.startswith("pgqueue-claim-"):
+                    return
 
     async def stop(self, mode: StopMode) -> None:
         self.stopping = True

@@ -628,3 +628,25 @@ def test_worker_count_provider_resizes_the_pool_live(db: Database) -> None:
         release.set()
         recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids))
     assert peak == 3
+
+
+def test_a_crashing_loop_is_restarted(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgqueue.runtime import KindWorker
+
+    original = KindWorker._start_buffered
+    crashes: list[int] = []
+
+    def crash_once(self: KindWorker, size: int) -> None:
+        if self.buffer and not crashes:
+            crashes.append(1)
+            raise RuntimeError("a bug in the claim loop")
+        original(self, size)
+
+    monkeypatch.setattr(KindWorker, "_start_buffered", crash_once)
+    with make_queue(db) as queue:
+        queue.register_kind("k", lambda env: None, opts())
+        recorder = Recorder(queue)
+        ids = queue.push_tasks([Task("k", i) for i in range(5)])
+        queue.start()
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids), timeout=20)
+    assert crashes == [1]
