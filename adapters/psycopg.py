@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -57,18 +59,38 @@ class PsycopgExecutor:
             )
             self._owned = True
         self._opened = False
+        self._open_lock = threading.Lock()
+        # See AsyncPsycopgExecutor: one connection kept out of the pool for uncontended
+        # single-statement work.
+        self._sticky: psycopg.Connection[Any] | None = None
+        self._sticky_lock = threading.Lock()
 
     @property
     def conninfo(self) -> str:
         return str(self.pool.conninfo)
 
     def _ensure_open(self) -> None:
-        if not self._opened and self._owned:
-            self.pool.open(wait=True)
-        self._opened = True
+        with self._open_lock:
+            if not self._opened and self._owned:
+                self.pool.open(wait=True)
+            self._opened = True
 
     def run(self, op: Operation[T]) -> T:
-        self._ensure_open()
+        if not self._opened:
+            self._ensure_open()
+        if not op.transactional and self._sticky_lock.acquire(blocking=False):
+            try:
+                conn = self._sticky
+                if conn is None or conn.broken or conn.closed:
+                    conn = self._sticky = self.pool.getconn()
+                if conn.autocommit:
+                    try:
+                        return drive_sync(op, sync_fetcher(conn))
+                    except psycopg.OperationalError:
+                        self._release_sticky()
+                        raise
+            finally:
+                self._sticky_lock.release()
         with self.pool.connection() as conn:
             if op.transactional or not conn.autocommit:
                 with conn.transaction():
@@ -78,7 +100,14 @@ class PsycopgExecutor:
     def run_in(self, tx: Any, op: Operation[T]) -> T:
         return run_in_sync(tx, op)
 
+    def _release_sticky(self) -> None:
+        conn, self._sticky = self._sticky, None
+        if conn is not None:
+            self.pool.putconn(conn)  # the pool replaces it if it is broken
+
     def close(self) -> None:
+        with self._sticky_lock:
+            self._release_sticky()
         if self._owned and self._opened:
             self.pool.close()
         self._opened = False
@@ -124,6 +153,11 @@ class AsyncPsycopgExecutor:
             )
             self._owned = True
         self._opened = False
+        # One connection kept checked out of the pool for single-statement work while nobody
+        # else uses it: sequential pushes then skip the pool's per-call bookkeeping, which
+        # costs about a fifth of a single push on a fast server.
+        self._sticky: psycopg.AsyncConnection[Any] | None = None
+        self._sticky_lock = asyncio.Lock()
 
     async def open(self) -> None:
         if not self._opened and self._owned:
@@ -133,6 +167,17 @@ class AsyncPsycopgExecutor:
     async def run(self, op: Operation[T]) -> T:
         if not self._opened:
             await self.open()
+        if not op.transactional and not self._sticky_lock.locked():
+            async with self._sticky_lock:
+                conn = self._sticky
+                if conn is None or conn.broken or conn.closed:
+                    conn = self._sticky = await self.pool.getconn()
+                if conn.autocommit:
+                    try:
+                        return await drive_async(op, async_fetcher(conn))
+                    except psycopg.OperationalError:
+                        await self._release_sticky()
+                        raise
         async with self.pool.connection() as conn:
             if op.transactional or not conn.autocommit:
                 async with conn.transaction():
@@ -156,7 +201,14 @@ class AsyncPsycopgExecutor:
         finally:
             await conn.close()
 
+    async def _release_sticky(self) -> None:
+        conn, self._sticky = self._sticky, None
+        if conn is not None:
+            await self.pool.putconn(conn)  # the pool replaces it if it is broken
+
     async def close(self) -> None:
+        async with self._sticky_lock:
+            await self._release_sticky()
         if self._owned and self._opened:
             await self.pool.close()
         self._opened = False

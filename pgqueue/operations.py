@@ -108,11 +108,22 @@ def push_tasks(
 
 
 def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, str | None]:
-    """JSON for a batch (and, for one task, its payload alone), validated.
+    """JSON for a batch, or for one task its payload alone; validated either way.
 
-    The fast path encodes the whole batch at once; only when that fails or the batch is large
-    are payloads encoded one by one, to name the offending task.
+    A batch is encoded at once; only when that fails or comes out large are payloads encoded
+    one by one, to name the offending task.
     """
+    if len(rows) == 1:
+        payload = rows[0][1]
+        try:
+            encoded = encode_payload(payload)
+        except InvalidTask as exc:
+            raise InvalidTask(f"task 0: {exc}") from exc.__cause__
+        if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
+            raise InvalidTask(
+                f"task 0: payload is {len(encoded)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}"
+            )
+        return "", encoded
     try:
         document = json.dumps(rows, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
@@ -129,8 +140,7 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
                     f"the limit is {MAX_PAYLOAD_BYTES}"
                 )
         assert document is not None
-    payload = encode_payload(rows[0][1]) if len(rows) == 1 else None
-    return document, payload
+    return document, None
 
 
 def cancel_task_by_key(
