@@ -102,14 +102,15 @@ SET status = r.status::__schema__.task_status,
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
             %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
      AS r(id, token, status, delay, error, keep)
-WHERE t.id = r.id AND t.claim_token = r.token
+WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
 RETURNING t.id;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
+-- Tokens are unique per claim, so matching the id list and the token list separately is exact,
+-- and it lets even a generic plan use the primary key.
 DELETE FROM __schema__.tasks AS t
-USING unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
-WHERE t.id = r.id AND t.claim_token = r.token
+WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
 RETURNING t.id;
 
 -- name: release_claims
