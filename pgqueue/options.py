@@ -24,6 +24,7 @@ FailureHook = Callable[
 ]
 
 MAX_WORKER_COUNT = 10_000
+SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
 
 
 def resolve(value: Provider[T]) -> T:
@@ -75,12 +76,18 @@ class LoopOptions:
     max_db_retry_delay: float = 5.0
     """Cap of the backoff between retries after a database error (seconds)."""
     prefetch: int | None = None
-    """Tasks claimed ahead of free workers, so the next batch is ready when one finishes
-    (``None``: as many as ``worker_count``; 0: claim only for idle workers). A buffered task
-    whose lease ran short before a worker freed up is handed back, not run."""
+    """Tasks claimed ahead of free workers, so the next batch is ready when one finishes.
+    ``None`` (the default) adapts: twice ``worker_count`` while the kind's attempts are short
+    (under 50 ms on average), none while they are long, so long tasks stay in the table for
+    other processes' idle workers. 0 claims only for idle workers. A buffered task whose lease
+    ran short before a worker freed up is handed back, not run."""
 
-    def prefetch_for(self, worker_count: int) -> int:
-        return worker_count if self.prefetch is None else self.prefetch
+    def prefetch_for(self, worker_count: int, average_attempt: float | None) -> int:
+        if self.prefetch is not None:
+            return self.prefetch
+        if average_attempt is not None and average_attempt < SHORT_ATTEMPT:
+            return 2 * worker_count
+        return 0
 
     def validate(self) -> LoopOptions:
         for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):

@@ -221,6 +221,7 @@ class KindWorker:
         self.inflight: dict[int, Attempt] = {}
         self.buffer: deque[tuple[tuple[Any, ...], float]] = deque()  # claimed, not started
         self.size = 0
+        self.average_attempt: float | None = None  # moving average of attempt durations, s
         self.claim_statement = runtime.queries["claim_due_tasks"]
 
     def notify(self) -> None:
@@ -244,7 +245,7 @@ class KindWorker:
         while not runtime.stopping:
             size = self._current_size()
             self._start_buffered(size)
-            prefetch = self.options.loop.prefetch_for(size)
+            prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
             room = size + prefetch - len(self.inflight) - len(self.buffer)
             # Claim when work may be due and at least half the room is free (bigger batches,
             # fewer round trips), or at once when nothing is running or buffered.
@@ -351,6 +352,9 @@ class KindWorker:
         finally:
             self.inflight.pop(envelope.id, None)
             self.signal.set()
+        duration = asyncio.get_running_loop().time() - started
+        average = self.average_attempt
+        self.average_attempt = duration if average is None else average + (duration - average) / 8
         if self.runtime.events.listeners:
             self.runtime.events.emit(
                 AttemptFinished(
@@ -358,7 +362,7 @@ class KindWorker:
                     envelope.id,
                     envelope.attempt,
                     outcome.status.value,
-                    asyncio.get_running_loop().time() - started,
+                    duration,
                 )
             )
         delete = outcome.status.is_terminal and self._ttl_is_zero()

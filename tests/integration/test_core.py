@@ -650,3 +650,37 @@ def test_a_crashing_loop_is_restarted(db: Database, monkeypatch: pytest.MonkeyPa
         queue.start()
         recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids), timeout=20)
     assert crashes == [1]
+
+
+def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    batches: list[int] = []
+
+    def handler(envelope: Any) -> None:
+        if envelope.payload == "long":
+            started.set()
+            release.wait(30)
+
+    with make_queue(db) as queue:
+        queue.register_kind("k", handler, opts(worker_count=1))
+        recorder = Recorder(queue)
+        queue.subscribe(
+            lambda event: (
+                batches.append(len(event.task_ids))
+                if type(event).__name__ == "TasksClaimed"
+                else None
+            )
+        )
+        long_ids = queue.push_tasks([Task("k", "long"), Task("k", "after")])
+        queue.start()
+        assert started.wait(10)
+        # Nothing known about attempt length yet: only the idle worker's task was claimed,
+        # the other stays in the table for other processes.
+        assert recorder.claimed == [long_ids[0]]
+        release.set()
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in long_ids))
+        short_ids = queue.push_tasks([Task("k", "short") for _ in range(30)])
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in short_ids))
+    # Short attempts: claims then take tasks ahead of the single worker.
+    assert max(batches) > 1, batches
