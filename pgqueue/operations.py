@@ -114,33 +114,30 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
     one by one, to name the offending task.
     """
     if len(rows) == 1:
-        payload = rows[0][1]
-        try:
-            encoded = encode_payload(payload)
-        except InvalidTask as exc:
-            raise InvalidTask(f"task 0: {exc}") from exc.__cause__
-        if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
-            raise InvalidTask(
-                f"task 0: payload is {len(encoded)} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}"
-            )
-        return "", encoded
+        return "", _encode_checked(0, rows[0][1])
     try:
         document = json.dumps(rows, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError):
         document = None
     if document is None or len(document) > MAX_PAYLOAD_BYTES or "\\u0000" in document:
-        for index, (_, payload, _, _) in enumerate(rows):
-            try:
-                encoded = encode_payload(payload)
-            except InvalidTask as exc:
-                raise InvalidTask(f"task {index}: {exc}") from exc.__cause__
-            if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
-                raise InvalidTask(
-                    f"task {index}: payload is {len(encoded)} bytes of JSON; "
-                    f"the limit is {MAX_PAYLOAD_BYTES}"
-                )
+        for index, row in enumerate(rows):
+            _encode_checked(index, row[1])
         assert document is not None
     return document, None
+
+
+def _encode_checked(index: int, payload: Any) -> str | None:
+    """One task's payload as JSON, or an :class:`InvalidTask` naming the task."""
+    try:
+        encoded = encode_payload(payload)
+    except InvalidTask as exc:
+        raise InvalidTask(f"task {index}: {exc}") from exc.__cause__
+    if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
+        raise InvalidTask(
+            f"task {index}: payload is {len(encoded)} bytes of JSON; "
+            f"the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    return encoded
 
 
 def cancel_task_by_key(

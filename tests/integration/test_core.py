@@ -672,7 +672,8 @@ def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
                 else None
             )
         )
-        long_ids = queue.push_tasks([Task("k", "long"), Task("k", "after")])
+        # Two statements, so "long" is due strictly first (claims go by due time).
+        long_ids = [queue.push_task(Task("k", "long")), queue.push_task(Task("k", "after"))]
         queue.start()
         assert started.wait(10)
         # Nothing known about attempt length yet: only the idle worker's task was claimed,
