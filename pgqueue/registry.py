@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgqueue.errors import InvalidOptions, UnknownKind
-from pgqueue.options import KindOptions, is_async_callable
+from pgqueue.options import KindOptions
 from pgqueue.task import validate_kind_name
 
 Handler = Callable[..., Any]
@@ -18,10 +18,6 @@ class KindSpec:
     kind: str
     options: KindOptions
     handler: Handler | None = None
-
-    @property
-    def handler_is_async(self) -> bool:
-        return self.handler is not None and is_async_callable(self.handler)
 
 
 class KindRegistry:
