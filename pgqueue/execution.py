@@ -46,6 +46,45 @@ def describe_error(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+class DeadlineGuard:
+    """The deadline of one attempt's handler, enforced without a timer per attempt.
+
+    The worker keeps one timer per kind for the oldest running attempt and calls :meth:`fire`
+    when an attempt's deadline passes (or the task is cancelled). Firing cancels the asyncio
+    task only while it is inside the guarded region, and :meth:`leave` tells whether the
+    resulting ``CancelledError`` is the guard's own (as ``asyncio.timeout`` does).
+    """
+
+    __slots__ = ("_cancelling", "_state", "_task")
+
+    IDLE, INSIDE, FIRED = 0, 1, 2
+
+    def __init__(self) -> None:
+        self._state = self.IDLE
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+
+    def enter(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._state = self.INSIDE
+
+    def fire(self) -> None:
+        if self._state == self.INSIDE and self._task is not None:
+            self._state = self.FIRED
+            self._task.cancel()
+
+    def leave(self) -> bool:
+        """Leave the region; true when the guard fired and no other cancellation is pending."""
+        fired = self._state == self.FIRED
+        self._state = self.IDLE
+        if fired and self._task is not None:
+            return self._task.uncancel() <= self._cancelling
+        return False
+
+
 class AttemptRunner:
     """Runs attempts of one kind; built once per kind when the queue starts."""
 
@@ -88,11 +127,11 @@ class AttemptRunner:
             name = getattr(hook, "__name__", type(hook).__name__)
             raise AttemptTimeout(f"hook {name} timed out after {max(budget, 0.0):.1f}s") from None
 
-    async def run(self, envelope: Envelope, on_timeout_handle: Callable[[Any], None]) -> Outcome:
+    async def run(self, envelope: Envelope, guard: DeadlineGuard) -> Outcome:
         """Run one attempt and return the transition to record.
 
-        ``on_timeout_handle`` receives the attempt's timeout handle so that a cancellation
-        request can end the handler at once (by moving its deadline to now).
+        The caller fires ``guard`` when the attempt's deadline passes or the task is cancelled
+        while the handler runs; the handler is then interrupted.
         """
         loop = asyncio.get_running_loop()
         options = self.options
@@ -112,23 +151,27 @@ class AttemptRunner:
         if envelope.cancel_requested:
             cancelled = True
         if error is None and not cancelled:
-            try:
-                async with asyncio.timeout_at(envelope.monotonic_deadline) as handle:
-                    on_timeout_handle(handle)
-                    await self.invoker(envelope)
-            except MustCancelTask:
-                cancelled = True
-            except TimeoutError as exc:
-                if envelope.cancel_requested:
+            if loop.time() >= envelope.monotonic_deadline:
+                error = AttemptTimeout(f"attempt timed out after {self.timeout:g}s")
+            else:
+                fired = False
+                guard.enter()
+                try:
+                    try:
+                        await self.invoker(envelope)
+                    finally:
+                        fired = guard.leave()
+                except asyncio.CancelledError:
+                    if not fired:
+                        raise
+                    if envelope.cancel_requested:
+                        cancelled = True
+                    else:
+                        error = AttemptTimeout(f"attempt timed out after {self.timeout:g}s")
+                except MustCancelTask:
                     cancelled = True
-                elif handle.expired():
-                    error = AttemptTimeout(f"attempt timed out after {self.timeout:g}s")
-                else:
+                except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                     error = exc
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
-                error = exc
         if error is None and options.after is not None:
             try:
                 await self._call_hook(

@@ -25,6 +25,7 @@ FailureHook = Callable[
 
 MAX_WORKER_COUNT = 10_000
 SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
+PREFETCH_WINDOW = 0.025  # seconds of work (at the average attempt length) claimed ahead
 
 
 def resolve(value: Provider[T]) -> T:
@@ -67,7 +68,7 @@ class LoopOptions:
     """Fallback period of the claim loop when no notification arrives (seconds)."""
     janitor_period: float = 30.0
     """How often the retention sweeper runs for the kind (seconds, one process at a time)."""
-    claim_batch_size: int = 100
+    claim_batch_size: int = 200
     """Most rows one claim statement takes (also bounded by idle workers)."""
     lease_margin: float = 10.0
     """Seconds added to ``attempt_timeout`` to form the lease (time to record the result)."""
@@ -77,17 +78,21 @@ class LoopOptions:
     """Cap of the backoff between retries after a database error (seconds)."""
     prefetch: int | None = None
     """Tasks claimed ahead of free workers, so the next batch is ready when one finishes.
-    ``None`` (the default) adapts: twice ``worker_count`` while the kind's attempts are short
-    (under 50 ms on average), none while they are long, so long tasks stay in the table for
-    other processes' idle workers. 0 claims only for idle workers. A buffered task whose lease
-    ran short before a worker freed up is handed back, not run."""
+    ``None`` (the default) adapts: while the kind's attempts are short (under 50 ms on
+    average), about 25 ms of work at the average attempt length, at least twice
+    ``worker_count`` and at most ``claim_batch_size`` (or twice ``worker_count`` if that is
+    more); none while they are long, so long tasks stay in the table for other processes' idle
+    workers. 0 claims only for idle workers. A buffered task whose lease ran short before a
+    worker freed up is handed back, not run."""
 
     def prefetch_for(self, worker_count: int, average_attempt: float | None) -> int:
         if self.prefetch is not None:
             return self.prefetch
-        if average_attempt is not None and average_attempt < SHORT_ATTEMPT:
-            return 2 * worker_count
-        return 0
+        if average_attempt is None or average_attempt >= SHORT_ATTEMPT:
+            return 0
+        floor = 2 * worker_count
+        window = int(worker_count * PREFETCH_WINDOW / max(average_attempt, 1e-6))
+        return max(floor, min(window, self.claim_batch_size))
 
     def validate(self) -> LoopOptions:
         for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):

@@ -26,7 +26,7 @@ from pgqueue.events import (
     TasksClaimed,
     TerminalTasksSwept,
 )
-from pgqueue.execution import AttemptRunner, Outcome
+from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome
 from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
 from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.operations import sweep_terminal_tasks
@@ -77,13 +77,17 @@ class Result:
     lease_expiry: float  # loop time after which the claim is no longer ours
 
 
-@dataclass(slots=True)
-class Attempt:
-    envelope: Envelope
-    token: str
-    lease_expiry: float
-    task: asyncio.Task[None] | None = None
-    timeout_handle: Any = None
+class Attempt(DeadlineGuard):
+    """A running attempt: its envelope, its claim and its deadline guard."""
+
+    __slots__ = ("envelope", "lease_expiry", "task", "token")
+
+    def __init__(self, envelope: Envelope, token: str, lease_expiry: float) -> None:
+        super().__init__()
+        self.envelope = envelope
+        self.token = token
+        self.lease_expiry = lease_expiry
+        self.task: asyncio.Task[None] | None = None
 
 
 class ResultWriter:
@@ -216,13 +220,21 @@ class KindWorker:
         self.options = spec.options
         self.runtime = runtime
         self.runner = runner
+        self.loop = asyncio.get_running_loop()
         self.signal = asyncio.Event()
         self.more_due = True  # claim at once on start: work may be waiting
+        # Running attempts in start order. Every attempt of a kind gets the same timeout, so
+        # this is also deadline order: one timer, for the oldest, enforces every deadline.
         self.inflight: dict[int, Attempt] = {}
         self.buffer: deque[tuple[tuple[Any, ...], float]] = deque()  # claimed, not started
         self.size = 0
         self.average_attempt: float | None = None  # moving average of attempt durations, s
         self.claim_statement = runtime.queries["claim_due_tasks"]
+        self.lease = self.options.lease_seconds
+        self.timeout = runner.timeout
+        self.keep_messages = self.options.max_task_error_messages
+        self.delete_finished = False  # terminal TTL of zero, re-read before every claim
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def notify(self) -> None:
         self.more_due = True
@@ -235,15 +247,23 @@ class KindWorker:
             log.error("worker_count provider of %r failed: %s", self.kind, exc)
         return self.size
 
+    def _read_ttl(self) -> None:
+        try:
+            self.delete_finished = terminal_ttl_of(self.options) == 0
+        except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+            log.error("terminal_tasks_ttl provider of %r failed: %s", self.kind, exc)
+            self.delete_finished = False
+
     async def run(self) -> None:
         runtime = self.runtime
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         backoff = Backoff(runtime.max_db_retry_delay)
         batch_size = self.options.loop.claim_batch_size
-        lease = self.options.lease_seconds
+        lease = self.lease
         poll = self.options.loop.poll_period
         while not runtime.stopping:
             size = self._current_size()
+            self._read_ttl()
             self._start_buffered(size)
             prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
             room = size + prefetch - len(self.inflight) - len(self.buffer)
@@ -292,15 +312,22 @@ class KindWorker:
         """Start buffered claims in free slots; release those whose lease ran too short."""
         if not self.buffer:
             return
-        now = asyncio.get_running_loop().time()
-        lease = self.options.lease_seconds
-        needed = self.runner.timeout + self.options.loop.lease_margin / 2
-        while self.buffer and len(self.inflight) < size:
-            row, claimed_at = self.buffer.popleft()
+        now = self.loop.time()
+        lease = self.lease
+        needed = self.timeout + self.options.loop.lease_margin / 2
+        inflight = self.inflight
+        buffer = self.buffer
+        released: list[tuple[int, str]] = []
+        while buffer and len(inflight) < size:
+            row, claimed_at = buffer.popleft()
             if claimed_at + lease - now < needed:
-                self.runtime.release_later([(row[0], row[6])])
+                released.append((row[0], row[6]))
                 continue
             self._start(row, now, claimed_at + lease)
+        if released:
+            self.runtime.release_later(released)
+        if self._watchdog is None and inflight:
+            self._arm()
 
     def take_buffer(self) -> list[tuple[int, str]]:
         """Empty the buffer of claimed-not-started tasks; return their claims to release."""
@@ -318,8 +345,8 @@ class KindWorker:
                 self.kind,
                 extra={"task_id": task_id, "task_kind": self.kind, "attempt": elapsed},
             )
-        timeout = self.runner.timeout
-        waited = now - (lease_expiry - self.options.lease_seconds)  # time spent buffered
+        timeout = self.timeout
+        waited = now - (lease_expiry - self.lease)  # time spent buffered
         envelope = Envelope(
             id=task_id,
             kind=self.kind,
@@ -330,29 +357,47 @@ class KindWorker:
             max_attempts=max_attempts,
             deadline=claimed_at + timedelta(seconds=waited + timeout),
             monotonic_deadline=now + timeout,
-            messages=list(messages),
+            messages=messages,
         )
         attempt = Attempt(envelope, token, lease_expiry)
         self.inflight[task_id] = attempt
-        attempt.task = asyncio.create_task(self._execute(attempt), name=f"pgqueue-task-{task_id}")
+        attempt.task = self.loop.create_task(self._execute(attempt))
+
+    def _arm(self) -> None:
+        """Schedule the deadline check for the oldest running attempt."""
+        for attempt in self.inflight.values():
+            self._watchdog = self.loop.call_at(attempt.envelope.monotonic_deadline, self._expire)
+            return
+
+    def _expire(self) -> None:
+        """Interrupt every attempt whose deadline passed; re-arm for the next one."""
+        self._watchdog = None
+        now = self.loop.time()
+        for attempt in self.inflight.values():
+            if attempt.envelope.monotonic_deadline > now:
+                self._watchdog = self.loop.call_at(
+                    attempt.envelope.monotonic_deadline, self._expire
+                )
+                return
+            attempt.fire()
 
     async def _execute(self, attempt: Attempt) -> None:
         envelope = attempt.envelope
         current_task.set(TaskContext(envelope.id, self.kind, envelope.attempt))
-        started = asyncio.get_running_loop().time()
+        loop = self.loop
+        started = loop.time()
         try:
-            outcome = await self.runner.run(
-                envelope, lambda h: setattr(attempt, "timeout_handle", h)
-            )
+            outcome = await self.runner.run(envelope, attempt)
         except asyncio.CancelledError:
             return  # aborted: the claim is released by stop(ABORT)
         except BaseException as exc:
             log.exception("attempt of task %s crashed", envelope.id)
             outcome = Outcome(Status.MUST_RETRY, delay=1.0, error=f"{type(exc).__name__}: {exc}")
         finally:
-            self.inflight.pop(envelope.id, None)
+            if self.inflight.get(envelope.id) is attempt:
+                del self.inflight[envelope.id]
             self.signal.set()
-        duration = asyncio.get_running_loop().time() - started
+        duration = loop.time() - started
         average = self.average_attempt
         self.average_attempt = duration if average is None else average + (duration - average) / 8
         if self.runtime.events.listeners:
@@ -365,24 +410,23 @@ class KindWorker:
                     duration,
                 )
             )
-        delete = outcome.status.is_terminal and self._ttl_is_zero()
         self.runtime.writer.submit(
             Result(
                 envelope.id,
                 attempt.token,
                 self.kind,
                 outcome,
-                self.options.max_task_error_messages,
-                delete,
+                self.keep_messages,
+                self.delete_finished and outcome.status.is_terminal,
                 attempt.lease_expiry,
             )
         )
-
-    def _ttl_is_zero(self) -> bool:
-        try:
-            return terminal_ttl_of(self.options) == 0
-        except Exception:  # noqa: BLE001 - logged and retried: no loop dies
-            return False
+        if self.buffer and not self.runtime.stopping:
+            # Take the next buffered claim at once: the claim loop may be waiting on a claim.
+            try:
+                self._start_buffered(self.size)
+            except Exception:  # the claim loop starts them on its next turn
+                log.exception("starting buffered tasks of %r failed", self.kind)
 
     def cancel(self, task_id: int) -> None:
         """The task was cancelled in the database: tell its handler and end it now."""
@@ -390,8 +434,7 @@ class KindWorker:
         if attempt is None:
             return
         attempt.envelope.request_cancel()
-        if attempt.timeout_handle is not None:
-            attempt.timeout_handle.reschedule(asyncio.get_running_loop().time())
+        attempt.fire()
 
     async def drain(self) -> None:
         tasks = [a.task for a in self.inflight.values() if a.task is not None]

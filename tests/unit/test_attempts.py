@@ -1,0 +1,194 @@
+"""The attempt path of the worker runtime, driven without a database: deadlines enforced by one
+timer per kind, cancellation, and buffered claims started as attempts finish."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pgqueue import KindOptions, LoopOptions, Status
+from pgqueue.events import EventBus
+from pgqueue.execution import AttemptRunner, DeadlineGuard
+from pgqueue.options import PREFETCH_WINDOW
+from pgqueue.registry import KindSpec
+from pgqueue.runtime import KindWorker, Result
+from pgqueue.threads import DaemonThreadPool
+
+TOKEN = "0b7e7e57-1111-2222-3333-444455556666"
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+        self.changed = asyncio.Event()
+
+    def submit(self, result: Result) -> None:
+        self.results.append(result)
+        self.changed.set()
+
+    async def wait_for(self, count: int) -> list[Result]:
+        async with asyncio.timeout(10):
+            while len(self.results) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.results
+
+
+class FakeRuntime:
+    """What a KindWorker needs of its runtime, with no claim loop and no database."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.events = EventBus()
+        self.writer = FakeWriter()
+        self.queries = {"claim_due_tasks": ""}
+        self.released: list[tuple[int, str]] = []
+
+    def release_later(self, claims: list[tuple[int, str]]) -> None:
+        self.released.extend(claims)
+
+
+def row(task_id: int, payload: Any = None) -> tuple[Any, ...]:
+    # The columns claim_due_tasks returns.
+    return (task_id, payload, None, 1, 2, 3, TOKEN, [], datetime.now(UTC), False)
+
+
+def make_worker(handler: Any, **options: Any) -> tuple[KindWorker, FakeRuntime]:
+    options.setdefault("attempt_timeout", 5)
+    spec = KindSpec("k", KindOptions(**options).validate(), handler)
+    runtime = FakeRuntime()
+    runner = AttemptRunner(spec, [], DaemonThreadPool(2))
+    return KindWorker(spec, runtime, runner), runtime  # type: ignore[arg-type]
+
+
+async def test_buffered_claims_start_as_attempts_finish_without_the_claim_loop() -> None:
+    ran: list[int] = []
+
+    async def handler(envelope: Any) -> None:
+        await asyncio.sleep(0)
+        ran.append(envelope.id)
+
+    worker, runtime = make_worker(handler, worker_count=2)
+    now = asyncio.get_running_loop().time()
+    worker.buffer.extend((row(i), now) for i in range(30))
+    # What one turn of the claim loop does; it never runs again here.
+    worker._start_buffered(worker._current_size())
+    assert len(worker.inflight) == 2
+    results = await runtime.writer.wait_for(30)
+    assert sorted(ran) == list(range(30))
+    assert [r.outcome.status for r in results] == [Status.SUCCEEDED] * 30
+    assert not worker.buffer and not worker.inflight
+
+
+async def test_one_timer_enforces_every_deadline_in_start_order() -> None:
+    async def handler(envelope: Any) -> None:
+        if envelope.payload == "hang":
+            await asyncio.Event().wait()
+        await asyncio.sleep(0.05 * envelope.payload)
+
+    worker, runtime = make_worker(handler, worker_count=4, attempt_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    worker.buffer.extend((row(i, p), now) for i, p in enumerate(["hang", 1, "hang", 2]))
+    worker._start_buffered(4)
+    results = {r.task_id: r for r in await runtime.writer.wait_for(4)}
+    assert loop.time() - now < 2
+    assert {i: r.outcome.status for i, r in results.items()} == {
+        0: Status.MUST_RETRY,
+        1: Status.SUCCEEDED,
+        2: Status.MUST_RETRY,
+        3: Status.SUCCEEDED,
+    }
+    for hung in (0, 2):
+        assert results[hung].outcome.error == "AttemptTimeout: attempt timed out after 0.3s"
+    assert worker._watchdog is None  # nothing left to watch: the timer is not re-armed
+
+
+async def test_a_late_start_times_out_without_running_the_handler() -> None:
+    ran: list[int] = []
+
+    async def handler(envelope: Any) -> None:
+        ran.append(envelope.id)
+
+    worker, runtime = make_worker(handler, attempt_timeout=0.2)
+    attempt_deadline_passed = row(7)
+    now = asyncio.get_running_loop().time()
+    worker._start(attempt_deadline_passed, now - 0.5, now - 0.5 + worker.lease)
+    (result,) = await runtime.writer.wait_for(1)
+    assert ran == []
+    assert result.outcome.error == "AttemptTimeout: attempt timed out after 0.2s"
+
+
+async def test_cancel_interrupts_a_running_handler() -> None:
+    started = asyncio.Event()
+
+    async def handler(envelope: Any) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    worker, runtime = make_worker(handler, attempt_timeout=30)
+    worker.buffer.append((row(1), asyncio.get_running_loop().time()))
+    worker._start_buffered(1)
+    await started.wait()
+    worker.cancel(1)
+    (result,) = await runtime.writer.wait_for(1)
+    assert result.outcome.status is Status.CANCELLED
+
+
+async def test_guard_fired_outside_its_region_does_nothing() -> None:
+    guard = DeadlineGuard()
+    guard.fire()  # not inside: no cancellation is requested
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    guard.enter()
+    assert guard.leave() is False
+    guard.fire()
+    assert current.cancelling() == 0
+
+
+async def test_guard_does_not_swallow_a_cancellation_that_is_not_its_own() -> None:
+    guard = DeadlineGuard()
+    entered = asyncio.Event()
+
+    async def body() -> str:
+        guard.enter()
+        try:
+            entered.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if guard.leave():
+                return "timed out"
+            raise
+        return "finished"
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    guard.fire()
+    assert await task == "timed out"
+
+    guard = DeadlineGuard()
+    entered.clear()
+    task = asyncio.create_task(body())
+    await entered.wait()
+    guard.fire()
+    task.cancel()  # someone else cancels too (a queue abort): that one must propagate
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(
+    ("average", "expected"),
+    [
+        (None, 0),  # nothing known yet: claim only for idle workers
+        (0.2, 0),  # long attempts stay in the table for other processes
+        (0.04, 20),  # short: at least twice worker_count
+        (0.001, 200),  # very short: the window, capped at claim_batch_size
+        (0.0025, int(10 * PREFETCH_WINDOW / 0.0025)),
+    ],
+)
+def test_adaptive_prefetch(average: float | None, expected: int) -> None:
+    assert LoopOptions().prefetch_for(10, average) == expected
+    assert LoopOptions(prefetch=3).prefetch_for(10, average) == 3
