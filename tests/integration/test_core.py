@@ -358,8 +358,11 @@ def test_idle_worker_latency_uses_notify(db: Database) -> None:
             queue.push_task(Task("k", i))
             assert event.wait(5)
     latencies = sorted(started[i] - pushed[i] for i in pushed)
-    p50 = latencies[len(latencies) // 2]
-    assert p50 < 0.010, f"p50 push→start {p50 * 1000:.1f} ms"
+    # Without the notification each start would wait for the 60 s poll. The latency figures
+    # themselves (p50 of a few ms) are measured by `make bench`, not asserted in a test that a
+    # loaded machine could slow down.
+    assert latencies[-1] < 5.0, f"slowest push→start {latencies[-1]:.2f} s"
+    assert latencies[len(latencies) // 2] < 0.5
 
 
 def test_retention_keeps_rows_for_ttl_then_sweeps(db: Database) -> None:
