@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
@@ -13,6 +12,7 @@ from pgqueue.executor import Operation, Statement, Steps
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import (
+    JSON_ENCODER,
     Status,
     Task,
     TaskInfo,
@@ -56,6 +56,10 @@ def push_tasks(
     if isinstance(tasks, Task):
         raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
     seconds = delay_seconds(delay)
+    if len(tasks) == 1:
+        single = _push_uncapped_one(registry, queries, tasks[0], seconds)
+        if single is not None:
+            return single
     rows: list[tuple[str, Any, str | None, int]] = []
     specs: dict[str, KindSpec] = {}
     for task in tasks:
@@ -87,7 +91,7 @@ def push_tasks(
         if single_task:
             kind, _, key, max_attempts = rows[0]
             inserted = yield Statement(
-                queries["push_task"],
+                queries["push_task" if key is not None else "push_keyless_task"],
                 {
                     "kind": kind,
                     "payload": document[1],
@@ -107,6 +111,37 @@ def push_tasks(
     return Operation(steps(), transactional=bool(capped))
 
 
+def _push_uncapped_one(
+    registry: KindRegistry, queries: Queries, task: Task, seconds: float
+) -> Operation[list[int | None]] | None:
+    """The common single push, with less to build; None for a capped kind (counted first)."""
+    if not isinstance(task, Task):
+        raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+    kind, key = task.kind, task.external_key
+    spec = registry.get(kind)  # registered kinds were validated; a miss is validated there
+    if spec.options.max_pending is not None:
+        return None
+    if key is not None:
+        validate_external_key(key)
+    statement = Statement(
+        queries["push_task" if key is not None else "push_keyless_task"],
+        {
+            "kind": kind,
+            "payload": _encode_checked(0, task.payload),
+            "external_key": key,
+            "max_attempts": spec.options.max_attempts,
+            "delay": seconds,
+            "channel": queries.channel,
+        },
+    )
+
+    def steps() -> Steps[list[int | None]]:
+        inserted = yield statement
+        return [inserted[0][0] if inserted else None]
+
+    return Operation(steps())
+
+
 def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, str | None]:
     """JSON for a batch, or for one task its payload alone; validated either way.
 
@@ -116,7 +151,7 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
     if len(rows) == 1:
         return "", _encode_checked(0, rows[0][1])
     try:
-        document = json.dumps(rows, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        document = JSON_ENCODER.encode(rows)
     except (TypeError, ValueError):
         document = None
     if document is None or len(document) > MAX_PAYLOAD_BYTES or "\\u0000" in document:

@@ -84,12 +84,17 @@ def validate_kind_name(kind: object) -> str:
     return kind
 
 
+# One configured encoder, reused: json.dumps with non-default options builds a new encoder on
+# every call. JSONEncoder.encode keeps no state between calls, so sharing it is safe.
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_payload(payload: Any) -> str | None:
     """Serialise a payload to JSON text (``None`` stays SQL NULL); raise on anything else."""
     if payload is None:
         return None
     try:
-        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = JSON_ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidTask(f"task payload is not JSON-serialisable: {exc}") from exc
     if "\\u0000" in text:

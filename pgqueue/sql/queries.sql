@@ -14,6 +14,13 @@ WITH inserted AS (
 SELECT id, CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind) END
 FROM inserted;
 
+-- name: push_keyless_task
+-- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check).
+INSERT INTO __schema__.tasks (kind, payload, attempts_left, max_attempts, delayed_till)
+VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
+        now() + make_interval(secs => %(delay)s))
+RETURNING id, CASE WHEN %(delay)s <= 0 THEN pg_notify(%(channel)s, 'p:' || kind) END;
+
 -- name: push_tasks
 -- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
