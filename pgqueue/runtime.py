@@ -317,7 +317,7 @@ class KindWorker:
         needed = self.timeout + self.options.loop.lease_margin / 2
         inflight = self.inflight
         buffer = self.buffer
-        released: list[tuple[int, str]] = []
+        released = []
         while buffer and len(inflight) < size:
             row, claimed_at = buffer.popleft()
             if claimed_at + lease - now < needed:
@@ -421,7 +421,7 @@ class KindWorker:
                 attempt.lease_expiry,
             )
         )
-        if self.buffer and not self.runtime.stopping:
+        if self.buffer and not self.runtime.stopping and len(self.inflight) < self.size:
             # Take the next buffered claim at once: the claim loop may be waiting on a claim.
             try:
                 self._start_buffered(self.size)
