@@ -361,7 +361,7 @@ class KindWorker:
         )
         attempt = Attempt(envelope, token, lease_expiry)
         self.inflight[task_id] = attempt
-        attempt.task = self.loop.create_task(self._execute(attempt))
+        attempt.task = self.loop.create_task(self._execute(attempt), name=f"pgqueue-task-{task_id}")
 
     def _arm(self) -> None:
         """Schedule the deadline check for the oldest running attempt."""
@@ -435,6 +435,12 @@ class KindWorker:
             return
         attempt.envelope.request_cancel()
         attempt.fire()
+
+    def close(self) -> None:
+        """Drop the deadline timer (after the last attempt ended)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     async def drain(self) -> None:
         tasks = [a.task for a in self.inflight.values() if a.task is not None]
@@ -550,6 +556,8 @@ class Runtime:
                 await worker.drain()
         if self._pending_release:
             await asyncio.gather(*self._pending_release, return_exceptions=True)
+        for worker in self.workers.values():
+            worker.close()
         await self.writer.close()
         await self.writer.idle.wait()
         for task in self._background:
