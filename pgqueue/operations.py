@@ -76,6 +76,7 @@ def push_tasks(
     capped_kinds = {kind for kind, spec in specs.items() if spec.options.max_pending is not None}
     capped = sorted(Counter(row[0] for row in rows if row[0] in capped_kinds).items())
     single_task = len(rows) == 1
+    keyed = any(row[2] is not None for row in rows)
 
     def steps() -> Steps[list[int | None]]:
         if not rows:
@@ -103,7 +104,7 @@ def push_tasks(
             )
             return [inserted[0][0] if inserted else None]
         inserted = yield Statement(
-            queries["push_tasks"],
+            queries["push_tasks" if keyed else "push_keyless_tasks"],
             {"tasks": document[0], "delay": seconds, "channel": queries.channel},
         )
         return [row[1] for row in inserted]

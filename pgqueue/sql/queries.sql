@@ -53,6 +53,30 @@ LEFT JOIN inserted ON inserted.id = input.id
 CROSS JOIN (SELECT count(*) FROM notified) AS n
 ORDER BY input.ord;
 
+-- name: push_keyless_tasks
+-- Insert tasks without external keys, given as in push_tasks; nothing can conflict, so there is
+-- no ON CONFLICT check (and no speculative insertion). Returns (position, new id) per input.
+WITH input AS MATERIALIZED (
+    SELECT i.ord, nextval('__schema__.tasks_id_seq'::regclass) AS id, i.t
+    FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
+), inserted AS (
+    INSERT INTO __schema__.tasks
+        (id, kind, payload, attempts_left, max_attempts, delayed_till)
+    SELECT id, t ->> 0, nullif(t -> 1, 'null'::jsonb), (t ->> 3)::int, (t ->> 3)::int,
+           now() + make_interval(secs => %(delay)s)
+    FROM input
+    ORDER BY ord
+    RETURNING kind
+), notified AS (
+    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
+    WHERE %(delay)s <= 0
+)
+SELECT input.ord, input.id
+FROM input
+CROSS JOIN (SELECT count(*) FROM notified) AS n
+ORDER BY input.ord;
+
 -- name: lock_kind_capacity
 -- Serialise pushes of one capped kind until the transaction ends (max_pending is exact).
 SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 0));

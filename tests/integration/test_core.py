@@ -81,6 +81,30 @@ def test_batch_push_returns_ids_aligned_with_duplicates_as_none(db: Database) ->
         assert [p[0] for p in payloads] == [1, 2, 4, 5]
 
 
+def test_keyless_batch_push_returns_each_tasks_own_id(db: Database) -> None:
+    # A batch without keys takes the statement without ON CONFLICT; ids must still be aligned.
+    with make_queue(db) as queue:
+        queue.declare_kind("a", opts(max_attempts=2))
+        queue.declare_kind("b", opts(max_attempts=5))
+        tasks = [Task("a" if i % 3 else "b", {"n": i}) for i in range(25)] + [Task("a", None)]
+        ids = queue.push_tasks(tasks)
+        assert all(isinstance(i, int) for i in ids) and len(set(ids)) == len(tasks)
+        rows = {
+            task_id: (kind, payload, attempts)
+            for task_id, kind, payload, attempts in db.fetch(
+                "SELECT id, kind, payload, max_attempts FROM {schema}.tasks"
+            )
+        }
+        assert [rows[i] for i in ids] == [
+            (t.kind, t.payload, 2 if t.kind == "a" else 5) for t in tasks
+        ]
+        delayed = queue.push_tasks([Task("a", "later"), Task("b", "later")], delay=3600)
+        due = db.fetch(
+            "SELECT id FROM {schema}.tasks WHERE delayed_till > now() + interval '59 minutes'"
+        )
+        assert sorted(delayed) == sorted(row[0] for row in due)  # type: ignore[type-var]
+
+
 def test_concurrent_pushers_of_one_key_make_one_row(db: Database) -> None:
     queue = make_queue(db)
     queue.declare_kind("k", opts())
