@@ -127,14 +127,18 @@ def run_in_sync(tx: Any, op: Operation[T]) -> T:
 
 
 async def run_in_async(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` in the caller's open transaction: a psycopg ``AsyncConnection`` or cursor, or
-    a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` using psycopg."""
+    """Run ``op`` in the caller's open transaction: a psycopg ``AsyncConnection`` or cursor, an
+    asyncpg connection, or a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on either."""
     conn = await async_driver_connection(tx)
+    if type(conn).__module__.startswith("asyncpg"):
+        from .asyncpg import run_in_asyncpg
+
+        return await run_in_asyncpg(tx, op)
     conn = getattr(conn, "connection", conn) if isinstance(conn, psycopg.AsyncCursor) else conn
     if not isinstance(conn, psycopg.AsyncConnection):
         raise TypeError(
-            f"push_*_tx needs a psycopg AsyncConnection or cursor, or a SQLAlchemy "
-            f"AsyncConnection or AsyncSession on the psycopg driver; got {type(tx).__name__}"
+            f"push_*_tx needs a psycopg AsyncConnection or cursor, an asyncpg connection, or a "
+            f"SQLAlchemy AsyncConnection or AsyncSession on either driver; got {type(tx).__name__}"
         )
     return await drive_async(op, async_fetcher(conn))
 

@@ -15,7 +15,8 @@ from pgqueue.task import Task, TaskInfo
 
 
 def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
-    """An async executor for a DSN, a psycopg ``AsyncConnectionPool`` or a ready executor."""
+    """An async executor for a DSN, a psycopg ``AsyncConnectionPool``, an asyncpg ``Pool`` or a
+    ready executor."""
     if isinstance(target, str):
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
@@ -27,16 +28,22 @@ def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
         return cast(AsyncExecutor, AsyncPsycopgExecutor(target))
+    if type_name.startswith("asyncpg.pool"):
+        from pgqueue.adapters.asyncpg import AsyncpgExecutor
+
+        return cast(AsyncExecutor, AsyncpgExecutor(target))
     raise TypeError(
-        f"AsyncQueue needs a DSN, an AsyncConnectionPool or an executor, got {type_name}"
+        "AsyncQueue needs a DSN, a psycopg AsyncConnectionPool, an asyncpg Pool or an executor,"
+        f" got {type_name}"
     )
 
 
 class AsyncQueue(QueueBase):
     """A durable task queue on PostgreSQL, with an awaitable API.
 
-    ``target`` is a DSN (``postgresql://…``), a psycopg ``AsyncConnectionPool`` or an async
-    executor from :mod:`pgqueue.adapters`.
+    ``target`` is a DSN (``postgresql://…``, run on psycopg), a psycopg ``AsyncConnectionPool``,
+    an asyncpg ``Pool`` or an async executor from :mod:`pgqueue.adapters` (for instance
+    ``AsyncpgExecutor(dsn)``).
     """
 
     def __init__(

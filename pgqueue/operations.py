@@ -16,6 +16,7 @@ from pgqueue.task import (
     Status,
     Task,
     TaskInfo,
+    decode_payload,
     encode_payload,
     validate_external_key,
     validate_kind_name,
@@ -153,7 +154,7 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
         return "", _encode_checked(0, rows[0][1])
     try:
         document = JSON_ENCODER.encode(rows)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         document = None
     if document is None or len(document) > MAX_PAYLOAD_BYTES or "\\u0000" in document:
         for index, row in enumerate(rows):
@@ -228,7 +229,7 @@ def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
         return TaskInfo(
             id=id_,
             kind=kind,
-            payload=payload,
+            payload=decode_payload(payload),
             external_key=key,
             status=Status.PROCESSING if processing else stored,
             stored_status=stored,

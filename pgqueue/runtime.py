@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from json import loads as json_loads
 from typing import Any
 
 from pgqueue.envelope import Envelope, Stamp
@@ -350,7 +351,7 @@ class KindWorker:
         envelope = Envelope(
             id=task_id,
             kind=self.kind,
-            payload=payload,
+            payload=None if payload is None else json_loads(payload),
             external_key=key,
             attempt=elapsed,
             attempts_left=left,

@@ -85,8 +85,11 @@ def validate_kind_name(kind: object) -> str:
 
 
 # One configured encoder, reused: json.dumps with non-default options builds a new encoder on
-# every call. JSONEncoder.encode keeps no state between calls, so sharing it is safe.
-JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# every call. JSONEncoder.encode keeps no state between calls, so sharing it is safe. Without
+# the circular-reference bookkeeping a cycle ends in RecursionError, which callers catch.
+JSON_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+)
 
 
 def encode_payload(payload: Any) -> str | None:
@@ -95,12 +98,19 @@ def encode_payload(payload: Any) -> str | None:
         return None
     try:
         text = JSON_ENCODER.encode(payload)
+    except RecursionError as exc:
+        raise InvalidTask("task payload is not JSON-serialisable: it is circular") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidTask(f"task payload is not JSON-serialisable: {exc}") from exc
     if "\\u0000" in text:
         # PostgreSQL's jsonb cannot store NUL characters.
         raise InvalidTask("task payload contains a NUL character, which PostgreSQL cannot store")
     return text
+
+
+def decode_payload(text: str | None) -> Any:
+    """A stored payload (read as JSON text, whatever the driver) back to Python."""
+    return None if text is None else json.loads(text)
 
 
 def validate_external_key(key: object) -> str | None:

@@ -112,7 +112,7 @@ SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
     updated_at = now()
 FROM due
 WHERE t.id = due.id
-RETURNING t.id, t.payload, t.external_key, t.attempts_elapsed, t.attempts_left,
+RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_left,
           t.max_attempts, t.claim_token::text, t.messages, t.started_at,
           due.previous_token IS NOT NULL AS lease_lost;
 
@@ -130,10 +130,10 @@ SET status = r.status::__schema__.task_status,
     END,
     finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
     updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
+FROM unnest(%(ids)s::text::bigint[], %(tokens)s::text::uuid[], %(statuses)s::text[],
             %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
      AS r(id, token, status, delay, error, keep)
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
+WHERE t.id = ANY (%(ids)s::text::bigint[]) AND t.id = r.id AND t.claim_token = r.token
 RETURNING t.id;
 
 -- name: delete_finished_tasks
@@ -141,7 +141,7 @@ RETURNING t.id;
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
 -- and it lets even a generic plan use the primary key.
 DELETE FROM __schema__.tasks AS t
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
+WHERE t.id = ANY (%(ids)s::text::bigint[]) AND t.claim_token = ANY (%(tokens)s::text::uuid[])
 RETURNING t.id;
 
 -- name: release_claims
@@ -154,7 +154,7 @@ SET status = CASE WHEN t.attempts_elapsed <= 1 THEN 'new'
     delayed_till = now(),
     claim_token = NULL,
     updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
+FROM unnest(%(ids)s::text::bigint[], %(tokens)s::text::uuid[]) AS r(id, token)
 WHERE t.id = r.id AND t.claim_token = r.token
 RETURNING t.id, t.kind;
 
@@ -206,7 +206,7 @@ FROM revived;
 
 -- name: get_task
 -- Read one task by id, with its derived status.
-SELECT id, kind, payload, external_key, status::text,
+SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
        created_at, updated_at, started_at, finished_at

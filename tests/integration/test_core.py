@@ -409,10 +409,15 @@ def test_retention_keeps_rows_for_ttl_then_sweeps(db: Database) -> None:
     assert finished is not None
 
 
+CIRCULAR: dict[str, Any] = {}
+CIRCULAR["self"] = CIRCULAR
+
+
 @pytest.mark.parametrize(
     ("task", "delay", "error"),
     [
         (Task("k", {"x": object()}), 0, InvalidTask),
+        (Task("k", CIRCULAR), 0, InvalidTask),
         (Task("k", {"x": float("nan")}), 0, InvalidTask),
         (Task("k", "nul\x00"), 0, InvalidTask),
         (Task("", {}), 0, InvalidTask),

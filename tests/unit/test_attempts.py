@@ -4,6 +4,7 @@ timer per kind, cancellation, and buffered claims started as attempts finish."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,8 +53,9 @@ class FakeRuntime:
 
 
 def row(task_id: int, payload: Any = None) -> tuple[Any, ...]:
-    # The columns claim_due_tasks returns.
-    return (task_id, payload, None, 1, 2, 3, TOKEN, [], datetime.now(UTC), False)
+    # The columns claim_due_tasks returns (the payload as JSON text).
+    text = None if payload is None else json.dumps(payload)
+    return (task_id, text, None, 1, 2, 3, TOKEN, [], datetime.now(UTC), False)
 
 
 def make_worker(handler: Any, **options: Any) -> tuple[KindWorker, FakeRuntime]:

@@ -1,0 +1,157 @@
+"""asyncpg adapter: an async executor over an asyncpg pool, and ``push_*_tx`` in an asyncpg
+connection's open transaction.
+
+pgqueue's statements use named parameters (``%(name)s``); asyncpg wants ``$n``. Each statement
+is converted once, by name, so a name used twice is one parameter and the order of first use
+decides the numbers (no positional reordering can slip in). Values go to asyncpg as they are:
+the statements cast every parameter whose Python value is text standing for another type
+(JSON documents, array literals), so both drivers send the same values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import asyncpg
+from sqlalchemy import text
+
+from pgqueue.executor import Operation, Row, Statement, drive_async
+
+from .sqlalchemy import async_driver_connection
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_CLOSED = object()
+
+
+@lru_cache(maxsize=256)
+def convert(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``%(name)s`` placeholders to ``$n``; returns the SQL and the names in ``$n`` order."""
+    if "%%" in sql:
+        raise ValueError("literal % is not supported in pgqueue statements")
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names[name] = len(names) + 1
+        return f"${names[name]}"
+
+    return _PLACEHOLDER.sub(number, sql), tuple(names)
+
+
+def _fetcher(conn: Any) -> Any:
+    async def fetch(statement: Statement) -> list[Row]:
+        sql, names = convert(statement.sql)
+        params = statement.params
+        return list(await conn.fetch(sql, *[params[name] for name in names]))
+
+    return fetch
+
+
+def is_asyncpg_connection(tx: Any) -> bool:
+    return isinstance(tx, (asyncpg.Connection, asyncpg.pool.PoolConnectionProxy))
+
+
+async def run_in_asyncpg(tx: Any, op: Operation[T]) -> T:
+    """Run ``op`` in the caller's open transaction on an asyncpg connection (or a SQLAlchemy
+    ``AsyncConnection`` / ``AsyncSession`` on the asyncpg driver)."""
+    conn = await async_driver_connection(tx)
+    if not is_asyncpg_connection(conn):
+        raise TypeError(f"expected an asyncpg connection, got {type(conn).__name__}")
+    if not conn.is_in_transaction() and type(tx).__module__.startswith("sqlalchemy"):
+        # SQLAlchemy's asyncpg dialect opens the driver's transaction at its first statement.
+        await tx.execute(text("SELECT 1"))
+    if not conn.is_in_transaction():
+        raise TypeError("push_*_tx needs a connection inside a transaction (conn.transaction())")
+    return await drive_async(op, _fetcher(conn))
+
+
+class AsyncpgExecutor:
+    """Async executor over an asyncpg ``Pool`` (made from a DSN, or yours)."""
+
+    def __init__(self, target: str | asyncpg.Pool, *, max_size: int = 8) -> None:
+        if isinstance(target, asyncpg.Pool):
+            self.pool: asyncpg.Pool | None = target
+            self._owned = False
+            self._dsn: str | None = None
+        else:
+            self.pool = None
+            self._owned = True
+            self._dsn = target
+        self._max_size = max_size
+        self._open_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self.pool is None:
+                assert self._dsn is not None
+                self.pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._max_size
+                )
+
+    async def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            await self.open()
+        assert self.pool is not None
+        return self.pool
+
+    async def run(self, op: Operation[T]) -> T:
+        pool = await self._pool()
+        async with pool.acquire() as conn:
+            if op.transactional:
+                async with conn.transaction():
+                    return await drive_async(op, _fetcher(conn))
+            return await drive_async(op, _fetcher(conn))
+
+    async def run_in(self, tx: Any, op: Operation[T]) -> T:
+        from .psycopg import run_in_async
+
+        return await run_in_async(tx, op)  # it hands asyncpg connections back to this module
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
+        pool = await self._pool()
+        # From a DSN: a connection of its own. With your pool: one of its connections, held
+        # for as long as the listener runs.
+        conn: Any = await asyncpg.connect(self._dsn) if self._dsn else await pool.acquire()
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            inbox.put_nowait(payload)
+
+        def on_close(_conn: Any) -> None:
+            inbox.put_nowait(_CLOSED)
+
+        conn.add_termination_listener(on_close)
+        try:
+            await conn.add_listener(channel, on_notify)
+
+            async def payloads() -> AsyncIterator[str]:
+                while True:
+                    item = await inbox.get()
+                    if item is _CLOSED:
+                        raise ConnectionError("the LISTEN connection was closed")
+                    yield item
+
+            yield payloads()
+        finally:
+            conn.remove_termination_listener(on_close)
+            if self._dsn:
+                await conn.close(timeout=5)
+            else:
+                # On a broken connection this fails; the pool replaces the connection anyway.
+                with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await conn.remove_listener(channel, on_notify)
+                await pool.release(conn)
+
+    async def close(self) -> None:
+        if self._owned and self.pool is not None:
+            await self.pool.close()
+            self.pool = None
