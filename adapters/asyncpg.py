@@ -3,9 +3,13 @@ connection's open transaction.
 
 pgqueue's statements use named parameters (``%(name)s``); asyncpg wants ``$n``. Each statement
 is converted once, by name, so a name used twice is one parameter and the order of first use
-decides the numbers (no positional reordering can slip in). Values go to asyncpg as they are:
-the statements cast every parameter whose Python value is text standing for another type
-(JSON documents, array literals), so both drivers send the same values.
+decides the numbers (no positional reordering can slip in).
+
+Values are the ones psycopg gets. JSON documents are text cast to ``jsonb``, which asyncpg
+takes as is. Id and claim-token lists travel as array literals (``{1,2,3}``): psycopg sends
+them untyped and the ``::bigint[]`` / ``::uuid[]`` cast types the parameter itself, parsed once
+per statement (a cast from ``text`` would be re-parsed for every row a filter checks). asyncpg
+wants lists for array parameters, so the literals of those two casts are split here.
 """
 
 from __future__ import annotations
@@ -27,7 +31,25 @@ from .sqlalchemy import async_driver_connection
 T = TypeVar("T")
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_ARRAY_CAST = re.compile(r"%\((\w+)\)s::(bigint|uuid)\[\]")
 _CLOSED = object()
+
+
+def _split_literal(value: Any, element: str) -> Any:
+    """An array literal of ids or UUIDs (as pgqueue builds them) to the list asyncpg wants."""
+    if not isinstance(value, str):
+        return value
+    items = value.strip("{}")
+    if not items:
+        return []
+    parts = items.split(",")
+    return [int(p) for p in parts] if element == "bigint" else parts
+
+
+@lru_cache(maxsize=256)
+def array_params(sql: str) -> dict[str, str]:
+    """Parameters cast to ``bigint[]`` or ``uuid[]``: name → element type."""
+    return {m.group(1): m.group(2) for m in _ARRAY_CAST.finditer(sql)}
 
 
 @lru_cache(maxsize=256)
@@ -50,7 +72,12 @@ def _fetcher(conn: Any) -> Any:
     async def fetch(statement: Statement) -> list[Row]:
         sql, names = convert(statement.sql)
         params = statement.params
-        return list(await conn.fetch(sql, *[params[name] for name in names]))
+        arrays = array_params(statement.sql)
+        values = [
+            _split_literal(params[name], arrays[name]) if name in arrays else params[name]
+            for name in names
+        ]
+        return list(await conn.fetch(sql, *values))
 
     return fetch
 

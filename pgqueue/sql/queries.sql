@@ -130,18 +130,19 @@ SET status = r.status::__schema__.task_status,
     END,
     finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
     updated_at = now()
-FROM unnest(%(ids)s::text::bigint[], %(tokens)s::text::uuid[], %(statuses)s::text[],
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
             %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
      AS r(id, token, status, delay, error, keep)
-WHERE t.id = ANY (%(ids)s::text::bigint[]) AND t.id = r.id AND t.claim_token = r.token
+WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
 RETURNING t.id;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
--- and it lets even a generic plan use the primary key.
+-- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
+-- by their casts, so each is parsed once (a cast from text would be re-parsed per row).
 DELETE FROM __schema__.tasks AS t
-WHERE t.id = ANY (%(ids)s::text::bigint[]) AND t.claim_token = ANY (%(tokens)s::text::uuid[])
+WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
 RETURNING t.id;
 
 -- name: release_claims
@@ -154,7 +155,7 @@ SET status = CASE WHEN t.attempts_elapsed <= 1 THEN 'new'
     delayed_till = now(),
     claim_token = NULL,
     updated_at = now()
-FROM unnest(%(ids)s::text::bigint[], %(tokens)s::text::uuid[]) AS r(id, token)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
 WHERE t.id = r.id AND t.claim_token = r.token
 RETURNING t.id, t.kind;
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from pgqueue import AsyncQueue, Jitter, JitterDelayer, KindOptions, LoopOptions, Status, Task
-from pgqueue.adapters.asyncpg import AsyncpgExecutor, convert
+from pgqueue.adapters.asyncpg import AsyncpgExecutor, _split_literal, array_params, convert
 from tests.conftest import Database
 from tests.helpers import Recorder
 
@@ -30,6 +30,16 @@ def test_placeholders_convert_by_name_in_order_of_first_use() -> None:
     assert names == ("b", "a", "c")
     with pytest.raises(ValueError, match="literal %"):
         convert("SELECT 1 %% 2")
+
+
+def test_array_literals_become_lists_for_array_casts() -> None:
+    sql = "SELECT %(ids)s::bigint[], %(tokens)s::uuid[], %(kinds)s::text[]"
+    assert array_params(sql) == {"ids": "bigint", "tokens": "uuid"}
+    assert _split_literal("{1,22,333}", "bigint") == [1, 22, 333]
+    assert _split_literal("{}", "bigint") == []
+    token = "0b7e7e57-1111-2222-3333-444455556666"
+    assert _split_literal("{" + token + "," + token + "}", "uuid") == [token, token]
+    assert _split_literal([4, 5], "bigint") == [4, 5]  # lists pass through
 
 
 async def test_asyncpg_pool_runs_the_whole_lifecycle(db: Database) -> None:
