@@ -92,17 +92,8 @@ def push_tasks(
                 raise CapacityExceeded(kind, cap, pending, requested)
         if single_task:
             kind, _, key, max_attempts = rows[0]
-            inserted = yield Statement(
-                queries["push_task" if key is not None else "push_keyless_task"],
-                {
-                    "kind": kind,
-                    "payload": document[1],
-                    "external_key": key,
-                    "max_attempts": max_attempts,
-                    "delay": seconds,
-                    "channel": queries.channel,
-                },
-            )
+            statement = _single_push(queries, kind, document[1], key, max_attempts, seconds)
+            inserted = yield statement
             return [inserted[0][0] if inserted else None]
         inserted = yield Statement(
             queries["push_tasks" if keyed else "push_keyless_tasks"],
@@ -111,6 +102,28 @@ def push_tasks(
         return [row[1] for row in inserted]
 
     return Operation(steps(), transactional=bool(capped))
+
+
+def _single_push(
+    queries: Queries,
+    kind: str,
+    payload: str | None,
+    key: str | None,
+    max_attempts: int,
+    seconds: float,
+) -> Statement:
+    """The statement that inserts one task: a plain INSERT unless it has a key to dedupe on."""
+    return Statement(
+        queries["push_task" if key is not None else "push_keyless_task"],
+        {
+            "kind": kind,
+            "payload": payload,
+            "external_key": key,
+            "max_attempts": max_attempts,
+            "delay": seconds,
+            "channel": queries.channel,
+        },
+    )
 
 
 def _push_uncapped_one(
@@ -125,17 +138,8 @@ def _push_uncapped_one(
         return None
     if key is not None:
         validate_external_key(key)
-    statement = Statement(
-        queries["push_task" if key is not None else "push_keyless_task"],
-        {
-            "kind": kind,
-            "payload": _encode_checked(0, task.payload),
-            "external_key": key,
-            "max_attempts": spec.options.max_attempts,
-            "delay": seconds,
-            "channel": queries.channel,
-        },
-    )
+    payload = _encode_checked(0, task.payload)
+    statement = _single_push(queries, kind, payload, key, spec.options.max_attempts, seconds)
 
     def steps() -> Steps[list[int | None]]:
         inserted = yield statement
