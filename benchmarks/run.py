@@ -42,18 +42,12 @@ PEERS_STAMP = PEERS_VENV / ".requirements.sha256"
 sys.path.insert(0, str(DRIVERS_DIR))
 
 import pgbench_lifecycle  # noqa: E402
+from harness import DEFAULT_N, WORKLOADS  # noqa: E402
 from pgconn import Db, create_database, database_of, drop_database, with_database  # noqa: E402
 
 LIBS: tuple[str, ...] = ("pgqueue", "pgqueuer", "procrastinate", "chancy")
 PEERS: tuple[str, ...] = LIBS[1:]
-WORKLOADS: tuple[str, ...] = ("enqueue_single", "enqueue_batch", "drain_1p", "drain_2p", "latency")
-FULL_N: dict[str, int] = {
-    "enqueue_single": 5_000,
-    "enqueue_batch": 50_000,
-    "drain_1p": 20_000,
-    "drain_2p": 20_000,
-    "latency": 300,
-}
+FULL_N: dict[str, int] = dict(DEFAULT_N)
 QUICK_N: dict[str, int] = {
     "enqueue_single": 500,
     "enqueue_batch": 5_000,
