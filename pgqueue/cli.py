@@ -49,6 +49,9 @@ def load_queue(target: str) -> Queue | AsyncQueue:
     return obj
 
 
+SIGNAL_CHECK_SECONDS = 1.0
+
+
 def _drain_bound(queue: Queue | AsyncQueue) -> float:
     margin = max((s.options.loop.lease_margin for s in queue.registry), default=10.0)
     return queue.longest_attempt_timeout() + margin
@@ -60,7 +63,11 @@ def run_sync_worker(queue: Queue) -> None:
         signal.signal(sig, lambda *_: stop.set())
     queue.start()
     log.info("worker started (kinds: %s)", ", ".join(s.kind for s in queue.registry.handled()))
-    stop.wait()
+    # Python runs signal handlers in the main thread, but the kernel may deliver the signal to
+    # any of the queue's threads, and then nothing interrupts a wait that has no timeout. A
+    # bounded wait lets the main thread run the pending handler within a second.
+    while not stop.wait(SIGNAL_CHECK_SECONDS):
+        pass
     log.info("stopping: draining in-flight tasks")
     closer = threading.Thread(target=queue.close, daemon=True)
     closer.start()
