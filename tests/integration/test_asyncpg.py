@@ -108,8 +108,10 @@ async def test_asyncpg_executor_from_a_dsn_cancels_and_retries(db: Database) -> 
         assert cancelled is not None and cancelled.status is Status.CANCELLED
         await recorder.await_status(once, "no_attempts_left")  # type: ignore[arg-type]
         assert await queue.retry_tasks("once", attempts=1) == 1
+        # The running queue claims the revived task again; its new attempt times out too.
+        await recorder.await_(lambda r: r.written.get(once, []).count("no_attempts_left") == 2)
         info = await queue.get_task(once)  # type: ignore[arg-type]
-        assert info is not None and info.attempts_left == 1
+        assert info is not None and info.attempts_elapsed == 2 and info.attempts_left == 0
         await queue.stop()
 
 
