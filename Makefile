@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# `make run` installs only what running the example needs; `make venv`/`test` add the dev tools.
+RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -11,15 +13,21 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[embedded,migrations]"
+	touch $(RUN_STAMP)
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
-run: $(STAMP) ## Run the example app's worker (embedded PostgreSQL unless PGQUEUE_DSN is set)
+run: $(RUN_STAMP) ## Run the example app's worker (embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
 test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
@@ -56,9 +64,11 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	rm -rf build/wheel-check && mkdir -p build/wheel-check
 	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel-check .
 	$(PYTHON) -m venv build/wheel-check/venv
-	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue-*.whl
+	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue_tasks-*.whl
 	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql()"
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
+	cd build/wheel-check && ! venv/bin/pgqueue migrate --dsn postgresql:///none 2> err.txt
+	grep -q "pgqueue-tasks\[migrations\]" build/wheel-check/err.txt
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database

@@ -22,8 +22,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import text
 
+from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.executor import Operation, Row, Statement, drive_async
 
 from .sqlalchemy import async_driver_connection
@@ -33,6 +33,19 @@ T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 _ARRAY_CAST = re.compile(r"%\((\w+)\)s::(bigint|uuid)\[\]")
 _CLOSED = object()
+CONNECT_TIMEOUT = 4.0
+"""Seconds opening a pool waits for the server before it reports why not."""
+
+
+def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    """The error for a pool that could not connect, with the server's reason on one line."""
+    from .psycopg import describe_target
+
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DatabaseUnavailable(
+        f"cannot connect to PostgreSQL ({describe_target(dsn)}): {reason}; check the DSN "
+        "and that the server is running"
+    )
 
 
 def _split_literal(value: Any, element: str) -> Any:
@@ -77,7 +90,13 @@ def _fetcher(conn: Any) -> Any:
             _split_literal(params[name], arrays[name]) if name in arrays else params[name]
             for name in names
         ]
-        return list(await conn.fetch(sql, *values))
+        try:
+            return list(await conn.fetch(sql, *values))
+        except asyncpg.PostgresError as exc:
+            translated = schema_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return fetch
 
@@ -93,10 +112,16 @@ async def run_in_asyncpg(tx: Any, op: Operation[T]) -> T:
     if not is_asyncpg_connection(conn):
         raise TypeError(f"expected an asyncpg connection, got {type(conn).__name__}")
     if not conn.is_in_transaction() and type(tx).__module__.startswith("sqlalchemy"):
+        from sqlalchemy import text
+
         # SQLAlchemy's asyncpg dialect opens the driver's transaction at its first statement.
         await tx.execute(text("SELECT 1"))
     if not conn.is_in_transaction():
-        raise TypeError("push_*_tx needs a connection inside a transaction (conn.transaction())")
+        raise NotInTransaction(
+            "push_*_tx needs a connection inside a transaction, and this asyncpg connection "
+            "is in none: the push would commit on its own, apart from your writes. Nothing was "
+            "written; push inside `async with conn.transaction():`"
+        )
     return await drive_async(op, _fetcher(conn))
 
 
@@ -119,9 +144,12 @@ class AsyncpgExecutor:
         async with self._open_lock:
             if self.pool is None:
                 assert self._dsn is not None
-                self.pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._max_size
-                )
+                try:
+                    self.pool = await asyncpg.create_pool(
+                        self._dsn, min_size=1, max_size=self._max_size, timeout=CONNECT_TIMEOUT
+                    )
+                except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                    raise unavailable(self._dsn, exc) from exc
 
     async def _pool(self) -> asyncpg.Pool:
         if self.pool is None:

@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
 
 from .sqlalchemy import async_driver_connection, driver_connection
@@ -33,18 +35,85 @@ async def _arows(cursor: psycopg.AsyncCursor[Any]) -> list[Row]:
     return await cursor.fetchall() if _has_rows(cursor) else []
 
 
+CONNECT_TIMEOUT_SECONDS = 4
+"""How long opening a queue waits for the server to answer before it reports why not."""
+
+
 def sync_fetcher(conn: psycopg.Connection[Any]) -> Any:
     def fetch(statement: Statement) -> list[Row]:
-        return _rows(conn.execute(statement.sql, statement.params))
+        try:
+            return _rows(conn.execute(statement.sql, statement.params))
+        except psycopg.errors.ProgrammingError as exc:
+            translated = schema_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return fetch
 
 
 def async_fetcher(conn: psycopg.AsyncConnection[Any]) -> Any:
     async def fetch(statement: Statement) -> list[Row]:
-        return await _arows(await conn.execute(statement.sql, statement.params))
+        try:
+            return await _arows(await conn.execute(statement.sql, statement.params))
+        except psycopg.errors.ProgrammingError as exc:
+            translated = schema_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     return fetch
+
+
+def describe_target(conninfo: str) -> str:
+    """Where a DSN points (host, port, database, user), without its password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    shown = [f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if key in params]
+    return " ".join(shown) or "the default local server"
+
+
+def unavailable(conninfo: str, exc: BaseException) -> DatabaseUnavailable:
+    """The error for a connection that failed, with the server's reason on one line."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DatabaseUnavailable(
+        f"cannot connect to PostgreSQL ({describe_target(conninfo)}): {reason}; check the DSN "
+        "(PGQUEUE_DSN, or the queue's first argument) and that the server is running"
+    )
+
+
+def probe(conninfo: str) -> None:
+    """Connect once, briefly: a wrong DSN fails here, with the server's reason, instead of
+    leaving a pool retrying in the background until its timeout."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except (psycopg.Error, OSError) as exc:
+        raise unavailable(conninfo, exc) from exc
+
+
+async def probe_async(conninfo: str) -> None:
+    """:func:`probe`, awaitable."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo, connect_timeout=CONNECT_TIMEOUT_SECONDS
+        )
+        await conn.close()
+    except (psycopg.Error, OSError) as exc:
+        raise unavailable(conninfo, exc) from exc
+
+
+def require_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Refuse an autocommit connection outside a transaction: the push would commit on its
+    own, apart from the caller's writes."""
+    if conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        raise NotInTransaction(
+            "push_*_tx needs a connection inside a transaction, and this psycopg connection is "
+            "in autocommit mode outside one: the push would commit on its own, apart from your "
+            "writes. Nothing was written; push inside `with conn.transaction():` or use a "
+            "connection with autocommit=False"
+        )
 
 
 class PsycopgExecutor:
@@ -72,10 +141,20 @@ class PsycopgExecutor:
     def _ensure_open(self) -> None:
         with self._open_lock:
             if not self._opened and self._owned:
+                probe(self.conninfo)
                 self.pool.open(wait=True)
             self._opened = True
 
     def run(self, op: Operation[T]) -> T:
+        try:
+            return self._run(op)
+        except PoolTimeout as exc:
+            probe(self.conninfo)  # raises with the server's reason when it is unreachable
+            raise DatabaseUnavailable(
+                f"no connection from the pool within {self.pool.timeout:g}s: {exc}"
+            ) from exc
+
+    def _run(self, op: Operation[T]) -> T:
         if not self._opened:
             self._ensure_open()
         if not op.transactional and self._sticky_lock.acquire(blocking=False):
@@ -123,6 +202,7 @@ def run_in_sync(tx: Any, op: Operation[T]) -> T:
             f"push_*_tx needs a psycopg Connection or cursor, or a SQLAlchemy Connection or "
             f"Session on the psycopg driver; got {type(tx).__name__}"
         )
+    require_transaction(conn)
     return drive_sync(op, sync_fetcher(conn))
 
 
@@ -140,6 +220,7 @@ async def run_in_async(tx: Any, op: Operation[T]) -> T:
             f"push_*_tx needs a psycopg AsyncConnection or cursor, an asyncpg connection, or a "
             f"SQLAlchemy AsyncConnection or AsyncSession on either driver; got {type(tx).__name__}"
         )
+    require_transaction(conn)
     return await drive_async(op, async_fetcher(conn))
 
 
@@ -165,10 +246,20 @@ class AsyncPsycopgExecutor:
 
     async def open(self) -> None:
         if not self._opened and self._owned:
+            await probe_async(self.conninfo)
             await self.pool.open(wait=True)
         self._opened = True
 
     async def run(self, op: Operation[T]) -> T:
+        try:
+            return await self._run(op)
+        except PoolTimeout as exc:
+            await probe_async(self.conninfo)
+            raise DatabaseUnavailable(
+                f"no connection from the pool within {self.pool.timeout:g}s: {exc}"
+            ) from exc
+
+    async def _run(self, op: Operation[T]) -> T:
         if not self._opened:
             await self.open()
         if not op.transactional and not self._sticky_lock.locked():

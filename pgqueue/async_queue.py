@@ -11,6 +11,7 @@ from pgqueue.envelope import Stamp
 from pgqueue.executor import AsyncExecutor
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.schema_version import check_schema
 from pgqueue.task import Task, TaskInfo
 
 
@@ -92,10 +93,15 @@ class AsyncQueue(QueueBase):
         return await self.executor.run(self._count_op())
 
     async def start(self) -> None:
-        """Start the claim loops of every registered kind and the sweeper; idempotent."""
+        """Start the claim loops of every registered kind and the sweeper; idempotent.
+
+        Raises :class:`~pgqueue.errors.DatabaseUnavailable` when the server cannot be reached
+        and :class:`~pgqueue.errors.SchemaNotMigrated` when the schema needs ``pgqueue migrate``.
+        """
         self._check_open()
         if self._state is QueueState.RUNNING:
             return
+        await self.executor.run(check_schema(self.queries))
         runtime = Runtime(
             self.registry, self.queries, self.executor, self.stamps, self.events, self.periodics
         )

@@ -1,6 +1,15 @@
-"""Exceptions raised by pgqueue; every input error is a ``ValueError`` subclass."""
+"""Exceptions raised by pgqueue; every input error is a ``ValueError`` subclass.
+
+Each message names the cause and what to do about it. The "Errors and troubleshooting" page of
+the documentation lists them all.
+"""
 
 from __future__ import annotations
+
+import re
+
+DISTRIBUTION = "pgqueue-tasks"
+"""The name pgqueue is installed under (``pip install pgqueue-tasks``); it imports as pgqueue."""
 
 
 class PgQueueError(Exception):
@@ -8,15 +17,15 @@ class PgQueueError(Exception):
 
 
 class InvalidTask(PgQueueError, ValueError):
-    """A task (kind, payload, key or delay) was rejected before any SQL ran."""
+    """A task (kind, payload, key or delay) was rejected before any SQL ran; nothing was written."""
 
 
 class InvalidOptions(PgQueueError, ValueError):
-    """Kind or loop options are inconsistent (raised at registration)."""
+    """Kind or loop options, a handler or a hook are unusable (raised at registration)."""
 
 
 class UnknownKind(InvalidTask, KeyError):
-    """The kind is neither registered nor declared on this queue."""
+    """The kind is neither registered nor declared on this queue; nothing was written."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "unknown kind"
@@ -40,9 +49,52 @@ class QueueClosed(PgQueueError, RuntimeError):
     """The queue was closed; it accepts no more calls."""
 
 
+class NotInTransaction(PgQueueError, TypeError):
+    """A ``push_*_tx`` call got a connection that is not inside a transaction (for instance a
+    psycopg connection in autocommit mode); nothing was written."""
+
+
+class DatabaseUnavailable(PgQueueError, ConnectionError):
+    """The database refused or did not answer a connection; the message carries the server's
+    reason (wrong DSN, unknown database, bad password, server down)."""
+
+
+class SchemaNotMigrated(PgQueueError, RuntimeError):
+    """pgqueue's tables are missing, or older than this version of pgqueue needs, in the schema
+    the queue uses: run ``pgqueue migrate`` (with the same ``--schema``)."""
+
+    def __init__(self, schema: str, detail: str) -> None:
+        super().__init__(
+            f"{detail}: pgqueue's tables in schema {schema!r} are missing or out of date; run "
+            f"`pgqueue migrate --schema {schema}` (with PGQUEUE_DSN set, or --dsn)"
+        )
+        self.schema = schema
+
+
 class MustCancelTask(Exception):
     """Raised by a handler or hook: end the task as ``cancelled``, with no further attempts."""
 
 
 class AttemptTimeout(PgQueueError, TimeoutError):
     """The attempt ran past its deadline (recorded in the task's error ring)."""
+
+
+# SQLSTATEs of a statement that names a missing relation, type or schema of pgqueue's.
+_MISSING_OBJECT_STATES = {"42P01", "42704", "3F000"}
+_QUALIFIED_NAME = re.compile(r'"([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)"')
+_SCHEMA_NAME = re.compile(r'schema "([a-z_][a-z0-9_]*)" does not exist')
+
+
+def schema_error(exc: BaseException) -> SchemaNotMigrated | None:
+    """The :class:`SchemaNotMigrated` for a driver error raised by one of pgqueue's statements
+    because its tables, enum or schema are missing; ``None`` for any other error.
+
+    Works for every driver: psycopg and asyncpg errors both carry ``sqlstate``.
+    """
+    if getattr(exc, "sqlstate", None) not in _MISSING_OBJECT_STATES:
+        return None
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    match = _QUALIFIED_NAME.search(message) or _SCHEMA_NAME.search(message)
+    if match is None:
+        return None
+    return SchemaNotMigrated(match.group(1), message)

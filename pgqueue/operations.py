@@ -138,7 +138,7 @@ def _push_uncapped_one(
         return None
     if key is not None:
         validate_external_key(key)
-    payload = _encode_checked(0, task.payload)
+    payload = _encode_checked(None, task.payload)
     statement = _single_push(queries, kind, payload, key, spec.options.max_attempts, seconds)
 
     def steps() -> Steps[list[int | None]]:
@@ -155,7 +155,7 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
     one by one, to name the offending task.
     """
     if len(rows) == 1:
-        return "", _encode_checked(0, rows[0][1])
+        return "", _encode_checked(None, rows[0][1])
     try:
         document = JSON_ENCODER.encode(rows)
     except (TypeError, ValueError, RecursionError):
@@ -167,15 +167,17 @@ def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, st
     return document, None
 
 
-def _encode_checked(index: int, payload: Any) -> str | None:
-    """One task's payload as JSON, or an :class:`InvalidTask` naming the task."""
+def _encode_checked(index: int | None, payload: Any) -> str | None:
+    """One task's payload as JSON, or an :class:`InvalidTask` naming the task's index in its
+    batch (``index`` is ``None`` for a push of one task: there is nothing to point at)."""
+    where = "" if index is None else f"task {index}: "
     try:
         encoded = encode_payload(payload)
     except InvalidTask as exc:
-        raise InvalidTask(f"task {index}: {exc}") from exc.__cause__
+        raise InvalidTask(f"{where}{exc}") from exc.__cause__
     if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
         raise InvalidTask(
-            f"task {index}: payload is {len(encoded)} bytes of JSON; "
+            f"{where or 'task '}payload is {len(encoded)} bytes of JSON; "
             f"the limit is {MAX_PAYLOAD_BYTES}"
         )
     return encoded

@@ -18,6 +18,7 @@ from pgqueue.envelope import Stamp
 from pgqueue.executor import SyncExecutor
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.schema_version import check_schema
 from pgqueue.task import Task, TaskInfo
 
 T = TypeVar("T")
@@ -107,7 +108,11 @@ class Queue(QueueBase):
         return self.executor.run(self._count_op())
 
     def start(self) -> None:
-        """Start the claim loops of every registered kind and the sweeper; idempotent."""
+        """Start the claim loops of every registered kind and the sweeper; idempotent.
+
+        Raises :class:`~pgqueue.errors.DatabaseUnavailable` when the server cannot be reached
+        and :class:`~pgqueue.errors.SchemaNotMigrated` when the schema needs ``pgqueue migrate``.
+        """
         with self._lock:
             self._check_open()
             if self._state is QueueState.RUNNING:
@@ -124,6 +129,7 @@ class Queue(QueueBase):
             self._runtime_executor = AsyncPsycopgExecutor(
                 self._conninfo, max_size=self._max_connections
             )
+        await self._runtime_executor.run(check_schema(self.queries))
         runtime = Runtime(
             self.registry,
             self.queries,

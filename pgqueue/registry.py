@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,35 @@ from pgqueue.options import KindOptions
 from pgqueue.task import validate_kind_name
 
 Handler = Callable[..., Any]
+
+HOOK_ARGUMENTS = {
+    "before": ("envelope",),
+    "after": ("envelope",),
+    "success": ("envelope",),
+    "failure": ("envelope", "error"),
+}
+
+
+def check_signature(fn: Callable[..., Any], what: str, arguments: tuple[str, ...]) -> None:
+    """Raise :class:`InvalidOptions` unless ``fn`` can be called with ``arguments`` positionally.
+
+    A handler that cannot take its envelope would fail every attempt with a ``TypeError`` and
+    end its tasks ``no_attempts_left``; registration is where to say so.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return
+    try:
+        signature.bind(*arguments)
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        wanted = " and ".join(arguments)
+        raise InvalidOptions(
+            f"{what} must accept {len(arguments)} positional argument(s) ({wanted}), but "
+            f"{name}{signature} cannot be called that way ({exc}); "
+            f"define it as def {name.rsplit('.', 1)[-1]}({', '.join(arguments)}): ..."
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +63,12 @@ class KindRegistry:
         options.validate()
         if handler is not None and not callable(handler):
             raise InvalidOptions(f"handler of kind {kind!r} must be callable")
+        if handler is not None:
+            check_signature(handler, f"handler of kind {kind!r}", ("envelope",))
+        for hook_name, arguments in HOOK_ARGUMENTS.items():
+            hook = getattr(options, hook_name)
+            if hook is not None:
+                check_signature(hook, f"{hook_name} hook of kind {kind!r}", arguments)
         existing = self._kinds.get(kind)
         if existing is not None and existing.handler is not None:
             raise InvalidOptions(f"kind {kind!r} is already registered")

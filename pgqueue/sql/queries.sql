@@ -273,3 +273,12 @@ SELECT kind,
        count(*)
 FROM __schema__.tasks
 GROUP BY 1, 2;
+
+-- name: schema_objects
+-- Start-up check: whether pgqueue's tasks table and its own Alembic version table exist.
+SELECT to_regclass('__schema__.tasks') IS NOT NULL,
+       to_regclass('__schema__.pgqueue_alembic_version') IS NOT NULL;
+
+-- name: schema_revision
+-- Start-up check: the pgqueue revision `pgqueue migrate` recorded in the schema.
+SELECT version_num FROM __schema__.pgqueue_alembic_version;
