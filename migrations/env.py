@@ -5,6 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from pgqueue.migrate import create_schema_sql
+
 config = context.config
 schema = config.attributes.get("pgqueue_schema", "pgqueue")
 connection = config.attributes.get("connection")
@@ -35,7 +37,7 @@ elif connection is not None:
 else:
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
     with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        conn.execute(text(create_schema_sql(schema)))
         conn.commit()
         run(conn)
         conn.commit()

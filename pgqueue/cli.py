@@ -9,6 +9,8 @@ import os
 import signal
 import sys
 import threading
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,11 +18,16 @@ import typer
 
 from pgqueue import migrate as migrations
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.errors import PgQueueError
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
 
-app = typer.Typer(help="pgqueue: a durable task queue on PostgreSQL.", no_args_is_help=True)
+app = typer.Typer(
+    help="pgqueue: a durable task queue on PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 migrations_app = typer.Typer(help="Work with pgqueue's Alembic revisions.", no_args_is_help=True)
 app.add_typer(migrations_app, name="migrations")
 
@@ -34,13 +41,42 @@ SchemaOption = Annotated[
 ]
 
 
+DEBUG_ENV = "PGQUEUE_DEBUG"
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar=DEBUG_ENV, help="On an error, print the full traceback too."
+        ),
+    ] = False,
+) -> None:
+    """pgqueue: a durable task queue on PostgreSQL."""
+    # main() reads --debug from the command line itself (errors can happen before this runs).
+
+
 def load_queue(target: str) -> Queue | AsyncQueue:
     """Import ``module:attribute`` (or ``module`` with a ``queue`` attribute); return the queue."""
     module_name, _, attribute = target.partition(":")
     sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise  # the module exists but an import inside it failed
+        raise typer.BadParameter(
+            f"cannot import module {module_name!r} for {target!r}: run the worker from the "
+            "directory that holds it, or add that directory to PYTHONPATH"
+        ) from exc
     obj: Any = module
     for part in (attribute or "queue").split("."):
+        if not hasattr(obj, part):
+            raise typer.BadParameter(
+                f"{target!r}: {module_name} has no attribute {part!r} (give module:attribute of "
+                "a Queue or AsyncQueue)"
+            )
         obj = getattr(obj, part)
     if callable(obj) and not isinstance(obj, (Queue, AsyncQueue)):
         obj = obj()
@@ -137,15 +173,65 @@ def sql(schema: SchemaOption = DEFAULT_SCHEMA) -> None:
 @migrations_app.command("copy")
 def copy_revisions(
     into: Annotated[Path, typer.Option("--into", help="Your Alembic versions directory.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite revision files that differ.")
+    ] = False,
 ) -> None:
     """Copy pgqueue's revisions (branch label 'pgqueue') into your Alembic project."""
-    for path in migrations.copy_migrations(into):
+    for path in migrations.copy_migrations(into, force=force):
         typer.echo(f"copied {path}")
-    typer.echo("now run: alembic upgrade heads")
+    typer.echo(
+        "now run: alembic upgrade heads (your history now has two heads: give autogenerate "
+        "yours, alembic revision --autogenerate --head <your head> -m ...)"
+    )
 
 
-def main() -> None:
-    app()
+def _is_usage_error(exc: BaseException) -> bool:
+    # Typer raises click's exceptions (or those of the click copy it ships): recognised by
+    # shape, so the command works with either.
+    return callable(getattr(exc, "format_message", None)) and hasattr(exc, "exit_code")
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the terminal: what went wrong, and for unexpected errors their type."""
+    if _is_usage_error(exc):
+        message = exc.format_message()  # type: ignore[attr-defined]
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            message += f" (see: {ctx.command_path} --help)"
+    else:
+        message = str(exc)
+        expected = isinstance(exc, (PgQueueError, ImportError, OSError)) or type(
+            exc
+        ).__module__.split(".")[0] in ("psycopg", "psycopg_pool", "asyncpg", "sqlalchemy")
+        if not expected or not message:
+            message = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return "pgqueue: error: " + " ".join(message.split())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``pgqueue`` command; an error prints one line on stderr and exits non-zero
+    (1, or 2 for a usage error), with the full traceback only under ``--debug``.
+
+    Every command registered on :data:`app`, from any module, gets this handling.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0", "false")
+    try:
+        code = app(args=args, prog_name="pgqueue", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("pgqueue: aborted", err=True)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - the one place every command error ends up
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]
+            code = 0
+        else:
+            if debug:
+                traceback.print_exception(exc)
+            typer.echo(error_line(exc), err=True)
+            code = getattr(exc, "exit_code", 1) if _is_usage_error(exc) else 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

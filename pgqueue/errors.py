@@ -54,6 +54,18 @@ class NotInTransaction(PgQueueError, TypeError):
     psycopg connection in autocommit mode); nothing was written."""
 
 
+class MissingExtra(PgQueueError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra to install (``pip install "pgqueue-tasks[migrations]"`` and the like)."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the {extra!r} extra, which is not installed: "
+            f'pip install "{DISTRIBUTION}[{extra}]"'
+        )
+        self.extra = extra
+
+
 class DatabaseUnavailable(PgQueueError, ConnectionError):
     """The database refused or did not answer a connection; the message carries the server's
     reason (wrong DSN, unknown database, bad password, server down)."""

@@ -7,7 +7,7 @@ Create Date: 2026-11-22
 
 from alembic import op
 
-from pgqueue.migrate import migration_schema
+from pgqueue.migrate import create_schema_sql, drop_schema_sql, migration_schema
 
 revision = "pgqueue_0001"
 down_revision = None
@@ -16,8 +16,6 @@ depends_on = None
 
 # Frozen at this revision; later revisions change the schema with their own statements.
 UPGRADE = """
-CREATE SCHEMA IF NOT EXISTS __schema__;
-
 CREATE TYPE __schema__.task_status AS ENUM (
     'new', 'must_retry', 'no_attempts_left', 'cancelled', 'succeeded'
 );
@@ -72,8 +70,12 @@ DROP TYPE __schema__.task_status;
 
 
 def upgrade() -> None:
-    op.execute(UPGRADE.replace("__schema__", migration_schema()))
+    schema = migration_schema()
+    op.execute(create_schema_sql(schema))  # marked, so downgrade drops only a schema it made
+    op.execute(UPGRADE.replace("__schema__", schema))
 
 
 def downgrade() -> None:
-    op.execute(DOWNGRADE.replace("__schema__", migration_schema()))
+    schema = migration_schema()
+    op.execute(DOWNGRADE.replace("__schema__", schema))
+    op.execute(drop_schema_sql(schema))
