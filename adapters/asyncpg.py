@@ -148,7 +148,12 @@ class AsyncpgExecutor:
                     self.pool = await asyncpg.create_pool(
                         self._dsn, min_size=1, max_size=self._max_size, timeout=CONNECT_TIMEOUT
                     )
-                except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
                     raise unavailable(self._dsn, exc) from exc
 
     async def _pool(self) -> asyncpg.Pool:

@@ -97,7 +97,11 @@ def run_sync_worker(queue: Queue) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    queue.start()
+    try:
+        queue.start()
+    except BaseException:
+        queue.close(StopMode.ABORT)  # release the connections before the error is reported
+        raise
     log.info("worker started (kinds: %s)", ", ".join(s.kind for s in queue.registry.handled()))
     # Python runs signal handlers in the main thread, but the kernel may deliver the signal to
     # any of the queue's threads, and then nothing interrupts a wait that has no timeout. A
@@ -119,7 +123,11 @@ async def run_async_worker(queue: AsyncQueue) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await queue.start()
+    try:
+        await queue.start()
+    except BaseException:
+        await queue.close(StopMode.ABORT)
+        raise
     log.info("worker started (kinds: %s)", ", ".join(s.kind for s in queue.registry.handled()))
     await stop.wait()
     log.info("stopping: draining in-flight tasks")

@@ -35,11 +35,12 @@ def check_signature(fn: Callable[..., Any], what: str, arguments: tuple[str, ...
         signature.bind(*arguments)
     except TypeError as exc:
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
-        wanted = " and ".join(arguments)
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        count = "one positional argument" if len(arguments) == 1 else "two positional arguments"
         raise InvalidOptions(
-            f"{what} must accept {len(arguments)} positional argument(s) ({wanted}), but "
-            f"{name}{signature} cannot be called that way ({exc}); "
-            f"define it as def {name.rsplit('.', 1)[-1]}({', '.join(arguments)}): ..."
+            f"{what} must accept {count} ({' and '.join(arguments)}), but {name}{shown} "
+            f"cannot be called that way ({exc}); define it as "
+            f"def {name.rsplit('.', 1)[-1]}({', '.join(arguments)}): ..."
         ) from None
 
 
