@@ -1,6 +1,8 @@
 """The example app: an order service that pushes ``send-receipt`` in the order's transaction.
 
-Run it with ``make run`` (or ``pgqueue worker example.app:queue`` against your own database).
+Run it with ``make run``, or run only its workers with ``pgqueue worker example.app:queue``:
+both use ``$PGQUEUE_DSN``, else the embedded PostgreSQL in ``.pgdata`` (started if needed), and
+apply the schema first.
 """
 
 from __future__ import annotations
@@ -8,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import random
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
+import pgqueue.migrate
 from pgqueue import (
     Envelope,
     ExpBackoffDelayer,
@@ -23,7 +28,10 @@ from pgqueue import (
 
 log = logging.getLogger("example")
 
-DSN = os.environ.get("PGQUEUE_DSN", "")
+# Where the embedded PostgreSQL keeps its data (the tests point it at a temporary directory).
+DATA_DIR = Path(
+    os.environ.get("EXAMPLE_DATA_DIR") or Path(__file__).resolve().parent.parent / ".pgdata"
+)
 
 ORDERS_DDL = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -34,6 +42,24 @@ CREATE TABLE IF NOT EXISTS orders (
     receipt_sent_at timestamptz
 )
 """
+
+server: Any = None  # the embedded PostgreSQL, when this process started or joined it
+
+
+def prepare_database() -> str:
+    """``$PGQUEUE_DSN``, else the embedded PostgreSQL's DSN; migrated, with the orders table."""
+    global server
+    dsn = os.environ.get("PGQUEUE_DSN")
+    if not dsn:
+        from pgqueue.embedded import start_embedded
+
+        log.info("no PGQUEUE_DSN set: starting the embedded PostgreSQL in %s", DATA_DIR)
+        server, dsn = start_embedded(DATA_DIR)
+    log.info("applying pgqueue's schema (pgqueue migrate) and creating the orders table")
+    pgqueue.migrate.upgrade(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(ORDERS_DDL)
+    return dsn
 
 
 def send_receipt(envelope: Envelope) -> None:
@@ -81,4 +107,5 @@ def build_queue(dsn: str) -> Queue:
     return q
 
 
-queue = build_queue(DSN) if DSN else None
+DSN = prepare_database()
+queue = build_queue(DSN)
