@@ -86,6 +86,7 @@ class AsyncQueue(QueueBase):
         return await self.executor.run(self._retry_op(kind, attempts, limit))
 
     async def get_task(self, task_id: int) -> TaskInfo | None:
+        """The task with this id as stored (with its derived status), or ``None``."""
         return await self.executor.run(self._get_op(task_id))
 
     async def count_tasks(self) -> dict[tuple[str, str], int]:

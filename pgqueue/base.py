@@ -20,6 +20,9 @@ from pgqueue.task import Task, TaskInfo, encode_payload
 
 
 class QueueState(enum.StrEnum):
+    """Where a queue is in its life: ``init`` → ``running`` → ``stopping`` → ``stopped``
+    (startable again) → ``closed``."""
+
     INIT = "init"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -51,14 +54,22 @@ class QueueBase:
 
     @property
     def schema(self) -> str:
+        """The PostgreSQL schema holding this queue's tables."""
         return self.queries.schema
 
     @property
     def state(self) -> QueueState:
+        """The queue's :class:`QueueState`."""
         return self._state
 
     def register_kind(self, kind: str, handler: Handler, options: KindOptions) -> None:
-        """Register ``handler`` for ``kind``; workers for it start with :meth:`start`."""
+        """Register ``handler`` for ``kind``; workers for it start with :meth:`start`.
+
+        ``handler`` is called with one argument, the :class:`~pgqueue.Envelope` (``def`` or
+        ``async def``). A handler or hook that cannot be called with its arguments (the
+        envelope; for ``failure`` the envelope and the error) raises
+        :class:`~pgqueue.errors.InvalidOptions` here, not at every attempt.
+        """
         self._check_open()
         if self._state in (QueueState.RUNNING, QueueState.STOPPING):
             raise InvalidOptions("register kinds before start() (or after stop())")
@@ -106,6 +117,7 @@ class QueueBase:
         self.periodics.append(Periodic(kind, schedule, payload))
 
     def longest_attempt_timeout(self) -> float:
+        """The longest ``attempt_timeout`` among the kinds (what a drain may wait for)."""
         return max(
             (to_seconds(s.options.attempt_timeout, "attempt_timeout") for s in self.registry),
             default=0.0,

@@ -64,13 +64,17 @@ class Envelope:
 
     @property
     def is_last_attempt(self) -> bool:
+        """True on the last attempt: a failure now ends the task ``no_attempts_left``."""
         return self.attempts_left == 0
 
     @property
     def cancel_requested(self) -> bool:
+        """True once the task was cancelled (``cancel_task_by_key``) or the attempt timed out;
+        a long sync handler should check it and return early."""
         return self._cancelled
 
     def request_cancel(self) -> None:
+        """Mark the attempt as asked to stop (what the runtime does on cancel or timeout)."""
         self._cancelled = True
 
     def time_left(self) -> float:
@@ -85,6 +89,8 @@ class Envelope:
 
 
 class DecisionKind(enum.Enum):
+    """The choices a :class:`Decision` carries."""
+
     DEFAULT = "default"
     RETRY_NOW = "retry_now"
     RETRY_AFTER = "retry_after"
@@ -106,10 +112,12 @@ class Decision:
 
     @classmethod
     def retry_now(cls) -> Decision:
+        """Retry at once, without the delayer's wait (if attempts are left)."""
         return cls(DecisionKind.RETRY_AFTER, 0.0)
 
     @classmethod
     def retry_after(cls, seconds: float) -> Decision:
+        """Retry after ``seconds`` instead of the delayer's delay (if attempts are left)."""
         seconds = float(seconds)
         if seconds < 0 or seconds != seconds:
             raise ValueError(f"retry_after needs a non-negative delay, got {seconds!r}")
@@ -122,6 +130,7 @@ class Decision:
 
     @classmethod
     def cancel(cls) -> Decision:
+        """End the task as ``cancelled``, with no further attempts."""
         return cls(DecisionKind.CANCEL)
 
 

@@ -15,6 +15,9 @@ log = logging.getLogger("pgqueue.events")
 
 @dataclass(frozen=True, slots=True)
 class TasksClaimed:
+    """A claim statement took ``task_ids`` of ``kind``; ``lost_leases`` of them had been
+    claimed before by a worker whose lease expired (crash recovery)."""
+
     kind: str
     task_ids: tuple[int, ...]
     lost_leases: int
@@ -22,6 +25,8 @@ class TasksClaimed:
 
 @dataclass(frozen=True, slots=True)
 class AttemptFinished:
+    """An attempt ended in this process; its result is written in the next batch."""
+
     kind: str
     task_id: int
     attempt: int
@@ -38,6 +43,9 @@ class ResultsWritten:
 
 @dataclass(frozen=True, slots=True)
 class ClaimsReleased:
+    """Claimed tasks handed back unrun (``stop(StopMode.ABORT)``, or a lease too short to
+    start them)."""
+
     task_ids: tuple[int, ...]
 
 
@@ -54,6 +62,8 @@ Listener = Callable[[Event], None]
 
 
 class EventBus:
+    """The listeners of one queue (see ``Queue.subscribe``)."""
+
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
 

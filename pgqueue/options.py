@@ -109,6 +109,18 @@ class KindOptions:
 
     ``worker_count`` and ``terminal_tasks_ttl`` are dynamic: pass a zero-arg callable and it is
     re-read while the queue runs (the worker pool resizes live).
+
+    - ``attempt_timeout`` (required): seconds (or a ``timedelta``) one attempt may run.
+    - ``worker_count``: concurrent attempts of this kind in this process.
+    - ``max_attempts``: attempts before a failing task ends ``no_attempts_left``.
+    - ``max_task_error_messages``: error messages kept on the row (the newest).
+    - ``delayer``: the wait before a retry (:class:`ExpBackoffDelayer` by default).
+    - ``terminal_tasks_ttl``: seconds finished tasks are kept; 0 deletes them at once.
+    - ``loop``: the claim loop's :class:`LoopOptions`.
+    - ``max_pending``: cap on pending tasks; a push over it raises ``CapacityExceeded``.
+    - ``before``, ``after``, ``success`` (take the envelope) and ``failure`` (takes the
+      envelope and the error, may return a :class:`Decision`): hooks around each attempt.
+    - ``stamps``: middleware around this kind's handler (after the queue's stamps).
     """
 
     attempt_timeout: Seconds

@@ -101,6 +101,7 @@ class Queue(QueueBase):
         return self.executor.run(self._retry_op(kind, attempts, limit))
 
     def get_task(self, task_id: int) -> TaskInfo | None:
+        """The task with this id as stored (with its derived status), or ``None``."""
         return self.executor.run(self._get_op(task_id))
 
     def count_tasks(self) -> dict[tuple[str, str], int]:

@@ -26,6 +26,7 @@ class Status(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """True for ``cancelled`` and ``succeeded``: the task will never run again."""
         return self in (Status.CANCELLED, Status.SUCCEEDED)
 
     def __str__(self) -> str:
@@ -52,7 +53,12 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """One task row as stored, with the derived status."""
+    """One task row as stored, with the derived status (what ``get_task`` returns).
+
+    ``status`` is ``processing`` while a worker holds the task's lease, else ``stored_status``;
+    ``messages`` holds the error messages of the latest failed attempts (newest last);
+    ``delayed_till`` is when the task is due (or its lease ends, while it is processing).
+    """
 
     id: int
     kind: str
