@@ -18,11 +18,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP) $(RUN_STAMP)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[embedded,migrations]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[embedded,migrations]"
 	touch $(RUN_STAMP)
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
