@@ -93,3 +93,19 @@ def test_a_single_push_error_does_not_name_a_batch_index() -> None:
     with pytest.raises(InvalidTask) as info:
         push_tasks(queue.registry, queue.queries, [Task("k", 1), Task("k", {1, 2})])
     assert str(info.value).startswith("task 1: task payload is not JSON-serialisable")
+
+
+def test_a_missing_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import pgqueue.migrate as migrate
+    from pgqueue.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "alembic", None)  # as if not installed
+    with pytest.raises(MissingExtra) as info:
+        migrate.upgrade("postgresql://app@db/app")
+    assert str(info.value) == (
+        "pgqueue migrate needs the 'migrations' extra, which is not installed: "
+        'pip install "pgqueue-tasks[migrations]"'
+    )
+    assert isinstance(info.value, ImportError)
