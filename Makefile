@@ -27,7 +27,7 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
-run: $(RUN_STAMP) ## Run the example app's worker (embedded PostgreSQL unless PGQUEUE_DSN is set)
+run: $(RUN_STAMP) ## Run the example app (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
 test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
