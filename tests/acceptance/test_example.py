@@ -89,7 +89,7 @@ def test_the_example_speaks_first_and_the_server_stays_quiet(
     assert "the example order service" in before[0]
     assert all(" example: " in line for line in before), before  # no server output at all
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0, lines.lines
+    assert process.wait(timeout=60) == 0, lines.lines[-6:]
     assert any("stopping: draining" in line for line in lines.lines)
 
 
@@ -106,4 +106,4 @@ def test_pgqueue_worker_runs_the_example_without_pgqueue_dsn(
     lines.wait_for("worker started (kinds: send-receipt)", timeout=60)
     assert any("starting the embedded PostgreSQL" in line for line in lines.lines)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0, lines.lines
+    assert process.wait(timeout=60) == 0, lines.lines[-6:]
