@@ -54,4 +54,6 @@ def check_schema(queries: Queries) -> Operation[None]:
             )
         return None
 
-    return Operation(steps())
+    # Transactional, so it runs on a pooled connection that goes back to the pool: on the
+    # executors' kept ("sticky") connection it made stop() hang right after start().
+    return Operation(steps(), transactional=True)

@@ -187,3 +187,18 @@ async def test_async_push_tx_refuses_an_autocommit_connection(db: Database) -> N
     await queue.close()
     payloads = [row[0] for row in db.fetch("SELECT payload FROM {schema}.tasks")]
     assert payloads == ["in a transaction"]
+
+
+def test_a_queue_closes_promptly_after_the_start_up_check(db: Database) -> None:
+    """The start-up check must not hold a connection the runtime's loops then wait on: closing
+    right after start() once hung on the embedded server until the drain bound."""
+    import threading
+
+    for _ in range(5):
+        queue = Queue(db.dsn, schema=db.schema)
+        queue.register_kind("k", handler, KindOptions(attempt_timeout=5.0, worker_count=4))
+        queue.start()
+        closer = threading.Thread(target=queue.close, daemon=True)
+        closer.start()
+        closer.join(15)
+        assert not closer.is_alive(), "close() hung after start()"
