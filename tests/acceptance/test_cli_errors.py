@@ -68,8 +68,11 @@ def test_a_wrong_dsn_is_one_line_with_the_servers_reason(db: Database) -> None:
     assert 'database "no_such_db" does not exist' in line
 
 
-def test_a_worker_on_an_unmigrated_schema_says_to_migrate(empty_schema: Database) -> None:
-    result = pgqueue("worker", "tests.acceptance.worker_app:queue", env=empty_schema.env())
+def test_a_worker_on_an_unmigrated_schema_says_to_migrate(
+    empty_schema: Database, tmp_path: Path
+) -> None:
+    env = {**empty_schema.env(), "RUN_LOG_DIR": str(tmp_path)}
+    result = pgqueue("worker", "tests.acceptance.worker_app:queue", env=env)
     assert result.returncode == 1
     assert f"run `pgqueue migrate --schema {empty_schema.schema}`" in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
