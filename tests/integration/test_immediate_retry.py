@@ -49,7 +49,9 @@ def test_retry_now_reruns_within_milliseconds_not_at_the_next_poll(db: Database)
             # One at a time, each retried while the worker is otherwise idle.
             queue.push_task(Task("flaky", None))
             with done:
-                assert done.wait_for(lambda: len(second_start) == count, 10), "retry did not run"
+                assert done.wait_for(lambda n=count: len(second_start) == n, 10), (
+                    "retry did not run"
+                )
     latencies = [max(0.0, second_start[i] - written[i]) for i in second_start]
     assert len(latencies) == TASKS
     assert statistics.median(latencies) < 0.1, sorted(latencies)
