@@ -17,6 +17,7 @@ import typer
 from pgqueue import migrate as migrations
 from pgqueue import operator_cli
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.logcontext import configure_logging
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
@@ -112,9 +113,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run a queue's workers until SIGTERM/SIGINT, then drain in-flight tasks and exit."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level)  # task id, kind and attempt on task lines; JSON on request
     queue = load_queue(target)
     metrics_server = None
     if metrics_port is not None:

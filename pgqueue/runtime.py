@@ -78,6 +78,7 @@ class Result:
     keep_messages: int
     delete: bool
     lease_expiry: float  # loop time after which the claim is no longer ours
+    attempt: int = 0  # the attempt number, for log lines about the task
 
 
 class Attempt(DeadlineGuard):
@@ -137,7 +138,11 @@ class ResultWriter:
                     log.error(
                         "result of task %s dropped: its lease expired before it could be written",
                         lost.task_id,
-                        extra={"task_id": lost.task_id, "task_kind": lost.kind},
+                        extra={
+                            "task_id": lost.task_id,
+                            "task_kind": lost.kind,
+                            "attempt": lost.attempt,
+                        },
                     )
             if not live:
                 return
@@ -522,6 +527,7 @@ class KindWorker:
                 self.keep_messages,
                 self.delete_finished and outcome.status.is_terminal,
                 attempt.lease_expiry,
+                envelope.attempt,
             )
         )
         if (
