@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,12 @@ test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else 
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the prometheus binary)
+	$(BIN)/python -m pytest -m prometheus $(PYTEST_ARGS)
+
+test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (throughput history)
+	$(BIN)/python -m pytest -m minutes $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks
@@ -65,7 +71,7 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel-check .
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue_tasks-*.whl
-	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql()"
+	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql(); from importlib import resources; assert resources.files('pgqueue').joinpath('grafana', 'pgqueue-dashboard.json').is_file()"
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
 	cd build/wheel-check && ! venv/bin/pgqueue migrate --dsn postgresql:///none 2> err.txt
 	grep -q "pgqueue-tasks\[migrations\]" build/wheel-check/err.txt

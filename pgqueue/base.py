@@ -10,13 +10,13 @@ from typing import Any
 from pgqueue import operations
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
-from pgqueue.events import EventBus, Listener
+from pgqueue.events import EventBus, Listener, TasksPushed
 from pgqueue.executor import Operation
 from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.registry import Handler, KindRegistry
-from pgqueue.task import Task, TaskInfo, encode_payload
+from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint, encode_payload
 
 
 class QueueState(enum.StrEnum):
@@ -127,6 +127,15 @@ class QueueBase:
         if self._state is QueueState.CLOSED:
             raise QueueClosed("the queue is closed")
 
+    def _report_pushed(self, tasks: Sequence[Task], ids: Sequence[int | None]) -> None:
+        """Tell listeners (metrics) how many tasks of each kind were inserted."""
+        counts: dict[str, int] = {}
+        for task, task_id in zip(tasks, ids, strict=False):
+            if task_id is not None:
+                counts[task.kind] = counts.get(task.kind, 0) + 1
+        if counts:
+            self.events.emit(TasksPushed(tuple(sorted(counts.items()))))
+
     def _push_op(self, tasks: Sequence[Task], delay: Delay) -> Operation[list[int | None]]:
         self._check_open()
         return operations.push_tasks(self.registry, self.queries, tasks, delay)
@@ -151,3 +160,36 @@ class QueueBase:
     def _count_op(self) -> Operation[dict[tuple[str, str], int]]:
         self._check_open()
         return operations.count_tasks_by_status(self.queries)
+
+    def _list_tasks_op(
+        self,
+        kind: str | None,
+        status: str | Status | None,
+        key_prefix: str | None,
+        payload_contains: Any,
+        before_id: int | None,
+        limit: int,
+    ) -> Operation[list[TaskInfo]]:
+        self._check_open()
+        return operations.list_tasks(
+            self.queries,
+            kind=kind,
+            status=status,
+            key_prefix=key_prefix,
+            payload_contains=payload_contains,
+            before_id=before_id,
+            limit=limit,
+        )
+
+    def _pause_op(self, kind: str, pause: bool) -> Operation[None]:
+        self._check_open()
+        build = operations.pause_kind if pause else operations.resume_kind
+        return build(self.queries, kind, kind in self.registry)
+
+    def _list_kinds_op(self) -> Operation[list[KindInfo]]:
+        self._check_open()
+        return operations.list_kinds(self.registry, self.queries)
+
+    def _throughput_op(self, kind: str | None, minutes: int) -> Operation[list[ThroughputPoint]]:
+        self._check_open()
+        return operations.read_throughput(self.queries, kind, minutes)

@@ -23,6 +23,7 @@ from pgqueue.events import (
     AttemptFinished,
     ClaimsReleased,
     EventBus,
+    KindPaused,
     ResultsWritten,
     TasksClaimed,
     TerminalTasksSwept,
@@ -41,6 +42,7 @@ from pgqueue.threads import DaemonThreadPool
 log = logging.getLogger("pgqueue.worker")
 
 MAX_RESULT_BATCH = 5000
+TIMED_OUT = "AttemptTimeout: "  # how an attempt's timeout reads in its outcome's error
 
 
 class StopMode(enum.Enum):
@@ -76,6 +78,7 @@ class Result:
     keep_messages: int
     delete: bool
     lease_expiry: float  # loop time after which the claim is no longer ours
+    attempt: int = 0  # the attempt number, for log lines about the task
 
 
 class Attempt(DeadlineGuard):
@@ -135,7 +138,11 @@ class ResultWriter:
                     log.error(
                         "result of task %s dropped: its lease expired before it could be written",
                         lost.task_id,
-                        extra={"task_id": lost.task_id, "task_kind": lost.kind},
+                        extra={
+                            "task_id": lost.task_id,
+                            "task_kind": lost.kind,
+                            "attempt": lost.attempt,
+                        },
                     )
             if not live:
                 return
@@ -150,6 +157,10 @@ class ResultWriter:
                 batch = live
                 await asyncio.sleep(delay)
                 continue
+            for kind in retried_at_once(live, applied):
+                worker = self.runtime.workers.get(kind)
+                if worker is not None:
+                    worker.notify()
             if self.runtime.events.listeners:
                 self.runtime.events.emit(
                     ResultsWritten(
@@ -179,7 +190,8 @@ def uuid_array(values: Iterable[str]) -> str:
 def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
     """Delete finished rows with zero retention and update the rest, both guarded by the claim
     token; returns the ids whose result applied (a task cancelled or re-claimed meanwhile is
-    not)."""
+    not). Each statement also adds its applied outcomes to the per-minute throughput rollup,
+    so the history costs no extra round trip and is exact."""
     deletes = [r for r in results if r.delete]
     updates = [r for r in results if not r.delete]
 
@@ -191,6 +203,7 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 {
                     "ids": int_array(r.task_id for r in deletes),
                     "tokens": uuid_array(r.token for r in deletes),
+                    "statuses": [r.outcome.status.value for r in deletes],
                 },
             )
             applied.update(row[0] for row in rows)
@@ -207,9 +220,26 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 },
             )
             applied.update(row[0] for row in rows)
+        due_now = retried_at_once(results, applied) if applied else None
+        if due_now:
+            # Every process handling these kinds claims the retries now, not at its next poll.
+            yield Statement(queries["notify_kinds"], {"channel": queries.channel, "kinds": due_now})
         return applied
 
     return Operation(steps())
+
+
+def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:
+    """Kinds with an applied retry that is due at once (``Decision.retry_now()``)."""
+    return sorted(
+        {
+            r.kind
+            for r in results
+            if r.outcome.status is Status.MUST_RETRY
+            and r.outcome.delay <= 0
+            and r.task_id in applied
+        }
+    )
 
 
 class KindWorker:
@@ -236,6 +266,30 @@ class KindWorker:
         self.keep_messages = self.options.max_task_error_messages
         self.delete_finished = False  # terminal TTL of zero, re-read before every claim
         self._watchdog: asyncio.TimerHandle | None = None
+        # Set by a pause notification: start nothing, hand buffered claims back. The claim
+        # statement checks the stored flag itself; while paused the loop only re-checks it
+        # every poll period (in case the resume notification was missed).
+        self.paused = False
+
+    def pause(self) -> None:
+        """The kind was paused: start no more attempts; release claims not yet started."""
+        if not self.paused:
+            self.paused = True
+            claims = self.take_buffer()
+            log.info("kind %r paused: %d buffered claim(s) handed back", self.kind, len(claims))
+            if claims:
+                self.runtime.release_later(claims)
+            if self.runtime.events.listeners:
+                self.runtime.events.emit(KindPaused(self.kind, True, len(claims)))
+
+    def resume(self) -> None:
+        """The kind was resumed: claim at once."""
+        if self.paused:
+            self.paused = False
+            log.info("kind %r resumed", self.kind)
+            if self.runtime.events.listeners:
+                self.runtime.events.emit(KindPaused(self.kind, False, 0))
+        self.notify()
 
     def notify(self) -> None:
         self.more_due = True
@@ -262,12 +316,26 @@ class KindWorker:
         batch_size = self.options.loop.claim_batch_size
         lease = self.lease
         poll = self.options.loop.poll_period
+        recheck_at = 0.0
         while not runtime.stopping:
             size = self._current_size()
             self._read_ttl()
             self._start_buffered(size)
             prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
             room = size + prefetch - len(self.inflight) - len(self.buffer)
+            if self.paused:
+                now = loop.time()
+                if now < recheck_at:
+                    try:
+                        async with asyncio.timeout(recheck_at - now):
+                            await self.signal.wait()
+                    except TimeoutError:
+                        pass
+                    self.signal.clear()
+                    continue
+                recheck_at = now + poll
+                room = max(room, 1)  # one claim checks the stored flag
+                self.more_due = True
             # Claim when work may be due and at least half the room is free (bigger batches,
             # fewer round trips), or at once when nothing is running or buffered.
             busy = bool(self.inflight or self.buffer)
@@ -281,6 +349,7 @@ class KindWorker:
                 continue
             limit = min(room, batch_size)
             self.signal.clear()
+            claimed_while_paused = self.paused
             try:
                 claimed = await runtime.executor.run(
                     single(
@@ -299,6 +368,12 @@ class KindWorker:
             self.more_due = len(claimed) == limit
             if not claimed:
                 continue
+            if self.paused:
+                if not claimed_while_paused:
+                    # The pause arrived while this claim ran: hand its rows back unstarted.
+                    self.runtime.release_later([(row[0], row[6]) for row in claimed])
+                    continue
+                self.resume()  # a claim after the pause got rows: it was resumed meanwhile
             if runtime.events.listeners:
                 runtime.events.emit(
                     TasksClaimed(
@@ -311,7 +386,7 @@ class KindWorker:
 
     def _start_buffered(self, size: int) -> None:
         """Start buffered claims in free slots; release those whose lease ran too short."""
-        if not self.buffer:
+        if not self.buffer or self.paused:
             return
         now = self.loop.time()
         lease = self.lease
@@ -409,6 +484,7 @@ class KindWorker:
                     envelope.attempt,
                     outcome.status.value,
                     duration,
+                    outcome.error is not None and outcome.error.startswith(TIMED_OUT),
                 )
             )
         self.runtime.writer.submit(
@@ -420,9 +496,15 @@ class KindWorker:
                 self.keep_messages,
                 self.delete_finished and outcome.status.is_terminal,
                 attempt.lease_expiry,
+                envelope.attempt,
             )
         )
-        if self.buffer and not self.runtime.stopping and len(self.inflight) < self.size:
+        if (
+            self.buffer
+            and not self.runtime.stopping
+            and not self.paused
+            and len(self.inflight) < self.size
+        ):
             # Take the next buffered claim at once: the claim loop may be waiting on a claim.
             try:
                 self._start_buffered(self.size)
@@ -610,6 +692,13 @@ class Runtime:
             worker = self.workers.get(value)
             if worker is not None:
                 worker.notify()
+        elif prefix in ("pause", "resume"):
+            worker = self.workers.get(value)
+            if worker is not None:
+                if prefix == "pause":
+                    worker.pause()
+                else:
+                    worker.resume()
         elif prefix == "c":
             try:
                 task_id = int(value)
@@ -702,6 +791,7 @@ class Runtime:
                             ttl,
                             period * 0.9,
                             worker.options.loop.sweep_batch_size,
+                            worker.options.loop.throughput_window,
                         )
                     )
                     if deleted:

@@ -90,13 +90,17 @@ WHERE kind = %(kind)s
        OR (status = 'no_attempts_left' AND claim_token IS NOT NULL AND delayed_till > now()));
 
 -- name: claim_due_tasks
--- Claim up to LIMIT due tasks of a kind: consume an attempt, lease the row, hand out a token.
+-- Claim up to LIMIT due tasks of an unpaused kind: consume an attempt, lease the row, hand out a
+-- token. The pause check is part of the statement, so no claim sees a committed pause late.
 WITH due AS (
     SELECT id, claim_token AS previous_token
     FROM __schema__.tasks
     WHERE kind = %(kind)s
       AND status IN ('new', 'must_retry')
       AND delayed_till <= now()
+      AND NOT EXISTS (
+          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+      )
     ORDER BY delayed_till
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED
@@ -118,32 +122,70 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
-UPDATE __schema__.tasks AS t
-SET status = r.status::__schema__.task_status,
-    attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
-    delayed_till = now() + make_interval(secs => r.delay),
-    claim_token = NULL,
-    messages = CASE
-        WHEN r.error IS NULL THEN t.messages
-        WHEN r.keep <= 0 THEN '{}'::text[]
-        ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
-    END,
-    finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
-    updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
-            %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
-     AS r(id, token, status, delay, error, keep)
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
-RETURNING t.id;
+-- The applied outcomes are added to the per-minute throughput rollup in the same statement.
+WITH updated AS (
+    UPDATE __schema__.tasks AS t
+    SET status = r.status::__schema__.task_status,
+        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
+        delayed_till = now() + make_interval(secs => r.delay),
+        claim_token = NULL,
+        messages = CASE
+            WHEN r.error IS NULL THEN t.messages
+            WHEN r.keep <= 0 THEN '{}'::text[]
+            ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
+        END,
+        finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
+                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
+         AS r(id, token, status, delay, error, keep)
+    WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
+    RETURNING t.id, t.kind, r.status
+), rollup AS (
+    INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
+    SELECT kind, date_trunc('minute', now()),
+           count(*) FILTER (WHERE status = 'succeeded'),
+           count(*) FILTER (WHERE status = 'must_retry'),
+           count(*) FILTER (WHERE status = 'no_attempts_left'),
+           count(*) FILTER (WHERE status = 'cancelled')
+    FROM updated
+    GROUP BY kind
+    ORDER BY kind
+    ON CONFLICT (kind, minute) DO UPDATE
+    SET succeeded = tp.succeeded + excluded.succeeded,
+        failed = tp.failed + excluded.failed,
+        exhausted = tp.exhausted + excluded.exhausted,
+        cancelled = tp.cancelled + excluded.cancelled
+)
+SELECT id FROM updated;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
--- by their casts, so each is parsed once (a cast from text would be re-parsed per row).
-DELETE FROM __schema__.tasks AS t
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
-RETURNING t.id;
+-- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
+-- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
+WITH deleted AS (
+    DELETE FROM __schema__.tasks AS t
+    WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
+    RETURNING t.id, t.kind
+), outcomes AS (
+    SELECT deleted.id, deleted.kind, r.status
+    FROM deleted
+    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS r(id, status) ON r.id = deleted.id
+), rollup AS (
+    INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
+    SELECT kind, date_trunc('minute', now()),
+           count(*) FILTER (WHERE status = 'succeeded'), 0, 0,
+           count(*) FILTER (WHERE status = 'cancelled')
+    FROM outcomes
+    GROUP BY kind
+    ORDER BY kind
+    ON CONFLICT (kind, minute) DO UPDATE
+    SET succeeded = tp.succeeded + excluded.succeeded,
+        cancelled = tp.cancelled + excluded.cancelled
+)
+SELECT id FROM deleted;
 
 -- name: release_claims
 -- Hand claimed tasks back at once with the attempt refunded (stop in abort mode).
@@ -282,3 +324,158 @@ SELECT to_regclass('__schema__.tasks') IS NOT NULL,
 -- name: schema_revision
 -- Start-up check: the pgqueue revision `pgqueue migrate` recorded in the schema.
 SELECT version_num FROM __schema__.pgqueue_alembic_version;
+
+-- name: prune_throughput
+-- Delete a kind's rollup rows older than the window (seconds).
+DELETE FROM __schema__.throughput
+WHERE kind = %(kind)s AND minute < now() - make_interval(secs => %(window)s);
+
+-- name: read_throughput
+-- The rollup rows of the last MINUTES minutes (the current one included), optionally of one kind.
+SELECT kind, minute, succeeded, failed, exhausted, cancelled
+FROM __schema__.throughput
+WHERE minute > date_trunc('minute', now()) - make_interval(mins => %(minutes)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+ORDER BY minute, kind;
+
+-- name: pause_kind
+-- Pause a kind known to this process or to the database; tell every worker at once.
+WITH known AS (
+    SELECT %(kind)s::text AS kind
+    WHERE %(registered)s
+       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+), paused AS (
+    INSERT INTO __schema__.kinds AS k (kind, paused_at)
+    SELECT kind, now() FROM known
+    ON CONFLICT (kind) DO UPDATE SET paused_at = coalesce(k.paused_at, excluded.paused_at)
+    RETURNING kind
+)
+SELECT kind, pg_notify(%(channel)s, 'pause:' || kind) FROM paused;
+
+-- name: resume_kind
+-- Resume a kind known to this process or to the database; wake every worker of it at once.
+WITH known AS (
+    SELECT %(kind)s::text AS kind
+    WHERE %(registered)s
+       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+), resumed AS (
+    INSERT INTO __schema__.kinds AS k (kind)
+    SELECT kind FROM known
+    ON CONFLICT (kind) DO UPDATE SET paused_at = NULL
+    RETURNING kind
+)
+SELECT kind, pg_notify(%(channel)s, 'resume:' || kind), pg_notify(%(channel)s, 'p:' || kind)
+FROM resumed;
+
+-- name: kind_exists
+-- Whether the database knows a kind (a kinds row or any task).
+SELECT EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+    OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text);
+
+-- name: kind_overview
+-- Per kind and status: exact counts of open tasks (through the partial indexes), due tasks and
+-- the age of the oldest due one; finished tasks counted exactly in a small table and estimated
+-- from the (kind, status) statistics in a large one; the paused flag. One row per kind x status.
+WITH size AS (
+    SELECT greatest(c.reltuples, 0)::float8 AS rows
+    FROM pg_class AS c
+    WHERE c.oid = '__schema__.tasks'::regclass
+), open_tasks AS (
+    SELECT kind, status, claim_token, delayed_till
+    FROM __schema__.tasks
+    WHERE status IN ('new', 'must_retry')
+    UNION ALL
+    SELECT kind, status, claim_token, delayed_till
+    FROM __schema__.tasks
+    WHERE status = 'no_attempts_left'
+), open_groups AS (
+    SELECT kind, status, claim_token IS NOT NULL AND delayed_till > now() AS processing,
+           count(*) AS tasks,
+           count(*) FILTER (WHERE delayed_till <= now()) AS due,
+           min(delayed_till) AS oldest
+    FROM open_tasks
+    GROUP BY 1, 2, 3
+), open_counts AS (
+    SELECT kind, CASE WHEN processing THEN 'processing' ELSE status::text END AS status,
+           tasks,
+           CASE WHEN status <> 'no_attempts_left' AND NOT processing THEN due ELSE 0 END AS due,
+           CASE WHEN status <> 'no_attempts_left' AND NOT processing AND due > 0
+                THEN oldest END AS oldest_due
+    FROM open_groups
+), exact_finished AS (
+    -- Ordered like tasks_terminal_idx and limited: a plain index scan, never a parallel one
+    -- (whose workers would start even when the size check skips the scan).
+    SELECT kind, status::text AS status, count(*) AS tasks
+    FROM (
+        SELECT kind, status
+        FROM __schema__.tasks
+        WHERE status IN ('cancelled', 'succeeded')
+          AND (SELECT rows FROM size) < %(exact_below)s
+        ORDER BY kind, finished_at
+        LIMIT %(exact_below)s
+    ) AS finished
+    GROUP BY 1, 2
+), estimated_finished AS (
+    SELECT s.most_common_vals[i][1] AS kind, s.most_common_vals[i][2] AS status,
+           round(s.most_common_freqs[i] * (SELECT rows FROM size))::bigint AS tasks
+    FROM pg_stats_ext AS s, generate_subscripts(s.most_common_freqs, 1) AS i
+    WHERE s.statistics_schemaname = %(schema)s
+      AND s.statistics_name = 'tasks_kind_status_stats'
+      AND NOT s.inherited
+      AND (SELECT rows FROM size) >= %(exact_below)s
+)
+SELECT kind, status, tasks, due, extract(epoch FROM now() - oldest_due)::float8, false,
+       NULL::timestamptz
+FROM open_counts
+UNION ALL
+SELECT kind, status, tasks, 0, NULL, false, NULL FROM exact_finished
+UNION ALL
+SELECT kind, status, tasks, 0, NULL, true, NULL
+FROM estimated_finished
+WHERE status IN ('cancelled', 'succeeded')
+UNION ALL
+SELECT kind, NULL, 0, 0, NULL, false, paused_at FROM __schema__.kinds;
+
+-- name: list_tasks
+-- A page of tasks, newest first, below the cursor id, filtered by kind, derived status and key
+-- prefix.
+SELECT id, kind, payload::text, external_key, status::text,
+       claim_token IS NOT NULL AND delayed_till > now() AS processing,
+       attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+       created_at, updated_at, started_at, finished_at
+FROM __schema__.tasks
+WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(key_prefix)s::text IS NULL OR starts_with(external_key, %(key_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+               ELSE status::text END = %(status)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_payload
+-- Like list_tasks, and the payload contains a JSON value; only the SCAN newest matching rows
+-- below the cursor are searched, so the cost is bounded.
+SELECT id, kind, payload, external_key, status, processing, attempts_elapsed, attempts_left,
+       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at
+FROM (
+    SELECT id, kind, payload::text AS payload, payload AS document, external_key,
+           status::text AS status,
+           claim_token IS NOT NULL AND delayed_till > now() AS processing,
+           attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+           created_at, updated_at, started_at, finished_at
+    FROM __schema__.tasks
+    WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+      AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+      AND (%(key_prefix)s::text IS NULL OR starts_with(external_key, %(key_prefix)s::text))
+      AND (%(status)s::text IS NULL
+           OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+                   ELSE status::text END = %(status)s::text)
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS recent
+WHERE document @> %(payload_contains)s::jsonb
+ORDER BY id DESC
+LIMIT %(limit)s;
