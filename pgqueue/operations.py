@@ -9,6 +9,7 @@ from typing import Any
 
 from pgqueue.errors import CapacityExceeded, InvalidTask
 from pgqueue.executor import Operation, Statement, Steps
+from pgqueue.options import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import (
@@ -26,8 +27,12 @@ MAX_PAYLOAD_BYTES = 1_048_576
 MAX_SWEEP_BATCHES = 100  # per sweep; the rest waits for the next period
 
 
+MAX_TASK_ID = 2**63 - 1  # bigint
+
+
 def delay_seconds(delay: float | int | timedelta) -> float:
-    """Validate a push delay and return it in seconds."""
+    """Validate a push delay (0 to ten years, :data:`~pgqueue.options.MAX_SECONDS`) and return
+    it in seconds."""
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
@@ -38,6 +43,8 @@ def delay_seconds(delay: float | int | timedelta) -> float:
         raise InvalidTask(f"delay must be a finite number of seconds, got {delay!r}")
     if seconds < 0:
         raise InvalidTask(f"delay must not be negative, got {delay!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidTask(f"delay must be at most {MAX_SECONDS:.0f}s (10 years), got {delay!r}")
     return seconds
 
 
@@ -204,9 +211,11 @@ def retry_tasks(
 ) -> Operation[int]:
     """Give up to ``limit`` exhausted tasks of ``kind`` ``attempts`` fresh attempts."""
     registry.get(validate_kind_name(kind))
-    for name, value in (("attempts", attempts), ("limit", limit)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidTask(f"retry_tasks: {name} must be an int >= 1, got {value!r}")
+    for name, value, maximum in (("attempts", attempts, MAX_ATTEMPTS), ("limit", limit, MAX_INT)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+            raise InvalidTask(
+                f"retry_tasks: {name} must be an int from 1 to {maximum}, got {value!r}"
+            )
 
     def steps() -> Steps[int]:
         rows = yield Statement(
@@ -222,9 +231,10 @@ def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
     """Read one task by id (``None`` when there is no such row)."""
     if not isinstance(task_id, int) or isinstance(task_id, bool):
         raise InvalidTask(f"task id must be an int, got {task_id!r}")
+    exists = 0 < task_id <= MAX_TASK_ID  # no other id can exist (and the driver would fail)
 
     def steps() -> Steps[TaskInfo | None]:
-        rows = yield Statement(queries["get_task"], {"id": task_id})
+        rows = (yield Statement(queries["get_task"], {"id": task_id})) if exists else []
         if not rows:
             return None
         (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
