@@ -189,7 +189,9 @@ class AsyncPsycopgExecutor:
         self._sticky_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if not self._opened and self._owned:
+        if not self._opened and (self._owned or self.pool.closed):
+            # Your pool, made with open=False and not opened yet: opened (and closed) here.
+            self._owned = True
             await self.pool.open(wait=True)
         self._opened = True
 

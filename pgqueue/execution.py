@@ -189,6 +189,8 @@ class AttemptRunner:
                         await self.invoker(envelope)
                     finally:
                         fired = guard.leave()
+                    if fired:  # it swallowed the cancellation and returned late
+                        raise asyncio.CancelledError
                 except asyncio.CancelledError:
                     if not fired:
                         raise
