@@ -11,6 +11,7 @@ processes, and attempts run beyond those the database recorded. Configured by en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -56,10 +57,8 @@ async def overrun_async(envelope: Any) -> None:
     try:
         end = time.monotonic() + 4 * TIMEOUT
         while (left := end - time.monotonic()) > 0:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(left)
-            except asyncio.CancelledError:
-                pass
     finally:
         mark("end", envelope)
 

@@ -147,8 +147,10 @@ class Chaos:
         extra = sum(max(0, len(r) - recorded.get(task, 0)) for task, r in runs.items())
         overlaps = 0
         for attempts in runs.values():
-            spans = sorted((start, end) for _, start, end in attempts)
-            overlaps += sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+            latest_end = float("-inf")
+            for start, end in sorted((start, end) for _, start, end in attempts):
+                overlaps += start < latest_end
+                latest_end = max(latest_end, end)
         crashed = sum(w.stderr.count("crashed; restarting") for w in self.workers)
         exit_codes = [w.process.returncode for w in alive]
         figures = {
