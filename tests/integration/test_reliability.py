@@ -68,7 +68,7 @@ async def test_a_result_is_written_after_an_outage_longer_than_the_lease(db: Dat
         finished.set()
 
     loop = LoopOptions(poll_period=0.2, lease_margin=1.0, max_db_retry_delay=0.2)
-    queue.register_kind("k", handler, KindOptions(attempt_timeout=5, max_attempts=1, loop=loop))
+    queue.register_kind("k", handler, KindOptions(attempt_timeout=1, max_attempts=1, loop=loop))
     recorder = Recorder(queue)
     async with queue:
         task_id = await queue.push_task(Task("k"))
