@@ -21,6 +21,10 @@ class TcpProxy:
     """Runs on its own event loop thread; every method may be called from any thread."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        # A host that is a directory is a Unix socket directory (as libpq reads it).
+        self.unix_path = (
+            f"{target_host}/.s.PGSQL.{target_port}" if target_host.startswith("/") else None
+        )
         self.target = (target_host, target_port)
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
@@ -47,6 +51,14 @@ class TcpProxy:
         self.loop.run_until_complete(self._server.wait_closed())
         self.loop.close()
 
+    @classmethod
+    def for_dsn(cls, dsn: str) -> TcpProxy:
+        """A proxy in front of the server ``dsn`` points at (TCP or Unix socket)."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(dsn)
+        return cls(int(params.get("port") or 5432), str(params.get("host") or "127.0.0.1"))
+
     def dsn(self, dsn: str) -> str:
         """``dsn`` pointed at this proxy instead of the server."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -61,7 +73,10 @@ class TcpProxy:
             flowing.set()
         self._flows.append(flowing)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix_path is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return

@@ -142,8 +142,7 @@ async def test_async_worker_aborts_after_a_drain_that_timed_out(
 
 
 async def test_a_silent_listen_connection_is_replaced_within_seconds(db: Database) -> None:
-    port = int(psycopg.conninfo.conninfo_to_dict(db.dsn).get("port") or 5432)
-    proxy = TcpProxy(port)
+    proxy = TcpProxy.for_dsn(db.dsn)
     try:
         executor = AsyncPsycopgExecutor(db.dsn, listen_dsn=proxy.dsn(db.dsn))
         queue = AsyncQueue(executor, schema=db.schema)
