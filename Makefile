@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes chaos lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,8 @@ test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the 
 
 test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (throughput history)
 	$(BIN)/python -m pytest -m minutes $(PYTEST_ARGS)
+chaos: $(STAMP) ## Fault injection: real workers, a PostgreSQL cluster the suite owns (needs pgbouncer)
+	$(BIN)/python -m pytest tests/chaos -m chaos -p no:cacheprovider -s $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
@@ -125,10 +126,29 @@ async def run_in_asyncpg(tx: Any, op: Operation[T]) -> T:
     return await drive_async(op, _fetcher(conn))
 
 
+def set_keepalives(conn: Any) -> None:
+    """TCP keepalives on a LISTEN connection (asyncpg has no option for them), so a dead peer
+    is noticed in about 20 s even when the listener has nothing to send."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 3), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 class AsyncpgExecutor:
     """Async executor over an asyncpg ``Pool`` (made from a DSN, or yours)."""
 
-    def __init__(self, target: str | asyncpg.Pool, *, max_size: int = 8) -> None:
+    def __init__(
+        self, target: str | asyncpg.Pool, *, max_size: int = 8, listen_dsn: str | None = None
+    ) -> None:
+        # The LISTEN connection's own DSN: straight to PostgreSQL when ``target`` goes through
+        # PgBouncer in transaction pooling mode (where LISTEN does not work).
+        self.listen_dsn = listen_dsn
         if isinstance(target, asyncpg.Pool):
             self.pool: asyncpg.Pool | None = target
             self._owned = False
@@ -180,7 +200,10 @@ class AsyncpgExecutor:
         pool = await self._pool()
         # From a DSN: a connection of its own. With your pool: one of its connections, held
         # for as long as the listener runs.
-        conn: Any = await asyncpg.connect(self._dsn) if self._dsn else await pool.acquire()
+        own_dsn = self.listen_dsn or self._dsn
+        conn: Any = await asyncpg.connect(own_dsn) if own_dsn else await pool.acquire()
+        if own_dsn:
+            set_keepalives(conn)
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -203,8 +226,11 @@ class AsyncpgExecutor:
             yield payloads()
         finally:
             conn.remove_termination_listener(on_close)
-            if self._dsn:
-                await conn.close(timeout=5)
+            if own_dsn:
+                try:
+                    await conn.close(timeout=2)
+                except Exception:  # noqa: BLE001 - a silent socket: just drop it
+                    conn.terminate()
             else:
                 # On a broken connection this fails; the pool replaces the connection anyway.
                 with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

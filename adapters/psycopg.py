@@ -224,10 +224,34 @@ async def run_in_async(tx: Any, op: Operation[T]) -> T:
     return await drive_async(op, async_fetcher(conn))
 
 
+LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+}
+"""TCP keepalives of the LISTEN connection (a dead peer is noticed in about 20 s even when the
+listener has nothing to send); options given in the DSN win."""
+
+
+def keepalive_options(conninfo: str) -> dict[str, Any]:
+    given = conninfo_to_dict(conninfo)
+    return {name: value for name, value in LISTEN_KEEPALIVES.items() if name not in given}
+
+
 class AsyncPsycopgExecutor:
     """Async executor over a psycopg ``AsyncConnectionPool`` (made from a DSN, or yours)."""
 
-    def __init__(self, target: str | AsyncConnectionPool, *, max_size: int = 8) -> None:
+    def __init__(
+        self,
+        target: str | AsyncConnectionPool,
+        *,
+        max_size: int = 8,
+        listen_dsn: str | None = None,
+    ) -> None:
+        # The LISTEN connection's own DSN: straight to PostgreSQL when ``target`` goes through
+        # PgBouncer in transaction pooling mode (where LISTEN does not work).
+        self.listen_dsn = listen_dsn
         if isinstance(target, AsyncConnectionPool):
             self.pool, self._owned = target, False
             self.conninfo = str(target.conninfo)
@@ -245,7 +269,9 @@ class AsyncPsycopgExecutor:
         self._sticky_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if not self._opened and self._owned:
+        if not self._opened and (self._owned or self.pool.closed):
+            # Your pool, made with open=False and not opened yet: opened (and closed) here.
+            self._owned = True
             await probe_async(self.conninfo)
             await self.pool.open(wait=True)
         self._opened = True
@@ -284,7 +310,10 @@ class AsyncPsycopgExecutor:
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
-        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        conninfo = self.listen_dsn or self.conninfo
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, **keepalive_options(conninfo)
+        )
         try:
             await conn.execute(f'LISTEN "{channel}"')
 

@@ -162,12 +162,24 @@ class AsyncQueue(QueueBase):
         self._state = QueueState.RUNNING
 
     async def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
-        """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back."""
-        if self._runtime is None or self._state is not QueueState.RUNNING:
+        """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back.
+
+        Called with ``ABORT`` while a drain is in progress (from another task), it turns that
+        drain into an abort, and returns once the queue stopped.
+        """
+        runtime = self._runtime
+        if runtime is None:
+            return
+        if self._state is QueueState.STOPPING:
+            if StopMode(mode) is StopMode.ABORT:
+                await runtime.abort_inflight()
+            await runtime.stopped.wait()
+            return
+        if self._state is not QueueState.RUNNING:
             return
         self._state = QueueState.STOPPING
         try:
-            await self._runtime.stop(StopMode(mode))
+            await runtime.stop(StopMode(mode))
         finally:
             self._runtime = None
             self._state = QueueState.STOPPED

@@ -134,11 +134,15 @@ async def run_async_worker(queue: AsyncQueue) -> None:
     log.info("worker started (kinds: %s)", ", ".join(s.kind for s in queue.registry.handled()))
     await stop.wait()
     log.info("stopping: draining in-flight tasks")
-    try:
-        await asyncio.wait_for(queue.close(), _drain_bound(queue))
-    except TimeoutError:
+    # Never cancel the drain (a cancelled stop forgets its runtime, and an ABORT after it would
+    # find nothing to abort): when it takes too long, escalate it to an abort instead.
+    draining = asyncio.ensure_future(queue.stop())
+    done, _ = await asyncio.wait({draining}, timeout=_drain_bound(queue))
+    if not done:
         log.error("drain did not finish in time; aborting the rest")
-        await queue.close(StopMode.ABORT)
+        await queue.stop(StopMode.ABORT)
+        await draining
+    await queue.close()
     log.info("stopped")
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,8 +78,12 @@ class Envelope:
         self._cancelled = True
 
     def time_left(self) -> float:
-        """Seconds until the attempt deadline (negative once it passed)."""
-        return self.monotonic_deadline - asyncio.get_running_loop().time()
+        """Seconds until the attempt deadline (negative once it passed).
+
+        Works in sync handlers (on their thread) as in async ones: ``monotonic_deadline`` is on
+        the ``time.monotonic()`` clock, which asyncio's event loop clock is.
+        """
+        return self.monotonic_deadline - time.monotonic()
 
     def __repr__(self) -> str:
         return (
@@ -118,9 +122,14 @@ class Decision:
     @classmethod
     def retry_after(cls, seconds: float) -> Decision:
         """Retry after ``seconds`` instead of the delayer's delay (if attempts are left)."""
+        from pgqueue.options import MAX_SECONDS
+
         seconds = float(seconds)
-        if seconds < 0 or seconds != seconds:
-            raise ValueError(f"retry_after needs a non-negative delay, got {seconds!r}")
+        if not 0 <= seconds <= MAX_SECONDS:  # also rejects NaN
+            raise ValueError(
+                f"retry_after needs a delay from 0 to {MAX_SECONDS:.0f}s (10 years),"
+                f" got {seconds!r}"
+            )
         return cls(DecisionKind.RETRY_AFTER, seconds)
 
     @classmethod

@@ -8,6 +8,7 @@ caught here and turned into an :class:`Outcome`; nothing escapes to the worker l
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,10 +16,10 @@ from typing import Any
 
 from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
 from pgqueue.errors import AttemptTimeout, MustCancelTask
-from pgqueue.options import is_async_callable
+from pgqueue.options import MAX_SECONDS, is_async_callable
 from pgqueue.registry import KindSpec
 from pgqueue.task import Status
-from pgqueue.threads import DaemonThreadPool
+from pgqueue.threads import DaemonThreadPool, Job
 
 log = logging.getLogger("pgqueue.execution")
 
@@ -55,7 +56,7 @@ class DeadlineGuard:
     resulting ``CancelledError`` is the guard's own (as ``asyncio.timeout`` does).
     """
 
-    __slots__ = ("_cancelling", "_state", "_task")
+    __slots__ = ("_cancelling", "_state", "_task", "threads")
 
     IDLE, INSIDE, FIRED = 0, 1, 2
 
@@ -63,6 +64,13 @@ class DeadlineGuard:
         self._state = self.IDLE
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
+        # Threads of sync callables that were interrupted (deadline, cancel, abort) while
+        # running: Python cannot stop them, so the attempt holds its claim until they return.
+        self.threads: list[Job] = []
+
+    def thread_running(self) -> bool:
+        """True while a thread of this attempt that was interrupted has not returned yet."""
+        return any(not job.returned.done() for job in self.threads)
 
     def enter(self) -> None:
         task = asyncio.current_task()
@@ -83,6 +91,26 @@ class DeadlineGuard:
         if fired and self._task is not None:
             return self._task.uncancel() <= self._cancelling
         return False
+
+
+running_guard: contextvars.ContextVar[DeadlineGuard | None] = contextvars.ContextVar(
+    "pgqueue_running_guard", default=None
+)
+"""The guard of the attempt the current asyncio task runs (set by the worker runtime)."""
+
+
+async def in_thread(threads: DaemonThreadPool, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a sync callable on the pool; if interrupted while its thread runs it, tell the
+    attempt's guard, so the attempt keeps its claim and slot until the thread returns."""
+    future, job = threads.submit_job(asyncio.get_running_loop(), fn, *args)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if not job.cancel():  # a thread took it: it runs on, whatever we do
+            guard = running_guard.get()
+            if guard is not None:
+                guard.threads.append(job)
+        raise
 
 
 class AttemptRunner:
@@ -111,7 +139,7 @@ class AttemptRunner:
         threads = self.threads
 
         async def run_in_thread(envelope: Envelope) -> Any:
-            return await threads.submit(asyncio.get_running_loop(), fn, envelope)
+            return await in_thread(threads, fn, envelope)
 
         return run_in_thread
 
@@ -120,7 +148,7 @@ class AttemptRunner:
             async with asyncio.timeout(max(budget, 0.0)) as handle:
                 if is_async_callable(hook):
                     return await hook(*args)
-                return await self.threads.submit(asyncio.get_running_loop(), hook, *args)
+                return await in_thread(self.threads, hook, *args)
         except TimeoutError:
             if not handle.expired():
                 raise
@@ -161,6 +189,8 @@ class AttemptRunner:
                         await self.invoker(envelope)
                     finally:
                         fired = guard.leave()
+                    if fired:  # it swallowed the cancellation and returned late
+                        raise asyncio.CancelledError
                 except asyncio.CancelledError:
                     if not fired:
                         raise
@@ -243,9 +273,13 @@ def decide(
     if decision.kind is DecisionKind.DROP or envelope.attempts_left <= 0:
         return Outcome(Status.NO_ATTEMPTS_LEFT, error=message)
     if decision.kind is DecisionKind.RETRY_AFTER:
-        return Outcome(Status.MUST_RETRY, delay=decision.delay, error=message)
+        return Outcome(Status.MUST_RETRY, delay=min(decision.delay, MAX_SECONDS), error=message)
     try:
-        delay = max(0.0, float(delayer(envelope.attempt)))
+        delay = float(delayer(envelope.attempt))
+        if delay != delay:
+            raise ValueError("the delayer returned NaN")
+        # A delay PostgreSQL cannot add to now() would fail the whole result batch, forever.
+        delay = min(max(0.0, delay), MAX_SECONDS)
     except Exception as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
         log.warning("delayer failed, retrying in 1s: %s", describe_error(exc))
         delay = 1.0

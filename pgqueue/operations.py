@@ -9,6 +9,7 @@ from typing import Any
 
 from pgqueue.errors import CapacityExceeded, InvalidTask, UnknownKind
 from pgqueue.executor import Operation, Statement, Steps
+from pgqueue.options import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import (
@@ -34,8 +35,12 @@ EXACT_FINISHED_BELOW = 100_000  # table rows (planner estimate) below which fini
 MAX_THROUGHPUT_MINUTES = 7 * 24 * 60 * 5
 
 
+MAX_TASK_ID = 2**63 - 1  # bigint
+
+
 def delay_seconds(delay: float | int | timedelta) -> float:
-    """Validate a push delay and return it in seconds."""
+    """Validate a push delay (0 to ten years, :data:`~pgqueue.options.MAX_SECONDS`) and return
+    it in seconds."""
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
@@ -46,6 +51,8 @@ def delay_seconds(delay: float | int | timedelta) -> float:
         raise InvalidTask(f"delay must be a finite number of seconds, got {delay!r}")
     if seconds < 0:
         raise InvalidTask(f"delay must not be negative, got {delay!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidTask(f"delay must be at most {MAX_SECONDS:.0f}s (10 years), got {delay!r}")
     return seconds
 
 
@@ -221,9 +228,11 @@ def retry_tasks(
     """Give up to ``limit`` exhausted tasks of ``kind`` ``attempts`` fresh attempts (the kind
     need not be registered here, but must be known to this process or the database)."""
     validate_kind_name(kind)
-    for name, value in (("attempts", attempts), ("limit", limit)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidTask(f"retry_tasks: {name} must be an int >= 1, got {value!r}")
+    for name, value, maximum in (("attempts", attempts, MAX_ATTEMPTS), ("limit", limit, MAX_INT)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+            raise InvalidTask(
+                f"retry_tasks: {name} must be an int from 1 to {maximum}, got {value!r}"
+            )
     known = require_known_kind(registry, queries, kind)
 
     def steps() -> Steps[int]:
@@ -239,10 +248,12 @@ def retry_tasks(
 
 def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
     """Read one task by id (``None`` when there is no such row)."""
-    _check_task_id(task_id, "task id")
+    if not isinstance(task_id, int) or isinstance(task_id, bool):
+        raise InvalidTask(f"task id must be an int, got {task_id!r}")
+    exists = 0 < task_id <= MAX_TASK_ID  # no other id can exist (and the driver would fail)
 
     def steps() -> Steps[TaskInfo | None]:
-        rows = yield Statement(queries["get_task"], {"id": task_id})
+        rows = (yield Statement(queries["get_task"], {"id": task_id})) if exists else []
         return task_info(rows[0]) if rows else None
 
     return Operation(steps())

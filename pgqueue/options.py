@@ -24,6 +24,13 @@ FailureHook = Callable[
 ]
 
 MAX_WORKER_COUNT = 10_000
+MAX_SECONDS = 10 * 365.25 * 86_400
+"""Upper bound of every duration pgqueue accepts (push delays, retry delays, timeouts,
+retention): ten years. Beyond it a value is surely a unit mistake, and far enough beyond it
+PostgreSQL's timestamp arithmetic overflows."""
+MAX_ATTEMPTS = 1_000_000
+"""Upper bound of ``max_attempts`` and of the attempts ``retry_tasks`` grants."""
+MAX_INT = 2**31 - 1  # PostgreSQL integer
 SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
 PREFETCH_WINDOW = 0.025  # seconds of work (at the average attempt length) claimed ahead
 
@@ -47,16 +54,20 @@ def to_seconds(value: Seconds, name: str, *, allow_zero: bool = True) -> float:
         raise InvalidOptions(f"{name} must be finite, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise InvalidOptions(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidOptions(f"{name} must be at most {MAX_SECONDS:.0f}s (10 years), got {value!r}")
     return seconds
 
 
-def check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
-    """Raise :class:`InvalidOptions` unless ``value`` is an int >= ``minimum`` (or ``None``
-    when ``optional``)."""
+def check_int(
+    name: str, value: object, *, minimum: int, optional: bool = False, maximum: int = MAX_INT
+) -> None:
+    """Raise :class:`InvalidOptions` unless ``value`` is an int between ``minimum`` and
+    ``maximum`` (or ``None`` when ``optional``)."""
     if optional and value is None:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        allowed = f"{'None or ' if optional else ''}an int >= {minimum}"
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        allowed = f"{'None or ' if optional else ''}an int from {minimum} to {maximum}"
         raise InvalidOptions(f"{name} must be {allowed}, got {value!r}")
 
 
@@ -71,7 +82,11 @@ class LoopOptions:
     claim_batch_size: int = 200
     """Most rows one claim statement takes (also bounded by idle workers)."""
     lease_margin: float = 10.0
-    """Seconds added to ``attempt_timeout`` to form the lease (time to record the result)."""
+    """The lease of a claim (seconds): how long a claimed task stays taken without a heartbeat.
+    While this process holds a claim (buffered, running, result not yet written) a heartbeat
+    renews its lease to this many seconds every quarter of it, so an attempt may run as long as
+    its ``attempt_timeout`` allows, and a crashed process's tasks come back within about this
+    long. Keep it well above the database's worst round trip."""
     sweep_batch_size: int = 1000
     """Rows deleted per retention statement."""
     max_db_retry_delay: float = 5.0
@@ -79,6 +94,12 @@ class LoopOptions:
     throughput_window: float = 7 * 86_400.0
     """How long the per-minute throughput rollup of the kind is kept (seconds); the retention
     sweeper prunes older rows."""
+    max_overrun: float = 600.0
+    """Hard cap (seconds) on how long past its deadline a sync handler still running on its
+    thread keeps its task claimed. Python cannot interrupt a thread: the attempt is decided as
+    timed out at the deadline, but the task stays claimed and its worker slot taken until the
+    thread returns, so no retry overlaps it. Past this cap the lease is no longer renewed (an
+    error is logged) and the task may be retried while the thread still runs."""
     prefetch: int | None = None
     """Tasks claimed ahead of free workers, so the next batch is ready when one finishes.
     ``None`` (the default) adapts: while the kind's attempts are short (under 50 ms on
@@ -104,6 +125,7 @@ class LoopOptions:
             "lease_margin",
             "max_db_retry_delay",
             "throughput_window",
+            "max_overrun",
         ):
             to_seconds(getattr(self, name), f"LoopOptions.{name}", allow_zero=False)
         check_int("LoopOptions.claim_batch_size", self.claim_batch_size, minimum=1)
@@ -151,7 +173,7 @@ class KindOptions:
         to_seconds(self.attempt_timeout, "attempt_timeout", allow_zero=False)
         worker_count_of(self)
         terminal_ttl_of(self)
-        check_int("max_attempts", self.max_attempts, minimum=1)
+        check_int("max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS)
         check_int("max_task_error_messages", self.max_task_error_messages, minimum=0)
         check_int("max_pending", self.max_pending, minimum=1, optional=True)
         if not isinstance(self.delayer, Delayer):
@@ -174,8 +196,8 @@ class KindOptions:
 
     @property
     def lease_seconds(self) -> float:
-        """How long a claim holds a row: the attempt, its hooks and the result write."""
-        return self.attempt_timeout_seconds + float(self.loop.lease_margin)
+        """How long a claim holds a row between heartbeats (``loop.lease_margin``)."""
+        return float(self.loop.lease_margin)
 
 
 def worker_count_of(options: KindOptions) -> int:

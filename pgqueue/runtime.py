@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import random
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pgqueue.events import (
     TasksClaimed,
     TerminalTasksSwept,
 )
-from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome
+from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
 from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
 from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.operations import sweep_terminal_tasks
@@ -43,6 +44,9 @@ log = logging.getLogger("pgqueue.worker")
 
 MAX_RESULT_BATCH = 5000
 TIMED_OUT = "AttemptTimeout: "  # how an attempt's timeout reads in its outcome's error
+HEARTBEAT_SHARE = 0.25  # beat every quarter of the lease: three beats may fail before it ends
+LISTEN_CHECK_PERIOD = 2.0  # seconds of listener silence after which it is pinged
+LISTEN_ECHO_TIMEOUT = 3.0  # seconds a ping's echo may take before the listener is replaced
 
 
 class StopMode(enum.Enum):
@@ -77,34 +81,37 @@ class Result:
     outcome: Outcome
     keep_messages: int
     delete: bool
-    lease_expiry: float  # loop time after which the claim is no longer ours
     attempt: int = 0  # the attempt number, for log lines about the task
 
 
 class Attempt(DeadlineGuard):
     """A running attempt: its envelope, its claim and its deadline guard."""
 
-    __slots__ = ("envelope", "lease_expiry", "task", "token")
+    __slots__ = ("envelope", "overrun_capped", "task", "token")
 
-    def __init__(self, envelope: Envelope, token: str, lease_expiry: float) -> None:
+    def __init__(self, envelope: Envelope, token: str) -> None:
         super().__init__()
         self.envelope = envelope
         self.token = token
-        self.lease_expiry = lease_expiry
         self.task: asyncio.Task[None] | None = None
+        self.overrun_capped = False  # the heartbeat stopped renewing it (see max_overrun)
 
 
 class ResultWriter:
     """Writes attempt results in batches: whatever accumulated while the last write ran.
 
     Writes run on their own connection, concurrently with the claim loops. A failed write is
-    retried with backoff until it succeeds or the claims' leases run out (after which another
-    worker may own those tasks, so writing would be wrong).
+    retried with backoff until it succeeds: the heartbeat keeps the leases of unwritten results
+    alive, and a result whose claim was lost meanwhile is not applied (its claim token no longer
+    matches), so retrying is always safe. Only while the runtime stops does the writer give up,
+    one lease after it was asked to close (the tasks then come back when their leases end).
     """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.pending: list[Result] = []
+        self.writing: list[Result] = []  # the batch being written (its leases are renewed)
+        self.give_up_at: float | None = None
         self.signal = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -128,33 +135,33 @@ class ResultWriter:
                 return
 
     async def _write(self, batch: list[Result]) -> None:
+        self.writing = batch
+        try:
+            await self._write_until_done(batch)
+        finally:
+            self.writing = []
+
+    async def _write_until_done(self, live: list[Result]) -> None:
         loop = asyncio.get_running_loop()
         backoff = Backoff(self.runtime.max_db_retry_delay)
         while True:
-            now = loop.time()
-            live = [r for r in batch if r.lease_expiry > now]
-            for lost in batch:
-                if lost.lease_expiry <= now:
-                    log.error(
-                        "result of task %s dropped: its lease expired before it could be written",
-                        lost.task_id,
-                        extra={
-                            "task_id": lost.task_id,
-                            "task_kind": lost.kind,
-                            "attempt": lost.attempt,
-                        },
-                    )
-            if not live:
-                return
             try:
                 applied = await self.runtime.executor.run(
                     record_results(self.runtime.queries, live)
                 )
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                if self.give_up_at is not None and loop.time() >= self.give_up_at:
+                    for lost in live:
+                        log.error(
+                            "result of task %s not written before stop; the task returns when"
+                            " its lease ends",
+                            lost.task_id,
+                            extra={"task_id": lost.task_id, "task_kind": lost.kind},
+                        )
+                    return
                 delay = backoff.next()
                 log.warning("writing %d result(s) failed, retrying in %.2fs: %s",
                             len(live), delay, exc)  # fmt: skip
-                batch = live
                 await asyncio.sleep(delay)
                 continue
             for kind in retried_at_once(live, applied):
@@ -173,8 +180,72 @@ class ResultWriter:
             return
 
     async def close(self) -> None:
+        leases = [w.lease for w in self.runtime.workers.values()]
+        self.give_up_at = asyncio.get_running_loop().time() + max(leases, default=10.0)
         self.closing = True
         self.signal.set()
+
+    def held(self, kind: str) -> list[tuple[int, str]]:
+        """Claims of ``kind`` whose results wait to be written."""
+        return [(r.task_id, r.token) for r in (*self.writing, *self.pending) if r.kind == kind]
+
+
+class Heartbeat:
+    """Keeps the lease of every claim this process holds alive while it holds it.
+
+    A claim leases its row for the kind's ``lease_margin`` only. Every quarter of that, one
+    statement per kind (``extend_leases``) renews the leases of all the kind's claims held here —
+    buffered, running (including a sync handler still on its thread past its deadline, up to
+    ``max_overrun``), and with a result waiting to be written — guarded by their claim tokens.
+    So a long attempt is never re-claimed while it runs, and a dead process's tasks come back
+    within about one lease. A running attempt whose claim was not renewed (the task was
+    cancelled, or its lease was lost and the task re-claimed) is told to stop.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = {kind: loop.time() for kind in self.runtime.workers}
+        while True:
+            now = loop.time()
+            for kind, worker in self.runtime.workers.items():
+                if next_beat[kind] > now:
+                    continue
+                next_beat[kind] = now + worker.lease * HEARTBEAT_SHARE
+                try:
+                    await self.beat(worker)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                    log.warning("renewing the leases of %r failed: %s", kind, exc)
+            wait = min(next_beat.values(), default=now + 60) - loop.time()
+            await asyncio.sleep(max(wait, 0.01))
+
+    async def beat(self, worker: KindWorker) -> None:
+        loop = worker.loop
+        sent = loop.time()
+        claims = worker.held(sent) + self.runtime.writer.held(worker.kind)
+        if not claims:
+            worker.lease_renewed_at = sent
+            return
+        rows = await self.runtime.executor.run(
+            single(
+                Statement(
+                    self.runtime.queries["extend_leases"],
+                    {
+                        "ids": int_array(c[0] for c in claims),
+                        "tokens": uuid_array(c[1] for c in claims),
+                        "lease": worker.lease,
+                    },
+                )
+            )
+        )
+        worker.lease_renewed_at = sent
+        renewed = {row[0] for row in rows}
+        if len(renewed) < len(claims):
+            worker.claims_lost({c for c in claims if c[0] not in renewed})
 
 
 def int_array(values: Iterable[int]) -> str:
@@ -271,6 +342,9 @@ class KindWorker:
         # every poll period (in case the resume notification was missed).
         self.paused = False
 
+        self.lease_renewed_at = self.loop.time()  # when the last heartbeat was sent
+        self.max_overrun = self.options.loop.max_overrun
+
     def pause(self) -> None:
         """The kind was paused: start no more attempts; release claims not yet started."""
         if not self.paused:
@@ -290,6 +364,49 @@ class KindWorker:
             if self.runtime.events.listeners:
                 self.runtime.events.emit(KindPaused(self.kind, False, 0))
         self.notify()
+
+    def lease_left(self, claimed_at: float, now: float) -> float:
+        """Seconds the lease of a claim made at ``claimed_at`` surely lasts (as seen here)."""
+        return max(claimed_at, self.lease_renewed_at) + self.lease - now
+
+    def held(self, now: float) -> list[tuple[int, str]]:
+        """Claims the heartbeat renews: buffered ones and running attempts (a sync handler past
+        its deadline only up to ``max_overrun``)."""
+        claims = [(row[0], row[6]) for row, _ in self.buffer]
+        for attempt in self.inflight.values():
+            if attempt.envelope.monotonic_deadline + self.max_overrun < now:
+                if not attempt.overrun_capped:
+                    attempt.overrun_capped = True
+                    log.error(
+                        "task %s (%s) still runs %.0fs past its deadline: its lease is no longer"
+                        " renewed, so it may be retried while the thread still runs",
+                        attempt.envelope.id,
+                        self.kind,
+                        self.max_overrun,
+                        extra=_extra(attempt),
+                    )
+                continue
+            claims.append((attempt.envelope.id, attempt.token))
+        return claims
+
+    def claims_lost(self, lost: set[tuple[int, str]]) -> None:
+        """The heartbeat found these claims gone: cancelled, or taken over after a lost lease."""
+        ids = {c[0] for c in lost}
+        if self.buffer:
+            kept = [(row, at) for row, at in self.buffer if (row[0], row[6]) not in lost]
+            self.buffer.clear()
+            self.buffer.extend(kept)
+        for task_id in ids:
+            attempt = self.inflight.get(task_id)
+            if attempt is not None and (task_id, attempt.token) in lost:
+                log.warning(
+                    "task %s (%s) lost its claim while running; stopping the attempt",
+                    task_id,
+                    self.kind,
+                    extra=_extra(attempt),
+                )
+                attempt.envelope.request_cancel()
+                attempt.fire()
 
     def notify(self) -> None:
         self.more_due = True
@@ -350,6 +467,8 @@ class KindWorker:
             limit = min(room, batch_size)
             self.signal.clear()
             claimed_while_paused = self.paused
+            # A notification arriving while the claim runs sets more_due again: keep it.
+            self.more_due = False
             try:
                 claimed = await runtime.executor.run(
                     single(
@@ -365,7 +484,8 @@ class KindWorker:
                 await runtime.sleep_unless_stopping(delay)
                 continue
             backoff.reset()
-            self.more_due = len(claimed) == limit
+            if len(claimed) == limit:
+                self.more_due = True
             if not claimed:
                 continue
             if self.paused:
@@ -385,21 +505,21 @@ class KindWorker:
         # Claimed but not started: handed back by stop() (attempt refunded).
 
     def _start_buffered(self, size: int) -> None:
-        """Start buffered claims in free slots; release those whose lease ran too short."""
+        """Start buffered claims in free slots; release those whose lease ran short (the
+        heartbeat could not renew it lately: the database may be out of reach)."""
         if not self.buffer or self.paused:
             return
         now = self.loop.time()
-        lease = self.lease
-        needed = self.timeout + self.options.loop.lease_margin / 2
+        needed = self.lease / 2
         inflight = self.inflight
         buffer = self.buffer
         released = []
         while buffer and len(inflight) < size:
             row, claimed_at = buffer.popleft()
-            if claimed_at + lease - now < needed:
+            if self.lease_left(claimed_at, now) < needed:
                 released.append((row[0], row[6]))
                 continue
-            self._start(row, now, claimed_at + lease)
+            self._start(row, now, claimed_at)
         if released:
             self.runtime.release_later(released)
         if self._watchdog is None and inflight:
@@ -411,7 +531,7 @@ class KindWorker:
         self.buffer.clear()
         return claims
 
-    def _start(self, row: tuple[Any, ...], now: float, lease_expiry: float) -> None:
+    def _start(self, row: tuple[Any, ...], now: float, claimed_locally_at: float) -> None:
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
          lease_lost) = row  # fmt: skip
         if lease_lost:
@@ -422,7 +542,7 @@ class KindWorker:
                 extra={"task_id": task_id, "task_kind": self.kind, "attempt": elapsed},
             )
         timeout = self.timeout
-        waited = now - (lease_expiry - self.lease)  # time spent buffered
+        waited = now - claimed_locally_at  # time spent buffered
         envelope = Envelope(
             id=task_id,
             kind=self.kind,
@@ -435,7 +555,7 @@ class KindWorker:
             monotonic_deadline=now + timeout,
             messages=messages,
         )
-        attempt = Attempt(envelope, token, lease_expiry)
+        attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt
         attempt.task = self.loop.create_task(self._execute(attempt), name=f"pgqueue-task-{task_id}")
 
@@ -460,20 +580,24 @@ class KindWorker:
     async def _execute(self, attempt: Attempt) -> None:
         envelope = attempt.envelope
         current_task.set(TaskContext(envelope.id, self.kind, envelope.attempt))
+        running_guard.set(attempt)
         loop = self.loop
         started = loop.time()
         try:
             outcome = await self.runner.run(envelope, attempt)
+            duration = loop.time() - started
+            if attempt.thread_running():
+                await self._wait_for_threads(attempt, outcome)
         except asyncio.CancelledError:
             return  # aborted: the claim is released by stop(ABORT)
         except BaseException as exc:
             log.exception("attempt of task %s crashed", envelope.id)
             outcome = Outcome(Status.MUST_RETRY, delay=1.0, error=f"{type(exc).__name__}: {exc}")
+            duration = loop.time() - started
         finally:
             if self.inflight.get(envelope.id) is attempt:
                 del self.inflight[envelope.id]
             self.signal.set()
-        duration = loop.time() - started
         average = self.average_attempt
         self.average_attempt = duration if average is None else average + (duration - average) / 8
         if self.runtime.events.listeners:
@@ -495,7 +619,6 @@ class KindWorker:
                 outcome,
                 self.keep_messages,
                 self.delete_finished and outcome.status.is_terminal,
-                attempt.lease_expiry,
                 envelope.attempt,
             )
         )
@@ -510,6 +633,34 @@ class KindWorker:
                 self._start_buffered(self.size)
             except Exception:  # the claim loop starts them on its next turn
                 log.exception("starting buffered tasks of %r failed", self.kind)
+
+    async def _wait_for_threads(self, attempt: Attempt, outcome: Outcome) -> None:
+        """A sync callable of this attempt still runs on its thread past the attempt's end
+        (deadline or cancellation): keep the claim (the heartbeat renews it) and the worker
+        slot until the thread returns, so no retry can overlap it; then write the outcome
+        decided at the deadline."""
+        runtime = self.runtime
+        runtime.stuck_threads += 1
+        log.warning(
+            "task %s (%s) attempt %d ended (%s) but its sync handler still runs on its thread;"
+            " the task stays claimed and its worker slot taken until the thread returns",
+            attempt.envelope.id,
+            self.kind,
+            attempt.envelope.attempt,
+            outcome.status.value,
+            extra=_extra(attempt),
+        )
+        try:
+            await asyncio.wait([job.returned for job in attempt.threads])
+        finally:
+            runtime.stuck_threads -= 1
+        log.info(
+            "the thread of task %s (%s) attempt %d returned",
+            attempt.envelope.id,
+            self.kind,
+            attempt.envelope.attempt,
+            extra=_extra(attempt),
+        )
 
     def cancel(self, task_id: int) -> None:
         """The task was cancelled in the database: tell its handler and end it now."""
@@ -531,16 +682,33 @@ class KindWorker:
             await asyncio.wait(tasks)
 
     async def abort(self) -> list[tuple[int, str]]:
-        """Cancel every in-flight attempt; return the claims to release."""
-        claims = [(a.envelope.id, a.token) for a in self.inflight.values()]
-        for attempt in list(self.inflight.values()):
+        """Cancel every in-flight attempt; return the claims to release.
+
+        An attempt whose sync handler still runs on its thread cannot be interrupted: its claim
+        is not released (a retry would overlap it); its task returns when its lease ends.
+        """
+        attempts = list(self.inflight.values())
+        for attempt in attempts:
             attempt.envelope.request_cancel()
             if attempt.task is not None:
                 attempt.task.cancel()
-        tasks = [a.task for a in self.inflight.values() if a.task is not None]
+        tasks = [a.task for a in attempts if a.task is not None]
         if tasks:
             await asyncio.wait(tasks)
+        claims = [(a.envelope.id, a.token) for a in attempts if not a.thread_running()]
+        if len(claims) < len(attempts):
+            log.warning(
+                "%d task(s) of %r keep their claim: their sync handlers still run on threads;"
+                " they return when their leases end",
+                len(attempts) - len(claims),
+                self.kind,
+            )
         return claims
+
+
+def _extra(attempt: Attempt) -> dict[str, Any]:
+    envelope = attempt.envelope
+    return {"task_id": envelope.id, "task_kind": envelope.kind, "attempt": envelope.attempt}
 
 
 class Runtime:
@@ -572,6 +740,12 @@ class Runtime:
         self._threads: DaemonThreadPool | None = None
         self.max_db_retry_delay = 5.0
         self.listening = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.heartbeat = Heartbeat(self)
+        # Attempts that ended (deadline or cancel) while their sync handler's thread still runs:
+        # each keeps its claim and worker slot until the thread returns. A gauge for metrics.
+        self.stuck_threads = 0
+        self.listener_restarts = 0  # silent LISTEN connections detected and replaced
 
     async def sleep_unless_stopping(self, seconds: float) -> None:
         try:
@@ -593,6 +767,7 @@ class Runtime:
         background: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("pgqueue-listener", self._listen),
             ("pgqueue-results", self.writer.run),
+            ("pgqueue-heartbeat", self.heartbeat.run),
             ("pgqueue-sweeper", self._sweep),
             *((f"pgqueue-periodic-{p.kind}", partial(self._schedule, p)) for p in self.periodics),
         ]
@@ -620,7 +795,22 @@ class Runtime:
                 if self.stopping and name.startswith("pgqueue-claim-"):
                     return
 
+    async def abort_inflight(self) -> None:
+        """Turn a stop in progress into an abort: cancel the running attempts and hand their
+        tasks back (a drain that takes too long, then ``stop(ABORT)``)."""
+        claims: list[tuple[int, str]] = []
+        for worker in self.workers.values():
+            claims.extend(worker.take_buffer())
+            claims.extend(await worker.abort())
+        await self._release(claims)
+
     async def stop(self, mode: StopMode) -> None:
+        try:
+            await self._stop(mode)
+        finally:
+            self.stopped.set()
+
+    async def _stop(self, mode: StopMode) -> None:
         self.stopping = True
         self._stop_event.set()
         for worker in self.workers.values():
@@ -716,8 +906,7 @@ class Runtime:
                     self.listening.set()
                     for worker in self.workers.values():
                         worker.notify()  # anything pushed while we were not listening
-                    async for payload in payloads:
-                        self._dispatch(payload)
+                    await self._consume(payloads)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
@@ -725,6 +914,81 @@ class Runtime:
                 delay = backoff.next()
                 log.warning("LISTEN connection lost, reconnecting in %.2fs: %s", delay, exc)
                 await asyncio.sleep(delay)
+
+    async def _consume(self, payloads: Any) -> None:
+        """Dispatch notifications; when the listener has been silent for a while, ping it (a
+        NOTIFY sent on another connection must come back on it) and raise if the echo is late:
+        a socket that went silent without closing (a frozen backend, a dead NAT entry, a
+        network partition) is then replaced within seconds instead of never."""
+        loop = asyncio.get_running_loop()
+        heard = asyncio.Event()
+        echo = asyncio.Event()
+        expected = ""
+
+        async def consume() -> None:
+            async for payload in payloads:
+                heard.set()
+                if payload.startswith("h:"):
+                    if payload == expected:
+                        echo.set()
+                    continue
+                self._dispatch(payload)
+
+        consumer: asyncio.Future[Any] = asyncio.create_task(
+            consume(), name="pgqueue-listener-consume"
+        )
+        sender: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                heard.clear()
+                done, _ = await asyncio.wait({consumer}, timeout=LISTEN_CHECK_PERIOD)
+                if done:
+                    consumer.result()  # raises what ended it
+                    raise ConnectionError("the LISTEN connection closed")
+                if heard.is_set():
+                    continue  # it spoke lately: alive
+                expected = f"h:{uuid.uuid4().hex}"
+                echo.clear()
+                if sender is None or sender.done():
+                    sender = asyncio.create_task(self._ping(expected))
+                sent_at = loop.time()
+                echoed: asyncio.Future[Any] = asyncio.ensure_future(echo.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        {consumer, echoed},
+                        timeout=LISTEN_ECHO_TIMEOUT,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    echoed.cancel()
+                if consumer in done:
+                    consumer.result()
+                    raise ConnectionError("the LISTEN connection closed")
+                if not echo.is_set():
+                    self.listener_restarts += 1
+                    raise ConnectionError(
+                        f"the LISTEN connection is silent: a ping got no echo in"
+                        f" {loop.time() - sent_at:.1f}s; replacing it"
+                    )
+        finally:
+            consumer.cancel()
+            if sender is not None:
+                sender.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+    async def _ping(self, payload: str) -> None:
+        """Send a listener ping (another connection's NOTIFY); errors are the echo's concern."""
+        try:
+            await self.executor.run(
+                single(
+                    Statement(
+                        self.queries["listener_ping"],
+                        {"channel": self.queries.channel, "payload": payload},
+                    )
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - a missing echo replaces the listener
+            log.debug("listener ping failed: %s", exc)
 
     async def _schedule(self, periodic: Periodic) -> None:
         """Enqueue each slot of a periodic kind once (across all processes)."""

@@ -132,6 +132,8 @@ def validate_kind_name(kind: object) -> str:
         raise InvalidTask(f"task kind must be a string, got {type(kind).__name__}")
     if not kind.strip():
         raise InvalidTask("task kind must not be empty")
+    if "\x00" in kind:
+        raise InvalidTask("task kind must not contain NUL characters")
     if len(kind) > MAX_KIND_LENGTH:
         raise InvalidTask(
             f"task kind is {len(kind)} characters long; the limit is {MAX_KIND_LENGTH}"

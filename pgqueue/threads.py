@@ -25,6 +25,47 @@ class ThreadInterrupt(Exception):
         self.original = original
 
 
+class Job:
+    """One submitted callable: it starts at most once, and never after it was cancelled.
+
+    ``returned`` resolves when the callable's thread is done with it (whether or not anybody
+    still awaits its result), so a caller can hold a resource until the thread lets go.
+    """
+
+    __slots__ = ("_lock", "_state", "returned")
+
+    PENDING, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
+
+    def __init__(self, returned: asyncio.Future[None]) -> None:
+        self._lock = threading.Lock()
+        self._state = self.PENDING
+        self.returned = returned
+
+    def cancel(self) -> bool:
+        """Cancel the job unless a thread already took it; true when it will never run."""
+        with self._lock:
+            if self._state == self.PENDING:
+                self._state = self.CANCELLED
+            return self._state == self.CANCELLED
+
+    def set_running(self) -> bool:
+        """Called by the thread before running it: false when the job was cancelled first."""
+        with self._lock:
+            if self._state != self.PENDING:
+                return False
+            self._state = self.RUNNING
+            return True
+
+    def set_done(self) -> None:
+        with self._lock:
+            self._state = self.DONE
+
+    @property
+    def running(self) -> bool:
+        """True while a thread runs the callable."""
+        return self._state == self.RUNNING
+
+
 class DaemonThreadPool:
     """Runs callables on up to ``max_threads`` daemon threads, resolving asyncio futures."""
 
@@ -40,10 +81,21 @@ class DaemonThreadPool:
     def submit(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
     ) -> asyncio.Future[T]:
-        """Schedule ``fn(*args)`` in a thread (with the caller's context); await the result."""
+        """Schedule ``fn(*args)`` in a thread (with the caller's context); await the result.
+
+        Cancelling the returned future before a thread took the job means it never runs.
+        """
+        return self.submit_job(loop, fn, *args)[0]
+
+    def submit_job(
+        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
+    ) -> tuple[asyncio.Future[T], Job]:
+        """Like :meth:`submit`, also returning the :class:`Job` (to learn whether it runs)."""
         future: asyncio.Future[T] = loop.create_future()
+        job = Job(loop.create_future())
+        future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
         context = contextvars.copy_context()
-        self._work.put((loop, future, context, fn, args))
+        self._work.put((loop, future, job, context, fn, args))
         with self._lock:
             self._unfinished += 1
             if self._unfinished > len(self._threads) < self._max_threads and not self._closed:
@@ -52,14 +104,19 @@ class DaemonThreadPool:
                 )
                 self._threads.append(thread)
                 thread.start()
-        return future
+        return future, job
 
     def _worker(self) -> None:
         while True:
             item = self._work.get()
             if item is None:
                 return
-            loop, future, context, fn, args = item
+            loop, future, job, context, fn, args = item
+            if not job.set_running():
+                # Cancelled before any thread took it: it never starts.
+                with self._lock:
+                    self._unfinished -= 1
+                continue
             try:
                 result = context.run(fn, *args)
             except (KeyboardInterrupt, SystemExit) as exc:
@@ -68,11 +125,13 @@ class DaemonThreadPool:
                 error = exc
             else:
                 error = None
+            job.set_done()
             try:
                 if error is None:
                     loop.call_soon_threadsafe(_resolve, future, result, None)
                 else:
                     loop.call_soon_threadsafe(_resolve, future, None, error)
+                loop.call_soon_threadsafe(_resolve, job.returned, None, None)
             except RuntimeError:
                 pass  # the loop is closed: nobody waits for this result any more
             with self._lock:

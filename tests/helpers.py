@@ -67,3 +67,12 @@ class Recorder:
 
     async def await_status(self, task_id: int, status: str, timeout: float = 30.0) -> None:
         await asyncio.to_thread(self.wait_status, task_id, status, timeout)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, step: float = 0.02) -> None:
+    """Wait for a condition that no event reports (a counter of the runtime, a row in the
+    database), checking it every ``step`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(step)

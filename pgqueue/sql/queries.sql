@@ -479,3 +479,15 @@ FROM (
 WHERE document @> %(payload_contains)s::jsonb
 ORDER BY id DESC
 LIMIT %(limit)s;
+-- Reliability: leases renewed by a heartbeat, listener health.
+
+-- name: extend_leases
+-- Heartbeat: renew the leases of claims this process still holds; only rows holding the token.
+UPDATE __schema__.tasks AS t
+SET delayed_till = now() + make_interval(secs => %(lease)s)
+WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
+RETURNING t.id;
+
+-- name: listener_ping
+-- Send a ping on the queue's channel; the LISTEN connection must hear it back.
+SELECT pg_notify(%(channel)s, %(payload)s);

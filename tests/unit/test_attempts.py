@@ -118,7 +118,7 @@ async def test_a_late_start_times_out_without_running_the_handler() -> None:
     worker, runtime = make_worker(handler, attempt_timeout=0.2)
     attempt_deadline_passed = row(7)
     now = asyncio.get_running_loop().time()
-    worker._start(attempt_deadline_passed, now - 0.5, now - 0.5 + worker.lease)
+    worker._start(attempt_deadline_passed, now - 0.5, now - 0.5)
     (result,) = await runtime.writer.wait_for(1)
     assert ran == []
     assert result.outcome.error == "AttemptTimeout: attempt timed out after 0.2s"

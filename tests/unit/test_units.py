@@ -120,7 +120,7 @@ def test_providers_are_re_read() -> None:
     size["n"] = 7
     assert worker_count_of(options) == 7
     assert terminal_ttl_of(options) == 60.0
-    assert options.lease_seconds == 2.0 + options.loop.lease_margin
+    assert options.lease_seconds == options.loop.lease_margin
 
 
 def envelope(attempt: int = 1, left: int = 2) -> Envelope:
