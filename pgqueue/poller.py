@@ -1,0 +1,103 @@
+"""The process-wide due poller: one statement per poll period finds which kinds have due work.
+
+Kind workers do not poll. While they are idle, :class:`DuePoller` asks the database once per
+poll period, for all of the process's kinds at once, which kinds have a task due now and when
+the next open task of any of them falls due (``poll_due_kinds``). It wakes the due kinds and
+polls again at the next due time, or after the poll period, whichever comes first. Hints move
+the next poll earlier: a push notification that names a due time (``d:<epoch>:<kind>``) and a
+retry just written with a short delay. LISTEN/NOTIFY stays the fast path for tasks due at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from pgqueue.executor import AsyncExecutor, Statement, single
+from pgqueue.queries import Queries
+
+log = logging.getLogger("pgqueue.worker")
+
+MIN_POLL_GAP = 0.005  # seconds between two polls at least, however many hints arrive
+
+
+class DuePoller:
+    """Finds due work for all kinds of a process with one statement per poll, and wakes them.
+
+    ``wake(kind)`` is called for every kind with a task due now. ``period`` bounds the time
+    between two polls: it is the fallback that finds work no notification announced.
+    """
+
+    def __init__(
+        self,
+        executor: AsyncExecutor,
+        queries: Queries,
+        kinds: Sequence[str],
+        wake: Callable[[str], None],
+        period: float,
+    ) -> None:
+        self.executor = executor
+        self.statement = queries["poll_due_kinds"]
+        self.kinds = list(kinds)
+        self.wake = wake
+        self.period = period
+        self.loop = asyncio.get_running_loop()
+        self.next_poll = self.loop.time()  # poll at once on start
+        self.changed = asyncio.Event()
+        # Database epoch seconds minus local epoch seconds, learnt from every poll: turns the
+        # due time a notification carries into a time on this process's clock.
+        self.clock_offset = 0.0
+        self.last_poll = float("-inf")
+
+    def poll_at(self, when: float) -> None:
+        """Poll no later than loop time ``when`` (a task is known to fall due then)."""
+        if when < self.next_poll:
+            self.next_poll = when
+            self.changed.set()
+
+    def poll_soon(self) -> None:
+        """Poll now: work may have become due unannounced (for instance while not listening)."""
+        self.poll_at(self.loop.time())
+
+    def due_at_epoch(self, epoch: float) -> None:
+        """A task falls due at ``epoch`` (database clock, seconds): poll then."""
+        self.poll_at(self.loop.time() + epoch - self.clock_offset - time.time())
+
+    async def _sleep_until_next_poll(self) -> None:
+        loop = self.loop
+        while True:
+            wait = max(self.next_poll, self.last_poll + MIN_POLL_GAP) - loop.time()
+            if wait <= 0:
+                return
+            self.changed.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self.changed.wait()
+            except TimeoutError:
+                return
+
+    async def run(self) -> None:
+        """Poll until cancelled; a failed poll is logged and tried again a period later."""
+        loop = self.loop
+        statement = Statement(self.statement, {"kinds": self.kinds})
+        while True:
+            await self._sleep_until_next_poll()
+            started = self.last_poll = loop.time()
+            # Hints that arrive while the statement runs lower this again.
+            self.next_poll = started + self.period
+            try:
+                rows = await self.executor.run(single(statement))
+            except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                log.warning("polling for due tasks failed, retrying in %.2fs: %s", self.period, exc)
+                continue
+            finished = loop.time()
+            clock, due_kinds, next_due_in = rows[0]
+            # The statement's clock was read about halfway through the round trip.
+            halfway = (finished - started) / 2
+            self.clock_offset = clock - (time.time() - halfway)
+            if next_due_in is not None:
+                self.poll_at(finished - halfway + next_due_in)
+            for kind in due_kinds:
+                self.wake(kind)
