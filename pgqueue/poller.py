@@ -50,6 +50,12 @@ class DuePoller:
         # due time a notification carries into a time on this process's clock.
         self.clock_offset = 0.0
         self.last_poll = float("-inf")
+        self.closed = False
+
+    def close(self) -> None:
+        """End :meth:`run` at its next turn, even if a driver swallowed its cancellation."""
+        self.closed = True
+        self.changed.set()
 
     def poll_at(self, when: float) -> None:
         """Poll no later than loop time ``when`` (a task is known to fall due then)."""
@@ -67,7 +73,7 @@ class DuePoller:
 
     async def _sleep_until_next_poll(self) -> None:
         loop = self.loop
-        while True:
+        while not self.closed:
             wait = max(self.next_poll, self.last_poll + MIN_POLL_GAP) - loop.time()
             if wait <= 0:
                 return
@@ -79,11 +85,14 @@ class DuePoller:
                 return
 
     async def run(self) -> None:
-        """Poll until cancelled; a failed poll is logged and tried again a period later."""
+        """Poll until closed or cancelled; a failed poll is logged and tried again a period
+        later."""
         loop = self.loop
         statement = Statement(self.statement, {"kinds": self.kinds})
-        while True:
+        while not self.closed:
             await self._sleep_until_next_poll()
+            if self.closed:
+                return
             started = self.last_poll = loop.time()
             # Hints that arrive while the statement runs lower this again.
             self.next_poll = started + self.period

@@ -571,6 +571,8 @@ class Runtime:
             worker.close()
         await self.writer.close()
         await self.writer.idle.wait()
+        if self.poller is not None:
+            self.poller.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -722,7 +724,7 @@ class Runtime:
         statement per period, not one transaction per kind."""
         loop = asyncio.get_running_loop()
         next_run = {kind: loop.time() for kind in self.workers}
-        while True:
+        while not self.stopping:
             now = loop.time()
             ready = [kind for kind, at in next_run.items() if at <= now]
             ttls: dict[str, float] = {}

@@ -96,3 +96,23 @@ async def test_a_failed_poll_is_retried_a_period_later() -> None:
     await executor.wait_calls(1)
     assert poller.next_poll > asyncio.get_running_loop().time() + 60
     task.cancel()
+
+
+async def test_close_ends_the_poller_even_if_the_driver_swallows_the_cancellation() -> None:
+    class Swallowing(ScriptedExecutor):
+        async def run(self, op: Operation[Any]) -> Any:
+            self.calls.append({})
+            self.called.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise OSError("query cancelled") from None  # as a driver may report it
+
+    executor = Swallowing([])
+    poller = DuePoller(executor, Queries(), ["k"], lambda kind: None, period=3600.0)
+    task = asyncio.create_task(poller.run())
+    await executor.wait_calls(1)
+    poller.close()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert done == {task}
