@@ -21,6 +21,7 @@ from pgqueue.queries import Queries
 log = logging.getLogger("pgqueue.worker")
 
 MIN_POLL_GAP = 0.005  # seconds between two polls at least, however many hints arrive
+MAX_RETRY_DELAY = 5.0  # seconds before a failed poll is tried again, at most
 
 
 class DuePoller:
@@ -86,7 +87,7 @@ class DuePoller:
 
     async def run(self) -> None:
         """Poll until closed or cancelled; a failed poll is logged and tried again a period
-        later."""
+        later (at most 5 s)."""
         loop = self.loop
         statement = Statement(self.statement, {"kinds": self.kinds})
         while not self.closed:
@@ -99,7 +100,9 @@ class DuePoller:
             try:
                 rows = await self.executor.run(single(statement))
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
-                log.warning("polling for due tasks failed, retrying in %.2fs: %s", self.period, exc)
+                retry = min(self.period, MAX_RETRY_DELAY)
+                self.next_poll = min(self.next_poll, started + retry)
+                log.warning("polling for due tasks failed, retrying in %.2fs: %s", retry, exc)
                 continue
             finished = loop.time()
             clock, due_kinds, next_due_in = rows[0]
