@@ -52,14 +52,20 @@ class DuePoller:
         self.clock_offset = 0.0
         self.last_poll = float("-inf")
         self.closed = False
+        # Kinds known to have a task falling due at a loop time: woken at once then, while
+        # the poll that looks for the next due time runs.
+        self.due: dict[str, float] = {}
 
     def close(self) -> None:
         """End :meth:`run` at its next turn, even if a driver swallowed its cancellation."""
         self.closed = True
         self.changed.set()
 
-    def poll_at(self, when: float) -> None:
-        """Poll no later than loop time ``when`` (a task is known to fall due then)."""
+    def poll_at(self, when: float, kind: str | None = None) -> None:
+        """Poll no later than loop time ``when`` (a task, of ``kind`` if given, falls due
+        then); the kind is woken at that time directly."""
+        if kind is not None and when < self.due.get(kind, float("inf")):
+            self.due[kind] = when
         if when < self.next_poll:
             self.next_poll = when
             self.changed.set()
@@ -68,9 +74,10 @@ class DuePoller:
         """Poll now: work may have become due unannounced (for instance while not listening)."""
         self.poll_at(self.loop.time())
 
-    def due_at_epoch(self, epoch: float) -> None:
-        """A task falls due at ``epoch`` (database clock, seconds): poll then."""
-        self.poll_at(self.loop.time() + epoch - self.clock_offset - time.time())
+    def due_at_epoch(self, epoch: float, kind: str | None = None) -> None:
+        """A task falls due at ``epoch`` (database clock, seconds): wake its kind and poll
+        then."""
+        self.poll_at(self.loop.time() + epoch - self.clock_offset - time.time(), kind)
 
     async def _sleep_until_next_poll(self) -> None:
         loop = self.loop
@@ -97,6 +104,7 @@ class DuePoller:
             started = self.last_poll = loop.time()
             # Hints that arrive while the statement runs lower this again.
             self.next_poll = started + self.period
+            woken = self._wake_known_due(started)
             try:
                 rows = await self.executor.run(single(statement))
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
@@ -105,11 +113,23 @@ class DuePoller:
                 log.warning("polling for due tasks failed, retrying in %.2fs: %s", retry, exc)
                 continue
             finished = loop.time()
-            clock, due_kinds, next_due_in = rows[0]
+            clock, due_kinds, next_due_in, next_kind = rows[0]
             # The statement's clock was read about halfway through the round trip.
             halfway = (finished - started) / 2
             self.clock_offset = clock - (time.time() - halfway)
             if next_due_in is not None:
-                self.poll_at(finished - halfway + next_due_in)
+                self.poll_at(finished - halfway + next_due_in, next_kind)
             for kind in due_kinds:
-                self.wake(kind)
+                if kind not in woken:  # woken a moment ago: its claim may still be running
+                    self.wake(kind)
+
+    def _wake_known_due(self, now: float) -> set[str]:
+        """Wake the kinds whose known due time has come; keep the others' due times (and
+        poll again for the earliest of them)."""
+        woken = {kind for kind, when in self.due.items() if when <= now}
+        for kind in woken:
+            del self.due[kind]
+            self.wake(kind)
+        if self.due:
+            self.next_poll = min(self.next_poll, min(self.due.values()))
+        return woken

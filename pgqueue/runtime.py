@@ -632,7 +632,7 @@ class Runtime:
                 if result.outcome.delay <= 0:
                     self._wake(result.kind)
                 else:
-                    poller.poll_at(now + result.outcome.delay)
+                    poller.poll_at(now + result.outcome.delay, result.kind)
 
     def _dispatch(self, payload: str) -> None:
         prefix, _, value = payload.partition(":")
@@ -642,7 +642,7 @@ class Runtime:
             epoch, _, kind = value.partition(":")
             if kind in self.workers and self.poller is not None:
                 try:
-                    self.poller.due_at_epoch(float(epoch))
+                    self.poller.due_at_epoch(float(epoch), kind)
                 except ValueError:
                     return
         elif prefix == "c":

@@ -179,12 +179,14 @@ WHERE t.id = r.id AND t.claim_token = r.token
 RETURNING t.id, t.kind;
 
 -- name: poll_due_kinds
--- Which of the given kinds have a task due now, and in how many seconds the next open task of
--- any of them falls due (NULL: none), with the database clock as epoch seconds. Two probes of
--- the open-tasks index per kind; always one row.
+-- Which of the given kinds have a task due now, in how many seconds the next open task of any
+-- of them falls due and of which kind (NULL: none), with the database clock as epoch seconds.
+-- Two probes of the open-tasks index per kind; always one row.
 SELECT extract(epoch FROM now())::float8 AS clock,
        coalesce(array_agg(p.kind) FILTER (WHERE p.due), '{}'::text[]) AS due_kinds,
-       extract(epoch FROM min(p.next_due) - now())::float8 AS next_due_in
+       extract(epoch FROM min(p.next_due) - now())::float8 AS next_due_in,
+       (array_agg(p.kind ORDER BY p.next_due) FILTER (WHERE p.next_due IS NOT NULL))[1]
+           AS next_kind
 FROM (
     SELECT k.kind,
            EXISTS (

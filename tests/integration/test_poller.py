@@ -238,10 +238,11 @@ def test_poll_statement_probes_the_open_tasks_index_per_kind(db: Database) -> No
             assert '"Seq Scan"' not in plan, (name, plan)
             index = "tasks_open_idx" if name == "poll_due_kinds" else "tasks_terminal_idx"
             assert index in plan, (name, plan)
-        clock, due_kinds, next_due_in = conn.execute(
+        clock, due_kinds, next_due_in, next_kind = conn.execute(
             queries["poll_due_kinds"], {"kinds": kinds}
         ).fetchone()  # type: ignore[misc]
         conn.rollback()
     assert clock > 0
     assert sorted(due_kinds) == sorted(kinds)
     assert 0 < next_due_in <= 3600
+    assert next_kind in kinds

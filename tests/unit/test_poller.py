@@ -50,7 +50,7 @@ class ScriptedExecutor:
 
 async def test_one_statement_per_poll_for_all_kinds_wakes_due_kinds() -> None:
     kinds = [f"k{i}" for i in range(500)]
-    executor = ScriptedExecutor([(time.time(), ["k3", "k7"], None)])
+    executor = ScriptedExecutor([(time.time(), ["k3", "k7"], None, None)])
     woken: list[str] = []
     poller = DuePoller(executor, Queries(), kinds, woken.append, period=60.0)
     task = asyncio.create_task(poller.run())
@@ -63,18 +63,18 @@ async def test_one_statement_per_poll_for_all_kinds_wakes_due_kinds() -> None:
 
 
 async def test_polls_again_when_the_next_task_falls_due_not_after_the_period() -> None:
-    executor = ScriptedExecutor([(time.time(), [], 0.05), (time.time(), ["k"], None)])
+    executor = ScriptedExecutor([(time.time(), [], 0.05, "k"), (time.time(), ["k"], None, None)])
     woken: list[str] = []
     poller = DuePoller(executor, Queries(), ["k"], woken.append, period=3600.0)
     task = asyncio.create_task(poller.run())
     await executor.wait_calls(2)  # with an hour's period, only the due time explains a 2nd poll
     await asyncio.sleep(0)
     task.cancel()
-    assert woken == ["k"]
+    assert woken == ["k"]  # at its due time, and not again for the poll that saw it due
 
 
 async def test_a_notified_due_time_brings_the_next_poll_forward() -> None:
-    executor = ScriptedExecutor([(time.time(), [], None)])
+    executor = ScriptedExecutor([(time.time(), [], None, None)])
     poller = DuePoller(executor, Queries(), ["k"], lambda kind: None, period=3600.0)
     task = asyncio.create_task(poller.run())
     await executor.wait_calls(1)
