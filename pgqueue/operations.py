@@ -92,6 +92,9 @@ def push_tasks(
     capped_kinds = {kind for kind, spec in specs.items() if spec.options.max_pending is not None}
     capped = sorted(Counter(row[0] for row in rows if row[0] in capped_kinds).items())
     single_task = len(rows) == 1
+    # A delayed push notifies its due time when a worker's poll would find it late: within the
+    # longest poll period among the batch's kinds.
+    notify_within = max(spec.options.loop.poll_period for spec in specs.values()) if specs else 0.0
     keyed = any(row[2] is not None for row in rows)
 
     def steps() -> Steps[list[int | None]]:
@@ -107,12 +110,19 @@ def push_tasks(
                 raise CapacityExceeded(kind, cap, pending, requested)
         if single_task:
             kind, _, key, max_attempts = rows[0]
-            statement = _single_push(queries, kind, document[1], key, max_attempts, seconds)
+            statement = _single_push(
+                queries, kind, document[1], key, max_attempts, seconds, notify_within
+            )
             inserted = yield statement
             return [inserted[0][0] if inserted else None]
         inserted = yield Statement(
             queries["push_tasks" if keyed else "push_keyless_tasks"],
-            {"tasks": document[0], "delay": seconds, "channel": queries.channel},
+            {
+                "tasks": document[0],
+                "delay": seconds,
+                "notify_within": notify_within,
+                "channel": queries.channel,
+            },
         )
         return [row[1] for row in inserted]
 
@@ -126,6 +136,7 @@ def _single_push(
     key: str | None,
     max_attempts: int,
     seconds: float,
+    notify_within: float,
 ) -> Statement:
     """The statement that inserts one task: a plain INSERT unless it has a key to dedupe on."""
     return Statement(
@@ -136,6 +147,7 @@ def _single_push(
             "external_key": key,
             "max_attempts": max_attempts,
             "delay": seconds,
+            "notify_within": notify_within,
             "channel": queries.channel,
         },
     )
@@ -154,7 +166,15 @@ def _push_uncapped_one(
     if key is not None:
         validate_external_key(key)
     payload = _encode_checked(None, task.payload)
-    statement = _single_push(queries, kind, payload, key, spec.options.max_attempts, seconds)
+    statement = _single_push(
+        queries,
+        kind,
+        payload,
+        key,
+        spec.options.max_attempts,
+        seconds,
+        float(spec.options.loop.poll_period),
+    )
 
     def steps() -> Steps[list[int | None]]:
         inserted = yield statement

@@ -76,7 +76,10 @@ class LoopOptions:
     """Internal knobs of a kind's worker loop; the defaults suit most workloads."""
 
     poll_period: float = 1.0
-    """Fallback period of the claim loop when no notification arrives (seconds)."""
+    """Longest time between two polls for due work when no notification arrives (seconds).
+    One poller per process asks for all its kinds at once, at the smallest ``poll_period`` of
+    its kinds, and earlier when a task it knows of falls due. A push delayed by less than the
+    kind's ``poll_period`` notifies its due time, so a longer period costs no lateness."""
     janitor_period: float = 30.0
     """How often the retention sweeper runs for the kind (seconds, one process at a time)."""
     claim_batch_size: int = 200

@@ -35,6 +35,7 @@ from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.operations import sweep_terminal_tasks
 from pgqueue.options import terminal_ttl_of, worker_count_of
 from pgqueue.periodic import Periodic
+from pgqueue.poller import DuePoller
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import Status, encode_payload
@@ -164,10 +165,7 @@ class ResultWriter:
                             len(live), delay, exc)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            for kind in retried_at_once(live, applied):
-                worker = self.runtime.workers.get(kind)
-                if worker is not None:
-                    worker.notify()
+            self.runtime.retries_written(live)
             if self.runtime.events.listeners:
                 self.runtime.events.emit(
                     ResultsWritten(
@@ -324,7 +322,7 @@ class KindWorker:
         self.runner = runner
         self.loop = asyncio.get_running_loop()
         self.signal = asyncio.Event()
-        self.more_due = True  # claim at once on start: work may be waiting
+        self.more_due = False  # the poller's first poll, at start, wakes the kinds with due work
         # Running attempts in start order. Every attempt of a kind gets the same timeout, so
         # this is also deadline order: one timer, for the oldest, enforces every deadline.
         self.inflight: dict[int, Attempt] = {}
@@ -457,11 +455,9 @@ class KindWorker:
             # fewer round trips), or at once when nothing is running or buffered.
             busy = bool(self.inflight or self.buffer)
             if room <= 0 or not self.more_due or (busy and room < max(1, (size + prefetch) // 2)):
-                try:
-                    async with asyncio.timeout(poll):
-                        await self.signal.wait()
-                except TimeoutError:
-                    self.more_due = True  # poll fallback
+                # No poll of its own: a notification, the process's due poller, a freed slot
+                # or stop wakes it.
+                await self.signal.wait()
                 self.signal.clear()
                 continue
             limit = min(room, batch_size)
@@ -746,6 +742,7 @@ class Runtime:
         # each keeps its claim and worker slot until the thread returns. A gauge for metrics.
         self.stuck_threads = 0
         self.listener_restarts = 0  # silent LISTEN connections detected and replaced
+        self.poller: DuePoller | None = None
 
     async def sleep_unless_stopping(self, seconds: float) -> None:
         try:
@@ -764,7 +761,17 @@ class Runtime:
         for spec in specs:
             runner = AttemptRunner(spec, self.stamps, self._threads)
             self.workers[spec.kind] = KindWorker(spec, self, runner)
-        background: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        if specs:
+            self.poller = DuePoller(
+                self.executor,
+                self.queries,
+                list(self.workers),
+                self._wake,
+                min(float(s.options.loop.poll_period) for s in specs),
+            )
+            background.append(("pgqueue-poller", self.poller.run))
+        background += [
             ("pgqueue-listener", self._listen),
             ("pgqueue-results", self.writer.run),
             ("pgqueue-heartbeat", self.heartbeat.run),
@@ -833,6 +840,8 @@ class Runtime:
             worker.close()
         await self.writer.close()
         await self.writer.idle.wait()
+        if self.poller is not None:
+            self.poller.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -876,12 +885,28 @@ class Runtime:
             "could not release %d claim(s); they return when their leases expire", len(claims)
         )
 
+    def _wake(self, kind: str) -> None:
+        worker = self.workers.get(kind)
+        if worker is not None:
+            worker.notify()
+
+    def retries_written(self, results: Sequence[Result]) -> None:
+        """Retries were just written: wake their kinds when they fall due, not a poll later."""
+        poller = self.poller
+        if poller is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for result in results:
+            if result.outcome.status is Status.MUST_RETRY:
+                if result.outcome.delay <= 0:
+                    self._wake(result.kind)
+                else:
+                    poller.poll_at(now + result.outcome.delay, result.kind)
+
     def _dispatch(self, payload: str) -> None:
         prefix, _, value = payload.partition(":")
         if prefix == "p":
-            worker = self.workers.get(value)
-            if worker is not None:
-                worker.notify()
+            self._wake(value)
         elif prefix in ("pause", "resume"):
             worker = self.workers.get(value)
             if worker is not None:
@@ -889,6 +914,13 @@ class Runtime:
                     worker.pause()
                 else:
                     worker.resume()
+        elif prefix == "d":
+            epoch, _, kind = value.partition(":")
+            if kind in self.workers and self.poller is not None:
+                try:
+                    self.poller.due_at_epoch(float(epoch), kind)
+                except ValueError:
+                    return
         elif prefix == "c":
             try:
                 task_id = int(value)
@@ -904,8 +936,8 @@ class Runtime:
                 async with self.executor.listen(self.queries.channel) as payloads:
                     backoff.reset()
                     self.listening.set()
-                    for worker in self.workers.values():
-                        worker.notify()  # anything pushed while we were not listening
+                    if self.poller is not None:
+                        self.poller.poll_soon()  # anything pushed while we were not listening
                     await self._consume(payloads)
             except asyncio.CancelledError:
                 raise
@@ -1037,22 +1069,47 @@ class Runtime:
             await asyncio.sleep(max(wait, 0.001))
 
     async def _sweep(self) -> None:
+        """Sweep the kinds whose janitor period is up, asking the database first, in one
+        statement, which of them hold expired terminal tasks: an idle process costs one
+        statement per period, not one transaction per kind."""
         loop = asyncio.get_running_loop()
         next_run = {kind: loop.time() for kind in self.workers}
-        while True:
+        while not self.stopping:
             now = loop.time()
-            for kind, worker in self.workers.items():
-                if next_run[kind] > now:
-                    continue
-                period = worker.options.loop.janitor_period
-                next_run[kind] = now + period
+            ready = [kind for kind, at in next_run.items() if at <= now]
+            ttls: dict[str, float] = {}
+            for kind in ready:
+                worker = self.workers[kind]
+                next_run[kind] = now + worker.options.loop.janitor_period
                 try:
-                    ttl = terminal_ttl_of(worker.options)
+                    ttls[kind] = terminal_ttl_of(worker.options)
+                except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                    log.warning("retention sweep of %r failed: %s", kind, exc)
+            sweepable: list[str] = []
+            if ttls:
+                try:
+                    rows = await self.executor.run(
+                        single(
+                            Statement(
+                                self.queries["find_sweepable_kinds"],
+                                {"kinds": list(ttls), "ttls": list(ttls.values())},
+                            )
+                        )
+                    )
+                    sweepable = [row[0] for row in rows]
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                    log.warning("retention sweep failed: %s", exc)
+            for kind in sweepable:
+                worker = self.workers[kind]
+                period = worker.options.loop.janitor_period
+                try:
                     deleted = await self.executor.run(
                         sweep_terminal_tasks(
                             self.queries,
                             kind,
-                            ttl,
+                            ttls[kind],
                             period * 0.9,
                             worker.options.loop.sweep_batch_size,
                             worker.options.loop.throughput_window,

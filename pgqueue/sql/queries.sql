@@ -3,6 +3,8 @@
 
 -- name: push_task
 -- Insert one task; a (kind, external_key) that exists inserts nothing and returns no row.
+-- A task due now notifies 'p:<kind>'; one due within notify_within seconds notifies
+-- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
 WITH inserted AS (
     INSERT INTO __schema__.tasks
         (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
@@ -11,20 +13,31 @@ WITH inserted AS (
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind, delayed_till
 )
-SELECT id, CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind) END
+SELECT id,
+       CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind)
+            WHEN %(delay)s::float8 <= %(notify_within)s::float8
+            THEN pg_notify(%(channel)s, 'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
+       END
 FROM inserted;
 
 -- name: push_keyless_task
--- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check).
+-- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check);
+-- notifies as push_task does.
 INSERT INTO __schema__.tasks (kind, payload, attempts_left, max_attempts, delayed_till)
 VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
         now() + make_interval(secs => %(delay)s))
-RETURNING id, CASE WHEN %(delay)s <= 0 THEN pg_notify(%(channel)s, 'p:' || kind) END;
+RETURNING id,
+          CASE WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
+               WHEN %(delay)s::float8 <= %(notify_within)s::float8
+               THEN pg_notify(%(channel)s,
+                              'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
+          END;
 
 -- name: push_tasks
 -- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
--- per input position with the new id, or NULL for a duplicate.
+-- per input position with the new id, or NULL for a duplicate. Notifies once per kind, as
+-- push_task does.
 WITH input AS (
     SELECT i.ord,
            nextval('__schema__.tasks_id_seq'::regclass) AS id,
@@ -43,9 +56,12 @@ WITH input AS (
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind
 ), notified AS (
-    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    SELECT pg_notify(%(channel)s,
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
+                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                               || ':' || kind END)
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
-    WHERE %(delay)s <= 0
+    WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
 SELECT input.ord, inserted.id
 FROM input
@@ -68,9 +84,12 @@ WITH input AS MATERIALIZED (
     ORDER BY ord
     RETURNING kind
 ), notified AS (
-    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    SELECT pg_notify(%(channel)s,
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
+                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                               || ':' || kind END)
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
-    WHERE %(delay)s <= 0
+    WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
 SELECT input.ord, input.id
 FROM input
@@ -200,6 +219,42 @@ SET status = CASE WHEN t.attempts_elapsed <= 1 THEN 'new'
 FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS r(id, token)
 WHERE t.id = r.id AND t.claim_token = r.token
 RETURNING t.id, t.kind;
+
+-- name: poll_due_kinds
+-- Which of the given kinds have a task due now, in how many seconds the next open task of any
+-- of them falls due and of which kind (NULL: none), with the database clock as epoch seconds.
+-- Two probes of the open-tasks index per kind; always one row.
+SELECT extract(epoch FROM now())::float8 AS clock,
+       coalesce(array_agg(p.kind) FILTER (WHERE p.due), '{}'::text[]) AS due_kinds,
+       extract(epoch FROM min(p.next_due) - now())::float8 AS next_due_in,
+       (array_agg(p.kind ORDER BY p.next_due) FILTER (WHERE p.next_due IS NOT NULL))[1]
+           AS next_kind
+FROM (
+    SELECT k.kind,
+           EXISTS (
+               SELECT FROM __schema__.tasks AS t
+               WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
+                 AND t.delayed_till <= now()
+           ) AS due,
+           (SELECT t.delayed_till
+            FROM __schema__.tasks AS t
+            WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till > now()
+            ORDER BY t.delayed_till
+            LIMIT 1) AS next_due
+    FROM unnest(%(kinds)s::text[]) AS k(kind)
+) AS p;
+
+-- name: find_sweepable_kinds
+-- Which of the given kinds (with their terminal TTLs in seconds) hold a terminal task older
+-- than the TTL: one probe of the terminal-tasks index per kind.
+SELECT k.kind
+FROM unnest(%(kinds)s::text[], %(ttls)s::float8[]) AS k(kind, ttl)
+WHERE EXISTS (
+    SELECT FROM __schema__.tasks AS t
+    WHERE t.kind = k.kind AND t.status IN ('cancelled', 'succeeded')
+      AND t.finished_at <= now() - make_interval(secs => k.ttl)
+);
 
 -- name: notify_kinds
 -- Wake the workers of the given kinds.

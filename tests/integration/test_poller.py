@@ -1,0 +1,248 @@
+"""The process-wide due poller: one statement per poll for every kind, on-time delayed tasks and
+retries, and fairness between kinds of one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+import psycopg
+
+from pgqueue import AsyncQueue, Envelope, KindOptions, LoopOptions, Task
+from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
+from pgqueue.delayer import Jitter, JitterDelayer
+from pgqueue.executor import Operation, Steps
+from pgqueue.queries import Queries
+from tests.conftest import Database
+from tests.helpers import Recorder
+
+T = TypeVar("T")
+SLOW_POLL = LoopOptions(poll_period=60.0, janitor_period=60.0)
+
+
+class CountingExecutor:
+    """Wraps an executor and records the name of every statement it runs."""
+
+    def __init__(self, inner: AsyncPsycopgExecutor, queries: Queries) -> None:
+        self.inner = inner
+        self.names = {queries[name]: name for name in queries.names()}
+        self.statements: list[tuple[str, dict[str, Any]]] = []
+        self.changed = asyncio.Event()
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def run(self, op: Operation[T]) -> T:
+        def steps() -> Steps[T]:
+            inner = op.steps
+            rows: Any = None
+            try:
+                statement = next(inner)
+                while True:
+                    self.statements.append(
+                        (self.names.get(statement.sql, "?"), dict(statement.params))
+                    )
+                    self.changed.set()
+                    rows = yield statement
+                    statement = inner.send(rows)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        return await self.inner.run(Operation(steps(), op.transactional))
+
+    async def run_in(self, tx: Any, op: Operation[T]) -> T:
+        return await self.inner.run_in(tx, op)
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        return self.inner.listen(channel)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.statements if n == name)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def set_on_run(event: asyncio.Event) -> Callable[[Envelope], Awaitable[None]]:
+    """An async handler (run on the event loop, where the event lives) that sets ``event``."""
+
+    async def handler(envelope: Envelope) -> None:
+        event.set()
+
+    return handler
+
+
+async def test_idle_process_polls_once_for_all_kinds_and_never_claims(db: Database) -> None:
+    queries = Queries(db.schema)
+    executor = CountingExecutor(AsyncPsycopgExecutor(db.dsn), queries)
+    kinds = [f"kind-{i}" for i in range(500)]
+    loop = LoopOptions(poll_period=0.05, janitor_period=600.0)
+    async with AsyncQueue(executor, schema=db.schema) as queue:
+        for kind in kinds:
+            queue.register_kind(kind, lambda e: None, KindOptions(attempt_timeout=5, loop=loop))
+        await queue.start()
+        await executor.wait_for(lambda: executor.count("poll_due_kinds") >= 5)
+        await queue.stop()
+    polls = [params for name, params in executor.statements if name == "poll_due_kinds"]
+    assert polls and all(sorted(params["kinds"]) == sorted(kinds) for params in polls)
+    # Nothing was due, so no kind claimed: the kinds have no timer of their own.
+    assert executor.count("claim_due_tasks") == 0, Counter(n for n, _ in executor.statements)
+
+
+async def test_poller_wakes_only_the_kinds_with_due_work(db: Database) -> None:
+    queries = Queries(db.schema)
+    executor = CountingExecutor(AsyncPsycopgExecutor(db.dsn), queries)
+    done = asyncio.Event()
+    async with AsyncQueue(executor, schema=db.schema) as queue:
+        for i in range(20):
+            queue.register_kind(
+                f"kind-{i}", set_on_run(done), KindOptions(attempt_timeout=5, loop=SLOW_POLL)
+            )
+        await queue.push_task(Task("kind-7"))  # nobody listens yet: the first poll finds it
+        await queue.start()
+        async with asyncio.timeout(30):
+            await done.wait()
+        await queue.stop()
+    claimed = [params["kind"] for name, params in executor.statements if name == "claim_due_tasks"]
+    assert set(claimed) == {"kind-7"}
+
+
+async def test_delayed_task_runs_at_its_due_time_not_at_the_next_poll(db: Database) -> None:
+    started: dict[Any, float] = {}
+    all_started = asyncio.Event()
+
+    async def handler(envelope: Envelope) -> None:
+        started[envelope.payload] = asyncio.get_running_loop().time()
+        if len(started) == 3:
+            all_started.set()
+
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        # A poll period of a minute: only the due-time wake-ups can start these in time.
+        queue.register_kind("k", handler, KindOptions(attempt_timeout=5, loop=SLOW_POLL))
+        await queue.start()
+        await queue.push_task(Task("k", "single"), delay=0.5)  # notifies its due time
+        await queue.push_tasks([Task("k", "batch"), Task("k", "batch-2")], delay=0.8)
+        async with asyncio.timeout(20):
+            await all_started.wait()
+        await queue.stop()
+    assert set(started) == {"single", "batch", "batch-2"}
+
+
+async def test_delayed_task_pushed_before_start_is_found_by_the_first_poll(db: Database) -> None:
+    ran = asyncio.Event()
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", set_on_run(ran), KindOptions(attempt_timeout=5, loop=SLOW_POLL))
+        # Pushed while no worker listens: the first poll learns its due time and polls again.
+        await queue.push_task(Task("k"), delay=1.0)
+        await queue.start()
+        async with asyncio.timeout(20):
+            await ran.wait()
+        await queue.stop()
+
+
+async def test_short_retry_runs_without_waiting_for_the_poll(db: Database) -> None:
+    attempts: list[int] = []
+    succeeded = asyncio.Event()
+
+    async def handler(envelope: Envelope) -> None:
+        attempts.append(envelope.attempt)
+        if envelope.attempt == 1:
+            raise ValueError("first attempt fails; the retry is due 0.3 s later")
+        succeeded.set()
+
+    options = KindOptions(
+        attempt_timeout=5,
+        max_attempts=3,
+        delayer=JitterDelayer(jitter=Jitter.ZERO, base=0.3),
+        loop=SLOW_POLL,
+    )
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", handler, options)
+        recorder = Recorder(queue)
+        await queue.start()
+        task_id = await queue.push_task(Task("k"))
+        async with asyncio.timeout(20):
+            await succeeded.wait()
+        await recorder.await_status(task_id, "succeeded", timeout=20)
+        await queue.stop()
+    assert attempts == [1, 2]
+
+
+async def test_small_kinds_finish_while_a_big_kind_has_a_backlog(db: Database) -> None:
+    big_total = 20_000
+    small_kinds = [f"small-{i}" for i in range(9)]
+    small_left = dict.fromkeys(small_kinds, 100)
+    big_done_when_small_finished: list[int] = []
+    big_done = 0
+    small_finished = asyncio.Event()
+
+    async def big(envelope: Envelope) -> None:
+        nonlocal big_done
+        big_done += 1
+
+    async def small(envelope: Envelope) -> None:
+        small_left[envelope.kind] -= 1
+        if not any(small_left.values()) and not small_finished.is_set():
+            big_done_when_small_finished.append(big_done)
+            small_finished.set()
+
+    loop = LoopOptions(poll_period=1.0, janitor_period=600.0)
+    options = KindOptions(attempt_timeout=30, terminal_tasks_ttl=0, loop=loop)
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("big", big, options)
+        for kind in small_kinds:
+            queue.register_kind(kind, small, options)
+        await queue.push_tasks([Task("big", i) for i in range(big_total)])
+        await queue.start()  # the big kind starts on its backlog first
+        for kind in small_kinds:
+            await queue.push_tasks([Task(kind, i) for i in range(100)])
+        async with asyncio.timeout(120):
+            await small_finished.wait()
+        await queue.stop()
+    # Every small kind finished while the big kind still had most of its backlog left.
+    assert big_done_when_small_finished[0] < big_total // 2, big_done_when_small_finished
+
+
+def test_poll_statement_probes_the_open_tasks_index_per_kind(db: Database) -> None:
+    queries = Queries(db.schema)
+    kinds = [f"kind-{i}" for i in range(500)]
+    with psycopg.connect(db.dsn) as conn:
+        # Many rows per kind, finished, due and future: the plan must probe the index per kind.
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, status, attempts_left, max_attempts,
+                    delayed_till, finished_at)
+                SELECT 'kind-' || (g % 500),
+                       CASE WHEN g % 3 = 0 THEN 'succeeded' ELSE 'new' END::{db.schema}.task_status,
+                       1, 1, now() + (g % 7 - 3) * interval '1 hour', now()
+                FROM generate_series(1, 100000) g"""
+        )
+        conn.execute(f"ANALYZE {db.schema}.tasks")
+        for name, params in (
+            ("poll_due_kinds", {"kinds": kinds}),
+            ("find_sweepable_kinds", {"kinds": kinds, "ttls": [60.0] * len(kinds)}),
+        ):
+            rows = conn.execute(
+                "EXPLAIN (FORMAT JSON) " + queries[name], params, prepare=False
+            ).fetchone()
+            plan = json.dumps(rows[0] if rows else None)
+            assert '"Seq Scan"' not in plan, (name, plan)
+            index = "tasks_open_idx" if name == "poll_due_kinds" else "tasks_terminal_idx"
+            assert index in plan, (name, plan)
+        clock, due_kinds, next_due_in, next_kind = conn.execute(
+            queries["poll_due_kinds"], {"kinds": kinds}
+        ).fetchone()  # type: ignore[misc]
+        conn.rollback()
+    assert clock > 0
+    assert sorted(due_kinds) == sorted(kinds)
+    assert 0 < next_due_in <= 3600
+    assert next_kind in kinds
