@@ -139,3 +139,7 @@ class QueueBase:
     def _count_op(self) -> Operation[dict[tuple[str, str], int]]:
         self._check_open()
         return operations.count_tasks_by_status(self.queries)
+
+    def _cancel_id_op(self, task_id: int) -> Operation[bool]:
+        self._check_open()
+        return operations.cancel_task(self.queries, task_id)
