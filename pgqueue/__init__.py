@@ -17,7 +17,7 @@ from pgqueue.errors import (
 from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
-from pgqueue.task import Status, Task, TaskInfo
+from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "Invoker",
     "Jitter",
     "JitterDelayer",
+    "KindInfo",
     "KindOptions",
     "LoopOptions",
     "MustCancelTask",
@@ -46,5 +47,6 @@ __all__ = [
     "StopMode",
     "Task",
     "TaskInfo",
+    "ThroughputPoint",
     "UnknownKind",
 ]

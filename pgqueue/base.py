@@ -16,7 +16,7 @@ from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.registry import Handler, KindRegistry
-from pgqueue.task import Task, TaskInfo, encode_payload
+from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint, encode_payload
 
 
 class QueueState(enum.StrEnum):
@@ -143,3 +143,36 @@ class QueueBase:
     def _cancel_id_op(self, task_id: int) -> Operation[bool]:
         self._check_open()
         return operations.cancel_task(self.queries, task_id)
+
+    def _list_tasks_op(
+        self,
+        kind: str | None,
+        status: str | Status | None,
+        key_prefix: str | None,
+        payload_contains: Any,
+        before_id: int | None,
+        limit: int,
+    ) -> Operation[list[TaskInfo]]:
+        self._check_open()
+        return operations.list_tasks(
+            self.queries,
+            kind=kind,
+            status=status,
+            key_prefix=key_prefix,
+            payload_contains=payload_contains,
+            before_id=before_id,
+            limit=limit,
+        )
+
+    def _pause_op(self, kind: str, pause: bool) -> Operation[None]:
+        self._check_open()
+        build = operations.pause_kind if pause else operations.resume_kind
+        return build(self.queries, kind, kind in self.registry)
+
+    def _list_kinds_op(self) -> Operation[list[KindInfo]]:
+        self._check_open()
+        return operations.list_kinds(self.registry, self.queries)
+
+    def _throughput_op(self, kind: str | None, minutes: int) -> Operation[list[ThroughputPoint]]:
+        self._check_open()
+        return operations.read_throughput(self.queries, kind, minutes)

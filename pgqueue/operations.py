@@ -7,15 +7,19 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from pgqueue.errors import CapacityExceeded, InvalidTask
+from pgqueue.errors import CapacityExceeded, InvalidTask, UnknownKind
 from pgqueue.executor import Operation, Statement, Steps
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import (
+    COUNTED_STATUSES,
     JSON_ENCODER,
+    STORED_STATUSES,
+    KindInfo,
     Status,
     Task,
     TaskInfo,
+    ThroughputPoint,
     decode_payload,
     encode_payload,
     validate_external_key,
@@ -24,6 +28,10 @@ from pgqueue.task import (
 
 MAX_PAYLOAD_BYTES = 1_048_576
 MAX_SWEEP_BATCHES = 100  # per sweep; the rest waits for the next period
+MAX_LIST_LIMIT = 1000
+PAYLOAD_SCAN_ROWS = 10_000  # rows a payload_contains search looks at, newest first
+EXACT_FINISHED_BELOW = 100_000  # table rows (planner estimate) below which finished are counted
+MAX_THROUGHPUT_MINUTES = 7 * 24 * 60 * 5
 
 
 def delay_seconds(delay: float | int | timedelta) -> float:
@@ -184,12 +192,18 @@ def _encode_checked(index: int, payload: Any) -> str | None:
 def cancel_task_by_key(
     registry: KindRegistry, queries: Queries, kind: str, external_key: str
 ) -> Operation[bool]:
-    """Cancel the waiting or running task with this key; True when one was cancelled."""
-    registry.get(validate_kind_name(kind))
+    """Cancel the waiting or running task with this key; True when one was cancelled.
+
+    The kind need not be registered here (an operator tool declares nothing); a kind neither
+    registered nor known to the database is :class:`UnknownKind`.
+    """
+    validate_kind_name(kind)
     if validate_external_key(external_key) is None:
         raise InvalidTask("cancel_task_by_key needs an external_key")
+    known = require_known_kind(registry, queries, kind)
 
     def steps() -> Steps[bool]:
+        yield from known.steps
         rows = yield Statement(
             queries["cancel_task_by_key"],
             {"kind": kind, "external_key": external_key, "channel": queries.channel},
@@ -202,13 +216,16 @@ def cancel_task_by_key(
 def retry_tasks(
     registry: KindRegistry, queries: Queries, kind: str, attempts: int, limit: int
 ) -> Operation[int]:
-    """Give up to ``limit`` exhausted tasks of ``kind`` ``attempts`` fresh attempts."""
-    registry.get(validate_kind_name(kind))
+    """Give up to ``limit`` exhausted tasks of ``kind`` ``attempts`` fresh attempts (the kind
+    need not be registered here, but must be known to this process or the database)."""
+    validate_kind_name(kind)
     for name, value in (("attempts", attempts), ("limit", limit)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidTask(f"retry_tasks: {name} must be an int >= 1, got {value!r}")
+    known = require_known_kind(registry, queries, kind)
 
     def steps() -> Steps[int]:
+        yield from known.steps
         rows = yield Statement(
             queries["retry_tasks"],
             {"kind": kind, "attempts": attempts, "limit": limit, "channel": queries.channel},
@@ -220,33 +237,241 @@ def retry_tasks(
 
 def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
     """Read one task by id (``None`` when there is no such row)."""
-    if not isinstance(task_id, int) or isinstance(task_id, bool):
-        raise InvalidTask(f"task id must be an int, got {task_id!r}")
+    _check_task_id(task_id, "task id")
 
     def steps() -> Steps[TaskInfo | None]:
         rows = yield Statement(queries["get_task"], {"id": task_id})
-        if not rows:
-            return None
-        (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
-         delayed_till, created_at, updated_at, started_at, finished_at) = rows[0]  # fmt: skip
-        stored = Status(status)
-        return TaskInfo(
-            id=id_,
-            kind=kind,
-            payload=decode_payload(payload),
-            external_key=key,
-            status=Status.PROCESSING if processing else stored,
-            stored_status=stored,
-            attempts_elapsed=elapsed,
-            attempts_left=left,
-            max_attempts=max_attempts,
-            messages=list(messages),
-            delayed_till=delayed_till,
-            created_at=created_at,
-            updated_at=updated_at,
-            started_at=started_at,
-            finished_at=finished_at,
+        return task_info(rows[0]) if rows else None
+
+    return Operation(steps())
+
+
+def _check_task_id(value: object, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidTask(f"{name} must be an int, got {value!r}")
+    if not 1 <= value <= 2**63 - 1:
+        raise InvalidTask(f"{name} must be a positive 64-bit integer, got {value!r}")
+    return value
+
+
+def task_info(row: Sequence[Any]) -> TaskInfo:
+    """A :class:`TaskInfo` from a row of ``get_task``'s columns."""
+    (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
+     delayed_till, created_at, updated_at, started_at, finished_at) = row  # fmt: skip
+    stored = Status(status)
+    return TaskInfo(
+        id=id_,
+        kind=kind,
+        payload=decode_payload(payload),
+        external_key=key,
+        status=Status.PROCESSING if processing else stored,
+        stored_status=stored,
+        attempts_elapsed=elapsed,
+        attempts_left=left,
+        max_attempts=max_attempts,
+        messages=list(messages),
+        delayed_till=delayed_till,
+        created_at=created_at,
+        updated_at=updated_at,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+
+
+def list_tasks(
+    queries: Queries,
+    *,
+    kind: str | None = None,
+    status: str | Status | None = None,
+    key_prefix: str | None = None,
+    payload_contains: Any = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> Operation[list[TaskInfo]]:
+    """A page of tasks, newest first (id descending), every filter optional.
+
+    ``before_id`` is the cursor: the last id of the previous page (new tasks get higher ids, so
+    pages stay stable while tasks are pushed). ``status`` is a stored status or ``processing``.
+    ``payload_contains`` is a JSON value the payload must contain (``@>``); that search looks
+    only at the :data:`PAYLOAD_SCAN_ROWS` newest tasks matching the other filters below the
+    cursor, so its cost is bounded: an empty page then means "none among those", and the next
+    page can continue from ``before_id`` = the last id scanned by the caller.
+    """
+    params: dict[str, Any] = {
+        "kind": None if kind is None else validate_kind_name(kind),
+        "status": _check_status_filter(status),
+        "key_prefix": None if key_prefix is None else _check_key_prefix(key_prefix),
+        "before_id": None if before_id is None else _check_task_id(before_id, "before_id"),
+        "limit": _check_int_range("limit", limit, 1, MAX_LIST_LIMIT),
+    }
+    name = "list_tasks"
+    if payload_contains is not None:
+        encoded = encode_payload(payload_contains)
+        if encoded is not None and len(encoded) > MAX_PAYLOAD_BYTES:
+            raise InvalidTask("payload_contains is larger than a payload may be")
+        params["payload_contains"] = encoded
+        params["scan"] = PAYLOAD_SCAN_ROWS
+        name = "list_tasks_by_payload"
+
+    def steps() -> Steps[list[TaskInfo]]:
+        rows = yield Statement(queries[name], params)
+        return [task_info(row) for row in rows]
+
+    return Operation(steps())
+
+
+def _check_status_filter(status: object) -> str | None:
+    if status is None:
+        return None
+    allowed = [s.value for s in (*STORED_STATUSES, Status.PROCESSING)]
+    if isinstance(status, str) and status in allowed:
+        return str(status)
+    raise InvalidTask(f"status must be one of {', '.join(allowed)}; got {status!r}")
+
+
+def _check_key_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise InvalidTask(f"key_prefix must be a non-empty string, got {prefix!r}")
+    validate_external_key(prefix)
+    return prefix
+
+
+def _check_int_range(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidTask(f"{name} must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+def pause_kind(queries: Queries, kind: str, registered: bool) -> Operation[None]:
+    """Pause ``kind`` cluster-wide (claims skip it; pushes still work) and notify workers.
+
+    ``registered`` says the kind is known in this process; otherwise the database must know it
+    (a kinds row or a task), else :class:`UnknownKind`.
+    """
+    return _set_paused(queries, "pause_kind", kind, registered)
+
+
+def resume_kind(queries: Queries, kind: str, registered: bool) -> Operation[None]:
+    """Resume ``kind`` cluster-wide and wake its workers at once."""
+    return _set_paused(queries, "resume_kind", kind, registered)
+
+
+def _set_paused(queries: Queries, name: str, kind: str, registered: bool) -> Operation[None]:
+    validate_kind_name(kind)
+
+    def steps() -> Steps[None]:
+        rows = yield Statement(
+            queries[name], {"kind": kind, "registered": registered, "channel": queries.channel}
         )
+        if not rows:
+            raise unknown_kind(kind)
+        return None
+
+    return Operation(steps())
+
+
+def unknown_kind(kind: str) -> UnknownKind:
+    return UnknownKind(f"kind {kind!r} is unknown: no process declared it and it has no tasks")
+
+
+def require_known_kind(registry: KindRegistry, queries: Queries, kind: str) -> Operation[None]:
+    """Raise :class:`UnknownKind` unless the kind is in ``registry`` or in the database."""
+    validate_kind_name(kind)
+    registered = kind in registry
+
+    def steps() -> Steps[None]:
+        if registered:
+            return None
+        rows = yield Statement(queries["kind_exists"], {"kind": kind})
+        if not rows[0][0]:
+            raise unknown_kind(kind)
+        return None
+
+    return Operation(steps())
+
+
+def list_kinds(registry: KindRegistry, queries: Queries) -> Operation[list[KindInfo]]:
+    """Every kind known to the database or this process, sorted by name."""
+
+    def steps() -> Steps[list[KindInfo]]:
+        overview = yield from read_kind_overview(queries).steps
+        names = sorted(overview.kinds | {spec.kind for spec in registry})
+        return [
+            KindInfo(
+                kind=name,
+                paused=name in overview.paused,
+                counts=overview.counts_of(name),
+                oldest_due_seconds=overview.oldest_due.get(name),
+                paused_at=overview.paused.get(name),
+                finished_estimated=overview.estimated,
+                options=registry.get(name).options if name in registry else None,
+            )
+            for name in names
+        ]
+
+    return Operation(steps())
+
+
+class KindOverview:
+    """The rows of ``kind_overview`` by kind: counts, lag and pause state (read by metrics)."""
+
+    def __init__(self) -> None:
+        self.kinds: set[str] = set()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.oldest_due: dict[str, float] = {}
+        self.paused: dict[str, Any] = {}
+        self.estimated = False
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> KindOverview:
+        overview = cls()
+        for kind, status, tasks, due, oldest, estimated, paused_at in rows:
+            overview.kinds.add(kind)
+            if status is None:  # the kinds row
+                if paused_at is not None:
+                    overview.paused[kind] = paused_at
+                continue
+            counts = overview.counts
+            counts[kind, status] = counts.get((kind, status), 0) + int(tasks)
+            if due:
+                counts[kind, "due"] = counts.get((kind, "due"), 0) + int(due)
+            if oldest is not None:
+                overview.oldest_due[kind] = max(float(oldest), overview.oldest_due.get(kind, 0.0))
+            overview.estimated = overview.estimated or bool(estimated)
+        return overview
+
+    def counts_of(self, kind: str) -> dict[str, int]:
+        return {status: self.counts.get((kind, status), 0) for status in COUNTED_STATUSES}
+
+
+def read_kind_overview(queries: Queries) -> Operation[KindOverview]:
+    """The one statement behind ``list_kinds`` and the ``pgqueue_tasks`` gauges."""
+
+    def steps() -> Steps[KindOverview]:
+        rows = yield Statement(
+            queries["kind_overview"],
+            {"schema": queries.schema, "exact_below": EXACT_FINISHED_BELOW},
+        )
+        return KindOverview.from_rows(rows)
+
+    return Operation(steps())
+
+
+def read_throughput(
+    queries: Queries, kind: str | None = None, minutes: int = 60
+) -> Operation[list[ThroughputPoint]]:
+    """Per-minute outcome counts of the last ``minutes`` minutes (minutes without outcomes have
+    no point), oldest first."""
+    if kind is not None:
+        validate_kind_name(kind)
+    _check_int_range("minutes", minutes, 1, MAX_THROUGHPUT_MINUTES)
+
+    def steps() -> Steps[list[ThroughputPoint]]:
+        rows = yield Statement(queries["read_throughput"], {"kind": kind, "minutes": minutes})
+        return [
+            ThroughputPoint(k, minute, int(s), int(f), int(e), int(c))
+            for k, minute, s, f, e, c in rows
+        ]
 
     return Operation(steps())
 
@@ -262,9 +487,15 @@ def count_tasks_by_status(queries: Queries) -> Operation[dict[tuple[str, str], i
 
 
 def sweep_terminal_tasks(
-    queries: Queries, kind: str, ttl: float, period: float, batch_size: int
+    queries: Queries,
+    kind: str,
+    ttl: float,
+    period: float,
+    batch_size: int,
+    throughput_window: float | None = None,
 ) -> Operation[int | None]:
-    """Delete a kind's expired terminal tasks if this process wins its maintenance lock.
+    """Delete a kind's expired terminal tasks (and throughput rows older than
+    ``throughput_window`` seconds) if this process wins its maintenance lock.
 
     Returns the number deleted, or ``None`` when another process holds the lock or swept
     within ``period``.
@@ -283,6 +514,10 @@ def sweep_terminal_tasks(
             deleted += len(rows)
             if len(rows) < batch_size:
                 break
+        if throughput_window is not None:
+            yield Statement(
+                queries["prune_throughput"], {"kind": kind, "window": throughput_window}
+            )
         yield Statement(queries["mark_kind_swept"], {"kind": kind})
         return deleted
 

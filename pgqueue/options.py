@@ -76,6 +76,9 @@ class LoopOptions:
     """Rows deleted per retention statement."""
     max_db_retry_delay: float = 5.0
     """Cap of the backoff between retries after a database error (seconds)."""
+    throughput_window: float = 7 * 86_400.0
+    """How long the per-minute throughput rollup of the kind is kept (seconds); the retention
+    sweeper prunes older rows."""
     prefetch: int | None = None
     """Tasks claimed ahead of free workers, so the next batch is ready when one finishes.
     ``None`` (the default) adapts: while the kind's attempts are short (under 50 ms on
@@ -95,7 +98,13 @@ class LoopOptions:
         return max(floor, min(window, self.claim_batch_size))
 
     def validate(self) -> LoopOptions:
-        for name in ("poll_period", "janitor_period", "lease_margin", "max_db_retry_delay"):
+        for name in (
+            "poll_period",
+            "janitor_period",
+            "lease_margin",
+            "max_db_retry_delay",
+            "throughput_window",
+        ):
             to_seconds(getattr(self, name), f"LoopOptions.{name}", allow_zero=False)
         check_int("LoopOptions.claim_batch_size", self.claim_batch_size, minimum=1)
         check_int("LoopOptions.sweep_batch_size", self.sweep_batch_size, minimum=1)

@@ -18,7 +18,7 @@ from pgqueue.envelope import Stamp
 from pgqueue.executor import SyncExecutor
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.runtime import Runtime, StopMode
-from pgqueue.task import Task, TaskInfo
+from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 T = TypeVar("T")
 
@@ -105,6 +105,43 @@ class Queue(QueueBase):
 
     def get_task(self, task_id: int) -> TaskInfo | None:
         return self.executor.run(self._get_op(task_id))
+
+    def list_tasks(
+        self,
+        *,
+        kind: str | None = None,
+        status: str | Status | None = None,
+        key_prefix: str | None = None,
+        payload_contains: Any = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskInfo]:
+        """A page of tasks, newest first; pass the last id as ``before_id`` for the next page.
+
+        ``status`` is a stored status or ``processing``; ``payload_contains`` is a JSON value
+        the payload must contain, searched among the 10,000 newest tasks matching the other
+        filters (a bounded scan). Bad filters raise :class:`InvalidTask` before any SQL.
+        """
+        return self.executor.run(
+            self._list_tasks_op(kind, status, key_prefix, payload_contains, before_id, limit)
+        )
+
+    def pause_kind(self, kind: str) -> None:
+        """Pause ``kind`` in every process: no new attempt starts, running ones finish, pushes
+        still work. Unknown kinds (neither here nor in the database) raise ``UnknownKind``."""
+        self.executor.run(self._pause_op(kind, True))
+
+    def resume_kind(self, kind: str) -> None:
+        """Resume a paused kind in every process; its workers claim at once."""
+        self.executor.run(self._pause_op(kind, False))
+
+    def list_kinds(self) -> list[KindInfo]:
+        """Every kind the database or this queue knows: pause state, counts per status, lag."""
+        return self.executor.run(self._list_kinds_op())
+
+    def throughput(self, *, kind: str | None = None, minutes: int = 60) -> list[ThroughputPoint]:
+        """Outcomes per kind and minute over the last ``minutes`` minutes, oldest first."""
+        return self.executor.run(self._throughput_op(kind, minutes))
 
     def count_tasks(self) -> dict[tuple[str, str], int]:
         """Number of tasks per ``(kind, status)``, ``processing`` derived."""

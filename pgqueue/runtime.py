@@ -207,9 +207,40 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 },
             )
             applied.update(row[0] for row in rows)
+        if applied:
+            yield throughput_statement(queries, results, applied)
         return applied
 
-    return Operation(steps())
+    # One transaction: the outcomes and their rollup commit together (and with one commit).
+    return Operation(steps(), transactional=True)
+
+
+# Rollup column of each outcome status; a failed attempt with attempts left is "failed".
+ROLLUP_COLUMN = {"succeeded": 0, "must_retry": 1, "no_attempts_left": 2, "cancelled": 3}
+
+
+def throughput_statement(
+    queries: Queries, results: Sequence[Result], applied: set[int]
+) -> Statement:
+    """The rollup upsert of a result batch: the applied outcomes counted per kind."""
+    per_kind: dict[str, list[int]] = {}
+    for result in results:
+        if result.task_id in applied:
+            counts = per_kind.get(result.kind)
+            if counts is None:
+                counts = per_kind[result.kind] = [0, 0, 0, 0]
+            counts[ROLLUP_COLUMN[result.outcome.status.value]] += 1
+    kinds = sorted(per_kind)
+    return Statement(
+        queries["record_throughput"],
+        {
+            "kinds": kinds,
+            "succeeded": [per_kind[k][0] for k in kinds],
+            "failed": [per_kind[k][1] for k in kinds],
+            "exhausted": [per_kind[k][2] for k in kinds],
+            "cancelled": [per_kind[k][3] for k in kinds],
+        },
+    )
 
 
 class KindWorker:
@@ -702,6 +733,7 @@ class Runtime:
                             ttl,
                             period * 0.9,
                             worker.options.loop.sweep_batch_size,
+                            worker.options.loop.throughput_window,
                         )
                     )
                     if deleted:

@@ -6,9 +6,12 @@ import enum
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgqueue.errors import InvalidTask
+
+if TYPE_CHECKING:
+    from pgqueue.options import KindOptions
 
 MAX_KIND_LENGTH = 100
 MAX_EXTERNAL_KEY_LENGTH = 512
@@ -69,6 +72,52 @@ class TaskInfo:
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+COUNTED_STATUSES: tuple[str, ...] = (
+    "new",
+    "must_retry",
+    "no_attempts_left",
+    "processing",
+    "due",
+    "cancelled",
+    "succeeded",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KindInfo:
+    """A kind as the database sees it: paused or not, tasks per status, queue lag.
+
+    ``counts`` has every key of :data:`COUNTED_STATUSES`: the stored statuses (a claimed task
+    whose lease has not expired counts as ``processing`` instead), and ``due`` (waiting tasks due
+    now, a subset of ``new`` + ``must_retry``). Open statuses are exact. Finished ones
+    (``succeeded``, ``cancelled``) are exact while the table is small and estimated from
+    PostgreSQL's statistics in a large one (``finished_estimated`` is then True).
+    ``oldest_due_seconds`` is the age of the oldest due, unclaimed task (None when none is due).
+    ``options`` are the kind's options when it is declared or registered in this process.
+    """
+
+    kind: str
+    paused: bool
+    counts: dict[str, int]
+    oldest_due_seconds: float | None = None
+    paused_at: datetime | None = None
+    finished_estimated: bool = False
+    options: KindOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputPoint:
+    """Outcomes of one kind in one minute (attempts that failed and will be retried count as
+    ``failed``; failures with no attempt left as ``exhausted``)."""
+
+    kind: str
+    minute: datetime
+    succeeded: int
+    failed: int
+    exhausted: int
+    cancelled: int
 
 
 def validate_kind_name(kind: object) -> str:

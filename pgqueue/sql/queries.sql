@@ -90,13 +90,17 @@ WHERE kind = %(kind)s
        OR (status = 'no_attempts_left' AND claim_token IS NOT NULL AND delayed_till > now()));
 
 -- name: claim_due_tasks
--- Claim up to LIMIT due tasks of a kind: consume an attempt, lease the row, hand out a token.
+-- Claim up to LIMIT due tasks of an unpaused kind: consume an attempt, lease the row, hand out a
+-- token. The pause check is part of the statement, so no claim sees a committed pause late.
 WITH due AS (
     SELECT id, claim_token AS previous_token
     FROM __schema__.tasks
     WHERE kind = %(kind)s
       AND status IN ('new', 'must_retry')
       AND delayed_till <= now()
+      AND NOT EXISTS (
+          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+      )
     ORDER BY delayed_till
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED
@@ -297,3 +301,161 @@ FROM cancelled;
 -- name: get_task_id_by_key
 -- The id of the task holding (kind, external_key), if one exists.
 SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
+
+-- name: record_throughput
+-- Add a result batch's outcomes to the per-minute rollup, one row per kind (the current minute).
+INSERT INTO __schema__.throughput AS t (kind, minute, succeeded, failed, exhausted, cancelled)
+SELECT r.kind, date_trunc('minute', now()), r.succeeded, r.failed, r.exhausted, r.cancelled
+FROM unnest(%(kinds)s::text[], %(succeeded)s::bigint[], %(failed)s::bigint[],
+            %(exhausted)s::bigint[], %(cancelled)s::bigint[])
+     AS r(kind, succeeded, failed, exhausted, cancelled)
+ORDER BY r.kind
+ON CONFLICT (kind, minute) DO UPDATE
+SET succeeded = t.succeeded + excluded.succeeded,
+    failed = t.failed + excluded.failed,
+    exhausted = t.exhausted + excluded.exhausted,
+    cancelled = t.cancelled + excluded.cancelled;
+
+-- name: prune_throughput
+-- Delete a kind's rollup rows older than the window (seconds).
+DELETE FROM __schema__.throughput
+WHERE kind = %(kind)s AND minute < now() - make_interval(secs => %(window)s);
+
+-- name: read_throughput
+-- The rollup rows of the last MINUTES minutes (the current one included), optionally of one kind.
+SELECT kind, minute, succeeded, failed, exhausted, cancelled
+FROM __schema__.throughput
+WHERE minute > date_trunc('minute', now()) - make_interval(mins => %(minutes)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+ORDER BY minute, kind;
+
+-- name: pause_kind
+-- Pause a kind known to this process or to the database; tell every worker at once.
+WITH known AS (
+    SELECT %(kind)s::text AS kind
+    WHERE %(registered)s
+       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+), paused AS (
+    INSERT INTO __schema__.kinds AS k (kind, paused_at)
+    SELECT kind, now() FROM known
+    ON CONFLICT (kind) DO UPDATE SET paused_at = coalesce(k.paused_at, excluded.paused_at)
+    RETURNING kind
+)
+SELECT kind, pg_notify(%(channel)s, 'pause:' || kind) FROM paused;
+
+-- name: resume_kind
+-- Resume a kind known to this process or to the database; wake every worker of it at once.
+WITH known AS (
+    SELECT %(kind)s::text AS kind
+    WHERE %(registered)s
+       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+), resumed AS (
+    INSERT INTO __schema__.kinds AS k (kind)
+    SELECT kind FROM known
+    ON CONFLICT (kind) DO UPDATE SET paused_at = NULL
+    RETURNING kind
+)
+SELECT kind, pg_notify(%(channel)s, 'resume:' || kind), pg_notify(%(channel)s, 'p:' || kind)
+FROM resumed;
+
+-- name: kind_exists
+-- Whether the database knows a kind (a kinds row or any task).
+SELECT EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
+    OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text);
+
+-- name: kind_overview
+-- Per kind and status: exact counts of open tasks (through the partial indexes), due tasks and
+-- the age of the oldest due one; finished tasks counted exactly in a small table and estimated
+-- from the (kind, status) statistics in a large one; the paused flag. One row per kind x status.
+WITH size AS (
+    SELECT greatest(c.reltuples, 0)::float8 AS rows
+    FROM pg_class AS c
+    WHERE c.oid = '__schema__.tasks'::regclass
+), open_tasks AS (
+    SELECT kind, status, claim_token, delayed_till
+    FROM __schema__.tasks
+    WHERE status IN ('new', 'must_retry')
+    UNION ALL
+    SELECT kind, status, claim_token, delayed_till
+    FROM __schema__.tasks
+    WHERE status = 'no_attempts_left'
+), open_counts AS (
+    SELECT kind,
+           CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+                ELSE status::text END AS status,
+           count(*) AS tasks,
+           count(*) FILTER (WHERE status <> 'no_attempts_left' AND delayed_till <= now()) AS due,
+           min(delayed_till) FILTER (WHERE status <> 'no_attempts_left'
+                                     AND delayed_till <= now()) AS oldest_due
+    FROM open_tasks
+    GROUP BY 1, 2
+), exact_finished AS (
+    SELECT kind, status::text AS status, count(*) AS tasks
+    FROM __schema__.tasks
+    WHERE status IN ('cancelled', 'succeeded')
+      AND (SELECT rows FROM size) < %(exact_below)s
+    GROUP BY 1, 2
+), estimated_finished AS (
+    SELECT s.most_common_vals[i][1] AS kind, s.most_common_vals[i][2] AS status,
+           round(s.most_common_freqs[i] * (SELECT rows FROM size))::bigint AS tasks
+    FROM pg_stats_ext AS s, generate_subscripts(s.most_common_freqs, 1) AS i
+    WHERE s.statistics_schemaname = %(schema)s
+      AND s.statistics_name = 'tasks_kind_status_stats'
+      AND NOT s.inherited
+      AND (SELECT rows FROM size) >= %(exact_below)s
+)
+SELECT kind, status, tasks, due, extract(epoch FROM now() - oldest_due)::float8, false,
+       NULL::timestamptz
+FROM open_counts
+UNION ALL
+SELECT kind, status, tasks, 0, NULL, false, NULL FROM exact_finished
+UNION ALL
+SELECT kind, status, tasks, 0, NULL, true, NULL
+FROM estimated_finished
+WHERE status IN ('cancelled', 'succeeded')
+UNION ALL
+SELECT kind, NULL, 0, 0, NULL, false, paused_at FROM __schema__.kinds;
+
+-- name: list_tasks
+-- A page of tasks, newest first, below the cursor id, filtered by kind, derived status and key
+-- prefix.
+SELECT id, kind, payload::text, external_key, status::text,
+       claim_token IS NOT NULL AND delayed_till > now() AS processing,
+       attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+       created_at, updated_at, started_at, finished_at
+FROM __schema__.tasks
+WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(key_prefix)s::text IS NULL OR starts_with(external_key, %(key_prefix)s::text))
+  AND (%(status)s::text IS NULL
+       OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+               ELSE status::text END = %(status)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_tasks_by_payload
+-- Like list_tasks, and the payload contains a JSON value; only the SCAN newest matching rows
+-- below the cursor are searched, so the cost is bounded.
+SELECT id, kind, payload, external_key, status, processing, attempts_elapsed, attempts_left,
+       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at
+FROM (
+    SELECT id, kind, payload::text AS payload, payload AS document, external_key,
+           status::text AS status,
+           claim_token IS NOT NULL AND delayed_till > now() AS processing,
+           attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+           created_at, updated_at, started_at, finished_at
+    FROM __schema__.tasks
+    WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+      AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+      AND (%(key_prefix)s::text IS NULL OR starts_with(external_key, %(key_prefix)s::text))
+      AND (%(status)s::text IS NULL
+           OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+                   ELSE status::text END = %(status)s::text)
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS recent
+WHERE document @> %(payload_contains)s::jsonb
+ORDER BY id DESC
+LIMIT %(limit)s;

@@ -57,5 +57,24 @@ CREATE TABLE __schema__.kinds (
     swept_at    timestamptz,
     -- Latest periodic slot enqueued for the kind: every process agrees on one task per slot.
     periodic_slot timestamptz,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Set while the kind is paused: claims of every process skip it (pushes still work).
+    paused_at   timestamptz
 );
+
+-- Outcomes per kind and minute, added once per result batch; survives retention deletes and
+-- restarts, pruned by the sweeper after a window.
+CREATE TABLE __schema__.throughput (
+    kind      text NOT NULL,
+    minute    timestamptz NOT NULL,
+    succeeded bigint NOT NULL DEFAULT 0,
+    failed    bigint NOT NULL DEFAULT 0,
+    exhausted bigint NOT NULL DEFAULT 0,
+    cancelled bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, minute)
+);
+
+-- Joint (kind, status) statistics: the planner's estimate of finished tasks per kind, read by
+-- metrics instead of counting millions of rows.
+CREATE STATISTICS __schema__.tasks_kind_status_stats (mcv) ON kind, status
+    FROM __schema__.tasks;

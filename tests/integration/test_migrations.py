@@ -41,6 +41,10 @@ def catalog(dsn: str, schema: str) -> dict[str, Any]:
             JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = %(s)s AND c.relname NOT LIKE 'pgqueue_alembic_version%%'
             ORDER BY 1""",
+        "statistics": """
+            SELECT s.stxname, s.stxkind::text, pg_get_statisticsobjdef_columns(s.oid)
+            FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+            WHERE n.nspname = %(s)s ORDER BY 1""",
     }
     with psycopg.connect(dsn) as conn:
         return {
@@ -56,13 +60,14 @@ def test_migrations_produce_exactly_the_declared_schema(
     empty_schema: Database, server_dsn: str
 ) -> None:
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0001"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
     declared = empty_schema.schema + "_declared"
     try:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(schema_ddl(declared))
         migrated = catalog(server_dsn, empty_schema.schema)
         assert migrated["columns"] and migrated["indexes"] and migrated["enums"]
+        assert migrated["statistics"]
         assert migrated == catalog(server_dsn, declared)
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
@@ -88,13 +93,36 @@ def test_upgrade_is_idempotent_and_downgrade_leaves_nothing(empty_schema: Databa
     assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
 
 
+def test_downgrade_to_the_first_revision_removes_the_operations_schema(
+    empty_schema: Database,
+) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema, "pgqueue_0001")
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0001"
+    assert (
+        empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.throughput",))
+        is None
+    )
+    columns = {
+        row[0]
+        for row in empty_schema.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'kinds'",
+            (empty_schema.schema,),
+        )
+    }
+    assert "paused_at" not in columns and "swept_at" in columns
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+
+
 def test_cli_migrate_and_sql(empty_schema: Database) -> None:
     env = empty_schema.env()
     up = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate"], env=env, capture_output=True, text=True
     )
     assert up.returncode == 0, up.stderr
-    assert "pgqueue_0001" in up.stdout
+    assert "pgqueue_0002" in up.stdout
     down = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--down"],
         env=env, capture_output=True, text=True,
@@ -136,7 +164,7 @@ def downgrade():
 """
     )
     copied = migrate.copy_migrations(project / "versions")
-    assert [p.name for p in copied] == ["pgqueue_0001_initial.py"]
+    assert [p.name for p in copied] == ["pgqueue_0001_initial.py", "pgqueue_0002_operations.py"]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
     env_py = (project / "env.py").read_text()
@@ -150,6 +178,6 @@ def downgrade():
         assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
         assert empty_schema.scalar(f"SELECT count(*) FROM {host_table}") == 0
         heads = {row[0] for row in empty_schema.fetch(f"SELECT version_num FROM {version_table}")}
-        assert heads == {"host_0001", "pgqueue_0001"}
+        assert heads == {"host_0001", "pgqueue_0002"}
     finally:
         empty_schema.fetch(f"DROP TABLE IF EXISTS {host_table}, {version_table}")
