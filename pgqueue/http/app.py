@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.http.api import REQUEST_MODELS, router
 from pgqueue.http.auth import require_role
-from pgqueue.http.errors import install_error_handlers
+from pgqueue.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pgqueue.http.limits import BodyLimitMiddleware
 from pgqueue.http.settings import HttpSettings
 
@@ -54,6 +54,7 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     _document_request_bodies(app)
     _mount_docs(app)
     _mount_dashboard(app, queue, settings)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     return app
 
