@@ -75,6 +75,7 @@ def _document_request_bodies(app: FastAPI) -> None:
             [(model, "validation") for model in REQUEST_MODELS.values()],
             ref_template="#/components/schemas/{model}",
         )
+        _drop_default_validation_responses(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in definitions.get("$defs", {}).items():
             components.setdefault(name, definition)
@@ -86,6 +87,32 @@ def _document_request_bodies(app: FastAPI) -> None:
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=[Depends(require_role("read"))])
     async def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
+
+
+def _drop_default_validation_responses(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 for invalid parameters; this API answers those with 400."""
+    default = "#/components/schemas/HTTPValidationError"
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            entry = responses.get("422", {})
+            ref = entry.get("content", {}).get("application/json", {}).get("schema", {})
+            if ref.get("$ref") == default:
+                del responses["422"]
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Bad JSON or fields",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    },
+                )
+    schemas = schema.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
 
 
 def _mount_docs(app: FastAPI) -> None:
