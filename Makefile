@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,12 @@ test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else 
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the prometheus binary)
+	$(BIN)/python -m pytest -m prometheus $(PYTEST_ARGS)
+
+test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (throughput history)
+	$(BIN)/python -m pytest -m minutes $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks
