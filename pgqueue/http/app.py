@@ -48,7 +48,7 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     app.state.pgqueue_queue = queue
     app.state.pgqueue_settings = settings
     app.state.pgqueue_token_sources = []
-    app.state.pgqueue_metrics_registry = _metrics_registry(queue)
+    app.state.pgqueue_metrics_registry, app.state.pgqueue_metrics = _metrics_registry(queue)
     install_error_handlers(app)
     app.include_router(router)
     _document_request_bodies(app)
@@ -131,15 +131,19 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
-def _metrics_registry(queue: AsyncQueue) -> CollectorRegistry:
-    """A registry for ``GET /metrics`` with pgqueue's collectors when they are available."""
+def _metrics_registry(queue: AsyncQueue) -> tuple[CollectorRegistry, Any]:
+    """A registry for ``GET /metrics`` with pgqueue's collectors (and the object to close)."""
+    from pgqueue.metrics import instrument
+
     registry = CollectorRegistry()
-    if importlib.util.find_spec("pgqueue.metrics") is not None:
-        metrics: Any = importlib.import_module("pgqueue.metrics")
-        instrument = getattr(metrics, "instrument", None)
-        if instrument is not None:
-            instrument(queue, registry)
-    return registry
+    return registry, instrument(queue, registry)
+
+
+def close_app(app: FastAPI) -> None:
+    """Release what the app holds besides the queue (the metrics' database connection)."""
+    metrics = getattr(app.state, "pgqueue_metrics", None)
+    if metrics is not None:
+        metrics.close()
 
 
 def _mount_dashboard(app: FastAPI, queue: AsyncQueue, settings: HttpSettings) -> None:
