@@ -20,6 +20,7 @@ from pgqueue.http.api import REQUEST_MODELS, router
 from pgqueue.http.auth import require_role
 from pgqueue.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pgqueue.http.limits import BodyLimitMiddleware
+from pgqueue.http.service import PushCoalescer
 from pgqueue.http.settings import HttpSettings
 
 DOCS_ASSETS_PATH = "/docs/assets"
@@ -48,6 +49,7 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     app.state.pgqueue_queue = queue
     app.state.pgqueue_settings = settings
     app.state.pgqueue_token_sources = []
+    app.state.pgqueue_coalescer = PushCoalescer(queue)
     app.state.pgqueue_metrics_registry, app.state.pgqueue_metrics = _metrics_registry(queue)
     install_error_handlers(app)
     app.include_router(router)
