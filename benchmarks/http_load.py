@@ -26,9 +26,9 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -104,7 +104,7 @@ class Server:
     """``pgqueue serve`` in a subprocess on a port it picks."""
 
     def __init__(self, dsn: str, schema: str) -> None:
-        self.log = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = tempfile.NamedTemporaryFile(prefix="pgqueue-serve-", suffix=".log")  # noqa: SIM115
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PGQUEUE_")},
             "PGQUEUE_DSN": dsn,
@@ -113,27 +113,22 @@ class Server:
             "PGQUEUE_HTTP_PORT": "0",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgqueue.cli", "serve", "--log-level", "WARNING"],
+            [sys.executable, "-m", "pgqueue.cli", "serve"],
             cwd=ROOT,
             env=env,
-            stderr=subprocess.PIPE,
+            stderr=self.log,
         )
         self.port = self._wait_port()
 
     def _wait_port(self) -> int:
-        # uvicorn logs its address at INFO; at WARNING we ask the OS which port it holds.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            text = Path(self.log.name).read_text(errors="replace")
+            match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", text)
+            if match:
+                return int(match.group(1))
             if self.process.poll() is not None:
-                raise RuntimeError(f"pgqueue serve exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
-            out = subprocess.run(
-                ["ss", "-ltnpH"], capture_output=True, text=True, check=False
-            ).stdout
-            for line in out.splitlines():
-                if f"pid={self.process.pid}," in line:
-                    match = re.search(r"127\.0\.0\.1:(\d+)", line)
-                    if match:
-                        return int(match.group(1))
+                raise RuntimeError(f"pgqueue serve exited:\n{text}")
             time.sleep(0.1)
         raise RuntimeError("pgqueue serve did not start listening")
 
