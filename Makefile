@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes chaos lint fmt docs docs-build bench bench-quick bench-memory bench-fleet wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes chaos lint fmt docs docs-build bench bench-quick bench-memory bench-fleet bench-http wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,9 @@ bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay u
 
 bench-fleet: $(STAMP) ## Idle cost, latency with 500 kinds, delayed-task lateness and fairness
 	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
+
+bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients, 20 s) vs push_task
+	$(BIN)/python benchmarks/http_load.py $(HTTP_BENCH_ARGS)
 
 bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)

@@ -273,7 +273,9 @@ class AsyncPsycopgExecutor:
             # Your pool, made with open=False and not opened yet: opened (and closed) here.
             self._owned = True
             await probe_async(self.conninfo)
-            await self.pool.open(wait=True)
+            # No wait=True: a wait that times out closes the pool for good, and concurrent
+            # waits trip an assertion; the probe above already failed fast with the reason.
+            await self.pool.open()
         self._opened = True
 
     async def run(self, op: Operation[T]) -> T:

@@ -218,6 +218,11 @@ def copy_revisions(
     )
 
 
+from pgqueue.http.cli import register as register_http  # noqa: E402
+
+register_http(app)
+
+
 def _is_usage_error(exc: BaseException) -> bool:
     # Typer raises click's exceptions (or those of the click copy it ships): recognised by
     # shape, so the command works with either.

@@ -380,6 +380,30 @@ SELECT to_regclass('__schema__.tasks') IS NOT NULL,
 -- Start-up check: the pgqueue revision `pgqueue migrate` recorded in the schema.
 SELECT version_num FROM __schema__.pgqueue_alembic_version;
 
+-- name: cancel_task
+-- Cancel the waiting or running task with this id; tell a running one's worker.
+WITH target AS (
+    SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
+    FROM __schema__.tasks
+    WHERE id = %(id)s
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
+    FOR NO KEY UPDATE
+), cancelled AS (
+    UPDATE __schema__.tasks AS t
+    SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
+    FROM target
+    WHERE t.id = target.id
+    RETURNING t.id, target.was_running
+)
+SELECT id, was_running,
+       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
+FROM cancelled;
+
+-- name: get_task_id_by_key
+-- The id of the task holding (kind, external_key), if one exists.
+SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
+
 -- name: prune_throughput
 -- Delete a kind's rollup rows older than the window (seconds).
 DELETE FROM __schema__.throughput
