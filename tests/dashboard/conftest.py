@@ -145,9 +145,14 @@ class Site:
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
 
     def text_of(self, css: str) -> str:
-        from selenium.webdriver.common.by import By
-
-        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+        """The element's text, read in one script call (live swaps cannot make it stale)."""
+        text = self.driver.execute_script(
+            "const el = document.querySelector(arguments[0]);"
+            "return el === null ? null : el.textContent;",
+            css,
+        )
+        assert text is not None, f"no element matches {css}"
+        return str(text).strip()
 
 
 def make_queue(db: Database) -> Queue:
