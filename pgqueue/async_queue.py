@@ -84,6 +84,10 @@ class AsyncQueue(QueueBase):
         """Give up to ``limit`` exhausted tasks fresh ``attempts``; the number revived."""
         return await self.executor.run(self._retry_op(kind, attempts, limit))
 
+    async def cancel_task(self, task_id: int) -> bool:
+        """Cancel the waiting or running task with this id; True when one was cancelled."""
+        return await self.executor.run(self._cancel_id_op(task_id))
+
     async def get_task(self, task_id: int) -> TaskInfo | None:
         return await self.executor.run(self._get_op(task_id))
 

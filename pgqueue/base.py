@@ -140,6 +140,10 @@ class QueueBase:
         self._check_open()
         return operations.count_tasks_by_status(self.queries)
 
+    def _cancel_id_op(self, task_id: int) -> Operation[bool]:
+        self._check_open()
+        return operations.cancel_task(self.queries, task_id)
+
     def _list_tasks_op(
         self,
         kind: str | None,

@@ -144,6 +144,11 @@ def copy_revisions(
     typer.echo("now run: alembic upgrade heads")
 
 
+from pgqueue.http.cli import register as register_http  # noqa: E402
+
+register_http(app)
+
+
 def main() -> None:
     app()
 

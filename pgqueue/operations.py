@@ -522,3 +522,36 @@ def sweep_terminal_tasks(
         return deleted
 
     return Operation(steps(), transactional=True)
+
+
+def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
+    """Cancel the waiting or running task with this id; True when it was cancelled."""
+    _check_task_id(task_id)
+
+    def steps() -> Steps[bool]:
+        rows = yield Statement(queries["cancel_task"], {"id": task_id, "channel": queries.channel})
+        return bool(rows)
+
+    return Operation(steps())
+
+
+def find_task_id_by_key(queries: Queries, kind: str, external_key: str) -> Operation[int | None]:
+    """The id of the task holding ``(kind, external_key)``, or ``None``."""
+    validate_kind_name(kind)
+    if validate_external_key(external_key) is None:
+        raise InvalidTask("find_task_id_by_key needs an external_key")
+
+    def steps() -> Steps[int | None]:
+        rows = yield Statement(
+            queries["get_task_id_by_key"], {"kind": kind, "external_key": external_key}
+        )
+        return int(rows[0][0]) if rows else None
+
+    return Operation(steps())
+
+
+def _check_task_id(task_id: object) -> None:
+    if not isinstance(task_id, int) or isinstance(task_id, bool):
+        raise InvalidTask(f"task id must be an int, got {task_id!r}")
+    if not 1 <= task_id <= 2**63 - 1:
+        raise InvalidTask(f"task id must be a positive 64-bit int, got {task_id!r}")

@@ -99,6 +99,10 @@ class Queue(QueueBase):
         """Give up to ``limit`` exhausted tasks fresh ``attempts``; the number revived."""
         return self.executor.run(self._retry_op(kind, attempts, limit))
 
+    def cancel_task(self, task_id: int) -> bool:
+        """Cancel the waiting or running task with this id; True when one was cancelled."""
+        return self.executor.run(self._cancel_id_op(task_id))
+
     def get_task(self, task_id: int) -> TaskInfo | None:
         return self.executor.run(self._get_op(task_id))
 

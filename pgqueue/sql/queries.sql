@@ -278,6 +278,29 @@ SELECT kind,
 FROM __schema__.tasks
 GROUP BY 1, 2;
 
+-- name: cancel_task
+-- Cancel the waiting or running task with this id; tell a running one's worker.
+WITH target AS (
+    SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
+    FROM __schema__.tasks
+    WHERE id = %(id)s
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
+    FOR NO KEY UPDATE
+), cancelled AS (
+    UPDATE __schema__.tasks AS t
+    SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
+    FROM target
+    WHERE t.id = target.id
+    RETURNING t.id, target.was_running
+)
+SELECT id, was_running,
+       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
+FROM cancelled;
+
+-- name: get_task_id_by_key
+-- The id of the task holding (kind, external_key), if one exists.
+SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
 
 -- name: record_throughput
 -- Add a result batch's outcomes to the per-minute rollup, one row per kind (the current minute).

@@ -1,0 +1,272 @@
+"""The REST routes: enqueue, read, cancel, retry, pause, kinds, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from pgqueue.async_queue import AsyncQueue
+from pgqueue.errors import UnknownKind
+from pgqueue.http import service
+from pgqueue.http.auth import require_role
+from pgqueue.http.errors import ApiError, ErrorBody
+from pgqueue.http.models import (
+    EnqueueBatchRequest,
+    EnqueueBatchResponse,
+    EnqueueRequest,
+    HealthOut,
+    RetryRequest,
+    RetryResponse,
+    TaskOut,
+)
+from pgqueue.http.settings import HttpSettings
+from pgqueue.task import Status, Task
+
+MAX_TASK_ID = 2**63 - 1
+M = TypeVar("M", bound=BaseModel)
+
+router = APIRouter()
+read = [Depends(require_role("read"))]
+operate = [Depends(require_role("operator"))]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error responses a route may give (one shape for all)."""
+    described = {
+        400: "Bad JSON or fields",
+        401: "Missing or wrong token",
+        403: "The token's role may not do this",
+        404: "No such task or kind",
+        409: "Conflict (duplicate key: the existing task's id is in task_id)",
+        413: "Request body over the limit",
+        422: "Unknown kind named in the body",
+        429: "The kind's max_pending cap is reached",
+        503: "Database unreachable",
+    }
+    return {code: {"model": ErrorBody, "description": described[code]} for code in codes}
+
+
+AUTH_ERRORS = (401, 403)
+
+
+def queue_of(request: Request) -> AsyncQueue:
+    queue: AsyncQueue = request.app.state.pgqueue_queue
+    return queue
+
+
+def settings_of(request: Request) -> HttpSettings:
+    settings: HttpSettings = request.app.state.pgqueue_settings
+    return settings
+
+
+QueueDep = Annotated[AsyncQueue, Depends(queue_of)]
+SettingsDep = Annotated[HttpSettings, Depends(settings_of)]
+TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="Task id.")]
+KindPath = Annotated[str, Path(min_length=1, max_length=100, description="Task kind.")]
+
+
+def json_body(model: type[M], *, optional: bool = False) -> Any:
+    """A dependency parsing the raw body as JSON into ``model``, whatever the Content-Type
+    (clients of the seed service send bare ``curl -d``); 400 on bad JSON or fields."""
+
+    async def parse(request: Request) -> M:
+        raw = await request.body()
+        if optional and not raw.strip():
+            return model()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_input=False)) from None
+
+    return Depends(parse)
+
+
+def body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON request body of ``model`` (see app.openapi)."""
+    REQUEST_MODELS[model.__name__] = model
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
+
+
+REQUEST_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def known_kind(queue: AsyncQueue, kind: str) -> str:
+    """``kind`` if this service knows it; 404 otherwise (the kind is in the path)."""
+    if "\x00" in kind or kind not in queue.registry:
+        raise ApiError(404, "unknown_kind", f"kind {kind!r} is not known to this service")
+    return kind
+
+
+async def task_or_404(queue: AsyncQueue, task_id: int) -> TaskOut:
+    info = await queue.get_task(task_id)
+    if info is None:
+        raise ApiError(404, "task_not_found", "task not found")
+    return TaskOut.of(info)
+
+
+@router.post(
+    "/enqueue",
+    status_code=201,
+    response_model=TaskOut,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 409, 413, 422, 429),
+    summary="Enqueue one task",
+    openapi_extra=body_schema(EnqueueRequest),
+)
+async def enqueue(
+    queue: QueueDep,
+    settings: SettingsDep,
+    body: EnqueueRequest = json_body(EnqueueRequest),
+) -> TaskOut:
+    """Push one task. 201 with the task; 409 when its ``(kind, external_key)`` exists (the
+    existing task's id is in ``task_id``); 422 when the kind is unknown to this service."""
+    if body.id is not None and body.external_key is not None:
+        raise ApiError(400, "invalid_request", "give either id or external_key, not both")
+    if body.max_attempts is not None and body.max_retries is not None:
+        raise ApiError(400, "invalid_request", "give either max_attempts or max_retries, not both")
+    kind = body.kind or settings.default_kind
+    key = body.external_key if body.external_key is not None else body.id
+    max_attempts = body.max_attempts
+    if body.max_retries is not None:
+        max_attempts = body.max_retries + 1
+    try:
+        spec = queue.registry.get(kind)
+    except UnknownKind as exc:
+        raise ApiError(422, "unknown_kind", str(exc)) from None
+    task = Task(kind, body.payload, key)
+    (task_id,) = await service.push(queue, [task], body.delay, max_attempts)
+    if task_id is None:
+        assert key is not None
+        existing = await service.existing_task_id(queue, kind, key)
+        raise ApiError(409, "duplicate_key", "task already exists", task_id=existing)
+    attempts = max_attempts if max_attempts is not None else spec.options.max_attempts
+    return TaskOut(
+        id=task_id,
+        kind=kind,
+        payload=body.payload,
+        external_key=key,
+        status=Status.NEW,
+        attempts=0,
+        attempts_left=attempts,
+        max_attempts=attempts,
+        max_retries=attempts - 1,
+    )
+
+
+@router.post(
+    "/enqueue/batch",
+    status_code=201,
+    response_model=EnqueueBatchResponse,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 413, 422, 429),
+    summary="Enqueue many tasks in one statement",
+    openapi_extra=body_schema(EnqueueBatchRequest),
+)
+async def enqueue_batch(
+    queue: QueueDep,
+    settings: SettingsDep,
+    body: EnqueueBatchRequest = json_body(EnqueueBatchRequest),
+) -> EnqueueBatchResponse:
+    """Push all tasks in one statement (all or none). ``ids`` is aligned with the input;
+    ``null`` marks a task whose ``(kind, external_key)`` exists (or repeats in the batch)."""
+    tasks = [Task(item.kind or settings.default_kind, item.payload, item.external_key)
+             for item in body.tasks]  # fmt: skip
+    for task in tasks:
+        try:
+            queue.registry.get(task.kind)
+        except UnknownKind as exc:
+            raise ApiError(422, "unknown_kind", str(exc)) from None
+    ids = await service.push(queue, tasks, body.delay)
+    created = sum(1 for task_id in ids if task_id is not None)
+    return EnqueueBatchResponse(ids=ids, created=created, duplicates=len(ids) - created)
+
+
+@router.get(
+    "/task",
+    response_model=TaskOut,
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="One task by id (the seed's form)",
+)
+async def get_task_by_query(
+    queue: QueueDep,
+    id: Annotated[str | None, Query(description="Task id (an integer).")] = None,
+) -> TaskOut:
+    if id is None or id == "":
+        raise ApiError(400, "invalid_request", "missing id parameter")
+    try:
+        task_id = int(id, 10)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "id must be an integer") from None
+    if not 1 <= task_id <= MAX_TASK_ID:
+        raise ApiError(404, "task_not_found", "task not found")
+    return await task_or_404(queue, task_id)
+
+
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskOut,
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="One task by id",
+)
+async def get_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
+    return await task_or_404(queue, task_id)
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=TaskOut,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404, 409),
+    summary="Cancel a waiting or running task",
+)
+async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
+    """200 with the cancelled task; 404 when there is no such task; 409 when it already
+    finished (succeeded, cancelled or out of attempts)."""
+    cancelled = await queue.cancel_task(task_id)
+    task = await task_or_404(queue, task_id)
+    if not cancelled:
+        raise ApiError(
+            409,
+            "not_cancellable",
+            f"task {task_id} is {task.status.value} and cannot be cancelled",
+            task_id=task_id,
+        )
+    return task
+
+
+@router.post(
+    "/kinds/{kind}/retry",
+    response_model=RetryResponse,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="Give a kind's exhausted tasks fresh attempts",
+    openapi_extra=body_schema(RetryRequest, required=False),
+)
+async def retry_kind(
+    kind: KindPath,
+    queue: QueueDep,
+    body: RetryRequest = json_body(RetryRequest, optional=True),
+) -> RetryResponse:
+    known_kind(queue, kind)
+    retried = await queue.retry_tasks(kind, body.attempts, body.limit)
+    return RetryResponse(kind=kind, retried=retried)
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses=errors(503),
+    summary="Liveness: the service answers and the database is reachable",
+)
+async def healthz(queue: QueueDep, response: Response) -> Any:
+    problem = await service.database_reachable(queue)
+    if problem is not None:
+        return JSONResponse({"error": problem, "code": "unavailable"}, status_code=503)
+    return HealthOut(status="ok")

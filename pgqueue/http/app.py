@@ -1,0 +1,103 @@
+"""The app factory: the REST API (and the dashboard, when present) on one FastAPI app."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
+
+from pgqueue.async_queue import AsyncQueue
+from pgqueue.http.api import REQUEST_MODELS, router
+from pgqueue.http.errors import install_error_handlers
+from pgqueue.http.limits import BodyLimitMiddleware
+from pgqueue.http.settings import HttpSettings
+
+DOCS_ASSETS_PATH = "/docs/assets"
+
+
+def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastAPI:
+    """A FastAPI app serving pgqueue's REST API on ``queue``.
+
+    The app does not start or close the queue: its owner does (``pgqueue serve`` does both).
+    A host may mount it in its own ASGI app. The dashboard, when its package is present,
+    mounts itself through ``pgqueue.http.dashboard.mount(app, queue, settings)``.
+    """
+    from pgqueue import __version__
+
+    settings = settings or HttpSettings()
+    app = FastAPI(
+        title="pgqueue",
+        version=__version__,
+        description="REST API of pgqueue, a durable task queue on PostgreSQL.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.pgqueue_queue = queue
+    app.state.pgqueue_settings = settings
+    app.state.pgqueue_token_sources = []
+    install_error_handlers(app)
+    app.include_router(router)
+    _document_request_bodies(app)
+    _mount_docs(app)
+    _mount_dashboard(app, queue, settings)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    return app
+
+
+def _document_request_bodies(app: FastAPI) -> None:
+    """Add the request models the routes parse themselves to the OpenAPI components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in REQUEST_MODELS.values()],
+            ref_template="#/components/schemas/{model}",
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in definitions.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI from the assets shipped in the package (no CDN)."""
+    assets = resources.files("pgqueue.http").joinpath("assets")
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="pgqueue API",
+            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon-32x32.png",
+        )
+
+
+def _mount_dashboard(app: FastAPI, queue: AsyncQueue, settings: HttpSettings) -> None:
+    if importlib.util.find_spec("pgqueue.http.dashboard") is None:
+        return
+    dashboard: Any = importlib.import_module("pgqueue.http.dashboard")
+    mount = getattr(dashboard, "mount", None)
+    if mount is not None:
+        mount(app, queue, settings)

@@ -1,0 +1,172 @@
+"""Request and response bodies of the HTTP API (pydantic v2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from pgqueue.task import MAX_EXTERNAL_KEY_LENGTH, MAX_KIND_LENGTH, Status, TaskInfo
+
+MAX_BATCH_TASKS = 10_000
+MAX_ATTEMPTS_LIMIT = 1_000_000
+MAX_DELAY_SECONDS = 10 * 365 * 86400.0
+
+
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; refuse it here with a clear message.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+KindName = Annotated[
+    str, Field(min_length=1, max_length=MAX_KIND_LENGTH, pattern=r"\S"), AfterValidator(_no_nul)
+]
+ExternalKey = Annotated[
+    str, Field(min_length=1, max_length=MAX_EXTERNAL_KEY_LENGTH), AfterValidator(_no_nul)
+]
+DelaySeconds = Annotated[
+    float,
+    Field(ge=0, le=MAX_DELAY_SECONDS, description="Seconds from now (database clock)."),
+]
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+class EnqueueRequest(BaseModel):
+    """One task to enqueue. Unknown fields are rejected (400).
+
+    ``id`` and ``max_retries`` are the seed service's spellings: ``id`` is the task's
+    ``external_key`` (idempotency key), ``max_retries`` is ``max_attempts - 1``.
+    """
+
+    model_config = _STRICT
+
+    kind: KindName | None = Field(None, description="Task kind; the service default if omitted.")
+    payload: Any = Field(None, description="Any JSON value.")
+    external_key: ExternalKey | None = Field(None, description="Idempotency key within the kind.")
+    id: ExternalKey | None = Field(None, description="Seed spelling of external_key.")
+    delay: DelaySeconds = 0.0
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS_LIMIT)] | None = Field(
+        None, description="Override of the kind's max_attempts for this task."
+    )
+    max_retries: Annotated[int, Field(ge=0, le=MAX_ATTEMPTS_LIMIT - 1)] | None = Field(
+        None, description="Seed spelling: max_attempts = max_retries + 1."
+    )
+
+
+class BatchItem(BaseModel):
+    """One task of a batch."""
+
+    model_config = _STRICT
+
+    kind: KindName | None = None
+    payload: Any = None
+    external_key: ExternalKey | None = None
+
+
+class EnqueueBatchRequest(BaseModel):
+    """Tasks inserted in one statement; all or none (a bad item rejects the batch)."""
+
+    model_config = _STRICT
+
+    tasks: Annotated[list[BatchItem], Field(min_length=1, max_length=MAX_BATCH_TASKS)]
+    delay: DelaySeconds = 0.0
+
+
+class EnqueueBatchResponse(BaseModel):
+    ids: list[int | None] = Field(
+        description="New ids aligned with the input; null where the (kind, key) exists."
+    )
+    created: int
+    duplicates: int
+
+
+class TaskOut(BaseModel):
+    """A task as stored. ``attempts`` and ``max_retries`` are the seed's names for
+    ``attempts_elapsed`` and ``max_attempts - 1``."""
+
+    id: int
+    kind: str
+    payload: Any = None
+    external_key: str | None = None
+    status: Status = Field(description="Derived status (processing while leased).")
+    attempts: int
+    attempts_left: int
+    max_attempts: int
+    max_retries: int
+    messages: list[str] = []
+    delayed_till: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, info: TaskInfo) -> TaskOut:
+        return cls(
+            id=info.id,
+            kind=info.kind,
+            payload=info.payload,
+            external_key=info.external_key,
+            status=info.status,
+            attempts=info.attempts_elapsed,
+            attempts_left=info.attempts_left,
+            max_attempts=info.max_attempts,
+            max_retries=max(info.max_attempts - 1, 0),
+            messages=list(info.messages),
+            delayed_till=info.delayed_till,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            started_at=info.started_at,
+            finished_at=info.finished_at,
+        )
+
+
+class RetryRequest(BaseModel):
+    model_config = _STRICT
+
+    attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS_LIMIT)] = 1
+    limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class RetryResponse(BaseModel):
+    kind: str
+    retried: int
+
+
+class PauseResponse(BaseModel):
+    kind: str
+    paused: bool
+
+
+class KindOut(BaseModel):
+    kind: str
+    registered: bool = Field(description="This service knows the kind's options.")
+    handled: bool = Field(description="This process runs workers for the kind.")
+    paused: bool = False
+    max_attempts: int | None = None
+    worker_count: int | None = None
+    attempt_timeout: float | None = None
+    max_pending: int | None = None
+    counts: dict[str, int] = Field(default_factory=dict, description="Tasks per status.")
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+__all__ = [
+    "BatchItem",
+    "EnqueueBatchRequest",
+    "EnqueueBatchResponse",
+    "EnqueueRequest",
+    "HealthOut",
+    "KindOut",
+    "PauseResponse",
+    "RetryRequest",
+    "RetryResponse",
+    "TaskOut",
+]
