@@ -7,6 +7,7 @@ Every test here carries the ``browser`` marker: the plain suite runs skip them a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue import KindOptions, Queue
+from pgqueue import AsyncQueue, KindOptions, Queue
 from tests.conftest import Database
 
 CHROMIUM = os.environ.get("PGQUEUE_CHROMIUM", "/usr/bin/chromium")
@@ -87,38 +88,57 @@ def free_port() -> int:
 
 
 class UvicornThread:
-    """A real uvicorn serving ``app`` on a free loopback port, in a thread of this process."""
+    """A real uvicorn serving the app on a free loopback port, on its own loop and thread.
 
-    def __init__(self, app: Any) -> None:
-        import uvicorn
+    ``build`` makes the app inside that loop (the AsyncQueue's pool belongs to it); the queue
+    is closed there after the server stops.
+    """
 
+    def __init__(self, build: Callable[[], tuple[Any, AsyncQueue]]) -> None:
+        self.build = build
         self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.server: Any = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        import uvicorn
+
+        app, queue = self.build()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        serving = asyncio.create_task(self.server.serve())
+        while not self.server.started and not serving.done():
+            await asyncio.sleep(0.01)  # uvicorn exposes its readiness as a flag only
+        self.ready.set()
+        try:
+            await serving
+        finally:
+            await queue.close()
+
     def __enter__(self) -> UvicornThread:
         self.thread.start()
-        ready = threading.Event()
-
-        def started() -> bool:
-            return bool(self.server.started) or not self.thread.is_alive()
-
-        # uvicorn exposes no event for "listening"; poll its flag on a short condition wait.
-        while not started():
-            ready.wait(0.02)
+        assert self.ready.wait(30), "uvicorn did not start"
+        if self.error is not None:
+            raise self.error
         assert self.server.started, "uvicorn did not start"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=30)
 
 
 @dataclass
@@ -162,24 +182,27 @@ def make_queue(db: Database) -> Queue:
     return queue
 
 
-def build_app(queue: Queue, db: Database) -> Any:
-    from fastapi import FastAPI
+def build_app(db: Database) -> tuple[Any, AsyncQueue]:
+    """The service's own app (REST API and dashboard) with a read and an operator token."""
+    from pgqueue.http import create_app
+    from pgqueue.http.settings import HttpSettings
 
-    from pgqueue.http.dashboard import mount
-
-    app = FastAPI()
-    roles = {READ_TOKEN: "read", OPERATOR_TOKEN: "operator"}
-    mount(app, queue, None, resolve_role=lambda token: roles.get(token or ""))  # type: ignore
-    return app
+    queue = AsyncQueue(db.dsn, schema=db.schema)
+    for kind in KINDS:
+        queue.declare_kind(kind, KindOptions(attempt_timeout=30.0, max_attempts=3))
+    settings = HttpSettings(
+        dsn=db.dsn, schema=db.schema, api_token=OPERATOR_TOKEN, read_token=READ_TOKEN
+    )
+    return create_app(queue, settings), queue
 
 
 @pytest.fixture
 def site(db: Database, driver: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    """The service app (API and dashboard) over a fresh schema, served by uvicorn."""
+    """The service app (API and dashboard) over a fresh schema, served by uvicorn; the test
+    pushes and reads through its own blocking queue, as another process would."""
     queue = make_queue(db)
-    app = build_app(queue, db)
     try:
-        with UvicornThread(app) as server:
+        with UvicornThread(lambda: build_app(db)) as server:
             yield Site(server.url, queue, db, driver)
     finally:
         driver.delete_all_cookies()

@@ -16,13 +16,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from pgqueue.http.auth import Role as ApiRole
+from pgqueue.http.auth import role_of_token
 from pgqueue.http.dashboard.routes import (
     Dashboard,
     LoginRequired,
     RoleResolver,
     build_router,
 )
-from pgqueue.http.dashboard.security import COOKIE_NAME, SECURITY_HEADERS
+from pgqueue.http.dashboard.security import COOKIE_NAME, SECURITY_HEADERS, Role
+from pgqueue.http.settings import HttpSettings
 
 STATIC = Path(__file__).with_name("static")
 
@@ -32,7 +35,7 @@ __all__ = ["mount"]
 def mount(
     app: FastAPI,
     queue: Any,
-    settings: Any,
+    settings: HttpSettings | None,
     *,
     resolve_role: RoleResolver | None = None,
 ) -> Dashboard:
@@ -76,6 +79,18 @@ def mount(
     return dashboard
 
 
-def resolve_role_from(settings: Any) -> tuple[RoleResolver, bool]:
-    """A role resolver from the service settings, and whether a token is required at all."""
-    raise NotImplementedError
+def resolve_role_from(settings: HttpSettings | None) -> tuple[RoleResolver, bool]:
+    """The API's own token check (same tokens, same roles), and whether tokens are on.
+
+    The cookie is a token source of the dashboard only: the JSON API keeps taking bearer
+    headers alone, so no API route can be driven by a browser's ambient cookie.
+    """
+    settings = settings or HttpSettings()
+
+    def resolve(token: str | None) -> Role | None:
+        granted = role_of_token(settings, token)
+        if granted is None:
+            return None
+        return "operator" if granted >= ApiRole.OPERATOR else "read"
+
+    return resolve, settings.auth_enabled
