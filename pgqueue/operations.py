@@ -526,7 +526,7 @@ def sweep_terminal_tasks(
 
 def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     """Cancel the waiting or running task with this id; True when it was cancelled."""
-    _check_task_id(task_id)
+    _check_task_id(task_id, "task id")
 
     def steps() -> Steps[bool]:
         rows = yield Statement(queries["cancel_task"], {"id": task_id, "channel": queries.channel})
@@ -548,10 +548,3 @@ def find_task_id_by_key(queries: Queries, kind: str, external_key: str) -> Opera
         return int(rows[0][0]) if rows else None
 
     return Operation(steps())
-
-
-def _check_task_id(task_id: object) -> None:
-    if not isinstance(task_id, int) or isinstance(task_id, bool):
-        raise InvalidTask(f"task id must be an int, got {task_id!r}")
-    if not 1 <= task_id <= 2**63 - 1:
-        raise InvalidTask(f"task id must be a positive 64-bit int, got {task_id!r}")

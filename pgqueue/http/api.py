@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from pgqueue.async_queue import AsyncQueue
@@ -19,14 +23,21 @@ from pgqueue.http.models import (
     EnqueueBatchResponse,
     EnqueueRequest,
     HealthOut,
+    KindOptionsOut,
+    KindOut,
+    PauseResponse,
     RetryRequest,
     RetryResponse,
     TaskOut,
+    ThroughputOut,
 )
 from pgqueue.http.settings import HttpSettings
-from pgqueue.task import Status, Task
+from pgqueue.options import worker_count_of
+from pgqueue.registry import KindRegistry
+from pgqueue.task import KindInfo, Status, Task
 
 MAX_TASK_ID = 2**63 - 1
+MAX_LIST_LIMIT = 500
 M = TypeVar("M", bound=BaseModel)
 
 router = APIRouter()
@@ -95,11 +106,19 @@ def body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, A
 REQUEST_MODELS: dict[str, type[BaseModel]] = {}
 
 
-def known_kind(queue: AsyncQueue, kind: str) -> str:
-    """``kind`` if this service knows it; 404 otherwise (the kind is in the path)."""
-    if "\x00" in kind or kind not in queue.registry:
+async def known_kind(queue: AsyncQueue, kind: str) -> KindRegistry:
+    """A registry holding ``kind`` when this service or the database knows it; 404 otherwise
+    (the kind is in the path)."""
+    if "\x00" in kind:
+        raise ApiError(400, "invalid_request", "kind must not contain NUL characters")
+    if kind in queue.registry:
+        return queue.registry
+    if kind not in {info.kind for info in await queue.list_kinds()}:
         raise ApiError(404, "unknown_kind", f"kind {kind!r} is not known to this service")
-    return kind
+    # Known only to the database (its workers run elsewhere): admin calls need no options.
+    registry = KindRegistry()
+    registry.add(kind, service.ADMIN_KIND_OPTIONS, None)
+    return registry
 
 
 async def task_or_404(queue: AsyncQueue, task_id: int) -> TaskOut:
@@ -254,9 +273,152 @@ async def retry_kind(
     queue: QueueDep,
     body: RetryRequest = json_body(RetryRequest, optional=True),
 ) -> RetryResponse:
-    known_kind(queue, kind)
-    retried = await queue.retry_tasks(kind, body.attempts, body.limit)
+    registry = await known_kind(queue, kind)
+    retried = await service.retry(queue, registry, kind, body.attempts, body.limit)
     return RetryResponse(kind=kind, retried=retried)
+
+
+@router.post(
+    "/kinds/{kind}/pause",
+    response_model=PauseResponse,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="Pause a kind cluster-wide",
+)
+async def pause_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+    """No new attempt of the kind starts in any process; running ones finish; pushes work."""
+    await known_kind(queue, kind)
+    await queue.pause_kind(kind)
+    return PauseResponse(kind=kind, paused=True)
+
+
+@router.post(
+    "/kinds/{kind}/resume",
+    response_model=PauseResponse,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="Resume a paused kind",
+)
+async def resume_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+    await known_kind(queue, kind)
+    await queue.resume_kind(kind)
+    return PauseResponse(kind=kind, paused=False)
+
+
+@router.get(
+    "/kinds",
+    response_model=list[KindOut],
+    dependencies=read,
+    responses=errors(*AUTH_ERRORS),
+    summary="Every kind: options, counts per status, pause state, lag",
+)
+async def list_kinds(queue: QueueDep, settings: SettingsDep) -> list[KindOut]:
+    return [kind_out(info, queue, settings) for info in await queue.list_kinds()]
+
+
+def kind_out(info: KindInfo, queue: AsyncQueue, settings: HttpSettings) -> KindOut:
+    options = None
+    handled = False
+    if info.options is not None:
+        try:
+            workers: int | None = worker_count_of(info.options)
+        except Exception:  # noqa: BLE001 - a live provider that fails is shown as unknown
+            workers = None
+        options = KindOptionsOut(
+            max_attempts=info.options.max_attempts,
+            attempt_timeout=info.options.attempt_timeout_seconds,
+            worker_count=workers if not callable(info.options.worker_count) else None,
+            max_pending=info.options.max_pending,
+        )
+        handled = settings.run_workers and queue.registry.get(info.kind).handler is not None
+    return KindOut(
+        kind=info.kind,
+        paused=info.paused,
+        paused_at=info.paused_at,
+        counts=dict(info.counts),
+        finished_estimated=info.finished_estimated,
+        oldest_due_seconds=info.oldest_due_seconds,
+        registered=info.options is not None,
+        handled=handled,
+        options=options,
+    )
+
+
+@router.get(
+    "/throughput",
+    response_model=list[ThroughputOut],
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS),
+    summary="Outcomes per kind and minute, oldest first",
+)
+async def throughput(
+    queue: QueueDep,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60)] = 60,
+) -> list[ThroughputOut]:
+    points = await queue.throughput(kind=kind, minutes=minutes)
+    return [ThroughputOut.model_validate(point, from_attributes=True) for point in points]
+
+
+@router.get(
+    "/tasks",
+    response_model=list[TaskOut],
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS),
+    summary="A page of tasks, newest first",
+)
+async def list_tasks(
+    queue: QueueDep,
+    settings: SettingsDep,
+    response: Response,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    status: Annotated[Status | None, Query(description="Stored status or processing.")] = None,
+    key_prefix: Annotated[
+        str | None, Query(min_length=1, max_length=512, description="external_key prefix.")
+    ] = None,
+    payload: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description='JSON the payload must contain, e.g. {"user_id": 42} (searches the '
+            "10,000 newest tasks matching the other filters).",
+        ),
+    ] = None,
+    cursor: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_TASK_ID, description="The X-Next-Cursor of the previous page."),
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIST_LIMIT)] = None,
+) -> list[TaskOut]:
+    """The seed's array of tasks, newest first. When more may follow, the ``X-Next-Cursor``
+    header holds the cursor of the next page (and ``Link`` its URL); pages stay stable while
+    tasks are pushed, since new tasks get higher ids."""
+    contains: Any = None
+    if payload is not None:
+        try:
+            contains = json.loads(payload)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "payload must be JSON") from None
+    for name, value in (("kind", kind), ("key_prefix", key_prefix)):
+        if value is not None and "\x00" in value:
+            raise ApiError(400, "invalid_request", f"{name} must not contain NUL characters")
+    page_size = limit or settings.list_limit
+    tasks = await queue.list_tasks(
+        kind=kind,
+        status=status,
+        key_prefix=key_prefix,
+        payload_contains=contains,
+        before_id=cursor,
+        limit=page_size,
+    )
+    if len(tasks) == page_size:
+        next_cursor = tasks[-1].id
+        response.headers["X-Next-Cursor"] = str(next_cursor)
+        params = {"kind": kind, "status": status, "key_prefix": key_prefix, "payload": payload,
+                  "limit": page_size, "cursor": next_cursor}  # fmt: skip
+        query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+        response.headers["Link"] = f'</tasks?{query}>; rel="next"'
+    return [TaskOut.of(info) for info in tasks]
 
 
 @router.get(
@@ -270,3 +432,20 @@ async def healthz(queue: QueueDep, response: Response) -> Any:
     if problem is not None:
         return JSONResponse({"error": problem, "code": "unavailable"}, status_code=503)
     return HealthOut(status="ok")
+
+
+@router.get(
+    "/metrics",
+    dependencies=read,
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **errors(*AUTH_ERRORS),
+    },
+    summary="Prometheus metrics (text exposition format)",
+)
+async def metrics(request: Request) -> PlainTextResponse:
+    registry = request.app.state.pgqueue_metrics_registry
+    # Collectors may read the database on scrape: keep that off the event loop.
+    body = await asyncio.to_thread(generate_latest, registry)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
 from pgqueue.async_queue import AsyncQueue
@@ -44,6 +45,7 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     app.state.pgqueue_queue = queue
     app.state.pgqueue_settings = settings
     app.state.pgqueue_token_sources = []
+    app.state.pgqueue_metrics_registry = _metrics_registry(queue)
     install_error_handlers(app)
     app.include_router(router)
     _document_request_bodies(app)
@@ -92,6 +94,17 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon-32x32.png",
         )
+
+
+def _metrics_registry(queue: AsyncQueue) -> CollectorRegistry:
+    """A registry for ``GET /metrics`` with pgqueue's collectors when they are available."""
+    registry = CollectorRegistry()
+    if importlib.util.find_spec("pgqueue.metrics") is not None:
+        metrics: Any = importlib.import_module("pgqueue.metrics")
+        instrument = getattr(metrics, "instrument", None)
+        if instrument is not None:
+            instrument(queue, registry)
+    return registry
 
 
 def _mount_dashboard(app: FastAPI, queue: AsyncQueue, settings: HttpSettings) -> None:

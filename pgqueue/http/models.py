@@ -142,16 +142,40 @@ class PauseResponse(BaseModel):
     paused: bool
 
 
+class KindOptionsOut(BaseModel):
+    """The options this service knows for a kind (declared or registered here)."""
+
+    max_attempts: int
+    attempt_timeout: float
+    worker_count: int | None = Field(None, description="null when it is computed live")
+    max_pending: int | None = None
+
+
 class KindOut(BaseModel):
     kind: str
+    paused: bool
+    paused_at: datetime | None = None
+    counts: dict[str, int] = Field(
+        description="Tasks per status (processing derived) plus due: waiting tasks due now."
+    )
+    finished_estimated: bool = Field(
+        description="succeeded/cancelled come from statistics (large table)."
+    )
+    oldest_due_seconds: float | None = Field(
+        None, description="Age of the oldest due, unclaimed task (queue lag)."
+    )
     registered: bool = Field(description="This service knows the kind's options.")
     handled: bool = Field(description="This process runs workers for the kind.")
-    paused: bool = False
-    max_attempts: int | None = None
-    worker_count: int | None = None
-    attempt_timeout: float | None = None
-    max_pending: int | None = None
-    counts: dict[str, int] = Field(default_factory=dict, description="Tasks per status.")
+    options: KindOptionsOut | None = None
+
+
+class ThroughputOut(BaseModel):
+    kind: str
+    minute: datetime
+    succeeded: int
+    failed: int
+    exhausted: int
+    cancelled: int
 
 
 class HealthOut(BaseModel):
@@ -164,9 +188,11 @@ __all__ = [
     "EnqueueBatchResponse",
     "EnqueueRequest",
     "HealthOut",
+    "KindOptionsOut",
     "KindOut",
     "PauseResponse",
     "RetryRequest",
     "RetryResponse",
     "TaskOut",
+    "ThroughputOut",
 ]

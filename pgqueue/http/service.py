@@ -9,10 +9,13 @@ from dataclasses import replace
 from pgqueue import operations
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.executor import Operation, Statement, Steps
+from pgqueue.options import KindOptions
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import Task
 
 HEALTH_TIMEOUT_SECONDS = 2.0
+# Options of a kind this service knows only from the database, for admin calls (retry).
+ADMIN_KIND_OPTIONS = KindOptions(attempt_timeout=60.0)
 
 
 class _MaxAttemptsOverride(KindRegistry):
@@ -48,6 +51,15 @@ async def push(
 async def existing_task_id(queue: AsyncQueue, kind: str, external_key: str) -> int | None:
     return await queue.executor.run(
         operations.find_task_id_by_key(queue.queries, kind, external_key)
+    )
+
+
+async def retry(
+    queue: AsyncQueue, registry: KindRegistry, kind: str, attempts: int, limit: int
+) -> int:
+    """``retry_tasks`` through ``registry`` (which may hold a kind known only to the DB)."""
+    return await queue.executor.run(
+        operations.retry_tasks(registry, queue.queries, kind, attempts, limit)
     )
 
 
