@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-browser screenshots lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
-run: $(STAMP) ## Run the example app's worker (embedded PostgreSQL unless PGQUEUE_DSN is set)
+run: $(STAMP) ## Run the example app's worker and the dashboard (embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
 test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
@@ -27,6 +27,12 @@ test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else 
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-browser: $(STAMP) ## Dashboard tests in headless Chromium (Debian's chromium + chromium-driver)
+	$(BIN)/python -m pytest tests/dashboard -m browser $(PYTEST_ARGS)
+
+screenshots: $(STAMP) ## Screenshots of every dashboard page into docs/images/ (headless Chromium)
+	$(BIN)/python -m tests.dashboard.screenshots
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks

@@ -48,14 +48,11 @@ def _require_browser() -> None:
     pytest.skip(message + " (CI is unset, so this run skips)")
 
 
-@pytest.fixture(scope="session")
-def driver() -> Iterator[Any]:
-    """One headless Chromium for the session; each test starts from a clean cookie jar."""
-    _require_browser()
+def start_chromium(profile: str, width: int = 1280, height: int = 900) -> Any:
+    """Debian's Chromium, headless, through its chromedriver; ``profile`` is a scratch dir."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    profile = tempfile.mkdtemp(prefix="pgqueue-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -67,13 +64,23 @@ def driver() -> Iterator[Any]:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        "--window-size=1280,900",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     browser.set_page_load_timeout(30)
+    return browser
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[Any]:
+    """One headless Chromium for the session; each test starts from a clean cookie jar."""
+    _require_browser()
+    profile = tempfile.mkdtemp(prefix="pgqueue-chromium-")
+    browser = start_chromium(profile)
     try:
         yield browser
     finally:
@@ -94,8 +101,11 @@ class UvicornThread:
     is closed there after the server stops.
     """
 
-    def __init__(self, build: Callable[[], tuple[Any, AsyncQueue]]) -> None:
+    def __init__(
+        self, build: Callable[[], tuple[Any, AsyncQueue]], *, start_workers: bool = False
+    ) -> None:
         self.build = build
+        self.start_workers = start_workers
         self.port = free_port()
         self.server: Any = None
         self.ready = threading.Event()
@@ -117,6 +127,8 @@ class UvicornThread:
         import uvicorn
 
         app, queue = self.build()
+        if self.start_workers:
+            await queue.start()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         serving = asyncio.create_task(self.server.serve())
@@ -182,17 +194,23 @@ def make_queue(db: Database) -> Queue:
     return queue
 
 
-def build_app(db: Database) -> tuple[Any, AsyncQueue]:
-    """The service's own app (REST API and dashboard) with a read and an operator token."""
+def build_app(
+    dsn: str, schema: str, setup: Callable[[AsyncQueue], None] | None = None
+) -> tuple[Any, AsyncQueue]:
+    """The service's own app (REST API and dashboard) with a read and an operator token.
+
+    Without ``setup`` the queue declares the test kinds; ``setup`` may register handlers.
+    """
     from pgqueue.http import create_app
     from pgqueue.http.settings import HttpSettings
 
-    queue = AsyncQueue(db.dsn, schema=db.schema)
-    for kind in KINDS:
-        queue.declare_kind(kind, KindOptions(attempt_timeout=30.0, max_attempts=3))
-    settings = HttpSettings(
-        dsn=db.dsn, schema=db.schema, api_token=OPERATOR_TOKEN, read_token=READ_TOKEN
-    )
+    queue = AsyncQueue(dsn, schema=schema)
+    if setup is None:
+        for kind in KINDS:
+            queue.declare_kind(kind, KindOptions(attempt_timeout=30.0, max_attempts=3))
+    else:
+        setup(queue)
+    settings = HttpSettings(dsn=dsn, schema=schema, api_token=OPERATOR_TOKEN, read_token=READ_TOKEN)
     return create_app(queue, settings), queue
 
 
@@ -202,7 +220,7 @@ def site(db: Database, driver: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator
     pushes and reads through its own blocking queue, as another process would."""
     queue = make_queue(db)
     try:
-        with UvicornThread(lambda: build_app(db)) as server:
+        with UvicornThread(lambda: build_app(db.dsn, db.schema)) as server:
             yield Site(server.url, queue, db, driver)
     finally:
         driver.delete_all_cookies()

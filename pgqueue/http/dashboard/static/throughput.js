@@ -44,5 +44,9 @@
       draw(Number(button.dataset.minutes));
     });
   });
-  draw(60);
+  var initial = new URLSearchParams(window.location.search).get("minutes") === "1440" ? 1440 : 60;
+  document.querySelectorAll(".range-button").forEach(function (button) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.minutes) === initial));
+  });
+  draw(initial);
 })();
