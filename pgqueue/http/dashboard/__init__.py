@@ -43,7 +43,13 @@ def mount(
     resolver, auth_required = resolve_role_from(settings) if resolve_role is None else (
         resolve_role, True
     )  # fmt: skip
-    dashboard = Dashboard(queue, resolver, auth_required=auth_required)
+    extra = getattr(settings, "extra", None) or {}
+    dashboard = Dashboard(
+        queue,
+        resolver,
+        auth_required=auth_required,
+        snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
+    )
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
 

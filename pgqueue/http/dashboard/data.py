@@ -6,8 +6,10 @@ thread pool, an ``AsyncQueue`` method is awaited. Nothing here talks SQL.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,10 +116,46 @@ def _shown_options(options: Any) -> dict[str, str]:
 
 
 class QueueAccess:
-    """Calls the facade's methods, blocking or awaitable alike."""
+    """Calls the facade's methods, blocking or awaitable alike.
 
-    def __init__(self, queue: Any) -> None:
+    The per-kind snapshot (counts, lag, last hour's outcomes) is shared by every viewer for
+    ``snapshot_seconds``: a dozen open overviews polling each second cost one query a second,
+    not a dozen. Kind names (for the filter and enqueue forms) are kept ``names_seconds``.
+    Every action drops both, so a page shown after an action is fresh.
+    """
+
+    def __init__(
+        self, queue: Any, *, snapshot_seconds: float = 1.0, names_seconds: float = 10.0
+    ) -> None:
         self.queue = queue
+        self.snapshot_seconds = snapshot_seconds
+        self.names_seconds = names_seconds
+        self._snapshot: tuple[float, list[KindRow]] | None = None
+        self._names: tuple[float, list[str]] | None = None
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._snapshot = None
+        self._names = None
+
+    async def kinds(self) -> list[KindRow]:
+        """The per-kind snapshot, at most ``snapshot_seconds`` old."""
+        async with self._lock:  # concurrent viewers wait for one refresh instead of each running it
+            cached = self._snapshot
+            if cached is not None and time.monotonic() - cached[0] < self.snapshot_seconds:
+                return cached[1]
+            rows = await self._read_kinds()
+            self._snapshot = (time.monotonic(), rows)
+            self._names = (time.monotonic(), sorted(row.kind for row in rows))
+            return rows
+
+    async def kind_names(self) -> list[str]:
+        """Known kind names, sorted, at most ``names_seconds`` old."""
+        cached = self._names
+        if cached is not None and time.monotonic() - cached[0] < self.names_seconds:
+            return cached[1]
+        await self.kinds()
+        return self._names[1] if self._names is not None else []
 
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self.queue, name)
@@ -125,7 +163,7 @@ class QueueAccess:
             return await method(*args, **kwargs)
         return await run_in_threadpool(method, *args, **kwargs)
 
-    async def kinds(self) -> list[KindRow]:
+    async def _read_kinds(self) -> list[KindRow]:
         infos = await self.call("list_kinds")
         recent = await self.recent_outcomes()
         rows = []

@@ -19,6 +19,7 @@ from pgqueue.http.dashboard.data import (
     PAGE_SIZE,
     STATUSES,
     FilterError,
+    KindRow,
     QueueAccess,
     TaskFilter,
 )
@@ -83,8 +84,15 @@ def _environment() -> jinja2.Environment:
 class Dashboard:
     """State shared by the dashboard's routes: the queue, the role resolver, templates."""
 
-    def __init__(self, queue: Any, resolve_role: RoleResolver, *, auth_required: bool) -> None:
-        self.access = QueueAccess(queue)
+    def __init__(
+        self,
+        queue: Any,
+        resolve_role: RoleResolver,
+        *,
+        auth_required: bool,
+        snapshot_seconds: float = 1.0,
+    ) -> None:
+        self.access = QueueAccess(queue, snapshot_seconds=snapshot_seconds)
         self.resolve_role = resolve_role
         self.auth_required = auth_required
         self.signer = CsrfSigner()
@@ -105,6 +113,7 @@ class Dashboard:
         token, _ = token_from_request(request)
         if not same_origin(request) or not self.signer.valid(token, csrf):
             raise HTTPException(403, "the form's CSRF token or origin is not valid")
+        self.access.invalidate()  # pages after an action show its effect
         return viewer
 
     def render(
@@ -145,7 +154,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
 
     @router.get("/ui/throughput", response_class=HTMLResponse)
     async def throughput(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
-        kinds = sorted(row.kind for row in await access.call("list_kinds"))
+        kinds = await access.kind_names()
         return dashboard.render(request, "throughput.html", viewer, kinds=kinds, page="throughput")
 
     @router.get("/ui/throughput.json")
@@ -183,7 +192,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             rows, next_cursor = await access.page(task_filter, before_id)
         except (FilterError, ValueError) as exc:
             error = str(exc)
-        kinds = sorted(row.kind for row in await access.call("list_kinds"))
+        kinds = await access.kind_names()
         next_url = None
         if next_cursor is not None:
             next_url = "/ui/tasks?" + urlencode({**task_filter.query(), "before": next_cursor})
@@ -239,12 +248,13 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             raise HTTPException(403, "bulk actions need an operator token")
         action = request.query_params.get("action", "")
         bulk = _bulk_plan(request.query_params, action, access)
-        count = 0 if bulk.error else len(await _bulk_ids(access, bulk))
+        access.invalidate()  # the count shown before confirming is read now, not cached
+        kinds = {row.kind: row for row in await access.kinds()}
+        count = 0 if bulk.error else await _bulk_count(access, bulk, kinds)
         attempts = 1
-        if action == "retry" and bulk.task_filter.kind:
-            for row in await access.kinds():
-                if row.kind == bulk.task_filter.kind and row.max_attempts:
-                    attempts = row.max_attempts
+        known = kinds.get(bulk.task_filter.kind)
+        if action == "retry" and known is not None and known.max_attempts:
+            attempts = known.max_attempts
         return dashboard.render(
             request,
             "bulk.html",
@@ -306,7 +316,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     async def enqueue_form(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
         if not viewer.is_operator:
             raise HTTPException(403, "enqueueing needs an operator token")
-        kinds = sorted(row.kind for row in await access.call("list_kinds"))
+        kinds = await access.kind_names()
         return dashboard.render(
             request, "enqueue.html", viewer, page="enqueue", kinds=kinds, form={}, error=None
         )
@@ -335,7 +345,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             if task_id is not None:
                 return _redirect(f"/ui/tasks/{task_id}")
             error = f"a task of kind {kind!r} with key {external_key!r} already exists"
-        kinds = sorted(row.kind for row in await access.call("list_kinds"))
+        kinds = await access.kind_names()
         return dashboard.render(
             request,
             "enqueue.html",
@@ -416,6 +426,16 @@ def _bulk_plan(params: Any, action: str, access: QueueAccess) -> BulkPlan:
     if action == "cancel" and not access.can("cancel_task"):
         return BulkPlan(shown, statuses, error="this service cannot cancel tasks by id")
     return BulkPlan(shown, statuses)
+
+
+async def _bulk_count(access: QueueAccess, bulk: BulkPlan, kinds: dict[str, KindRow]) -> int:
+    """How many tasks the action would change: from the kind's exact open counts when the
+    filter is a kind alone, else by walking the filter."""
+    task_filter = bulk.task_filter
+    if task_filter.kind and not task_filter.key_prefix and not task_filter.payload:
+        row = kinds.get(task_filter.kind)
+        return 0 if row is None else sum(int(row.counts.get(s, 0)) for s in bulk.statuses)
+    return len(await _bulk_ids(access, bulk))
 
 
 async def _bulk_ids(access: QueueAccess, bulk: BulkPlan) -> list[int]:
