@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-browser screenshots lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,12 @@ test-browser: $(STAMP) ## Dashboard tests in headless Chromium (Debian's chromiu
 
 screenshots: $(STAMP) ## Screenshots of every dashboard page into docs/images/ (headless Chromium)
 	$(BIN)/python -m tests.dashboard.screenshots
+
+test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the prometheus binary)
+	$(BIN)/python -m pytest -m prometheus $(PYTEST_ARGS)
+
+test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (throughput history)
+	$(BIN)/python -m pytest -m minutes $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks

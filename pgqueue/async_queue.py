@@ -60,21 +60,33 @@ class AsyncQueue(QueueBase):
 
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
-        return (await self.executor.run(self._push_one_op(task, delay)))[0]
+        ids = await self.executor.run(self._push_one_op(task, delay))
+        if self.events.listeners:
+            self._report_pushed((task,), ids)
+        return ids[0]
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
-        return (await self.executor.run_in(tx, self._push_one_op(task, delay)))[0]
+        ids = await self.executor.run_in(tx, self._push_one_op(task, delay))
+        if self.events.listeners:
+            self._report_pushed((task,), ids)
+        return ids[0]
 
     async def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         """Push many tasks in one statement; ids aligned with ``tasks``."""
-        return await self.executor.run(self._push_op(tasks, delay))
+        ids = await self.executor.run(self._push_op(tasks, delay))
+        if self.events.listeners:
+            self._report_pushed(tasks, ids)
+        return ids
 
     async def push_tasks_tx(
         self, tx: Any, tasks: Sequence[Task], delay: Delay = 0
     ) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
-        return await self.executor.run_in(tx, self._push_op(tasks, delay))
+        ids = await self.executor.run_in(tx, self._push_op(tasks, delay))
+        if self.events.listeners:
+            self._report_pushed(tasks, ids)
+        return ids
 
     async def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         """Cancel the waiting or running task with this key; True when one was cancelled."""

@@ -10,7 +10,7 @@ from typing import Any
 from pgqueue import operations
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
-from pgqueue.events import EventBus, Listener
+from pgqueue.events import EventBus, Listener, TasksPushed
 from pgqueue.executor import Operation
 from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
@@ -114,6 +114,15 @@ class QueueBase:
     def _check_open(self) -> None:
         if self._state is QueueState.CLOSED:
             raise QueueClosed("the queue is closed")
+
+    def _report_pushed(self, tasks: Sequence[Task], ids: Sequence[int | None]) -> None:
+        """Tell listeners (metrics) how many tasks of each kind were inserted."""
+        counts: dict[str, int] = {}
+        for task, task_id in zip(tasks, ids, strict=False):
+            if task_id is not None:
+                counts[task.kind] = counts.get(task.kind, 0) + 1
+        if counts:
+            self.events.emit(TasksPushed(tuple(sorted(counts.items()))))
 
     def _push_op(self, tasks: Sequence[Task], delay: Delay) -> Operation[list[int | None]]:
         self._check_open()

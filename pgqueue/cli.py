@@ -15,7 +15,9 @@ from typing import Annotated, Any
 import typer
 
 from pgqueue import migrate as migrations
+from pgqueue import operator_cli
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.logcontext import configure_logging
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
@@ -23,6 +25,7 @@ from pgqueue.runtime import StopMode
 app = typer.Typer(help="pgqueue: a durable task queue on PostgreSQL.", no_args_is_help=True)
 migrations_app = typer.Typer(help="Work with pgqueue's Alembic revisions.", no_args_is_help=True)
 app.add_typer(migrations_app, name="migrations")
+operator_cli.register(app)
 
 log = logging.getLogger("pgqueue.cli")
 
@@ -99,16 +102,33 @@ async def run_async_worker(queue: AsyncQueue) -> None:
 def worker(
     target: Annotated[str, typer.Argument(help="module:attribute of a Queue or AsyncQueue.")],
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics on this port (/metrics; host from "
+            "$PGQUEUE_METRICS_HOST, default 127.0.0.1).",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run a queue's workers until SIGTERM/SIGINT, then drain in-flight tasks and exit."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level)  # task id, kind and attempt on task lines; JSON on request
     queue = load_queue(target)
-    if isinstance(queue, AsyncQueue):
-        asyncio.run(run_async_worker(queue))
-    else:
-        run_sync_worker(queue)
+    metrics_server = None
+    if metrics_port is not None:
+        from pgqueue.metrics import serve
+
+        metrics_server = serve(queue, metrics_port)
+        log.info("metrics on http://%s:%d/metrics", metrics_server.host, metrics_server.port)
+    try:
+        if isinstance(queue, AsyncQueue):
+            asyncio.run(run_async_worker(queue))
+        else:
+            run_sync_worker(queue)
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
 
 
 @app.command()

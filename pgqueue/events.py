@@ -27,6 +27,7 @@ class AttemptFinished:
     attempt: int
     status: str  # the transition asked for: succeeded, must_retry, no_attempts_left, cancelled
     duration: float  # seconds the attempt ran
+    timed_out: bool = False  # the attempt (or one of its hooks) ran past its timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,22 @@ class ClaimsReleased:
 
 
 @dataclass(frozen=True, slots=True)
+class TasksPushed:
+    """Tasks inserted by this process's queue (duplicates of an existing key not counted)."""
+
+    counts: tuple[tuple[str, int], ...]  # (kind, tasks inserted)
+
+
+@dataclass(frozen=True, slots=True)
+class KindPaused:
+    """A worker of this process obeyed a pause (``paused``) or a resume of its kind."""
+
+    kind: str
+    paused: bool
+    released: int  # buffered claims handed back
+
+
+@dataclass(frozen=True, slots=True)
 class TerminalTasksSwept:
     """The retention sweeper ran for a kind in this process (``deleted`` may be 0)."""
 
@@ -49,7 +66,15 @@ class TerminalTasksSwept:
     deleted: int
 
 
-Event = TasksClaimed | AttemptFinished | ResultsWritten | ClaimsReleased | TerminalTasksSwept
+Event = (
+    TasksClaimed
+    | AttemptFinished
+    | ResultsWritten
+    | ClaimsReleased
+    | TerminalTasksSwept
+    | TasksPushed
+    | KindPaused
+)
 Listener = Callable[[Event], None]
 
 

@@ -77,19 +77,31 @@ class Queue(QueueBase):
 
     def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
-        return self.executor.run(self._push_one_op(task, delay))[0]
+        ids = self.executor.run(self._push_one_op(task, delay))
+        if self.events.listeners:
+            self._report_pushed((task,), ids)
+        return ids[0]
 
     def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
-        return self.executor.run_in(tx, self._push_one_op(task, delay))[0]
+        ids = self.executor.run_in(tx, self._push_one_op(task, delay))
+        if self.events.listeners:
+            self._report_pushed((task,), ids)
+        return ids[0]
 
     def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         """Push many tasks in one statement; ids aligned with ``tasks``."""
-        return self.executor.run(self._push_op(tasks, delay))
+        ids = self.executor.run(self._push_op(tasks, delay))
+        if self.events.listeners:
+            self._report_pushed(tasks, ids)
+        return ids
 
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
-        return self.executor.run_in(tx, self._push_op(tasks, delay))
+        ids = self.executor.run_in(tx, self._push_op(tasks, delay))
+        if self.events.listeners:
+            self._report_pushed(tasks, ids)
+        return ids
 
     def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         """Cancel the waiting or running task with this key; True when one was cancelled."""

@@ -23,6 +23,7 @@ from pgqueue.events import (
     AttemptFinished,
     ClaimsReleased,
     EventBus,
+    KindPaused,
     ResultsWritten,
     TasksClaimed,
     TerminalTasksSwept,
@@ -41,6 +42,7 @@ from pgqueue.threads import DaemonThreadPool
 log = logging.getLogger("pgqueue.worker")
 
 MAX_RESULT_BATCH = 5000
+TIMED_OUT = "AttemptTimeout: "  # how an attempt's timeout reads in its outcome's error
 
 
 class StopMode(enum.Enum):
@@ -76,6 +78,7 @@ class Result:
     keep_messages: int
     delete: bool
     lease_expiry: float  # loop time after which the claim is no longer ours
+    attempt: int = 0  # the attempt number, for log lines about the task
 
 
 class Attempt(DeadlineGuard):
@@ -135,7 +138,11 @@ class ResultWriter:
                     log.error(
                         "result of task %s dropped: its lease expired before it could be written",
                         lost.task_id,
-                        extra={"task_id": lost.task_id, "task_kind": lost.kind},
+                        extra={
+                            "task_id": lost.task_id,
+                            "task_kind": lost.kind,
+                            "attempt": lost.attempt,
+                        },
                     )
             if not live:
                 return
@@ -150,6 +157,10 @@ class ResultWriter:
                 batch = live
                 await asyncio.sleep(delay)
                 continue
+            for kind in retried_at_once(live, applied):
+                worker = self.runtime.workers.get(kind)
+                if worker is not None:
+                    worker.notify()
             if self.runtime.events.listeners:
                 self.runtime.events.emit(
                     ResultsWritten(
@@ -209,6 +220,12 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
             applied.update(row[0] for row in rows)
         if applied:
             yield throughput_statement(queries, results, applied)
+            due_now = retried_at_once(results, applied)
+            if due_now:
+                # Delivered at commit: every process handling these kinds claims them now.
+                yield Statement(
+                    queries["notify_kinds"], {"channel": queries.channel, "kinds": due_now}
+                )
         return applied
 
     # One transaction: the outcomes and their rollup commit together (and with one commit).
@@ -217,6 +234,19 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
 
 # Rollup column of each outcome status; a failed attempt with attempts left is "failed".
 ROLLUP_COLUMN = {"succeeded": 0, "must_retry": 1, "no_attempts_left": 2, "cancelled": 3}
+
+
+def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:
+    """Kinds with an applied retry that is due at once (``Decision.retry_now()``)."""
+    return sorted(
+        {
+            r.kind
+            for r in results
+            if r.outcome.status is Status.MUST_RETRY
+            and r.outcome.delay <= 0
+            and r.task_id in applied
+        }
+    )
 
 
 def throughput_statement(
@@ -267,6 +297,30 @@ class KindWorker:
         self.keep_messages = self.options.max_task_error_messages
         self.delete_finished = False  # terminal TTL of zero, re-read before every claim
         self._watchdog: asyncio.TimerHandle | None = None
+        # Set by a pause notification: start nothing, hand buffered claims back. The claim
+        # statement checks the stored flag itself; while paused the loop only re-checks it
+        # every poll period (in case the resume notification was missed).
+        self.paused = False
+
+    def pause(self) -> None:
+        """The kind was paused: start no more attempts; release claims not yet started."""
+        if not self.paused:
+            self.paused = True
+            claims = self.take_buffer()
+            log.info("kind %r paused: %d buffered claim(s) handed back", self.kind, len(claims))
+            if claims:
+                self.runtime.release_later(claims)
+            if self.runtime.events.listeners:
+                self.runtime.events.emit(KindPaused(self.kind, True, len(claims)))
+
+    def resume(self) -> None:
+        """The kind was resumed: claim at once."""
+        if self.paused:
+            self.paused = False
+            log.info("kind %r resumed", self.kind)
+            if self.runtime.events.listeners:
+                self.runtime.events.emit(KindPaused(self.kind, False, 0))
+        self.notify()
 
     def notify(self) -> None:
         self.more_due = True
@@ -293,12 +347,26 @@ class KindWorker:
         batch_size = self.options.loop.claim_batch_size
         lease = self.lease
         poll = self.options.loop.poll_period
+        recheck_at = 0.0
         while not runtime.stopping:
             size = self._current_size()
             self._read_ttl()
             self._start_buffered(size)
             prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
             room = size + prefetch - len(self.inflight) - len(self.buffer)
+            if self.paused:
+                now = loop.time()
+                if now < recheck_at:
+                    try:
+                        async with asyncio.timeout(recheck_at - now):
+                            await self.signal.wait()
+                    except TimeoutError:
+                        pass
+                    self.signal.clear()
+                    continue
+                recheck_at = now + poll
+                room = max(room, 1)  # one claim checks the stored flag
+                self.more_due = True
             # Claim when work may be due and at least half the room is free (bigger batches,
             # fewer round trips), or at once when nothing is running or buffered.
             busy = bool(self.inflight or self.buffer)
@@ -312,6 +380,7 @@ class KindWorker:
                 continue
             limit = min(room, batch_size)
             self.signal.clear()
+            claimed_while_paused = self.paused
             try:
                 claimed = await runtime.executor.run(
                     single(
@@ -330,6 +399,12 @@ class KindWorker:
             self.more_due = len(claimed) == limit
             if not claimed:
                 continue
+            if self.paused:
+                if not claimed_while_paused:
+                    # The pause arrived while this claim ran: hand its rows back unstarted.
+                    self.runtime.release_later([(row[0], row[6]) for row in claimed])
+                    continue
+                self.resume()  # a claim after the pause got rows: it was resumed meanwhile
             if runtime.events.listeners:
                 runtime.events.emit(
                     TasksClaimed(
@@ -342,7 +417,7 @@ class KindWorker:
 
     def _start_buffered(self, size: int) -> None:
         """Start buffered claims in free slots; release those whose lease ran too short."""
-        if not self.buffer:
+        if not self.buffer or self.paused:
             return
         now = self.loop.time()
         lease = self.lease
@@ -440,6 +515,7 @@ class KindWorker:
                     envelope.attempt,
                     outcome.status.value,
                     duration,
+                    outcome.error is not None and outcome.error.startswith(TIMED_OUT),
                 )
             )
         self.runtime.writer.submit(
@@ -451,9 +527,15 @@ class KindWorker:
                 self.keep_messages,
                 self.delete_finished and outcome.status.is_terminal,
                 attempt.lease_expiry,
+                envelope.attempt,
             )
         )
-        if self.buffer and not self.runtime.stopping and len(self.inflight) < self.size:
+        if (
+            self.buffer
+            and not self.runtime.stopping
+            and not self.paused
+            and len(self.inflight) < self.size
+        ):
             # Take the next buffered claim at once: the claim loop may be waiting on a claim.
             try:
                 self._start_buffered(self.size)
@@ -641,6 +723,13 @@ class Runtime:
             worker = self.workers.get(value)
             if worker is not None:
                 worker.notify()
+        elif prefix in ("pause", "resume"):
+            worker = self.workers.get(value)
+            if worker is not None:
+                if prefix == "pause":
+                    worker.pause()
+                else:
+                    worker.resume()
         elif prefix == "c":
             try:
                 task_id = int(value)

@@ -381,21 +381,32 @@ WITH size AS (
     SELECT kind, status, claim_token, delayed_till
     FROM __schema__.tasks
     WHERE status = 'no_attempts_left'
-), open_counts AS (
-    SELECT kind,
-           CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
-                ELSE status::text END AS status,
+), open_groups AS (
+    SELECT kind, status, claim_token IS NOT NULL AND delayed_till > now() AS processing,
            count(*) AS tasks,
-           count(*) FILTER (WHERE status <> 'no_attempts_left' AND delayed_till <= now()) AS due,
-           min(delayed_till) FILTER (WHERE status <> 'no_attempts_left'
-                                     AND delayed_till <= now()) AS oldest_due
+           count(*) FILTER (WHERE delayed_till <= now()) AS due,
+           min(delayed_till) AS oldest
     FROM open_tasks
-    GROUP BY 1, 2
+    GROUP BY 1, 2, 3
+), open_counts AS (
+    SELECT kind, CASE WHEN processing THEN 'processing' ELSE status::text END AS status,
+           tasks,
+           CASE WHEN status <> 'no_attempts_left' AND NOT processing THEN due ELSE 0 END AS due,
+           CASE WHEN status <> 'no_attempts_left' AND NOT processing AND due > 0
+                THEN oldest END AS oldest_due
+    FROM open_groups
 ), exact_finished AS (
+    -- Ordered like tasks_terminal_idx and limited: a plain index scan, never a parallel one
+    -- (whose workers would start even when the size check skips the scan).
     SELECT kind, status::text AS status, count(*) AS tasks
-    FROM __schema__.tasks
-    WHERE status IN ('cancelled', 'succeeded')
-      AND (SELECT rows FROM size) < %(exact_below)s
+    FROM (
+        SELECT kind, status
+        FROM __schema__.tasks
+        WHERE status IN ('cancelled', 'succeeded')
+          AND (SELECT rows FROM size) < %(exact_below)s
+        ORDER BY kind, finished_at
+        LIMIT %(exact_below)s
+    ) AS finished
     GROUP BY 1, 2
 ), estimated_finished AS (
     SELECT s.most_common_vals[i][1] AS kind, s.most_common_vals[i][2] AS status,

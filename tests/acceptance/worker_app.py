@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pgqueue import KindOptions, LoopOptions, Queue
+from pgqueue.events import KindPaused
 
 MODE = os.environ.get("MODE", "count")
 LOG_DIR = Path(os.environ.get("RUN_LOG_DIR", "."))
@@ -28,6 +29,20 @@ def count(envelope: Any) -> None:
 
 async def count_async(envelope: Any) -> None:
     record(envelope)
+
+
+def paced(envelope: Any) -> None:
+    """Record the start time, run a while (so attempts are in flight when a pause lands)."""
+    _log.write(f"{envelope.id} {envelope.attempt} start {time.time()!r}\n")
+    time.sleep(0.2)
+    _log.write(f"{envelope.id} {envelope.attempt} end {time.time()!r}\n")
+
+
+def record_pause(event: Any) -> None:
+    """Write when this process obeyed a pause or resume of its kind."""
+    if isinstance(event, KindPaused):
+        state = "paused" if event.paused else "resumed"
+        _log.write(f"{event.kind} {event.released} {state} {time.time()!r}\n")
 
 
 def hang_once(envelope: Any) -> None:
@@ -54,3 +69,14 @@ elif MODE == "crash":
 elif MODE == "periodic":
     queue.register_kind("tick", count, KindOptions(attempt_timeout=1, worker_count=2, loop=loop))
     queue.add_periodic("tick", every=1, payload={"source": "schedule"})
+elif MODE == "pause":
+    queue.register_kind(
+        "paced",
+        paced,
+        KindOptions(
+            attempt_timeout=10,
+            worker_count=3,
+            loop=LoopOptions(poll_period=0.5, prefetch=6, lease_margin=10),
+        ),
+    )
+    queue.subscribe(record_pause)
