@@ -165,7 +165,10 @@ class AsyncPsycopgExecutor:
 
     async def open(self) -> None:
         if not self._opened and self._owned:
-            await self.pool.open(wait=True)
+            # No wait=True: a wait that times out closes the pool for good (a database down at
+            # start would never be reached again), and concurrent waits trip an assertion.
+            # Callers wait for their connection in getconn instead.
+            await self.pool.open()
         self._opened = True
 
     async def run(self, op: Operation[T]) -> T:

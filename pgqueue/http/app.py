@@ -7,21 +7,23 @@ import importlib.util
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.http.api import REQUEST_MODELS, router
-from pgqueue.http.errors import install_error_handlers
+from pgqueue.http.auth import require_role
+from pgqueue.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pgqueue.http.limits import BodyLimitMiddleware
 from pgqueue.http.settings import HttpSettings
 
 DOCS_ASSETS_PATH = "/docs/assets"
+OPENAPI_PATH = "/openapi.json"
 
 
 def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastAPI:
@@ -40,7 +42,8 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
         description="REST API of pgqueue, a durable task queue on PostgreSQL.",
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        # Served below behind the read role, like every route but /healthz.
+        openapi_url=None,
     )
     app.state.pgqueue_queue = queue
     app.state.pgqueue_settings = settings
@@ -51,6 +54,7 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     _document_request_bodies(app)
     _mount_docs(app)
     _mount_dashboard(app, queue, settings)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     return app
 
@@ -79,16 +83,20 @@ def _document_request_bodies(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=[Depends(require_role("read"))])
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
 
 def _mount_docs(app: FastAPI) -> None:
     """Swagger UI from the assets shipped in the package (no CDN)."""
     assets = resources.files("pgqueue.http").joinpath("assets")
     app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(assets)), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_role("read"))])
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=OPENAPI_PATH,
             title="pgqueue API",
             swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",

@@ -148,6 +148,7 @@ async def _serve(
 ) -> None:
     import uvicorn
 
+    from pgqueue.http import service
     from pgqueue.http.app import create_app
 
     app = create_app(queue, settings)
@@ -176,6 +177,7 @@ async def _serve(
             raise server.bind_failed
     finally:
         log.info("HTTP server stopped; draining workers")
+        await service.cancel_pings()
         if workers_started and host_queue is not None:
             await _stop_workers(host_queue)
         if host_queue is not queue:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,8 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgqueue.errors import CapacityExceeded, InvalidTask, QueueClosed, UnknownKind
+
+log = logging.getLogger("pgqueue.http")
 
 
 class ErrorBody(BaseModel):
@@ -140,4 +144,47 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "unavailable", "the queue is shutting down")
 
 
-__all__ = ["ApiError", "ErrorBody", "HTTPException", "error_response", "install_error_handlers"]
+class UnexpectedErrorMiddleware:
+    """Answer an exception no handler took with the error shape: 503 when the database is
+    unreachable, else 500 (logged once, with its traceback)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            from pgqueue.http.service import is_unavailable
+
+            if started:
+                raise
+            if is_unavailable(exc):
+                log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+                response = error_response(503, "unavailable", "the database is unavailable")
+            else:
+                log.error("unexpected error on %s %s", scope["method"], scope["path"],
+                          exc_info=exc)  # fmt: skip
+                response = error_response(500, "internal_error", "internal error")
+            await response(scope, receive, send)
+
+
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "HTTPException",
+    "UnexpectedErrorMiddleware",
+    "error_response",
+    "install_error_handlers",
+]

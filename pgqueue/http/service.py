@@ -72,11 +72,61 @@ def _ping(queue: AsyncQueue) -> Operation[object]:
 
 
 async def database_reachable(queue: AsyncQueue) -> str | None:
-    """``None`` when the database answers within the bound, else why not."""
-    try:
-        await asyncio.wait_for(queue.executor.run(_ping(queue)), HEALTH_TIMEOUT_SECONDS)
-    except TimeoutError:
+    """``None`` when the database answers within the bound, else why not.
+
+    Concurrent checks share one ping, and a ping that overruns the bound is left to finish
+    rather than cancelled (cancelling a connection attempt can leave a pool half-opened).
+    """
+    ping: asyncio.Task[object] | None = _PINGS.get(id(queue))
+    if ping is None or ping.done():
+        ping = asyncio.ensure_future(queue.executor.run(_ping(queue)))
+        ping.add_done_callback(_consume)
+        _PINGS[id(queue)] = ping
+    done, _ = await asyncio.wait({ping}, timeout=HEALTH_TIMEOUT_SECONDS)
+    if not done:
         return f"the database did not answer within {HEALTH_TIMEOUT_SECONDS:g}s"
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
-        return f"the database is unreachable: {type(exc).__name__}"
+    error = ping.exception()
+    if error is not None:
+        return f"the database is unreachable: {type(error).__name__}"
     return None
+
+
+_PINGS: dict[int, asyncio.Task[object]] = {}
+
+
+async def cancel_pings() -> None:
+    """Cancel health pings still waiting (a dead database), before the queue closes."""
+    pending = [ping for ping in _PINGS.values() if not ping.done()]
+    for ping in pending:
+        ping.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    _PINGS.clear()
+
+
+def _consume(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()  # mark retrieved: a failed ping is reported, not logged as lost
+
+
+UNAVAILABLE_ERRORS = frozenset(
+    {
+        "OperationalError",
+        "InterfaceError",
+        "PoolTimeout",
+        "PoolClosed",
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+    }
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (503) rather than a bug (500).
+
+    Matched by class name so the core imports no driver."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return any(cls.__name__ in UNAVAILABLE_ERRORS for cls in type(exc).__mro__)

@@ -52,7 +52,11 @@ class Server:
 
 
 def start_server(
-    db: Database, log_dir: Path, *args: str, env: dict[str, str] | None = None
+    db: Database,
+    log_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    healthy: bool = True,
 ) -> Server:
     """Start ``pgqueue serve --port 0 …`` and wait until it listens and its /healthz answers."""
     log_path = log_dir / f"serve-{uuid.uuid4().hex[:8]}.log"
@@ -84,7 +88,7 @@ def start_server(
             raise AssertionError(f"pgqueue serve did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
     server = Server(process, log_path, base_url)
-    while server.client.get("/healthz").status_code != 200:
+    while healthy and server.client.get("/healthz").status_code != 200:
         assert time.monotonic() < deadline, f"/healthz never answered 200:\n{server.log()}"
         time.sleep(0.05)
     return server
