@@ -39,7 +39,13 @@ def mount(
     *,
     resolve_role: RoleResolver | None = None,
 ) -> Dashboard:
-    """Serve the dashboard from ``app``; roles come from the same tokens as the API."""
+    """Serve the dashboard from ``app``; roles come from the same tokens as the API.
+
+    ``settings.extra`` may hold ``dashboard_snapshot_seconds`` (how long the per-kind snapshot
+    is shared, default 1.0; 0 reads on every request) and ``dashboard_worker_queue`` (the queue
+    whose workers run in this process, when it is not ``queue``: the overview then shows their
+    busy/total counts).
+    """
     resolver, auth_required = resolve_role_from(settings) if resolve_role is None else (
         resolve_role, True
     )  # fmt: skip
@@ -49,6 +55,7 @@ def mount(
         resolver,
         auth_required=auth_required,
         snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
+        worker_queue=extra.get("dashboard_worker_queue"),
     )
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")

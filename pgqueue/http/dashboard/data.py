@@ -125,9 +125,15 @@ class QueueAccess:
     """
 
     def __init__(
-        self, queue: Any, *, snapshot_seconds: float = 1.0, names_seconds: float = 10.0
+        self,
+        queue: Any,
+        *,
+        snapshot_seconds: float = 1.0,
+        names_seconds: float = 10.0,
+        worker_queue: Any = None,
     ) -> None:
         self.queue = queue
+        self.worker_queue = worker_queue if worker_queue is not None else queue
         self.snapshot_seconds = snapshot_seconds
         self.names_seconds = names_seconds
         self._snapshot: tuple[float, list[KindRow]] | None = None
@@ -201,7 +207,7 @@ class QueueAccess:
 
     def workers(self, kind: str) -> tuple[int | None, int | None]:
         """Busy and total workers of ``kind`` in this process, when this process runs it."""
-        runtime = getattr(self.queue, "_runtime", None)
+        runtime = getattr(self.worker_queue, "_runtime", None)
         worker = getattr(runtime, "workers", {}).get(kind) if runtime is not None else None
         if worker is None:
             return None, None

@@ -91,8 +91,11 @@ class Dashboard:
         *,
         auth_required: bool,
         snapshot_seconds: float = 1.0,
+        worker_queue: Any = None,
     ) -> None:
-        self.access = QueueAccess(queue, snapshot_seconds=snapshot_seconds)
+        self.access = QueueAccess(
+            queue, snapshot_seconds=snapshot_seconds, worker_queue=worker_queue
+        )
         self.resolve_role = resolve_role
         self.auth_required = auth_required
         self.signer = CsrfSigner()
