@@ -88,6 +88,11 @@ def prepare(dsn: str) -> tuple[int, int]:
     )  # fmt: skip
     order = {"order_id": 1042, "customer": "grace", "total": "99.50"}
     (pending,) = seed(dsn, SCHEMA, "sync-crm", "new", 1, key="crm:order-1042", payload=order)
+    with psycopg.connect(dsn, autocommit=True) as conn:  # due in an hour: still pending when shot
+        conn.execute(
+            f"UPDATE {SCHEMA}.tasks SET delayed_till = now() + interval '1 hour' WHERE id = %s",
+            [pending],
+        )
     return exhausted, pending
 
 
