@@ -14,6 +14,7 @@ import jinja2
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from pgqueue.errors import PgQueueError
 from pgqueue.http.dashboard import diagram
 from pgqueue.http.dashboard.data import (
     PAGE_SIZE,
@@ -32,6 +33,7 @@ from pgqueue.http.dashboard.security import (
     same_origin,
     token_from_request,
 )
+from pgqueue.task import Task
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -236,13 +238,13 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     @router.post("/ui/tasks/{task_id}/cancel")
     async def cancel_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
         dashboard.operator(request, csrf)
-        await access.call("cancel_task", task_id)
+        await _act(access, "cancel_task", task_id)
         return _redirect(f"/ui/tasks/{task_id}")
 
     @router.post("/ui/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
         dashboard.operator(request, csrf)
-        await access.call("retry_task", task_id)
+        await _act(access, "retry_task", task_id)
         return _redirect(f"/ui/tasks/{task_id}")
 
     @router.get("/ui/bulk", response_class=HTMLResponse)
@@ -306,13 +308,13 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     @router.post("/ui/kinds/pause")
     async def pause_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
         dashboard.operator(request, csrf)
-        await access.call("pause_kind", kind)
+        await _act(access, "pause_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.post("/ui/kinds/resume")
     async def resume_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
         dashboard.operator(request, csrf)
-        await access.call("resume_kind", kind)
+        await _act(access, "resume_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.get("/ui/enqueue", response_class=HTMLResponse)
@@ -334,15 +336,13 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         csrf: str = Form(""),
     ) -> Response:
         viewer = dashboard.operator(request, csrf)
-        from pgqueue import Task
-
         form = {"kind": kind, "payload": payload, "external_key": external_key, "delay": delay}
         try:
             value = json.loads(payload) if payload.strip() else None
             task_id = await access.call(
                 "push_task", Task(kind, value, external_key=external_key or None), delay=delay
             )
-        except (ValueError, TypeError) as exc:  # InvalidTask, UnknownKind, bad JSON, bad delay
+        except (ValueError, TypeError, PgQueueError) as exc:  # bad JSON or task, cap reached
             error: str | None = str(exc)
         else:
             if task_id is not None:
@@ -446,6 +446,14 @@ async def _bulk_ids(access: QueueAccess, bulk: BulkPlan) -> list[int]:
     for status in bulk.statuses:
         ids.extend(await access.matching_ids(replace(bulk.task_filter, status=status)))
     return ids
+
+
+async def _act(access: QueueAccess, method: str, *args: Any) -> Any:
+    """Run an action; a refusal of the queue (bad value, unknown kind) is a 400, not a 500."""
+    try:
+        return await access.call(method, *args)
+    except (ValueError, PgQueueError) as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _set_cookie(response: Response, token: str) -> None:
