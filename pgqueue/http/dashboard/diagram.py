@@ -42,6 +42,7 @@ class Transition:
     label_x: int
     label_y: int
     outcome: str | None = None
+    anchor: str = "start"
 
 
 STATES = (
@@ -56,9 +57,9 @@ STATES = (
 TRANSITIONS = (
     Transition("M 170 56 L 296 128", "claim", 205, 78),
     Transition("M 170 226 L 296 154", "claim", 205, 212),
-    Transition("M 450 128 L 586 50", "returns", 500, 76, outcome="succeeded"),
+    Transition("M 450 128 L 586 50", "returns", 540, 60, outcome="succeeded", anchor="end"),
     Transition("M 450 141 L 586 141", "cancel", 500, 134, outcome="cancelled"),
-    Transition("M 450 154 L 586 232", "exhausted", 490, 214, outcome="exhausted"),
+    Transition("M 450 154 L 586 232", "exhausted", 530, 224, outcome="exhausted", anchor="end"),
     Transition("M 375 167 C 360 250 260 262 174 236", "fails", 300, 250, outcome="failed"),
     Transition("M 665 262 C 600 300 240 300 100 256", "retry_tasks", 360, 292),
 )
