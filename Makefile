@@ -72,7 +72,7 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	$(BIN)/python -m pip wheel --quiet --no-deps -w build/wheel-check .
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue-*.whl
-	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql()"
+	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql(); from importlib import resources; assert resources.files('pgqueue').joinpath('grafana', 'pgqueue-dashboard.json').is_file()"
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
 	@echo "wheel works without the source tree"
 

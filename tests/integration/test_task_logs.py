@@ -24,6 +24,11 @@ def captured() -> Iterator[io.StringIO]:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     level = root.level
+    # A host Alembic project run in this process (the migration tests) applies its logging
+    # file, which disables the loggers that existed then: turn pgqueue's back on.
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("pgqueue") and isinstance(logger, logging.Logger):
+            logger.disabled = False
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:

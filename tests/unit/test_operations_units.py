@@ -1,0 +1,98 @@
+"""The sans-I/O parts of the operations layer, without a database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pgqueue import InvalidOptions, LoopOptions, Status
+from pgqueue.execution import Outcome
+from pgqueue.metrics import _OUTCOME_OF_STATUS, OUTCOMES
+from pgqueue.operations import KindOverview, list_tasks, read_throughput
+from pgqueue.queries import Queries
+from pgqueue.runtime import Result, retried_at_once, throughput_statement
+from pgqueue.task import COUNTED_STATUSES
+
+
+def result(task_id: int, kind: str, status: Status, delay: float = 0.0) -> Result:
+    return Result(task_id, "t", kind, Outcome(status, delay), 3, False, 0.0)
+
+
+def test_throughput_statement_counts_applied_results_per_kind() -> None:
+    results = [
+        result(1, "a", Status.SUCCEEDED),
+        result(2, "a", Status.MUST_RETRY, 5.0),
+        result(3, "a", Status.NO_ATTEMPTS_LEFT),
+        result(4, "b", Status.CANCELLED),
+        result(5, "b", Status.SUCCEEDED),  # not applied: its claim was gone
+    ]
+    statement = throughput_statement(Queries("s"), results, {1, 2, 3, 4})
+    assert dict(statement.params) == {
+        "kinds": ["a", "b"],
+        "succeeded": [1, 0],
+        "failed": [1, 0],
+        "exhausted": [1, 0],
+        "cancelled": [0, 1],
+    }
+    assert "s.throughput" in statement.sql
+
+
+def test_only_applied_retries_due_at_once_wake_their_kind() -> None:
+    results = [
+        result(1, "now", Status.MUST_RETRY, 0.0),
+        result(2, "later", Status.MUST_RETRY, 3.0),
+        result(3, "lost", Status.MUST_RETRY, 0.0),
+        result(4, "done", Status.SUCCEEDED),
+    ]
+    assert retried_at_once(results, {1, 2, 4}) == ["now"]
+
+
+def test_kind_overview_merges_rows() -> None:
+    paused_at = datetime(2026, 1, 1, tzinfo=UTC)
+    overview = KindOverview.from_rows(
+        [
+            ("a", "new", 5, 3, 12.5, False, None),
+            ("a", "processing", 2, 0, None, False, None),
+            ("a", "processing", 1, 0, None, False, None),
+            ("a", "must_retry", 4, 1, 30.0, False, None),
+            ("a", "succeeded", 1000, 0, None, True, None),
+            ("a", None, 0, 0, None, False, paused_at),
+            ("b", None, 0, 0, None, False, None),
+        ]
+    )
+    assert overview.kinds == {"a", "b"}
+    assert overview.counts_of("a") == {
+        "new": 5,
+        "must_retry": 4,
+        "no_attempts_left": 0,
+        "processing": 3,
+        "due": 4,
+        "cancelled": 0,
+        "succeeded": 1000,
+    }
+    assert overview.oldest_due == {"a": 30.0}
+    assert overview.paused == {"a": paused_at}
+    assert overview.estimated
+    assert set(overview.counts_of("b")) == set(COUNTED_STATUSES)
+
+
+def test_operation_inputs_are_checked_before_any_sql() -> None:
+    queries = Queries("s")
+    with pytest.raises(ValueError, match="minutes"):
+        read_throughput(queries, minutes=10**9)
+    with pytest.raises(ValueError, match="the limit is 512"):
+        list_tasks(queries, key_prefix="x" * 600)
+    op = list_tasks(queries, kind="k", status="processing", payload_contains={"a": 1})
+    statement = next(op.steps)
+    assert statement.params["payload_contains"] == '{"a":1}'
+    assert statement.params["scan"] == 10_000
+
+
+def test_every_attempt_status_has_a_metric_outcome() -> None:
+    assert set(_OUTCOME_OF_STATUS.values()) | {"timed_out"} == set(OUTCOMES)
+
+
+def test_throughput_window_is_validated() -> None:
+    with pytest.raises(InvalidOptions):
+        LoopOptions(throughput_window=0).validate()
