@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots bench-dashboard lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots lint fmt docs docs-build bench bench-quick bench-memory bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,6 +60,9 @@ bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
 
 bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay under 200 MB
 	$(BIN)/python benchmarks/memory.py $(MEMORY_ARGS)
+
+bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients, 20 s) vs push_task
+	$(BIN)/python benchmarks/http_load.py $(HTTP_BENCH_ARGS)
 
 bench-dashboard: $(STAMP) ## Time every dashboard page with 1,000,000 tasks (each must be under 300 ms)
 	$(BIN)/python benchmarks/dashboard_pages.py $(BENCH_ARGS)

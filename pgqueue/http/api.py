@@ -34,7 +34,7 @@ from pgqueue.http.models import (
 from pgqueue.http.settings import HttpSettings
 from pgqueue.options import worker_count_of
 from pgqueue.registry import KindRegistry
-from pgqueue.task import KindInfo, Status, Task
+from pgqueue.task import JSON_ENCODER, KindInfo, Status, Task
 
 MAX_TASK_ID = 2**63 - 1
 MAX_LIST_LIMIT = 500
@@ -138,10 +138,11 @@ async def task_or_404(queue: AsyncQueue, task_id: int) -> TaskOut:
     openapi_extra=body_schema(EnqueueRequest),
 )
 async def enqueue(
+    request: Request,
     queue: QueueDep,
     settings: SettingsDep,
     body: EnqueueRequest = json_body(EnqueueRequest),
-) -> TaskOut:
+) -> Response:
     """Push one task. 201 with the task; 409 when its ``(kind, external_key)`` exists (the
     existing task's id is in ``task_id``); 422 when the kind is unknown to this service."""
     if body.id is not None and body.external_key is not None:
@@ -158,23 +159,35 @@ async def enqueue(
     except UnknownKind as exc:
         raise ApiError(422, "unknown_kind", str(exc)) from None
     task = Task(kind, body.payload, key)
-    (task_id,) = await service.push(queue, [task], body.delay, max_attempts)
+    coalescer: service.PushCoalescer = request.app.state.pgqueue_coalescer
+    if coalescer.accepts(task, body.delay, max_attempts):
+        task_id = await coalescer.push(task)
+    else:
+        (task_id,) = await service.push(queue, [task], body.delay, max_attempts)
     if task_id is None:
         assert key is not None
         existing = await service.existing_task_id(queue, kind, key)
         raise ApiError(409, "duplicate_key", "task already exists", task_id=existing)
     attempts = max_attempts if max_attempts is not None else spec.options.max_attempts
-    return TaskOut(
-        id=task_id,
-        kind=kind,
-        payload=body.payload,
-        external_key=key,
-        status=Status.NEW,
-        attempts=0,
-        attempts_left=attempts,
-        max_attempts=attempts,
-        max_retries=attempts - 1,
-    )
+    # The hot path: encode the TaskOut fields directly (no response-model round trip).
+    created = {
+        "id": task_id,
+        "kind": kind,
+        "payload": body.payload,
+        "external_key": key,
+        "status": "new",
+        "attempts": 0,
+        "attempts_left": attempts,
+        "max_attempts": attempts,
+        "max_retries": attempts - 1,
+        "messages": [],
+        "delayed_till": None,
+        "created_at": None,
+        "updated_at": None,
+        "started_at": None,
+        "finished_at": None,
+    }
+    return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 
 
 @router.post(
@@ -190,7 +203,7 @@ async def enqueue_batch(
     queue: QueueDep,
     settings: SettingsDep,
     body: EnqueueBatchRequest = json_body(EnqueueBatchRequest),
-) -> EnqueueBatchResponse:
+) -> Response:
     """Push all tasks in one statement (all or none). ``ids`` is aligned with the input;
     ``null`` marks a task whose ``(kind, external_key)`` exists (or repeats in the batch)."""
     tasks = [Task(item.kind or settings.default_kind, item.payload, item.external_key)
@@ -202,7 +215,8 @@ async def enqueue_batch(
             raise ApiError(422, "unknown_kind", str(exc)) from None
     ids = await service.push(queue, tasks, body.delay)
     created = sum(1 for task_id in ids if task_id is not None)
-    return EnqueueBatchResponse(ids=ids, created=created, duplicates=len(ids) - created)
+    result = {"ids": ids, "created": created, "duplicates": len(ids) - created}
+    return Response(JSON_ENCODER.encode(result), 201, media_type="application/json")
 
 
 @router.get(

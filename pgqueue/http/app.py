@@ -20,6 +20,7 @@ from pgqueue.http.api import REQUEST_MODELS, router
 from pgqueue.http.auth import require_role
 from pgqueue.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pgqueue.http.limits import BodyLimitMiddleware
+from pgqueue.http.service import PushCoalescer
 from pgqueue.http.settings import HttpSettings
 
 DOCS_ASSETS_PATH = "/docs/assets"
@@ -48,7 +49,8 @@ def create_app(queue: AsyncQueue, settings: HttpSettings | None = None) -> FastA
     app.state.pgqueue_queue = queue
     app.state.pgqueue_settings = settings
     app.state.pgqueue_token_sources = []
-    app.state.pgqueue_metrics_registry = _metrics_registry(queue)
+    app.state.pgqueue_coalescer = PushCoalescer(queue)
+    app.state.pgqueue_metrics_registry, app.state.pgqueue_metrics = _metrics_registry(queue)
     install_error_handlers(app)
     app.include_router(router)
     _document_request_bodies(app)
@@ -75,6 +77,7 @@ def _document_request_bodies(app: FastAPI) -> None:
             [(model, "validation") for model in REQUEST_MODELS.values()],
             ref_template="#/components/schemas/{model}",
         )
+        _drop_default_validation_responses(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in definitions.get("$defs", {}).items():
             components.setdefault(name, definition)
@@ -86,6 +89,32 @@ def _document_request_bodies(app: FastAPI) -> None:
     @app.get(OPENAPI_PATH, include_in_schema=False, dependencies=[Depends(require_role("read"))])
     async def openapi_document() -> JSONResponse:
         return JSONResponse(app.openapi())
+
+
+def _drop_default_validation_responses(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 for invalid parameters; this API answers those with 400."""
+    default = "#/components/schemas/HTTPValidationError"
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            entry = responses.get("422", {})
+            ref = entry.get("content", {}).get("application/json", {}).get("schema", {})
+            if ref.get("$ref") == default:
+                del responses["422"]
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "Bad JSON or fields",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    },
+                )
+    schemas = schema.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
 
 
 def _mount_docs(app: FastAPI) -> None:
@@ -104,15 +133,19 @@ def _mount_docs(app: FastAPI) -> None:
         )
 
 
-def _metrics_registry(queue: AsyncQueue) -> CollectorRegistry:
-    """A registry for ``GET /metrics`` with pgqueue's collectors when they are available."""
+def _metrics_registry(queue: AsyncQueue) -> tuple[CollectorRegistry, Any]:
+    """A registry for ``GET /metrics`` with pgqueue's collectors (and the object to close)."""
+    from pgqueue.metrics import instrument
+
     registry = CollectorRegistry()
-    if importlib.util.find_spec("pgqueue.metrics") is not None:
-        metrics: Any = importlib.import_module("pgqueue.metrics")
-        instrument = getattr(metrics, "instrument", None)
-        if instrument is not None:
-            instrument(queue, registry)
-    return registry
+    return registry, instrument(queue, registry)
+
+
+def close_app(app: FastAPI) -> None:
+    """Release what the app holds besides the queue (the metrics' database connection)."""
+    metrics = getattr(app.state, "pgqueue_metrics", None)
+    if metrics is not None:
+        metrics.close()
 
 
 def _mount_dashboard(app: FastAPI, queue: AsyncQueue, settings: HttpSettings) -> None:

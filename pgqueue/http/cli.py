@@ -149,7 +149,7 @@ async def _serve(
     import uvicorn
 
     from pgqueue.http import service
-    from pgqueue.http.app import create_app
+    from pgqueue.http.app import close_app, create_app
 
     app = create_app(queue, settings)
     config = uvicorn.Config(
@@ -178,6 +178,7 @@ async def _serve(
     finally:
         log.info("HTTP server stopped; draining workers")
         await service.cancel_pings()
+        await asyncio.to_thread(close_app, app)
         if workers_started and host_queue is not None:
             await _stop_workers(host_queue)
         if host_queue is not queue:

@@ -8,10 +8,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def _too_large(limit: int) -> bytes:
-    return json.dumps(
-        {"error": f"request body exceeds {limit} bytes", "code": "payload_too_large"}
-    ).encode()
+def _error(message: str, code: str) -> bytes:
+    return json.dumps({"error": message, "code": code}).encode()
 
 
 class BodyLimitMiddleware:
@@ -26,12 +24,19 @@ class BodyLimitMiddleware:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_nul(scope):
+            # No text PostgreSQL stores may hold NUL: refuse it in any path or query value.
+            refusal = _error(
+                "NUL characters are not allowed in the path or query", "invalid_request"
+            )
+            await self._refuse(send, 400, refusal)
+            return
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await self._refuse(send)
+            await self._refuse(send, 413, self._too_large())
             return
         chunks: list[bytes] = []
         size = 0
@@ -43,7 +48,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await self._refuse(send)
+                await self._refuse(send, 413, self._too_large())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -59,12 +64,14 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = _too_large(self.limit)
+    def _too_large(self) -> bytes:
+        return _error(f"request body exceeds {self.limit} bytes", "payload_too_large")
+
+    async def _refuse(self, send: Send, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -73,6 +80,10 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _has_nul(scope: Scope) -> bool:
+    return "\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
 
 
 def _content_length(scope: dict[str, Any] | Scope) -> int | None:

@@ -130,3 +130,64 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError)):
         return True
     return any(cls.__name__ in UNAVAILABLE_ERRORS for cls in type(exc).__mro__)
+
+
+class PushCoalescer:
+    """Joins concurrent single pushes into one multi-row statement.
+
+    A request whose task may travel with others (no per-task option, an uncapped kind, no
+    delay) waits here; up to ``max_flushers`` flushes run at once, each taking everything that
+    waits (at most ``max_batch`` tasks) in one ``push_tasks`` statement. Under light load every
+    task is flushed at once, alone; under heavy load tasks share round trips and commits. A
+    task's id is returned only after its statement committed; a failed statement fails every
+    task in it (nothing of it was written).
+    """
+
+    def __init__(self, queue: AsyncQueue, max_flushers: int = 4, max_batch: int = 500) -> None:
+        self.queue = queue
+        self.max_flushers = max_flushers
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Task, asyncio.Future[int | None]]] = []
+        self._flushers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def accepts(self, task: Task, delay: float, max_attempts: int | None) -> bool:
+        if delay != 0 or max_attempts is not None:
+            return False
+        spec = self.queue.registry.get(task.kind)
+        return spec.options.max_pending is None
+
+    async def push(self, task: Task) -> int | None:
+        # Validate alone first, so one bad task never fails the others of its batch.
+        operations.push_tasks(self.queue.registry, self.queue.queries, [task], 0)
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((task, future))
+        if self._flushers < self.max_flushers:
+            self._flushers += 1
+            flush = asyncio.ensure_future(self._flush())
+            self._tasks.add(flush)
+            flush.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                tasks = [task for task, _ in batch]
+                try:
+                    ids = await self.queue.executor.run(
+                        operations.push_tasks(self.queue.registry, self.queue.queries, tasks, 0)
+                    )
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_, future), task_id in zip(batch, ids, strict=True):
+                        if not future.done():
+                            future.set_result(task_id)
+        finally:
+            self._flushers -= 1

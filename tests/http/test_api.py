@@ -231,6 +231,7 @@ def test_throughput_and_metrics_answer(server: Server) -> None:
     metrics = server.client.get("/metrics")
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'pgqueue_tasks{kind="email",status="new"}' in metrics.text
 
 
 def test_openapi_and_vendored_docs(server: Server) -> None:
