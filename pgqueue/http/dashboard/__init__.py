@@ -23,8 +23,9 @@ from pgqueue.http.dashboard.routes import (
     LoginRequired,
     RoleResolver,
     build_router,
+    set_token_cookie,
 )
-from pgqueue.http.dashboard.security import COOKIE_NAME, SECURITY_HEADERS, Role
+from pgqueue.http.dashboard.security import SECURITY_HEADERS, Role
 from pgqueue.http.settings import HttpSettings
 
 STATIC = Path(__file__).with_name("static")
@@ -80,9 +81,7 @@ def mount(
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
-            response.set_cookie(
-                COOKIE_NAME, token, httponly=True, samesite="strict", path="/", max_age=12 * 3600
-            )
+            set_token_cookie(request, response, token)
             return response
         response = await call_next(request)
         if request.url.path.startswith("/ui/static/"):

@@ -379,7 +379,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
                 next=_safe_next(next),
             )
         response = _redirect(_safe_next(next))
-        _set_cookie(response, token)
+        set_token_cookie(request, response, token)
         return response
 
     @router.post("/ui/logout")
@@ -456,9 +456,16 @@ async def _act(access: QueueAccess, method: str, *args: Any) -> Any:
         raise HTTPException(400, str(exc)) from None
 
 
-def _set_cookie(response: Response, token: str) -> None:
+def set_token_cookie(request: Request, response: Response, token: str) -> None:
+    """The login cookie: HttpOnly, SameSite=Strict, and Secure when served over HTTPS."""
     response.set_cookie(
-        COOKIE_NAME, token, httponly=True, samesite="strict", path="/", max_age=12 * 3600
+        COOKIE_NAME,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+        max_age=12 * 3600,
     )
 
 
