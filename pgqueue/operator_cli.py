@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from pgqueue.errors import PgQueueError
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
 from pgqueue.task import COUNTED_STATUSES, KindInfo, TaskInfo
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 tasks_app = typer.Typer(help="List, show, cancel and retry tasks.", no_args_is_help=True)
 kinds_app = typer.Typer(help="List, pause and resume kinds.", no_args_is_help=True)
@@ -121,6 +121,19 @@ def _kind_dict(kind: KindInfo) -> dict[str, Any]:
     }
 
 
+def _table(**kwargs: Any) -> Table:
+    """A rich table (rich is imported on use: ``pgqueue worker`` starts without it)."""
+    from rich.table import Table
+
+    return Table(**kwargs)
+
+
+def _print(table: Table) -> None:
+    from rich.console import Console
+
+    Console().print(table)
+
+
 def _lag(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -156,7 +169,7 @@ def status(
             ]
         )
         return
-    table = Table(title=f"pgqueue status (schema {schema}, throughput of the last {minutes} min)")
+    table = _table(title=f"pgqueue status (schema {schema}, throughput of the last {minutes} min)")
     table.add_column("kind")
     table.add_column("paused")
     for name in COUNTED_STATUSES:
@@ -179,7 +192,7 @@ def status(
             f"{total.get('succeeded', 0) / minutes:.1f}",
             f"{failed / minutes:.1f}",
         )
-    Console().print(table)
+    _print(table)
 
 
 @tasks_app.command("list")
@@ -205,7 +218,7 @@ def list_tasks(
     if as_json:
         _print_json([_task_dict(t) for t in tasks])
         return
-    table = Table()
+    table = _table()
     for column in ("id", "kind", "status", "key", "attempts", "due/lease", "updated"):
         table.add_column(column)
     for task in tasks:
@@ -218,7 +231,7 @@ def list_tasks(
             task.delayed_till.isoformat(timespec="seconds") if task.delayed_till else "",
             task.updated_at.isoformat(timespec="seconds") if task.updated_at else "",
         )
-    Console().print(table)
+    _print(table)
     if len(tasks) == limit:
         typer.echo(f"next page: --before-id {tasks[-1].id}")
 
@@ -238,7 +251,7 @@ def show_task(
     if as_json:
         _print_json(_task_dict(task))
         return
-    table = Table(show_header=False)
+    table = _table(show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for name, value in _task_dict(task).items():
@@ -247,7 +260,7 @@ def show_task(
         elif name == "messages":
             value = "\n".join(value) or "-"
         table.add_row(name, "-" if value is None else str(_plain(value)))
-    Console().print(table)
+    _print(table)
 
 
 @tasks_app.command("cancel")
@@ -279,6 +292,8 @@ def retry_tasks(
     as_json: JsonOption = False,
 ) -> None:
     """Give exhausted (no_attempts_left) tasks of KIND fresh attempts, oldest first."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     revived = 0
     with (
         operator_queue(dsn, schema) as queue,
@@ -313,7 +328,7 @@ def list_kinds(
     if as_json:
         _print_json([_kind_dict(k) for k in kinds])
         return
-    table = Table()
+    table = _table()
     for column in ("kind", "paused", "paused since", "open", "lag"):
         table.add_column(column)
     for kind in kinds:
@@ -325,7 +340,7 @@ def list_kinds(
             str(open_tasks),
             _lag(kind.oldest_due_seconds),
         )
-    Console().print(table)
+    _print(table)
 
 
 @kinds_app.command("pause")
