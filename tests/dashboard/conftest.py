@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -88,12 +87,6 @@ def driver() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class UvicornThread:
     """A real uvicorn serving the app on a free loopback port, on its own loop and thread.
 
@@ -106,7 +99,7 @@ class UvicornThread:
     ) -> None:
         self.build = build
         self.start_workers = start_workers
-        self.port = free_port()
+        self.port = 0  # uvicorn binds a free port itself; read back once it listens
         self.server: Any = None
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -129,11 +122,13 @@ class UvicornThread:
         app, queue = self.build()
         if self.start_workers:
             await queue.start()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         serving = asyncio.create_task(self.server.serve())
         while not self.server.started and not serving.done():
             await asyncio.sleep(0.01)  # uvicorn exposes its readiness as a flag only
+        if self.server.started:
+            self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
         self.ready.set()
         try:
             await serving
@@ -175,6 +170,22 @@ class Site:
         from selenium.webdriver.support.ui import WebDriverWait
 
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
+
+    def click_to_new_page(self, css: str) -> None:
+        """Click what ``css`` finds and wait until the next document has loaded.
+
+        A flag set on the current window disappears with it, so the wait cannot be satisfied
+        by the old page (a changed URL alone can be seen before the new document is there).
+        """
+        from selenium.webdriver.common.by import By
+
+        self.driver.execute_script("window.__previousPage = true;")
+        self.driver.find_element(By.CSS_SELECTOR, css).click()
+        self.wait(
+            lambda d: d.execute_script(
+                "return window.__previousPage === undefined && document.readyState === 'complete'"
+            )
+        )
 
     def text_of(self, css: str) -> str:
         """The element's text, read in one script call (live swaps cannot make it stale)."""

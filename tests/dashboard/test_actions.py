@@ -11,7 +11,7 @@ from tests.dashboard.seed import seed
 
 
 def click(site: Site, element_id: str) -> None:
-    site.driver.find_element(By.ID, element_id).click()
+    site.click_to_new_page(f"#{element_id}")
 
 
 def test_cancel_from_the_detail_page(site: Site) -> None:
@@ -19,7 +19,7 @@ def test_cancel_from_the_detail_page(site: Site) -> None:
     site.open(f"/ui/tasks/{task_id}")
     assert site.text_of("#task-status") == "new"
     click(site, "cancel-task")
-    site.wait(lambda _: site.text_of("#task-status") == "cancelled")
+    assert site.text_of("#task-status") == "cancelled"
     assert site.db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", [task_id]) == (
         "cancelled"
     )
@@ -32,7 +32,6 @@ def test_bulk_retry_of_a_thousand_exhausted_tasks_shows_the_count_first(site: Si
     seed(dsn, schema, "resize-image", "no_attempts_left", 5)  # another kind: untouched
     site.open("/ui/tasks?kind=send-email&status=no_attempts_left")
     click(site, "bulk-retry")
-    site.wait(lambda d: "/ui/bulk" in d.current_url)
     assert site.text_of("#bulk-count") == "1000"
     assert "1000" in site.text_of("#bulk-confirm")
     # Nothing changed before the confirmation.
@@ -41,7 +40,6 @@ def test_bulk_retry_of_a_thousand_exhausted_tasks_shows_the_count_first(site: Si
         == 1005
     )
     click(site, "bulk-confirm")
-    site.wait(lambda d: "done=" in d.current_url)
     assert "1000" in site.text_of("#bulk-done")
     rows = site.db.fetch(
         "SELECT status::text, count(*) FROM {schema}.tasks WHERE id = ANY(%s) GROUP BY 1",
@@ -64,10 +62,8 @@ def test_bulk_cancel_of_pending_tasks_on_a_key_filter(site: Site) -> None:
     kept = seed(dsn, schema, "send-email", "new", 8, key="welcome:")
     site.open("/ui/tasks?kind=send-email&key_prefix=promo%3A")
     click(site, "bulk-cancel")
-    site.wait(lambda d: "/ui/bulk" in d.current_url)
     assert site.text_of("#bulk-count") == "42"
     click(site, "bulk-confirm")
-    site.wait(lambda d: "done=" in d.current_url)
     statuses = dict(site.db.fetch("SELECT id, status::text FROM {schema}.tasks"))
     assert {statuses[i] for i in doomed} == {"cancelled"}
     assert {statuses[i] for i in kept} == {"new"}
@@ -77,13 +73,13 @@ def test_pause_and_resume_a_kind(site: Site) -> None:
     seed(site.db.dsn, site.db.schema, "send-email", "new", 1)
     site.open("/ui/kinds")
     row = 'tr[data-kind="send-email"]'
-    site.driver.find_element(By.CSS_SELECTOR, f"{row} .kind-toggle").click()
-    site.wait(lambda _: "paused" in site.text_of(row))
+    site.click_to_new_page(f"{row} .kind-toggle")
+    assert "paused" in site.text_of(row)
     assert site.db.scalar(
         "SELECT paused_at IS NOT NULL FROM {schema}.kinds WHERE kind = 'send-email'"
     )
-    site.driver.find_element(By.CSS_SELECTOR, f"{row} .kind-toggle").click()
-    site.wait(lambda _: "running" in site.text_of(row))
+    site.click_to_new_page(f"{row} .kind-toggle")
+    assert "running" in site.text_of(row)
     assert site.db.scalar("SELECT paused_at IS NULL FROM {schema}.kinds WHERE kind = 'send-email'")
 
 
@@ -93,7 +89,6 @@ def test_enqueue_form(site: Site) -> None:
     site.driver.find_element(By.ID, "enqueue-payload").send_keys('{"to": "linus@example.com"}')
     site.driver.find_element(By.ID, "enqueue-key").send_keys("welcome:linus")
     click(site, "enqueue-submit")
-    site.wait(lambda d: "/ui/tasks/" in d.current_url)
     assert site.text_of("#task-key") == "welcome:linus"
     assert site.db.fetch("SELECT kind, payload->>'to' FROM {schema}.tasks") == [
         ("send-email", "linus@example.com")
@@ -103,5 +98,5 @@ def test_enqueue_form(site: Site) -> None:
     site.driver.find_element(By.ID, "enqueue-kind").send_keys("send-email")
     site.driver.find_element(By.ID, "enqueue-key").send_keys("welcome:linus")
     click(site, "enqueue-submit")
-    site.wait(lambda _: "already exists" in site.text_of("#enqueue-error"))
+    assert "already exists" in site.text_of("#enqueue-error")
     assert site.db.scalar("SELECT count(*) FROM {schema}.tasks") == 1

@@ -99,13 +99,13 @@ def test_operator_forms_need_the_csrf_token_and_the_same_origin(site: Site) -> N
 
 def test_login_form_sets_an_httponly_cookie_and_rejects_a_bad_token(site: Site) -> None:
     site.open("/ui/kinds", token=None)
-    site.wait(lambda d: "/ui/login" in d.current_url)
+    assert "/ui/login" in site.driver.current_url
     site.driver.find_element(By.ID, "login-token").send_keys("not-a-valid-token")
-    site.driver.find_element(By.ID, "login-submit").click()
-    site.wait(lambda _: "not valid" in site.text_of("#login-error"))
+    site.click_to_new_page("#login-submit")
+    assert "not valid" in site.text_of("#login-error")
     site.driver.find_element(By.ID, "login-token").send_keys(READ_TOKEN)
-    site.driver.find_element(By.ID, "login-submit").click()
-    site.wait(lambda d: d.current_url.endswith("/ui/kinds"))
+    site.click_to_new_page("#login-submit")
+    assert site.driver.current_url.endswith("/ui/kinds")
     assert site.text_of("#role") == "read"
     cookie = site.driver.get_cookie("pgqueue_token")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"

@@ -12,8 +12,11 @@ from tests.dashboard.seed import seed
 
 
 def ids_on_page(site: Site) -> list[int]:
-    rows = site.driver.find_elements(By.CSS_SELECTOR, "#task-table tbody tr[data-task-id]")
-    return [int(row.get_attribute("data-task-id")) for row in rows]
+    ids = site.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#task-table tbody tr[data-task-id]'),"
+        " (row) => Number(row.dataset.taskId));"
+    )
+    return [int(i) for i in ids]
 
 
 def test_filter_by_kind_status_and_payload_containment(site: Site) -> None:
@@ -28,8 +31,8 @@ def test_filter_by_kind_status_and_payload_containment(site: Site) -> None:
     Select(site.driver.find_element(By.ID, "filter-kind")).select_by_value("send-email")
     Select(site.driver.find_element(By.ID, "filter-status")).select_by_value("new")
     site.driver.find_element(By.ID, "filter-payload").send_keys('{"user": 42}')
-    site.driver.find_element(By.ID, "filter-apply").click()
-    site.wait(lambda d: "payload=" in d.current_url)
+    site.click_to_new_page("#filter-apply")
+    assert "payload=" in site.driver.current_url
 
     assert sorted(ids_on_page(site)) == sorted(wanted)
     assert set(site.text_of("#task-table tbody").split()) >= {"send-email", "new"}
@@ -59,9 +62,7 @@ def test_pagination_reaches_every_row_once_while_tasks_are_inserted(site: Site) 
         older = site.driver.find_elements(By.ID, "next-page")
         if not older:
             break
-        current = site.driver.current_url
-        older[0].click()
-        site.wait(lambda d, before=current: d.current_url != before)
+        site.click_to_new_page("#next-page")
     assert pages == 4  # 50 per page
     assert len(seen) == len(set(seen)), "a row was shown twice"
     assert set(seen) == set(existing)
