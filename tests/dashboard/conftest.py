@@ -76,7 +76,7 @@ def start_chromium(profile: str, width: int = 1280, height: int = 900) -> Any:
 
 @pytest.fixture(scope="session")
 def driver() -> Iterator[Any]:
-    """One headless Chromium for the session; each test starts from a clean cookie jar."""
+    """One headless Chromium for the whole test run; each test starts with no cookies."""
     _require_browser()
     profile = tempfile.mkdtemp(prefix="pgqueue-chromium-")
     browser = start_chromium(profile)
