@@ -64,12 +64,13 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 AUTH_ERRORS = (401, 403)
 
 
-def queue_of(request: Request) -> AsyncQueue:
+# Dependencies are coroutines: FastAPI runs plain functions on a thread pool, per request.
+async def queue_of(request: Request) -> AsyncQueue:
     queue: AsyncQueue = request.app.state.pgqueue_queue
     return queue
 
 
-def settings_of(request: Request) -> HttpSettings:
+async def settings_of(request: Request) -> HttpSettings:
     settings: HttpSettings = request.app.state.pgqueue_settings
     return settings
 

@@ -176,6 +176,10 @@ async def _serve(
         if server.bind_failed is not None:
             raise server.bind_failed
     finally:
+        # A repeated SIGTERM/SIGINT must not kill the drain that the first one started.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, log.warning, "already stopping: draining workers")
         log.info("HTTP server stopped; draining workers")
         await service.cancel_pings()
         await asyncio.to_thread(close_app, app)

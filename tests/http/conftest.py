@@ -38,6 +38,16 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait(self, timeout: float = 60.0) -> int:
+        """Wait for the exit status of a server already told to stop."""
+        self.client.close()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"server did not exit within {timeout}s:\n{self.log()}") from None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Send ``sig`` and wait for the exit status."""
         self.client.close()

@@ -125,6 +125,26 @@ def test_sigint_also_stops_cleanly(db: Database, tmp_path: Path) -> None:
     assert srv.stop(signal.SIGINT) == 0, srv.log()
 
 
+def test_second_sigterm_does_not_cut_the_worker_drain(db: Database, tmp_path: Path) -> None:
+    srv = start_server(db, tmp_path, "--workers", APP)
+    slow = srv.client.post("/enqueue", json={"kind": "slow", "payload": {"seconds": 3}})
+    slow_id = slow.json()["id"]
+    deadline = time.monotonic() + 30
+    while srv.client.get(f"/tasks/{slow_id}").json()["status"] != "processing":
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.05)
+    srv.process.send_signal(signal.SIGTERM)
+    # The server is another process: wait for its log to say the drain began.
+    while "draining workers" not in srv.log():
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.05)
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.wait() == 0, srv.log()
+    assert "already stopping" in srv.log()
+    status = db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", (slow_id,))
+    assert status == "succeeded"
+
+
 def test_sigterm_during_a_burst_answers_or_refuses_every_request(
     db: Database, tmp_path: Path
 ) -> None:
@@ -164,7 +184,7 @@ def test_sigterm_during_a_burst_answers_or_refuses_every_request(
     srv.process.send_signal(signal.SIGTERM)
     for thread in threads:
         thread.join(60)
-    status = srv.stop(timeout=60)
+    status = srv.wait(timeout=60)
     assert status == 0, srv.log()
     assert len(outcomes) == total
     kinds = Counter(kind for kind, _ in outcomes)
