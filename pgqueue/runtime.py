@@ -190,7 +190,8 @@ def uuid_array(values: Iterable[str]) -> str:
 def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
     """Delete finished rows with zero retention and update the rest, both guarded by the claim
     token; returns the ids whose result applied (a task cancelled or re-claimed meanwhile is
-    not)."""
+    not). Each statement also adds its applied outcomes to the per-minute throughput rollup,
+    so the history costs no extra round trip and is exact."""
     deletes = [r for r in results if r.delete]
     updates = [r for r in results if not r.delete]
 
@@ -202,6 +203,7 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 {
                     "ids": int_array(r.task_id for r in deletes),
                     "tokens": uuid_array(r.token for r in deletes),
+                    "statuses": [r.outcome.status.value for r in deletes],
                 },
             )
             applied.update(row[0] for row in rows)
@@ -218,22 +220,13 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 },
             )
             applied.update(row[0] for row in rows)
-        if applied:
-            yield throughput_statement(queries, results, applied)
-            due_now = retried_at_once(results, applied)
-            if due_now:
-                # Delivered at commit: every process handling these kinds claims them now.
-                yield Statement(
-                    queries["notify_kinds"], {"channel": queries.channel, "kinds": due_now}
-                )
+        due_now = retried_at_once(results, applied) if applied else None
+        if due_now:
+            # Every process handling these kinds claims the retries now, not at its next poll.
+            yield Statement(queries["notify_kinds"], {"channel": queries.channel, "kinds": due_now})
         return applied
 
-    # One transaction: the outcomes and their rollup commit together (and with one commit).
-    return Operation(steps(), transactional=True)
-
-
-# Rollup column of each outcome status; a failed attempt with attempts left is "failed".
-ROLLUP_COLUMN = {"succeeded": 0, "must_retry": 1, "no_attempts_left": 2, "cancelled": 3}
+    return Operation(steps())
 
 
 def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:
@@ -246,30 +239,6 @@ def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:
             and r.outcome.delay <= 0
             and r.task_id in applied
         }
-    )
-
-
-def throughput_statement(
-    queries: Queries, results: Sequence[Result], applied: set[int]
-) -> Statement:
-    """The rollup upsert of a result batch: the applied outcomes counted per kind."""
-    per_kind: dict[str, list[int]] = {}
-    for result in results:
-        if result.task_id in applied:
-            counts = per_kind.get(result.kind)
-            if counts is None:
-                counts = per_kind[result.kind] = [0, 0, 0, 0]
-            counts[ROLLUP_COLUMN[result.outcome.status.value]] += 1
-    kinds = sorted(per_kind)
-    return Statement(
-        queries["record_throughput"],
-        {
-            "kinds": kinds,
-            "succeeded": [per_kind[k][0] for k in kinds],
-            "failed": [per_kind[k][1] for k in kinds],
-            "exhausted": [per_kind[k][2] for k in kinds],
-            "cancelled": [per_kind[k][3] for k in kinds],
-        },
     )
 
 

@@ -122,32 +122,70 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
-UPDATE __schema__.tasks AS t
-SET status = r.status::__schema__.task_status,
-    attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
-    delayed_till = now() + make_interval(secs => r.delay),
-    claim_token = NULL,
-    messages = CASE
-        WHEN r.error IS NULL THEN t.messages
-        WHEN r.keep <= 0 THEN '{}'::text[]
-        ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
-    END,
-    finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
-    updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
-            %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
-     AS r(id, token, status, delay, error, keep)
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
-RETURNING t.id;
+-- The applied outcomes are added to the per-minute throughput rollup in the same statement.
+WITH updated AS (
+    UPDATE __schema__.tasks AS t
+    SET status = r.status::__schema__.task_status,
+        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
+        delayed_till = now() + make_interval(secs => r.delay),
+        claim_token = NULL,
+        messages = CASE
+            WHEN r.error IS NULL THEN t.messages
+            WHEN r.keep <= 0 THEN '{}'::text[]
+            ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
+        END,
+        finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
+                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
+         AS r(id, token, status, delay, error, keep)
+    WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
+    RETURNING t.id, t.kind, r.status
+), rollup AS (
+    INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
+    SELECT kind, date_trunc('minute', now()),
+           count(*) FILTER (WHERE status = 'succeeded'),
+           count(*) FILTER (WHERE status = 'must_retry'),
+           count(*) FILTER (WHERE status = 'no_attempts_left'),
+           count(*) FILTER (WHERE status = 'cancelled')
+    FROM updated
+    GROUP BY kind
+    ORDER BY kind
+    ON CONFLICT (kind, minute) DO UPDATE
+    SET succeeded = tp.succeeded + excluded.succeeded,
+        failed = tp.failed + excluded.failed,
+        exhausted = tp.exhausted + excluded.exhausted,
+        cancelled = tp.cancelled + excluded.cancelled
+)
+SELECT id FROM updated;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
--- by their casts, so each is parsed once (a cast from text would be re-parsed per row).
-DELETE FROM __schema__.tasks AS t
-WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
-RETURNING t.id;
+-- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
+-- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
+WITH deleted AS (
+    DELETE FROM __schema__.tasks AS t
+    WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
+    RETURNING t.id, t.kind
+), outcomes AS (
+    SELECT deleted.id, deleted.kind, r.status
+    FROM deleted
+    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS r(id, status) ON r.id = deleted.id
+), rollup AS (
+    INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
+    SELECT kind, date_trunc('minute', now()),
+           count(*) FILTER (WHERE status = 'succeeded'), 0, 0,
+           count(*) FILTER (WHERE status = 'cancelled')
+    FROM outcomes
+    GROUP BY kind
+    ORDER BY kind
+    ON CONFLICT (kind, minute) DO UPDATE
+    SET succeeded = tp.succeeded + excluded.succeeded,
+        cancelled = tp.cancelled + excluded.cancelled
+)
+SELECT id FROM deleted;
 
 -- name: release_claims
 -- Hand claimed tasks back at once with the attempt refunded (stop in abort mode).
@@ -301,20 +339,6 @@ FROM cancelled;
 -- name: get_task_id_by_key
 -- The id of the task holding (kind, external_key), if one exists.
 SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
-
--- name: record_throughput
--- Add a result batch's outcomes to the per-minute rollup, one row per kind (the current minute).
-INSERT INTO __schema__.throughput AS t (kind, minute, succeeded, failed, exhausted, cancelled)
-SELECT r.kind, date_trunc('minute', now()), r.succeeded, r.failed, r.exhausted, r.cancelled
-FROM unnest(%(kinds)s::text[], %(succeeded)s::bigint[], %(failed)s::bigint[],
-            %(exhausted)s::bigint[], %(cancelled)s::bigint[])
-     AS r(kind, succeeded, failed, exhausted, cancelled)
-ORDER BY r.kind
-ON CONFLICT (kind, minute) DO UPDATE
-SET succeeded = t.succeeded + excluded.succeeded,
-    failed = t.failed + excluded.failed,
-    exhausted = t.exhausted + excluded.exhausted,
-    cancelled = t.cancelled + excluded.cancelled;
 
 -- name: prune_throughput
 -- Delete a kind's rollup rows older than the window (seconds).

@@ -11,7 +11,7 @@ from pgqueue.execution import Outcome
 from pgqueue.metrics import _OUTCOME_OF_STATUS, OUTCOMES
 from pgqueue.operations import KindOverview, list_tasks, read_throughput
 from pgqueue.queries import Queries
-from pgqueue.runtime import Result, retried_at_once, throughput_statement
+from pgqueue.runtime import Result, record_results, retried_at_once
 from pgqueue.task import COUNTED_STATUSES
 
 
@@ -19,23 +19,24 @@ def result(task_id: int, kind: str, status: Status, delay: float = 0.0) -> Resul
     return Result(task_id, "t", kind, Outcome(status, delay), 3, False, 0.0)
 
 
-def test_throughput_statement_counts_applied_results_per_kind() -> None:
+def test_result_statements_carry_outcomes_into_the_rollup() -> None:
+    queries = Queries("s")
     results = [
-        result(1, "a", Status.SUCCEEDED),
-        result(2, "a", Status.MUST_RETRY, 5.0),
-        result(3, "a", Status.NO_ATTEMPTS_LEFT),
-        result(4, "b", Status.CANCELLED),
-        result(5, "b", Status.SUCCEEDED),  # not applied: its claim was gone
-    ]
-    statement = throughput_statement(Queries("s"), results, {1, 2, 3, 4})
-    assert dict(statement.params) == {
-        "kinds": ["a", "b"],
-        "succeeded": [1, 0],
-        "failed": [1, 0],
-        "exhausted": [1, 0],
-        "cancelled": [0, 1],
-    }
-    assert "s.throughput" in statement.sql
+        Result(1, "11111111-1111-1111-1111-111111111111", "a", Outcome(Status.SUCCEEDED), 3,
+               True, 0.0),
+        Result(2, "22222222-2222-2222-2222-222222222222", "a", Outcome(Status.MUST_RETRY, 5.0),
+               3, False, 0.0),
+    ]  # fmt: skip
+    steps = record_results(queries, results).steps
+    delete = next(steps)
+    assert delete.params["statuses"] == ["succeeded"]
+    assert "INSERT INTO s.throughput" in delete.sql
+    update = steps.send([(1,)])
+    assert update.params["statuses"] == ["must_retry"]
+    assert "INSERT INTO s.throughput" in update.sql
+    with pytest.raises(StopIteration) as done:
+        steps.send([(2,)])
+    assert done.value.value == {1, 2}  # a delayed retry wakes nobody: no NOTIFY statement
 
 
 def test_only_applied_retries_due_at_once_wake_their_kind() -> None:
