@@ -144,7 +144,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     access = dashboard.access
 
-    def viewer(request: Request) -> Viewer:
+    async def viewer(request: Request) -> Viewer:  # a coroutine: no thread-pool hop per request
         return dashboard.viewer(request)
 
     @router.get("/", response_class=HTMLResponse)
