@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes chaos lint fmt docs docs-build bench bench-quick bench-memory bench-fleet bench-http wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots chaos lint fmt docs docs-build bench bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $(RUN_STAMP)
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[embedded,migrations]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet -e ".[embedded,migrations,http]"
 	touch $(RUN_STAMP)
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
-run: $(RUN_STAMP) ## Run the example app (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
+run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
 test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
@@ -35,6 +35,12 @@ test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else 
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-browser: $(STAMP) ## Dashboard tests in headless Chromium (Debian's chromium + chromium-driver)
+	$(BIN)/python -m pytest tests/dashboard -m browser $(PYTEST_ARGS)
+
+screenshots: $(STAMP) ## Screenshots of every dashboard page into docs/images/ (headless Chromium)
+	$(BIN)/python -m tests.dashboard.screenshots
 
 test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the prometheus binary)
 	$(BIN)/python -m pytest -m prometheus $(PYTEST_ARGS)
@@ -70,6 +76,9 @@ bench-fleet: $(STAMP) ## Idle cost, latency with 500 kinds, delayed-task latenes
 
 bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients, 20 s) vs push_task
 	$(BIN)/python benchmarks/http_load.py $(HTTP_BENCH_ARGS)
+
+bench-dashboard: $(STAMP) ## Time every dashboard page with 1,000,000 tasks (each must be under 300 ms)
+	$(BIN)/python benchmarks/dashboard_pages.py $(BENCH_ARGS)
 
 bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
 	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)

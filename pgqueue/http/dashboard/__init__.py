@@ -1,0 +1,108 @@
+"""The web dashboard served by ``pgqueue serve`` at ``/`` (see docs/dashboard.md).
+
+``mount(app, queue, settings)`` adds its pages (``/`` and ``/ui/...``) and its vendored static
+files (``/ui/static/...``) to the service's FastAPI app. Pages are rendered on the server with
+Jinja2 (autoescaped); htmx refreshes the overview, uPlot draws throughput. No inline script:
+the Content-Security-Policy forbids it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from pgqueue.http.auth import Role as ApiRole
+from pgqueue.http.auth import role_of_token
+from pgqueue.http.dashboard.routes import (
+    Dashboard,
+    LoginRequired,
+    RoleResolver,
+    build_router,
+    set_token_cookie,
+)
+from pgqueue.http.dashboard.security import SECURITY_HEADERS, Role
+from pgqueue.http.settings import HttpSettings
+
+STATIC = Path(__file__).with_name("static")
+
+__all__ = ["mount"]
+
+
+def mount(
+    app: FastAPI,
+    queue: Any,
+    settings: HttpSettings | None,
+    *,
+    resolve_role: RoleResolver | None = None,
+) -> Dashboard:
+    """Serve the dashboard from ``app``; roles come from the same tokens as the API.
+
+    ``settings.extra`` may hold ``dashboard_snapshot_seconds`` (how long the per-kind snapshot
+    is shared, default 1.0; 0 reads on every request) and ``dashboard_worker_queue`` (the queue
+    whose workers run in this process, when it is not ``queue``: the overview then shows their
+    busy/total counts).
+    """
+    resolver, auth_required = resolve_role_from(settings) if resolve_role is None else (
+        resolve_role, True
+    )  # fmt: skip
+    extra = getattr(settings, "extra", None) or {}
+    dashboard = Dashboard(
+        queue,
+        resolver,
+        auth_required=auth_required,
+        snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
+        worker_queue=extra.get("dashboard_worker_queue"),
+    )
+    app.include_router(build_router(dashboard))
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
+        if request.headers.get("hx-request") or request.method != "GET":
+            return Response("login required", status_code=401, headers=SECURITY_HEADERS)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/ui/login?{urlencode({'next': target})}", status_code=303)
+
+    @app.middleware("http")
+    async def token_link(request: Request, call_next: Any) -> Response:
+        """``?token=`` on a dashboard page, once: store it in the cookie, drop it from the URL."""
+        token = request.query_params.get("token")
+        if (
+            token
+            and request.method == "GET"
+            and (request.url.path == "/" or request.url.path.startswith("/ui/"))
+            and resolver(token) is not None
+        ):
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
+            set_token_cookie(request, response, token)
+            return response
+        response = await call_next(request)
+        if request.url.path.startswith("/ui/static/"):
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response  # type: ignore[no-any-return]
+
+    return dashboard
+
+
+def resolve_role_from(settings: HttpSettings | None) -> tuple[RoleResolver, bool]:
+    """The API's own token check (same tokens, same roles), and whether tokens are on.
+
+    The cookie is a token source of the dashboard only: the JSON API keeps taking bearer
+    headers alone, so no API route can be driven by a browser's ambient cookie.
+    """
+    settings = settings or HttpSettings()
+
+    def resolve(token: str | None) -> Role | None:
+        granted = role_of_token(settings, token)
+        if granted is None:
+            return None
+        return "operator" if granted >= ApiRole.OPERATOR else "read"
+
+    return resolve, settings.auth_enabled

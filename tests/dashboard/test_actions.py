@@ -1,0 +1,102 @@
+"""Acceptance 3: cancel from the detail page; bulk retry of 1,000 exhausted tasks with the count
+shown before confirming. Plus the pause/resume and enqueue forms."""
+
+from __future__ import annotations
+
+from selenium.webdriver.common.by import By
+
+from pgqueue import Task
+from tests.dashboard.conftest import Site
+from tests.dashboard.seed import seed
+
+
+def click(site: Site, element_id: str) -> None:
+    site.click_to_new_page(f"#{element_id}")
+
+
+def test_cancel_from_the_detail_page(site: Site) -> None:
+    task_id = site.queue.push_task(Task("send-email", {"to": "grace@example.com"}))
+    site.open(f"/ui/tasks/{task_id}")
+    assert site.text_of("#task-status") == "new"
+    click(site, "cancel-task")
+    assert site.text_of("#task-status") == "cancelled"
+    assert site.db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", [task_id]) == (
+        "cancelled"
+    )
+    assert site.driver.find_elements(By.ID, "cancel-task") == []  # nothing left to cancel
+
+
+def test_bulk_retry_of_a_thousand_exhausted_tasks_shows_the_count_first(site: Site) -> None:
+    dsn, schema = site.db.dsn, site.db.schema
+    exhausted = seed(dsn, schema, "send-email", "no_attempts_left", 1000)
+    seed(dsn, schema, "resize-image", "no_attempts_left", 5)  # another kind: untouched
+    site.open("/ui/tasks?kind=send-email&status=no_attempts_left")
+    click(site, "bulk-retry")
+    assert site.text_of("#bulk-count") == "1000"
+    assert "1000" in site.text_of("#bulk-confirm")
+    # Nothing changed before the confirmation.
+    assert (
+        site.db.scalar("SELECT count(*) FROM {schema}.tasks WHERE status = 'no_attempts_left'")
+        == 1005
+    )
+    click(site, "bulk-confirm")
+    assert "1000" in site.text_of("#bulk-done")
+    rows = site.db.fetch(
+        "SELECT status::text, count(*) FROM {schema}.tasks WHERE id = ANY(%s) GROUP BY 1",
+        [exhausted],
+    )
+    assert rows == [("must_retry", 1000)]
+    assert (
+        site.db.scalar(
+            "SELECT count(*) FROM {schema}.tasks WHERE kind = 'resize-image'"
+            " AND status = 'no_attempts_left'"
+        )
+        == 5
+    )
+
+
+def test_bulk_cancel_of_pending_tasks_on_a_key_filter(site: Site) -> None:
+    dsn, schema = site.db.dsn, site.db.schema
+    doomed = seed(dsn, schema, "send-email", "new", 30, key="promo:")
+    doomed += seed(dsn, schema, "send-email", "must_retry", 12, key="promo:r")
+    kept = seed(dsn, schema, "send-email", "new", 8, key="welcome:")
+    site.open("/ui/tasks?kind=send-email&key_prefix=promo%3A")
+    click(site, "bulk-cancel")
+    assert site.text_of("#bulk-count") == "42"
+    click(site, "bulk-confirm")
+    statuses = dict(site.db.fetch("SELECT id, status::text FROM {schema}.tasks"))
+    assert {statuses[i] for i in doomed} == {"cancelled"}
+    assert {statuses[i] for i in kept} == {"new"}
+
+
+def test_pause_and_resume_a_kind(site: Site) -> None:
+    seed(site.db.dsn, site.db.schema, "send-email", "new", 1)
+    site.open("/ui/kinds")
+    row = 'tr[data-kind="send-email"]'
+    site.click_to_new_page(f"{row} .kind-toggle")
+    assert "paused" in site.text_of(row)
+    assert site.db.scalar(
+        "SELECT paused_at IS NOT NULL FROM {schema}.kinds WHERE kind = 'send-email'"
+    )
+    site.click_to_new_page(f"{row} .kind-toggle")
+    assert "running" in site.text_of(row)
+    assert site.db.scalar("SELECT paused_at IS NULL FROM {schema}.kinds WHERE kind = 'send-email'")
+
+
+def test_enqueue_form(site: Site) -> None:
+    site.open("/ui/enqueue")
+    site.driver.find_element(By.ID, "enqueue-kind").send_keys("send-email")
+    site.driver.find_element(By.ID, "enqueue-payload").send_keys('{"to": "linus@example.com"}')
+    site.driver.find_element(By.ID, "enqueue-key").send_keys("welcome:linus")
+    click(site, "enqueue-submit")
+    assert site.text_of("#task-key") == "welcome:linus"
+    assert site.db.fetch("SELECT kind, payload->>'to' FROM {schema}.tasks") == [
+        ("send-email", "linus@example.com")
+    ]
+    # The same key again: refused with a message, nothing written.
+    site.open("/ui/enqueue")
+    site.driver.find_element(By.ID, "enqueue-kind").send_keys("send-email")
+    site.driver.find_element(By.ID, "enqueue-key").send_keys("welcome:linus")
+    click(site, "enqueue-submit")
+    assert "already exists" in site.text_of("#enqueue-error")
+    assert site.db.scalar("SELECT count(*) FROM {schema}.tasks") == 1
