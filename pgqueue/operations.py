@@ -218,8 +218,11 @@ def retry_tasks(
     return Operation(steps())
 
 
-def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
-    """Read one task by id (``None`` when there is no such row)."""
+def get_task(
+    queries: Queries, task_id: int, *, replica_ok: bool = False
+) -> Operation[TaskInfo | None]:
+    """Read one task by id (``None`` when there is no such row); ``replica_ok`` lets a
+    primary/replica executor read it from a replica that may lag behind the primary."""
     if not isinstance(task_id, int) or isinstance(task_id, bool):
         raise InvalidTask(f"task id must be an int, got {task_id!r}")
 
@@ -248,7 +251,7 @@ def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
             finished_at=finished_at,
         )
 
-    return Operation(steps())
+    return Operation(steps(), readonly=replica_ok)
 
 
 def count_tasks_by_status(queries: Queries) -> Operation[dict[tuple[str, str], int]]:
@@ -258,7 +261,7 @@ def count_tasks_by_status(queries: Queries) -> Operation[dict[tuple[str, str], i
         rows = yield Statement(queries["count_tasks_by_status"], {})
         return {(kind, status): int(count) for kind, status, count in rows}
 
-    return Operation(steps())
+    return Operation(steps(), readonly=True)
 
 
 def sweep_terminal_tasks(
@@ -287,3 +290,31 @@ def sweep_terminal_tasks(
         return deleted
 
     return Operation(steps(), transactional=True)
+
+
+ANY_PAYLOAD: Any = object()
+"""Match any payload (the default of :func:`find_pushed_tasks`)."""
+
+
+def find_pushed_tasks(
+    queries: Queries, kind: str, payload: Any = ANY_PAYLOAD, external_key: str | None = None
+) -> Operation[list[tuple[int, Any, str | None, str]]]:
+    """Tasks of ``kind`` (any status), filtered by key and by a payload the stored one contains
+    (JSON containment): ``(id, payload, external_key, status)`` rows, oldest first."""
+    validate_kind_name(kind)
+    if external_key is not None:
+        validate_external_key(external_key)
+    match_payload = payload is not ANY_PAYLOAD
+    params = {
+        "kind": kind,
+        "match_key": external_key is not None,
+        "external_key": external_key,
+        "match_payload": match_payload,
+        "payload": encode_payload(payload) if match_payload else None,
+    }
+
+    def steps() -> Steps[list[tuple[int, Any, str | None, str]]]:
+        rows = yield Statement(queries["find_pushed_tasks"], params)
+        return [(id_, decode_payload(text), key, status) for id_, text, key, status in rows]
+
+    return Operation(steps(), readonly=True)

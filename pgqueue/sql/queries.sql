@@ -273,3 +273,16 @@ SELECT kind,
        count(*)
 FROM __schema__.tasks
 GROUP BY 1, 2;
+
+-- name: find_pushed_tasks
+-- Tasks of a kind, optionally with one external key and a payload containing the given JSON
+-- (pgqueue.testing's assertions); any status, oldest first.
+SELECT id, payload::text, external_key, status::text
+FROM __schema__.tasks
+WHERE kind = %(kind)s
+  AND (NOT %(match_key)s OR external_key = %(external_key)s::text)
+  AND (NOT %(match_payload)s
+       OR payload @> %(payload)s::jsonb
+       OR (payload IS NULL AND %(payload)s::jsonb IS NULL))
+ORDER BY id
+LIMIT 100;
