@@ -32,8 +32,13 @@ def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
         from pgqueue.adapters.asyncpg import AsyncpgExecutor
 
         return cast(AsyncExecutor, AsyncpgExecutor(target))
+    if type_name.startswith("sqlalchemy"):
+        from pgqueue.adapters.sqlalchemy import AsyncSqlAlchemyExecutor
+
+        return cast(AsyncExecutor, AsyncSqlAlchemyExecutor(target))
     raise TypeError(
-        "AsyncQueue needs a DSN, a psycopg AsyncConnectionPool, an asyncpg Pool or an executor,"
+        "AsyncQueue needs a DSN, a psycopg AsyncConnectionPool, an asyncpg Pool, a SQLAlchemy "
+        "AsyncEngine or an executor,"
         f" got {type_name}"
     )
 
