@@ -92,7 +92,7 @@ class SqlAlchemyExecutor:
         from .psycopg import sync_fetcher
 
         with self._autocommit.connect() as conn:
-            driver = conn.connection.driver_connection
+            driver: Any = conn.connection.driver_connection
             if op.transactional:
                 with driver.transaction():
                     return drive_sync(op, sync_fetcher(driver))
@@ -135,7 +135,7 @@ class AsyncSqlAlchemyExecutor:
 
     async def run(self, op: Operation[T]) -> T:
         async with self._autocommit.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+            driver: Any = (await conn.get_raw_connection()).driver_connection
             fetch = _async_fetcher(driver)
             if op.transactional:
                 async with driver.transaction():
