@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-cluster lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else 
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-cluster: $(STAMP) ## Run the multi-server suite: a streaming replica and 3 shards, started by the tests
+	$(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks

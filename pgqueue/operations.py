@@ -317,4 +317,4 @@ def find_pushed_tasks(
         rows = yield Statement(queries["find_pushed_tasks"], params)
         return [(id_, decode_payload(text), key, status) for id_, text, key, status in rows]
 
-    return Operation(steps(), readonly=True)
+    return Operation(steps())  # tests assert right after pushing: read the primary

@@ -108,8 +108,9 @@ class Queue(QueueBase):
         """Give up to ``limit`` exhausted tasks fresh ``attempts``; the number revived."""
         return self.executor.run(self._retry_op(kind, attempts, limit))
 
-    def get_task(self, task_id: int) -> TaskInfo | None:
-        return self.executor.run(self._get_op(task_id))
+    def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
+        """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""
+        return self.executor.run(self._get_op(task_id, replica_ok))
 
     def count_tasks(self) -> dict[tuple[str, str], int]:
         """Number of tasks per ``(kind, status)``, ``processing`` derived."""

@@ -286,3 +286,14 @@ WHERE kind = %(kind)s
        OR (payload IS NULL AND %(payload)s::jsonb IS NULL))
 ORDER BY id
 LIMIT 100;
+
+-- name: replica_lag
+-- Whether this server is a standby, and how many seconds its data trails the primary's: 0 when
+-- it streams and has replayed all it received, else the age of its last replayed commit.
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery() THEN 0.0
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+                 AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')
+                 THEN 0.0
+            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 1e9)
+       END::float8;

@@ -75,6 +75,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "match_payload": True,
         "payload": '{"n": 1}',
     },
+    "replica_lag": {},
 }
 
 
