@@ -9,6 +9,7 @@ creates in that case).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -126,10 +127,8 @@ class PostgresServer:
 
     def ensure_stopped(self) -> None:
         if self.is_running():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.stop("immediate")
-            except RuntimeError:
-                pass
 
     def execute(self, sql: str, params: object = None) -> list[tuple[object, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
