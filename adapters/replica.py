@@ -188,47 +188,12 @@ def _async_executor(target: Any, max_size: int, connect_timeout: float, *, repli
 
         return async_executor_for(target, max_size)
     if replica:
-        return _ReplicaPool(target, max_size, connect_timeout)
+        from .failfast import AsyncFailFastExecutor
+
+        return AsyncFailFastExecutor(target, max_size=max_size, connect_timeout=connect_timeout)
     from .psycopg import AsyncPsycopgExecutor
 
     return AsyncPsycopgExecutor(target, max_size=max_size)
-
-
-class _ReplicaPool:
-    """A psycopg executor for a replica DSN that gives up quickly when the replica is away
-    (the primary answers instead) and does not fail the queue's start when it is down."""
-
-    def __init__(self, dsn: str, max_size: int, connect_timeout: float) -> None:
-        from psycopg_pool import AsyncConnectionPool
-
-        from .psycopg import AsyncPsycopgExecutor
-
-        self.pool = AsyncConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=max_size,
-            open=False,
-            timeout=connect_timeout,
-            reconnect_timeout=0,  # keep trying in the background, whatever the outage
-            kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(connect_timeout))},
-        )
-        self.executor = AsyncPsycopgExecutor(self.pool)
-        self._opened = False
-
-    async def open(self) -> None:
-        if not self._opened:
-            await self.pool.open(wait=False)
-            self._opened = True
-
-    async def run(self, op: Operation[T]) -> T:
-        await self.open()
-        return await self.executor.run(op)
-
-    async def close(self) -> None:
-        await self.executor.close()
-        if self._opened:
-            await self.pool.close()
-            self._opened = False
 
 
 class ReplicaExecutor:
@@ -247,8 +212,7 @@ class ReplicaExecutor:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_size: int = 4,
     ) -> None:
-        from psycopg_pool import ConnectionPool
-
+        from .failfast import FailFastExecutor
         from .psycopg import PsycopgExecutor
 
         if not isinstance(primary, str) or isinstance(replicas, (str, bytes)):
@@ -265,39 +229,22 @@ class ReplicaExecutor:
             "connect_timeout": connect_timeout,
         }
         self.primary = PsycopgExecutor(primary, max_size=max_size)
-        self._pools = [
-            ConnectionPool(
-                dsn,
-                min_size=1,
-                max_size=max_size,
-                open=False,
-                timeout=connect_timeout,
-                reconnect_timeout=0,
-                kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(connect_timeout))},
-            )
-            for dsn in replicas
-        ]
         self.router = ReplicaRouter(
             [
-                Replica(_name(dsn, i), PsycopgExecutor(pool))
-                for i, (dsn, pool) in enumerate(zip(replicas, self._pools, strict=True))
+                Replica(
+                    _name(dsn, i),
+                    FailFastExecutor(dsn, max_size=max_size, connect_timeout=connect_timeout),
+                )
+                for i, dsn in enumerate(replicas)
             ],
             max_lag,
             lag_check_period,
             retry_after,
         )
-        self._opened = False
-
-    def _open_replicas(self) -> None:
-        if not self._opened:
-            for pool in self._pools:
-                pool.open(wait=False)
-            self._opened = True
 
     def run(self, op: Operation[T]) -> T:
         if not op.readonly or not self.router.replicas:
             return self.primary.run(op)
-        self._open_replicas()
         return drive_sync(op, self._read)
 
     def _read(self, statement: Statement) -> list[Row]:
@@ -334,8 +281,4 @@ class ReplicaExecutor:
     def close(self) -> None:
         for replica in self.router.replicas:
             replica.executor.close()
-        if self._opened:
-            for pool in self._pools:
-                pool.close()
-            self._opened = False
         self.primary.close()

@@ -297,3 +297,8 @@ SELECT pg_is_in_recovery(),
                  THEN 0.0
             ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 1e9)
        END::float8;
+
+-- name: server_identity
+-- The server (its system identifier) and database this connection is on: a sharded queue
+-- checks with it that a caller's transaction is on the task's shard.
+SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || current_database();

@@ -54,3 +54,14 @@ def shard_servers(cluster_root: Path) -> Iterator[list[PostgresServer]]:
     finally:
         for server in servers:
             server.ensure_stopped()
+
+
+async def await_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    """``wait_for`` for async tests: the event loop keeps running the queue meanwhile."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.05)

@@ -76,6 +76,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "payload": '{"n": 1}',
     },
     "replica_lag": {},
+    "server_identity": {},
 }
 
 
