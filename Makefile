@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-cluster lint fmt docs docs-build bench bench-quick bench-memory wheel-check clean
+.PHONY: help venv run test test-pg15 test-cluster lint fmt docs docs-build bench bench-shards bench-quick bench-memory wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
 
 bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-shards: $(STAMP) ## Drain time of a one-shard sharded queue against the plain queue (must be within 10 %)
+	$(BIN)/python benchmarks/shard_overhead.py $(SHARD_BENCH_ARGS)
 
 bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay under 200 MB
 	$(BIN)/python benchmarks/memory.py $(MEMORY_ARGS)
