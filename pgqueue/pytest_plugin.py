@@ -12,6 +12,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import uuid
@@ -62,9 +63,7 @@ def pgqueue_dsn(request: Any) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pgserver") is None:  # importing it warns; start_embedded won't
         pytest.skip(
             f"pgqueue_schema needs a PostgreSQL: set ${DSN_ENV} or --pgqueue-dsn, "
             "or install pgqueue[embedded]"

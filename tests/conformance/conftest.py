@@ -178,6 +178,25 @@ async def make_driver(name: str, dsn: str) -> Driver:
         driver = Driver(name, AsyncSqlAlchemyExecutor(aengine), True, asa_tx)
         driver.cleanups.append(aengine.dispose)
         return driver
+    if name == "failfast":
+        from pgqueue.adapters.failfast import FailFastExecutor
+
+        return Driver(name, FailFastExecutor(dsn), False, _psycopg_host_tx(dsn), executor_dsn=dsn)
+    if name == "failfast-async":
+        from pgqueue.adapters.failfast import AsyncFailFastExecutor
+
+        return Driver(name, AsyncFailFastExecutor(dsn), True, _psycopg_async_host_tx(dsn))
+    if name == "replica":
+        from pgqueue.adapters.replica import ReplicaExecutor
+
+        # The "replica" is the primary itself: not in recovery, so never read; reads still
+        # take the routing path and fall back to the primary.
+        executor = ReplicaExecutor(dsn, [dsn])
+        return Driver(name, executor, False, _psycopg_host_tx(dsn), executor_dsn=dsn)
+    if name == "replica-async":
+        from pgqueue.adapters.replica import AsyncReplicaExecutor
+
+        return Driver(name, AsyncReplicaExecutor(dsn, [dsn]), True, _psycopg_async_host_tx(dsn))
     raise ValueError(f"unknown driver {name!r}")
 
 
@@ -191,6 +210,10 @@ DRIVERS = [
     "sqlalchemy",
     "sqlalchemy-async-psycopg",
     "sqlalchemy-async-asyncpg",
+    "failfast",  # the executors of shards and replicas given as DSNs
+    "failfast-async",
+    "replica",
+    "replica-async",
 ]
 
 
