@@ -44,6 +44,7 @@ T = TypeVar("T")
 
 NUM_SLOTS = 1024
 MAX_SHARDS = 1024  # task ids carry the shard in their low 10 bits
+KEY_PAGE = 5000
 
 
 class ShardUnavailable(PgQueueError, ConnectionError):
@@ -404,6 +405,28 @@ class AsyncShardedQueue:
         """Tasks per ``(kind, status)`` over every shard."""
         return _merge_counts(await self._fan_out(lambda q: q.count_tasks()))
 
+    async def count_keys_in_slots(self, slots: Sequence[int]) -> dict[int, int]:
+        """Keyed tasks (any status) per shard whose slot is in ``slots``: when adding a shard,
+        wait until this is zero for ``old_map.moved(new_map)`` before switching maps (see
+        docs/scaling.md). Reads every keyed row once, a page at a time."""
+        wanted = set(slots)
+
+        async def count(shard: int, queue: AsyncQueue) -> int:
+            found, after = 0, 0
+            sql = queue.queries["list_keyed_tasks"]
+            while True:
+                page = await self._on(
+                    shard,
+                    queue.executor.run(single(Statement(sql, {"after": after, "limit": KEY_PAGE}))),
+                )
+                found += sum(1 for _, kind, key in page if slot_of(kind, key) in wanted)
+                if len(page) < KEY_PAGE:
+                    return found
+                after = page[-1][0]
+
+        counts = await asyncio.gather(*(count(s, q) for s, q in enumerate(self.shards)))
+        return dict(enumerate(counts))
+
     async def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         shard, local = split_task_id(task_id)
         if shard >= len(self.shards):
@@ -499,6 +522,10 @@ class ShardedQueue:
 
     def count_tasks(self) -> dict[tuple[str, str], int]:
         return self._thread.call(self._queue.count_tasks())
+
+    def count_keys_in_slots(self, slots: Sequence[int]) -> dict[int, int]:
+        """See :meth:`AsyncShardedQueue.count_keys_in_slots`."""
+        return self._thread.call(self._queue.count_keys_in_slots(slots))
 
     def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         return self._thread.call(self._queue.get_task(task_id, replica_ok=replica_ok))

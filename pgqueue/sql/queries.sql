@@ -302,3 +302,11 @@ SELECT pg_is_in_recovery(),
 -- The server (its system identifier) and database this connection is on: a sharded queue
 -- checks with it that a caller's transaction is on the task's shard.
 SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || current_database();
+
+-- name: list_keyed_tasks
+-- A page of keyed tasks after an id, by id (a sharded queue counts the rows of moved slots).
+SELECT id, kind, external_key
+FROM __schema__.tasks
+WHERE external_key IS NOT NULL AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;

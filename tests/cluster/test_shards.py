@@ -30,7 +30,9 @@ from pgqueue.adapters.shards import (
     AsyncShardedQueue,
     ShardedQueue,
     ShardUnavailable,
+    SlotMap,
     WrongShard,
+    slot_of,
     split_task_id,
 )
 from pgqueue.queries import schema_ddl
@@ -95,6 +97,14 @@ def test_30000_keyed_tasks_land_by_slot_and_two_processes_drain_them_once(
         assert again == [None] * len(again)
         assert queue.push_task(Task("job", 0, keys[0])) is None
         assert sum(count_on(s, schema) for s in shard_servers) == total
+
+        # Adding a fourth shard would move these keys (the count that must reach zero first).
+        moved = SlotMap.even(3).moved(SlotMap.even(3).add_shard())
+        in_moved = Counter(
+            queue.shard_for("job", key) for key in keys if slot_of("job", key) in set(moved)
+        )
+        assert queue.count_keys_in_slots(moved) == {s: in_moved[s] for s in range(3)}
+        assert 0 < sum(in_moved.values()) < total / 3
 
         # Two worker processes drain everything, each task once.
         env = {**os.environ, "PGQUEUE_SHARDS": " ".join(dsns), "PGQUEUE_SCHEMA": schema}

@@ -77,6 +77,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     },
     "replica_lag": {},
     "server_identity": {},
+    "list_keyed_tasks": {"after": 0, "limit": 100},
 }
 
 
