@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots chaos lint fmt docs docs-build bench bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
+.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,9 @@ test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (through
 chaos: $(STAMP) ## Fault injection: real workers, a PostgreSQL cluster the suite owns (needs pgbouncer)
 	$(BIN)/python -m pytest tests/chaos -m chaos -p no:cacheprovider -s $(PYTEST_ARGS)
 
+test-cluster: $(STAMP) ## Run the multi-server suite: a streaming replica and 3 shards, started by the tests
+	$(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks
 	$(BIN)/ruff format --check pgqueue adapters migrations tests example benchmarks
@@ -67,6 +70,9 @@ docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
 
 bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-shards: $(STAMP) ## Drain time of a one-shard sharded queue against the plain queue (must be within 10 %)
+	$(BIN)/python benchmarks/shard_overhead.py $(SHARD_BENCH_ARGS)
 
 bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay under 200 MB
 	$(BIN)/python benchmarks/memory.py $(MEMORY_ARGS)

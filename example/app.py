@@ -32,6 +32,7 @@ log = logging.getLogger("example")
 DATA_DIR = Path(
     os.environ.get("EXAMPLE_DATA_DIR") or Path(__file__).resolve().parent.parent / ".pgdata"
 )
+MAIL_FAILURE_RATE = 0.1  # how often the pretend mail server fails (tests set it to 0)
 
 ORDERS_DDL = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -71,7 +72,7 @@ def send_receipt(envelope: Envelope) -> None:
         ).fetchone()
         if row is None:
             raise MustCancelTask(f"order {order_id} no longer exists")
-        if random.random() < 0.1:
+        if random.random() < MAIL_FAILURE_RATE:
             raise ConnectionError("mail server did not answer")
         conn.execute("UPDATE orders SET receipt_sent_at = now() WHERE id = %s", (order_id,))
     log.info(
@@ -91,8 +92,8 @@ def place_order(conn: psycopg.Connection, customer: str, total: float) -> int:
     return int(order_id)
 
 
-def build_queue(dsn: str) -> Queue:
-    q = Queue(dsn)
+def build_queue(dsn: str, schema: str = "pgqueue") -> Queue:
+    q = Queue(dsn, schema=schema)
     q.register_kind(
         "send-receipt",
         send_receipt,

@@ -33,8 +33,13 @@ def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
         from pgqueue.adapters.asyncpg import AsyncpgExecutor
 
         return cast(AsyncExecutor, AsyncpgExecutor(target))
+    if type_name.startswith("sqlalchemy"):
+        from pgqueue.adapters.sqlalchemy import AsyncSqlAlchemyExecutor
+
+        return cast(AsyncExecutor, AsyncSqlAlchemyExecutor(target))
     raise TypeError(
-        "AsyncQueue needs a DSN, a psycopg AsyncConnectionPool, an asyncpg Pool or an executor,"
+        "AsyncQueue needs a DSN, a psycopg AsyncConnectionPool, an asyncpg Pool, a SQLAlchemy "
+        "AsyncEngine or an executor,"
         f" got {type_name}"
     )
 
@@ -101,9 +106,9 @@ class AsyncQueue(QueueBase):
         """Cancel the waiting or running task with this id; True when one was cancelled."""
         return await self.executor.run(self._cancel_id_op(task_id))
 
-    async def get_task(self, task_id: int) -> TaskInfo | None:
-        """The task with this id as stored (with its derived status), or ``None``."""
-        return await self.executor.run(self._get_op(task_id))
+    async def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
+        """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""
+        return await self.executor.run(self._get_op(task_id, replica_ok))
 
     async def list_tasks(
         self,

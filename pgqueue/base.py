@@ -153,9 +153,9 @@ class QueueBase:
         self._check_open()
         return operations.retry_tasks(self.registry, self.queries, kind, attempts, limit)
 
-    def _get_op(self, task_id: int) -> Operation[TaskInfo | None]:
+    def _get_op(self, task_id: int, replica_ok: bool = False) -> Operation[TaskInfo | None]:
         self._check_open()
-        return operations.get_task(self.queries, task_id)
+        return operations.get_task(self.queries, task_id, replica_ok=replica_ok)
 
     def _count_op(self) -> Operation[dict[tuple[str, str], int]]:
         self._check_open()

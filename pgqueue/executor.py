@@ -30,10 +30,12 @@ Steps = Generator[Statement, list[Row], T]
 
 @dataclass(slots=True)
 class Operation(Generic[T]):
-    """A sans-I/O operation: its steps, and whether they need one transaction around them."""
+    """A sans-I/O operation: its steps, whether they need one transaction around them, and
+    whether they only read (so a replica that tolerates lag may serve them)."""
 
     steps: Steps[T]
     transactional: bool = False
+    readonly: bool = False
 
 
 def single(statement: Statement) -> Operation[list[Row]]:

@@ -266,8 +266,11 @@ def retry_tasks(
     return Operation(steps())
 
 
-def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
-    """Read one task by id (``None`` when there is no such row)."""
+def get_task(
+    queries: Queries, task_id: int, *, replica_ok: bool = False
+) -> Operation[TaskInfo | None]:
+    """Read one task by id (``None`` when there is no such row); ``replica_ok`` lets a
+    primary/replica executor read it from a replica that may lag behind the primary."""
     if not isinstance(task_id, int) or isinstance(task_id, bool):
         raise InvalidTask(f"task id must be an int, got {task_id!r}")
     exists = 0 < task_id <= MAX_TASK_ID  # no other id can exist (and the driver would fail)
@@ -276,7 +279,7 @@ def get_task(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
         rows = (yield Statement(queries["get_task"], {"id": task_id})) if exists else []
         return task_info(rows[0]) if rows else None
 
-    return Operation(steps())
+    return Operation(steps(), readonly=replica_ok)
 
 
 def _check_task_id(value: object, name: str) -> int:
@@ -516,7 +519,7 @@ def count_tasks_by_status(queries: Queries) -> Operation[dict[tuple[str, str], i
         rows = yield Statement(queries["count_tasks_by_status"], {})
         return {(kind, status): int(count) for kind, status, count in rows}
 
-    return Operation(steps())
+    return Operation(steps(), readonly=True)
 
 
 def sweep_terminal_tasks(
@@ -581,3 +584,31 @@ def find_task_id_by_key(queries: Queries, kind: str, external_key: str) -> Opera
         return int(rows[0][0]) if rows else None
 
     return Operation(steps())
+
+
+ANY_PAYLOAD: Any = object()
+"""Match any payload (the default of :func:`find_pushed_tasks`)."""
+
+
+def find_pushed_tasks(
+    queries: Queries, kind: str, payload: Any = ANY_PAYLOAD, external_key: str | None = None
+) -> Operation[list[tuple[int, Any, str | None, str]]]:
+    """Tasks of ``kind`` (any status), filtered by key and by a payload the stored one contains
+    (JSON containment): ``(id, payload, external_key, status)`` rows, oldest first."""
+    validate_kind_name(kind)
+    if external_key is not None:
+        validate_external_key(external_key)
+    match_payload = payload is not ANY_PAYLOAD
+    params = {
+        "kind": kind,
+        "match_key": external_key is not None,
+        "external_key": external_key,
+        "match_payload": match_payload,
+        "payload": encode_payload(payload) if match_payload else None,
+    }
+
+    def steps() -> Steps[list[tuple[int, Any, str | None, str]]]:
+        rows = yield Statement(queries["find_pushed_tasks"], params)
+        return [(id_, decode_payload(text), key, status) for id_, text, key, status in rows]
+
+    return Operation(steps())  # tests assert right after pushing: read the primary

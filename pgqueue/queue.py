@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -54,7 +54,16 @@ def sync_executor_for(target: Any, max_size: int) -> tuple[SyncExecutor, str]:
     type_name = f"{type(target).__module__}.{type(target).__qualname__}"
     if type_name.startswith("psycopg_pool"):
         return PsycopgExecutor(target), target.conninfo
-    raise TypeError(f"Queue needs a DSN or a psycopg ConnectionPool, got {type_name}")
+    if type_name.startswith("sqlalchemy"):
+        from pgqueue.adapters.sqlalchemy import SqlAlchemyExecutor
+
+        return SqlAlchemyExecutor(target), ""
+    if all(hasattr(target, name) for name in ("run", "run_in", "close", "async_twin")):
+        return cast(SyncExecutor, target), ""  # a ready executor that brings its workers' twin
+    raise TypeError(
+        "Queue needs a DSN, a psycopg ConnectionPool, a SQLAlchemy Engine or an executor with "
+        f"an async_twin, got {type_name}"
+    )
 
 
 class Queue(QueueBase):
@@ -116,9 +125,9 @@ class Queue(QueueBase):
         """Cancel the waiting or running task with this id; True when one was cancelled."""
         return self.executor.run(self._cancel_id_op(task_id))
 
-    def get_task(self, task_id: int) -> TaskInfo | None:
-        """The task with this id as stored (with its derived status), or ``None``."""
-        return self.executor.run(self._get_op(task_id))
+    def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
+        """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""
+        return self.executor.run(self._get_op(task_id, replica_ok))
 
     def list_tasks(
         self,
@@ -180,8 +189,11 @@ class Queue(QueueBase):
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
         if self._runtime_executor is None:
-            self._runtime_executor = AsyncPsycopgExecutor(
-                self._conninfo, max_size=self._max_connections
+            twin = getattr(self.executor, "async_twin", None)
+            self._runtime_executor = (
+                twin(self._max_connections)
+                if twin is not None
+                else AsyncPsycopgExecutor(self._conninfo, max_size=self._max_connections)
             )
         await self._runtime_executor.run(check_schema(self.queries))
         runtime = Runtime(

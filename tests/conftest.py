@@ -98,3 +98,9 @@ def db(empty_schema: Database) -> Database:
     with psycopg.connect(empty_schema.dsn, autocommit=True) as conn:
         conn.execute(schema_ddl(empty_schema.schema))
     return empty_schema
+
+
+@pytest.fixture(scope="session")
+def pgqueue_dsn(server_dsn: str) -> str:
+    """The suite's server for pgqueue's own pytest plugin (``pgqueue_schema``)."""
+    return server_dsn

@@ -570,3 +570,39 @@ RETURNING t.id;
 -- name: listener_ping
 -- Send a ping on the queue's channel; the LISTEN connection must hear it back.
 SELECT pg_notify(%(channel)s, %(payload)s);
+-- name: find_pushed_tasks
+-- Tasks of a kind, optionally with one external key and a payload containing the given JSON
+-- (pgqueue.testing's assertions); any status, oldest first.
+SELECT id, payload::text, external_key, status::text
+FROM __schema__.tasks
+WHERE kind = %(kind)s
+  AND (NOT %(match_key)s OR external_key = %(external_key)s::text)
+  AND (NOT %(match_payload)s
+       OR payload @> %(payload)s::jsonb
+       OR (payload IS NULL AND %(payload)s::jsonb IS NULL))
+ORDER BY id
+LIMIT 100;
+
+-- name: replica_lag
+-- Whether this server is a standby, and how many seconds its data trails the primary's: 0 when
+-- it streams and has replayed all it received, else the age of its last replayed commit.
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery() THEN 0.0
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+                 AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')
+                 THEN 0.0
+            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 1e9)
+       END::float8;
+
+-- name: server_identity
+-- The server (its system identifier) and database this connection is on: a sharded queue
+-- checks with it that a caller's transaction is on the task's shard.
+SELECT (SELECT system_identifier FROM pg_control_system())::text || '/' || current_database();
+
+-- name: list_keyed_tasks
+-- A page of keyed tasks after an id, by id (a sharded queue counts the rows of moved slots).
+SELECT id, kind, external_key
+FROM __schema__.tasks
+WHERE external_key IS NOT NULL AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;

@@ -1,0 +1,563 @@
+"""A queue over several independent PostgreSQL servers (shards), blocking and async.
+
+A task goes to the shard that owns its slot: ``slot = stable_hash(kind, external_key) mod
+1024``, and a :class:`SlotMap` (the same in every process) gives each slot a shard. So a key is
+always pushed to the same shard and its idempotency holds there; keyless tasks take the slots in
+turn, so they spread evenly. Adding a shard moves only the slots the new map gives it (see
+``docs/scaling.md`` for the procedure that keeps keys idempotent while they move).
+
+A sharded queue is one ordinary queue per shard (each with its own worker runtime: one claim
+loop per kind per shard, LISTEN on each shard), plus routing: pushes go to their shard,
+``push_tasks`` sends one statement per shard, admin calls fan out concurrently and merge. Task
+ids are global: ``local_id * 1024 + shard`` (:func:`split_task_id`), so ``get_task`` finds the
+shard; handlers and events see the shard's local id.
+
+A shard that is down slows nothing else: its claim loops back off on their own, the other
+shards' loops keep draining, and a push routed to it fails within ``connect_timeout`` with
+:class:`ShardUnavailable` (at once while it was seen down in the last ``retry_after`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from pgqueue.async_queue import AsyncQueue
+from pgqueue.base import Delay, QueueState
+from pgqueue.envelope import Stamp
+from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
+from pgqueue.events import Listener
+from pgqueue.executor import Operation, Statement, Steps, single
+from pgqueue.options import KindOptions
+from pgqueue.queries import DEFAULT_SCHEMA
+from pgqueue.registry import Handler
+from pgqueue.runtime import StopMode
+from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
+
+T = TypeVar("T")
+
+NUM_SLOTS = 1024
+MAX_SHARDS = 1024  # task ids carry the shard in their low 10 bits
+KEY_PAGE = 5000
+
+
+class ShardUnavailable(PgQueueError, ConnectionError):
+    """The shard a call needs did not answer; nothing was written on it."""
+
+    def __init__(self, shard: int, cause: BaseException | None = None) -> None:
+        reason = f": {cause}" if cause is not None else " (it failed within the last moments)"
+        super().__init__(f"shard {shard} is unavailable{reason}")
+        self.shard = shard
+
+
+class WrongShard(PgQueueError, ValueError):
+    """``push_*_tx`` got a transaction on another shard than the task's."""
+
+
+def slot_of(kind: str, external_key: str) -> int:
+    """The slot of a keyed task: a hash that is the same in every process and release."""
+    digest = hashlib.blake2b(
+        kind.encode() + b"\x00" + external_key.encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") % NUM_SLOTS
+
+
+def global_task_id(shard: int, local_id: int) -> int:
+    return local_id * MAX_SHARDS + shard
+
+
+def split_task_id(task_id: int) -> tuple[int, int]:
+    """A sharded queue's task id → ``(shard, id in that shard's table)``."""
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
+        raise InvalidTask(f"task id must be a non-negative int, got {task_id!r}")
+    return task_id % MAX_SHARDS, task_id // MAX_SHARDS
+
+
+class SlotMap:
+    """Which shard owns each of the 1024 slots. Every process must use the same map."""
+
+    def __init__(self, assignments: Sequence[int]) -> None:
+        owners = list(assignments)
+        if len(owners) != NUM_SLOTS:
+            raise InvalidOptions(f"a slot map assigns all {NUM_SLOTS} slots, got {len(owners)}")
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in owners):
+            raise InvalidOptions("slot owners must be shard indexes (ints >= 0)")
+        self.owners = owners
+        self.shards = max(owners) + 1
+        if self.shards > MAX_SHARDS:
+            raise InvalidOptions(f"at most {MAX_SHARDS} shards")
+
+    @classmethod
+    def even(cls, shards: int) -> SlotMap:
+        """Contiguous, equal slot ranges over ``shards`` shards."""
+        if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+            raise InvalidOptions(f"shards must be an int in 1..{MAX_SHARDS}, got {shards!r}")
+        return cls([slot * shards // NUM_SLOTS for slot in range(NUM_SLOTS)])
+
+    def add_shard(self) -> SlotMap:
+        """A map with one more shard, which takes an equal share of slots from every shard;
+        no other slot moves."""
+        new = self.shards
+        owners = list(self.owners)
+        for shard in range(new):
+            slots = [slot for slot, owner in enumerate(owners) if owner == shard]
+            for slot in slots[len(slots) - len(slots) // (new + 1) :]:
+                owners[slot] = new
+        return SlotMap(owners)
+
+    def moved(self, other: SlotMap) -> list[int]:
+        """Slots whose owner differs in ``other``."""
+        return [s for s in range(NUM_SLOTS) if self.owners[s] != other.owners[s]]
+
+    def to_list(self) -> list[int]:
+        return list(self.owners)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SlotMap) and self.owners == other.owners
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A driver error saying the server did not answer (not an error of the statement)."""
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return True
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("psycopg"):
+        return name in ("OperationalError", "PoolTimeout", "TooManyRequests", "PoolClosed")
+    if module.startswith("asyncpg"):
+        return "Connection" in name or name in ("CannotConnectNowError", "InterfaceError")
+    return False
+
+
+class _Routing:
+    """Slot map, shard health and the routing decisions, shared by both facades (no I/O)."""
+
+    def __init__(self, shards: int, slot_map: SlotMap | None, retry_after: float) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise InvalidOptions(f"a sharded queue needs 1..{MAX_SHARDS} shards, got {shards}")
+        self.map = slot_map or SlotMap.even(shards)
+        if self.map.shards > shards:
+            raise InvalidOptions(
+                f"the slot map uses {self.map.shards} shards but {shards} were given"
+            )
+        self.count = shards
+        self.retry_after = retry_after
+        self.down_until = [0.0] * shards
+        self._keyless = itertools.count()
+        self.identities: dict[int, str] = {}
+
+    def shard_for(self, kind: str, external_key: str) -> int:
+        validate_kind_name(kind)
+        if validate_external_key(external_key) is None:
+            raise InvalidTask("shard_for needs an external_key (keyless tasks go to any shard)")
+        return self.map.owners[slot_of(kind, external_key)]
+
+    def shard_of(self, task: Task) -> int:
+        if not isinstance(task, Task):
+            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+        if task.external_key is None:
+            return self.map.owners[next(self._keyless) % NUM_SLOTS]
+        return self.shard_for(task.kind, task.external_key)
+
+    def split(self, tasks: Sequence[Task]) -> dict[int, list[int]]:
+        """Positions of ``tasks`` per shard."""
+        if isinstance(tasks, Task):
+            raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
+        groups: dict[int, list[int]] = {}
+        for position, task in enumerate(tasks):
+            groups.setdefault(self.shard_of(task), []).append(position)
+        return groups
+
+    def check_up(self, shard: int) -> None:
+        if self.down_until[shard] > time.monotonic():
+            raise ShardUnavailable(shard)
+
+    def failed(self, shard: int, exc: BaseException) -> BaseException:
+        if _is_connection_error(exc):
+            self.down_until[shard] = time.monotonic() + self.retry_after
+            return ShardUnavailable(shard, exc)
+        return exc
+
+    def checked_push(
+        self, expected: int | None, op: Operation[list[int | None]], identity_sql: str
+    ) -> Operation[tuple[int, list[int | None]]]:
+        """``op`` preceded by a check of the transaction's server: it must be shard
+        ``expected`` (any shard when ``None``). Returns the shard and the ids."""
+        identities = self.identities
+
+        def steps() -> Steps[tuple[int, list[int | None]]]:
+            rows = yield Statement(identity_sql, {})
+            here = rows[0][0]
+            shard = next((s for s, ident in identities.items() if ident == here), None)
+            if shard is None or (expected is not None and shard != expected):
+                where = "no shard of this queue" if shard is None else f"shard {shard}"
+                raise WrongShard(
+                    f"the transaction is on {where} ({here}); the task belongs to shard "
+                    f"{expected}: push it in a transaction on queue.shard_for(kind, key)"
+                )
+            return shard, (yield from op.steps)
+
+        return Operation(steps(), transactional=op.transactional)
+
+
+def _merge_counts(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[str, str], int]:
+    merged: dict[tuple[str, str], int] = {}
+    for part in parts:
+        for key, count in part.items():
+            merged[key] = merged.get(key, 0) + count
+    return merged
+
+
+def _globalise(shard: int, info: TaskInfo | None) -> TaskInfo | None:
+    return None if info is None else dataclasses.replace(info, id=global_task_id(shard, info.id))
+
+
+def _global_ids(shard: int, local_ids: list[int | None]) -> list[int | None]:
+    return [None if i is None else global_task_id(shard, i) for i in local_ids]
+
+
+def _aligned(
+    size: int, groups: dict[int, list[int]], results: dict[int, list[int | None]]
+) -> list[int | None]:
+    ids: list[int | None] = [None] * size
+    for shard, positions in groups.items():
+        for position, local in zip(positions, results[shard], strict=True):
+            ids[position] = None if local is None else global_task_id(shard, local)
+    return ids
+
+
+class AsyncShardedQueue:
+    """An awaitable queue over shards: DSNs (psycopg, failing fast when a shard is away) or
+    async executors / pools, one per shard, in shard order."""
+
+    def __init__(
+        self,
+        shards: Sequence[Any],
+        *,
+        slot_map: SlotMap | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        stamps: Sequence[Stamp] = (),
+        max_connections: int = 8,
+        connect_timeout: float = 2.0,
+        retry_after: float = 1.0,
+    ) -> None:
+        from .failfast import AsyncFailFastExecutor
+
+        if isinstance(shards, (str, bytes)):
+            raise TypeError("shards must be a sequence of DSNs or executors, one per shard")
+        self.routing = _Routing(len(shards), slot_map, retry_after)
+        self.shards = [
+            AsyncQueue(
+                AsyncFailFastExecutor(t, max_size=max_connections, connect_timeout=connect_timeout)
+                if isinstance(t, str)
+                else t,
+                schema=schema,
+                stamps=stamps,
+                max_connections=max_connections,
+            )
+            for t in shards
+        ]
+
+    @property
+    def state(self) -> QueueState:
+        return self.shards[0].state
+
+    def shard_for(self, kind: str, external_key: str) -> int:
+        """The shard (index into the given shards) a task with this key is pushed to."""
+        return self.routing.shard_for(kind, external_key)
+
+    def register_kind(self, kind: str, handler: Handler, options: KindOptions) -> None:
+        for queue in self.shards:
+            queue.register_kind(kind, handler, options)
+
+    def declare_kind(self, kind: str, options: KindOptions) -> None:
+        for queue in self.shards:
+            queue.declare_kind(kind, options)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """``listener`` gets the events of every shard (ids in them are shard-local)."""
+        cancels = [queue.subscribe(listener) for queue in self.shards]
+
+        def unsubscribe() -> None:
+            for cancel in cancels:
+                cancel()
+
+        return unsubscribe
+
+    async def _on(self, shard: int, call: Awaitable[T], *, push: bool = False) -> T:
+        """Await ``call`` on ``shard``, turning connection failures into ShardUnavailable.
+        A push to a shard that failed in the last ``retry_after`` seconds fails at once; admin
+        calls always try (they are rare, and should see a shard as soon as it is back)."""
+        if push:
+            try:
+                self.routing.check_up(shard)
+            except ShardUnavailable:
+                if isinstance(call, Coroutine):
+                    call.close()
+                raise
+        try:
+            result = await call
+            self.routing.down_until[shard] = 0.0
+            return result
+        except Exception as exc:
+            raised = self.routing.failed(shard, exc)
+            if raised is exc:
+                raise
+            raise raised from exc
+
+    async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
+        """Push one task to its shard; its global id, or ``None`` when its key exists."""
+        shard = self.routing.shard_of(task)
+        queue = self.shards[shard]
+        op = queue._push_one_op(task, delay)
+        [local] = await self._on(shard, queue.executor.run(op), push=True)
+        return None if local is None else global_task_id(shard, local)
+
+    async def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
+        """Push many tasks: one statement per shard, run concurrently; global ids aligned with
+        ``tasks``. Each shard's part commits on its own (there is no transaction across
+        shards): on an error, parts on other shards may have been pushed."""
+        groups = self.routing.split(tasks)
+        ops = {
+            shard: self.shards[shard]._push_op([tasks[p] for p in positions], delay)
+            for shard, positions in groups.items()
+        }
+        done = await asyncio.gather(
+            *(self._on(s, self.shards[s].executor.run(op), push=True) for s, op in ops.items()),
+            return_exceptions=True,
+        )
+        results: dict[int, list[int | None]] = {}
+        for shard, outcome in zip(ops, done, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results[shard] = outcome
+        return _aligned(len(tasks), groups, results)
+
+    async def _learn_identities(self, shards: Sequence[int], *, tolerant: bool) -> None:
+        """Ask shards which server and database they are (once per shard)."""
+        for shard in [s for s in shards if s not in self.routing.identities]:
+            queue = self.shards[shard]
+            statement = Statement(queue.queries["server_identity"], {})
+            try:
+                rows = await self._on(shard, queue.executor.run(single(statement)))
+            except ShardUnavailable:
+                if tolerant:
+                    continue  # a transaction cannot be on a shard that is down
+                raise
+            self.routing.identities[shard] = rows[0][0]
+
+    async def _checked_push(
+        self, tasks: Sequence[Task], delay: Delay
+    ) -> tuple[AsyncQueue, Operation[tuple[int, list[int | None]]]]:
+        """The queue whose executor runs it and the push preceded by its shard check."""
+        keyed = {self.routing.shard_of(t) for t in tasks if t.external_key is not None}
+        if len(keyed) > 1:
+            raise WrongShard(f"these tasks belong to shards {sorted(keyed)}; push them apart")
+        expected = next(iter(keyed), None)
+        if expected is None:
+            await self._learn_identities(range(len(self.shards)), tolerant=True)
+        else:
+            await self._learn_identities([expected], tolerant=False)
+        queue = self.shards[expected if expected is not None else 0]
+        op = self.routing.checked_push(
+            expected, queue._push_op(tasks, delay), queue.queries["server_identity"]
+        )
+        return queue, op
+
+    async def push_tasks_tx(
+        self, tx: Any, tasks: Sequence[Task], delay: Delay = 0
+    ) -> list[int | None]:
+        """Push in the caller's open transaction, which must be on the tasks' shard (they must
+        share one; keyless tasks go to the transaction's shard). Raises :class:`WrongShard`
+        before writing anything otherwise."""
+        queue, op = await self._checked_push(tasks, delay)
+        shard, local_ids = await queue.executor.run_in(tx, op)
+        return _global_ids(shard, local_ids)
+
+    async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
+        """Push one task in the caller's transaction (on ``shard_for(kind, key)``)."""
+        if not isinstance(task, Task):
+            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+        return (await self.push_tasks_tx(tx, [task], delay))[0]
+
+    async def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
+        shard = self.routing.shard_for(kind, external_key)
+        return await self._on(shard, self.shards[shard].cancel_task_by_key(kind, external_key))
+
+    async def _fan_out(self, call: Callable[[AsyncQueue], Awaitable[T]]) -> list[T]:
+        return list(
+            await asyncio.gather(*(self._on(s, call(q)) for s, q in enumerate(self.shards)))
+        )
+
+    async def retry_tasks(self, kind: str, attempts: int = 1, limit: int = 1000) -> int:
+        """Revive exhausted tasks on every shard (``limit`` per shard); the total revived."""
+        return sum(await self._fan_out(lambda q: q.retry_tasks(kind, attempts, limit)))
+
+    async def count_tasks(self) -> dict[tuple[str, str], int]:
+        """Tasks per ``(kind, status)`` over every shard."""
+        return _merge_counts(await self._fan_out(lambda q: q.count_tasks()))
+
+    async def count_keys_in_slots(self, slots: Sequence[int]) -> dict[int, int]:
+        """Keyed tasks (any status) per shard whose slot is in ``slots``: when adding a shard,
+        wait until this is zero for ``old_map.moved(new_map)`` before switching maps (see
+        docs/scaling.md). Reads every keyed row once, a page at a time."""
+        wanted = set(slots)
+
+        async def count(shard: int, queue: AsyncQueue) -> int:
+            found, after = 0, 0
+            sql = queue.queries["list_keyed_tasks"]
+            while True:
+                page = await self._on(
+                    shard,
+                    queue.executor.run(single(Statement(sql, {"after": after, "limit": KEY_PAGE}))),
+                )
+                found += sum(1 for _, kind, key in page if slot_of(kind, key) in wanted)
+                if len(page) < KEY_PAGE:
+                    return found
+                after = page[-1][0]
+
+        counts = await asyncio.gather(*(count(s, q) for s, q in enumerate(self.shards)))
+        return dict(enumerate(counts))
+
+    async def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
+        shard, local = split_task_id(task_id)
+        if shard >= len(self.shards):
+            return None
+        info = await self._on(shard, self.shards[shard].get_task(local, replica_ok=replica_ok))
+        return _globalise(shard, info)
+
+    async def start(self) -> None:
+        """Start every shard's workers (a shard that is down is retried by its own loops)."""
+        await asyncio.gather(*(q.start() for q in self.shards))
+
+    async def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
+        await asyncio.gather(*(q.stop(mode) for q in self.shards))
+
+    async def wait_listening(self) -> None:
+        await asyncio.gather(*(q.wait_listening() for q in self.shards))
+
+    async def close(self, mode: StopMode = StopMode.DRAIN) -> None:
+        await asyncio.gather(*(q.close(mode) for q in self.shards))
+
+    async def __aenter__(self) -> AsyncShardedQueue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class ShardedQueue:
+    """The blocking sharded queue: an :class:`AsyncShardedQueue` on a private event-loop
+    thread (same names, same routing); ``push_*_tx`` run in the caller's thread on the caller's
+    psycopg connection or SQLAlchemy session."""
+
+    def __init__(self, shards: Sequence[Any], **options: Any) -> None:
+        from pgqueue.queue import _LoopThread
+
+        self._thread = _LoopThread()
+        try:
+            self._queue = self._thread.call(_build(shards, options))
+        except BaseException:
+            self._thread.close()
+            raise
+        self.routing = self._queue.routing
+
+    @property
+    def shards(self) -> list[AsyncQueue]:
+        return self._queue.shards
+
+    @property
+    def state(self) -> QueueState:
+        return self._queue.state
+
+    def shard_for(self, kind: str, external_key: str) -> int:
+        """The shard (index into the given shards) a task with this key is pushed to."""
+        return self._queue.shard_for(kind, external_key)
+
+    def register_kind(self, kind: str, handler: Handler, options: KindOptions) -> None:
+        self._queue.register_kind(kind, handler, options)
+
+    def declare_kind(self, kind: str, options: KindOptions) -> None:
+        self._queue.declare_kind(kind, options)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        return self._queue.subscribe(listener)
+
+    def push_task(self, task: Task, delay: Delay = 0) -> int | None:
+        return self._thread.call(self._queue.push_task(task, delay))
+
+    def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
+        return self._thread.call(self._queue.push_tasks(tasks, delay))
+
+    def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
+        from .psycopg import run_in_sync
+
+        _, op = self._thread.call(self._queue._checked_push(tasks, delay))
+        shard, local_ids = run_in_sync(tx, op)
+        return _global_ids(shard, local_ids)
+
+    def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
+        if not isinstance(task, Task):
+            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
+        return self.push_tasks_tx(tx, [task], delay)[0]
+
+    def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
+        return self._thread.call(self._queue.cancel_task_by_key(kind, external_key))
+
+    def retry_tasks(self, kind: str, attempts: int = 1, limit: int = 1000) -> int:
+        return self._thread.call(self._queue.retry_tasks(kind, attempts, limit))
+
+    def count_tasks(self) -> dict[tuple[str, str], int]:
+        return self._thread.call(self._queue.count_tasks())
+
+    def count_keys_in_slots(self, slots: Sequence[int]) -> dict[int, int]:
+        """See :meth:`AsyncShardedQueue.count_keys_in_slots`."""
+        return self._thread.call(self._queue.count_keys_in_slots(slots))
+
+    def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
+        return self._thread.call(self._queue.get_task(task_id, replica_ok=replica_ok))
+
+    def start(self) -> None:
+        self._thread.call(self._queue.start())
+
+    def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
+        self._thread.call(self._queue.stop(mode))
+
+    def wait_listening(self, timeout: float | None = None) -> None:
+        self._thread.call(asyncio.wait_for(self._queue.wait_listening(), timeout))
+
+    def close(self, mode: StopMode = StopMode.DRAIN) -> None:
+        if self._queue.state is QueueState.CLOSED:
+            return
+        try:
+            self._thread.call(self._queue.close(mode))
+        finally:
+            self._thread.close()
+
+    def __enter__(self) -> ShardedQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+async def _build(shards: Sequence[Any], options: dict[str, Any]) -> AsyncShardedQueue:
+    return AsyncShardedQueue(shards, **options)  # on the loop its pools will run on

@@ -1,0 +1,201 @@
+"""Driver conformance: every shipped executor runs every named statement, delivers
+notifications, keeps pgqueue's errors and transactions intact, and gets the claim's index plan.
+
+Each test runs once per executor (see ``conftest.DRIVERS``). A statement added to
+``queries.sql`` must get parameters in ``STATEMENT_PARAMS`` below, or the suite fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pgqueue import CapacityExceeded, KindOptions, Task
+from pgqueue.executor import Operation, Statement, Steps, single
+from pgqueue.operations import count_tasks_by_status, get_task, push_tasks
+from pgqueue.queries import Queries
+from pgqueue.registry import KindRegistry
+from tests.conformance.conftest import Driver
+from tests.conftest import Database
+
+TOKEN = "00000000-0000-4000-8000-000000000000"
+KIND = "conformance"
+
+# Parameters for every named statement, in the Python types pgqueue's code passes.
+STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
+    "push_task": {
+        "kind": KIND,
+        "payload": '{"n": 1}',
+        "external_key": "key-1",
+        "max_attempts": 3,
+        "delay": 0.0,
+    },
+    "push_keyless_task": {"kind": KIND, "payload": None, "max_attempts": 3, "delay": 0.0},
+    "push_tasks": {"tasks": json.dumps([[KIND, {"n": 2}, "key-2", 3]]), "delay": 0.0},
+    "push_keyless_tasks": {"tasks": json.dumps([[KIND, None, None, 3]]), "delay": 5.0},
+    "lock_kind_capacity": {"lock_key": f"x:{KIND}"},
+    "count_pending_tasks": {"kind": KIND},
+    "claim_due_tasks": {"kind": KIND, "limit": 10, "lease": 30.0},
+    "record_outcomes": {
+        "ids": "{1,2}",
+        "tokens": "{" + TOKEN + "," + TOKEN + "}",
+        "statuses": ["succeeded", "must_retry"],
+        "delays": [0.0, 1.5],
+        "errors": [None, "RuntimeError: boom"],
+        "keeps": [3, 3],
+    },
+    "delete_finished_tasks": {"ids": "{1}", "tokens": "{" + TOKEN + "}"},
+    "release_claims": {"ids": "{1}", "tokens": "{" + TOKEN + "}"},
+    "notify_kinds": {"kinds": [KIND]},
+    "cancel_task_by_key": {"kind": KIND, "external_key": "key-1"},
+    "retry_tasks": {"kind": KIND, "attempts": 2, "limit": 10},
+    "get_task": {"id": 1},
+    "register_kind_row": {"kind": KIND},
+    "lock_kind_for_sweep": {"kind": KIND, "period": 1.0},
+    "sweep_terminal_tasks": {"kind": KIND, "ttl": 0.0, "limit": 10},
+    "mark_kind_swept": {"kind": KIND},
+    "push_periodic_task": {
+        "kind": KIND,
+        "slot": datetime(2030, 1, 1, tzinfo=UTC),
+        "payload": None,
+        "external_key": "periodic:2030-01-01T00:00:00+00:00",
+        "max_attempts": 3,
+    },
+    "database_now": {},
+    "count_tasks_by_status": {},
+    "find_pushed_tasks": {
+        "kind": KIND,
+        "match_key": False,
+        "external_key": None,
+        "match_payload": True,
+        "payload": '{"n": 1}',
+    },
+    "replica_lag": {},
+    "server_identity": {},
+    "list_keyed_tasks": {"after": 0, "limit": 100},
+}
+
+
+class RolledBack(Exception):
+    """Raised at the end of an operation so its transaction rolls back."""
+
+    def __init__(self, results: dict[str, list[Any]]) -> None:
+        super().__init__("rolled back on purpose")
+        self.results = results
+
+
+def statement_params(queries: Queries, name: str) -> dict[str, Any]:
+    params = dict(STATEMENT_PARAMS[name])
+    if "%(channel)s" in queries[name]:
+        params["channel"] = queries.channel
+    return params
+
+
+def test_every_named_statement_has_conformance_parameters() -> None:
+    queries = Queries("conformance")
+    missing = sorted(set(queries.names()) - set(STATEMENT_PARAMS))
+    assert not missing, f"add parameters for {missing} to STATEMENT_PARAMS"
+    assert not set(STATEMENT_PARAMS) - set(queries.names()), "parameters of a removed statement"
+    for name in queries.names():
+        used = set(re.findall(r"%\((\w+)\)s", queries[name]))
+        assert used == set(statement_params(queries, name)), name
+
+
+async def test_every_named_statement_runs_inside_begin_rollback(
+    driver: Driver, db: Database
+) -> None:
+    queries = Queries(db.schema)
+
+    def steps() -> Steps[None]:
+        results: dict[str, list[Any]] = {}
+        order = list(STATEMENT_PARAMS)  # pushes first, then what works on the pushed rows
+        for name in sorted(queries.names(), key=order.index):
+            results[name] = yield Statement(queries[name], statement_params(queries, name))
+        raise RolledBack(results)
+
+    with pytest.raises(RolledBack) as rolled:
+        await driver.run(Operation(steps(), transactional=True))
+    results = rolled.value.results
+    assert len(results["push_task"]) == 1  # a new key inserts
+    assert len(results["claim_due_tasks"]) == 3  # the due tasks pushed above, not the delayed
+    assert results["database_now"][0][0].tzinfo is not None
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks") == 0  # all rolled back
+    assert db.scalar("SELECT count(*) FROM {schema}.kinds") == 0
+
+
+async def test_notify_round_trip(driver: Driver, db: Database) -> None:
+    queries = Queries(db.schema)
+    registry = KindRegistry()
+    registry.add(KIND, KindOptions(attempt_timeout=5.0), None)
+    async with driver.listen(queries.channel) as payloads:
+        await driver.run(push_tasks(registry, queries, [Task(KIND)]))
+        async with asyncio.timeout(10):
+            assert await anext(payloads) == f"p:{KIND}"
+
+
+async def test_host_transaction_commits_or_rolls_back_the_push(
+    driver: Driver, db: Database
+) -> None:
+    queries = Queries(db.schema)
+    registry = KindRegistry()
+    registry.add(KIND, KindOptions(attempt_timeout=5.0), None)
+    async with driver.host_tx(False) as tx:
+        [gone] = await driver.run_in(tx, push_tasks(registry, queries, [Task(KIND, 1)]))
+    async with driver.host_tx(True) as tx:
+        [kept] = await driver.run_in(tx, push_tasks(registry, queries, [Task(KIND, 2)]))
+    assert isinstance(gone, int) and isinstance(kept, int)
+    assert await driver.run(get_task(queries, gone)) is None
+    info = await driver.run(get_task(queries, kept))
+    assert info is not None and info.payload == 2
+
+
+async def test_errors_surface_unchanged_and_leave_the_executor_usable(
+    driver: Driver, db: Database
+) -> None:
+    queries = Queries(db.schema)
+    registry = KindRegistry()
+    registry.add(KIND, KindOptions(attempt_timeout=5.0, max_pending=1), None)
+    await driver.run(push_tasks(registry, queries, [Task(KIND, 1)]))
+
+    # pgqueue's own error, raised between statements of a transactional operation, comes out
+    # as itself, and what the operation did before it is rolled back.
+    with pytest.raises(CapacityExceeded):
+        await driver.run(push_tasks(registry, queries, [Task(KIND, 2)]))
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks") == 1
+
+    # A failing statement raises the driver's error; the connection it ran on stays usable.
+    for _ in range(3):  # more often than a pool has connections
+        with pytest.raises(Exception, match="division by zero") as failed:
+            await driver.run(single(Statement("SELECT 1 / %(zero)s", {"zero": 0})))
+        assert not isinstance(failed.value, CapacityExceeded)
+    counts = await driver.run(count_tasks_by_status(queries))
+    assert counts == {(KIND, "new"): 1}
+
+
+async def test_claim_statement_uses_the_open_tasks_index(driver: Driver, db: Database) -> None:
+    queries = Queries(db.schema)
+    db.fetch(
+        """INSERT INTO {schema}.tasks (kind, status, attempts_left, max_attempts, delayed_till,
+               finished_at)
+           SELECT 'k', CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'new' END::{schema}.task_status,
+                  1, 1, now() + interval '1 day', now()
+           FROM generate_series(1, 20000) g"""
+    )
+    db.fetch("ANALYZE {schema}.tasks")
+    rows = await driver.run(
+        single(
+            Statement(
+                "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
+                {"kind": "k", "limit": 10, "lease": 30.0},
+            )
+        )
+    )
+    plan = rows[0][0]
+    plan = plan if isinstance(plan, str) else json.dumps(plan)
+    assert "tasks_open_idx" in plan, plan
+    assert '"Seq Scan"' not in plan, plan
