@@ -1092,7 +1092,14 @@ class Runtime:
                         single(
                             Statement(
                                 self.queries["find_sweepable_kinds"],
-                                {"kinds": list(ttls), "ttls": list(ttls.values())},
+                                {
+                                    "kinds": list(ttls),
+                                    "ttls": list(ttls.values()),
+                                    "windows": [
+                                        float(self.workers[k].options.loop.throughput_window)
+                                        for k in ttls
+                                    ],
+                                },
                             )
                         )
                     )

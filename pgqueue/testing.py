@@ -39,7 +39,7 @@ from pgqueue.queue import Queue
 from pgqueue.registry import KindSpec
 from pgqueue.runtime import Result, record_results
 from pgqueue.task import Status
-from pgqueue.threads import DaemonThreadPool
+from pgqueue.threads import DaemonThreadPool, Job
 
 __all__ = [
     "ANY_PAYLOAD",
@@ -183,17 +183,22 @@ class _InlineThreads(DaemonThreadPool):
     def __init__(self) -> None:
         super().__init__(1, name="pgqueue-drain")
 
-    def submit(
+    def submit_job(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
-    ) -> asyncio.Future[T]:
+    ) -> tuple[asyncio.Future[T], Job]:
         future: asyncio.Future[T] = loop.create_future()
+        job = Job(loop.create_future())
+        job.set_running()
         try:
             future.set_result(fn(*args))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - carried to the attempt, as the pool does
             future.set_exception(exc)
-        return future
+        finally:
+            job.set_done()
+            job.returned.set_result(None)
+        return future, job
 
 
 class _Drainer:

@@ -246,14 +246,18 @@ FROM (
 ) AS p;
 
 -- name: find_sweepable_kinds
--- Which of the given kinds (with their terminal TTLs in seconds) hold a terminal task older
--- than the TTL: one probe of the terminal-tasks index per kind.
+-- Which of the given kinds (with their terminal TTLs and throughput windows in seconds) hold a
+-- terminal task older than the TTL or a throughput row older than the window: one probe of the
+-- terminal-tasks index and one of the rollup's primary key per kind.
 SELECT k.kind
-FROM unnest(%(kinds)s::text[], %(ttls)s::float8[]) AS k(kind, ttl)
+FROM unnest(%(kinds)s::text[], %(ttls)s::float8[], %(windows)s::float8[]) AS k(kind, ttl, win)
 WHERE EXISTS (
     SELECT FROM __schema__.tasks AS t
     WHERE t.kind = k.kind AND t.status IN ('cancelled', 'succeeded')
       AND t.finished_at <= now() - make_interval(secs => k.ttl)
+) OR EXISTS (
+    SELECT FROM __schema__.throughput AS p
+    WHERE p.kind = k.kind AND p.minute < now() - make_interval(secs => k.win)
 );
 
 -- name: notify_kinds

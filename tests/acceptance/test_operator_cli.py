@@ -123,5 +123,8 @@ def test_bad_dsn_and_missing_schema(db: Database) -> None:
         cli(db, "status", dsn="postgresql://nobody@127.0.0.1:1/none"),
         "cannot connect to the database",
     )
-    one_line_error(cli(db, "kinds", "list", "--schema", "no_such_schema"), "database error")
+    one_line_error(
+        cli(db, "kinds", "list", "--schema", "no_such_schema"),
+        "run `pgqueue migrate --schema no_such_schema`",
+    )
     one_line_error(cli(db, "status", "--schema", "Bad-Name"), "schema name must match")

@@ -229,7 +229,10 @@ def test_poll_statement_probes_the_open_tasks_index_per_kind(db: Database) -> No
         conn.execute(f"ANALYZE {db.schema}.tasks")
         for name, params in (
             ("poll_due_kinds", {"kinds": kinds}),
-            ("find_sweepable_kinds", {"kinds": kinds, "ttls": [60.0] * len(kinds)}),
+            (
+                "find_sweepable_kinds",
+                {"kinds": kinds, "ttls": [60.0] * len(kinds), "windows": [60.0] * len(kinds)},
+            ),
         ):
             rows = conn.execute(
                 "EXPLAIN (FORMAT JSON) " + queries[name], params, prepare=False

@@ -96,6 +96,7 @@ async def test_a_notification_during_a_claim_is_not_lost() -> None:
     runtime = ClaimingRuntime()
     worker = KindWorker(spec, runtime, AttemptRunner(spec, [], DaemonThreadPool(1)))  # type: ignore[arg-type]
     runtime.worker = worker
+    worker.notify()  # the process's due poller wakes an idle worker the same way
     loop_task = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
         await runtime.second_claim.wait()
