@@ -17,7 +17,13 @@ import pytest
 
 from pgqueue import CapacityExceeded, KindOptions, Task
 from pgqueue.executor import Operation, Statement, Steps, single
-from pgqueue.operations import count_tasks_by_status, get_task, push_tasks
+from pgqueue.operations import (
+    EXACT_FINISHED_BELOW,
+    PAYLOAD_SCAN_ROWS,
+    count_tasks_by_status,
+    get_task,
+    push_tasks,
+)
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry
 from tests.conformance.conftest import Driver
@@ -34,13 +40,30 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "external_key": "key-1",
         "max_attempts": 3,
         "delay": 0.0,
+        "notify_within": 1.0,
     },
-    "push_keyless_task": {"kind": KIND, "payload": None, "max_attempts": 3, "delay": 0.0},
-    "push_tasks": {"tasks": json.dumps([[KIND, {"n": 2}, "key-2", 3]]), "delay": 0.0},
-    "push_keyless_tasks": {"tasks": json.dumps([[KIND, None, None, 3]]), "delay": 5.0},
+    "push_keyless_task": {
+        "kind": KIND,
+        "payload": None,
+        "max_attempts": 3,
+        "delay": 0.0,
+        "notify_within": 1.0,
+    },
+    "push_tasks": {
+        "tasks": json.dumps([[KIND, {"n": 2}, "key-2", 3]]),
+        "delay": 0.0,
+        "notify_within": 1.0,
+    },
+    "push_keyless_tasks": {
+        "tasks": json.dumps([[KIND, None, None, 3]]),
+        "delay": 5.0,
+        "notify_within": 1.0,
+    },
     "lock_kind_capacity": {"lock_key": f"x:{KIND}"},
     "count_pending_tasks": {"kind": KIND},
+    "poll_due_kinds": {"kinds": [KIND]},
     "claim_due_tasks": {"kind": KIND, "limit": 10, "lease": 30.0},
+    "extend_leases": {"ids": "{1,2}", "tokens": "{" + TOKEN + "," + TOKEN + "}", "lease": 30.0},
     "record_outcomes": {
         "ids": "{1,2}",
         "tokens": "{" + TOKEN + "," + TOKEN + "}",
@@ -49,16 +72,45 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "errors": [None, "RuntimeError: boom"],
         "keeps": [3, 3],
     },
-    "delete_finished_tasks": {"ids": "{1}", "tokens": "{" + TOKEN + "}"},
+    "delete_finished_tasks": {
+        "ids": "{1}",
+        "tokens": "{" + TOKEN + "}",
+        "statuses": ["succeeded"],
+    },
     "release_claims": {"ids": "{1}", "tokens": "{" + TOKEN + "}"},
     "notify_kinds": {"kinds": [KIND]},
+    "get_task_id_by_key": {"kind": KIND, "external_key": "key-1"},
     "cancel_task_by_key": {"kind": KIND, "external_key": "key-1"},
+    "cancel_task": {"id": 1},
     "retry_tasks": {"kind": KIND, "attempts": 2, "limit": 10},
     "get_task": {"id": 1},
+    "list_tasks": {
+        "kind": KIND,
+        "status": "cancelled",
+        "key_prefix": "key-",
+        "before_id": None,
+        "limit": 50,
+    },
+    "list_tasks_by_payload": {
+        "kind": KIND,
+        "status": None,
+        "key_prefix": None,
+        "before_id": 1_000_000,
+        "limit": 50,
+        "payload_contains": '{"n": 1}',
+        "scan": PAYLOAD_SCAN_ROWS,
+    },
+    "pause_kind": {"kind": KIND, "registered": True},
+    "resume_kind": {"kind": KIND, "registered": False},
+    "kind_exists": {"kind": KIND},
+    "kind_overview": {"exact_below": EXACT_FINISHED_BELOW},  # plus the schema's name
+    "find_sweepable_kinds": {"kinds": [KIND], "ttls": [0.0], "windows": [7 * 86_400.0]},
     "register_kind_row": {"kind": KIND},
     "lock_kind_for_sweep": {"kind": KIND, "period": 1.0},
     "sweep_terminal_tasks": {"kind": KIND, "ttl": 0.0, "limit": 10},
+    "prune_throughput": {"kind": KIND, "window": 7 * 86_400.0},
     "mark_kind_swept": {"kind": KIND},
+    "read_throughput": {"kind": KIND, "minutes": 60},
     "push_periodic_task": {
         "kind": KIND,
         "slot": datetime(2030, 1, 1, tzinfo=UTC),
@@ -75,6 +127,9 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "match_payload": True,
         "payload": '{"n": 1}',
     },
+    "listener_ping": {"payload": "h:" + "0" * 32},
+    "schema_objects": {},
+    "schema_revision": {},
     "replica_lag": {},
     "server_identity": {},
     "list_keyed_tasks": {"after": 0, "limit": 100},
@@ -93,6 +148,8 @@ def statement_params(queries: Queries, name: str) -> dict[str, Any]:
     params = dict(STATEMENT_PARAMS[name])
     if "%(channel)s" in queries[name]:
         params["channel"] = queries.channel
+    if "%(schema)s" in queries[name]:
+        params["schema"] = queries.schema
     return params
 
 
@@ -113,6 +170,13 @@ async def test_every_named_statement_runs_inside_begin_rollback(
 
     def steps() -> Steps[None]:
         results: dict[str, list[Any]] = {}
+        # schema_revision reads the version table `pgqueue migrate` creates; the test schema
+        # comes from the DDL alone, so make one here (rolled back with the rest).
+        yield Statement(
+            f"CREATE TABLE {queries.schema}.pgqueue_alembic_version"
+            " (version_num varchar(32) PRIMARY KEY)",
+            {},
+        )
         order = list(STATEMENT_PARAMS)  # pushes first, then what works on the pushed rows
         for name in sorted(queries.names(), key=order.index):
             results[name] = yield Statement(queries[name], statement_params(queries, name))
