@@ -19,6 +19,7 @@ from functools import partial
 from json import loads as json_loads
 from typing import Any
 
+from pgqueue.aio import cancel_and_wait
 from pgqueue.envelope import Envelope, Stamp
 from pgqueue.events import (
     AttemptFinished,
@@ -842,9 +843,7 @@ class Runtime:
         await self.writer.idle.wait()
         if self.poller is not None:
             self.poller.close()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(self._background)
         if self._threads is not None:
             self._threads.close()
 
@@ -1003,10 +1002,7 @@ class Runtime:
                         f" {loop.time() - sent_at:.1f}s; replacing it"
                     )
         finally:
-            consumer.cancel()
-            if sender is not None:
-                sender.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)
+            await cancel_and_wait([consumer] if sender is None else [consumer, sender])
 
     async def _ping(self, payload: str) -> None:
         """Send a listener ping (another connection's NOTIFY); errors are the echo's concern."""
@@ -1027,7 +1023,7 @@ class Runtime:
         spec = self.registry.get(periodic.kind)
         payload = encode_payload(periodic.payload)
         backoff = Backoff(self.max_db_retry_delay)
-        while True:
+        while not self.stopping:
             try:
                 rows = await self.executor.run(single(Statement(self.queries["database_now"], {})))
                 now: datetime = rows[0][0]
@@ -1066,7 +1062,7 @@ class Runtime:
                     wait,
                     exc,
                 )
-            await asyncio.sleep(max(wait, 0.001))
+            await self.sleep_unless_stopping(max(wait, 0.001))
 
     async def _sweep(self) -> None:
         """Sweep the kinds whose janitor period is up, asking the database first, in one
@@ -1131,4 +1127,4 @@ class Runtime:
                 except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                     log.warning("retention sweep of %r failed: %s", kind, exc)
             wait = min(next_run.values(), default=now + 60) - loop.time()
-            await asyncio.sleep(max(wait, 0.01))
+            await self.sleep_unless_stopping(max(wait, 0.01))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pgqueue import operations
+from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.executor import Operation, Statement, Steps
 from pgqueue.options import KindOptions
@@ -96,11 +97,7 @@ _PINGS: dict[int, asyncio.Task[object]] = {}
 
 async def cancel_pings() -> None:
     """Cancel health pings still waiting (a dead database), before the queue closes."""
-    pending = [ping for ping in _PINGS.values() if not ping.done()]
-    for ping in pending:
-        ping.cancel()
-    if pending:
-        await asyncio.wait(pending)
+    await cancel_and_wait(_PINGS.values())
     _PINGS.clear()
 
 

@@ -202,3 +202,36 @@ def test_a_queue_closes_promptly_after_the_start_up_check(db: Database) -> None:
         closer.start()
         closer.join(15)
         assert not closer.is_alive(), "close() hung after start()"
+
+
+def test_close_ends_when_a_background_loop_loses_its_cancellation(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before Python 3.12, ``asyncio.wait_for`` inside psycopg can drop a cancellation that
+    lands as its result arrives; the sweeper then went on to sleep for its janitor period and
+    close() waited it out (seen once in about a hundred start/close cycles). Here the sweeper
+    drops its first cancellation every time: close() must still end."""
+    import asyncio
+    import threading
+
+    from pgqueue.runtime import Runtime
+
+    dropped = 0
+
+    async def sweep_losing_a_cancel(self: Runtime) -> None:
+        nonlocal dropped
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            dropped += 1  # lost, as wait_for loses it
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(Runtime, "_sweep", sweep_losing_a_cancel)
+    queue = Queue(db.dsn, schema=db.schema)
+    queue.register_kind("k", handler, KindOptions(attempt_timeout=5.0))
+    queue.start()
+    closer = threading.Thread(target=queue.close, daemon=True)
+    closer.start()
+    closer.join(15)
+    assert not closer.is_alive(), "close() waited on a loop that lost its cancellation"
+    assert dropped == 1
