@@ -165,6 +165,10 @@ class QueueBase:
         self._check_open()
         return operations.cancel_task(self.queries, task_id)
 
+    def _retry_id_op(self, task_id: int, attempts: int) -> Operation[bool]:
+        self._check_open()
+        return operations.retry_task(self.queries, task_id, attempts)
+
     def _list_tasks_op(
         self,
         kind: str | None,

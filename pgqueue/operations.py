@@ -571,6 +571,28 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     return Operation(steps())
 
 
+def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]:
+    """Make the task with this id due now unless it is running: an ended one (out of attempts,
+    cancelled or succeeded) gets ``attempts`` fresh attempts; True when the task changed."""
+    _check_task_id(task_id, "task id")
+    if (
+        not isinstance(attempts, int)
+        or isinstance(attempts, bool)
+        or not 1 <= attempts <= MAX_ATTEMPTS
+    ):
+        raise InvalidTask(
+            f"retry_task: attempts must be an int from 1 to {MAX_ATTEMPTS}, got {attempts!r}"
+        )
+
+    def steps() -> Steps[bool]:
+        rows = yield Statement(
+            queries["retry_task"], {"id": task_id, "attempts": attempts, "channel": queries.channel}
+        )
+        return bool(rows)
+
+    return Operation(steps())
+
+
 def find_task_id_by_key(queries: Queries, kind: str, external_key: str) -> Operation[int | None]:
     """The id of the task holding ``(kind, external_key)``, or ``None``."""
     validate_kind_name(kind)

@@ -125,6 +125,16 @@ class Queue(QueueBase):
         """Cancel the waiting or running task with this id; True when one was cancelled."""
         return self.executor.run(self._cancel_id_op(task_id))
 
+    def retry_task(self, task_id: int, attempts: int = 1) -> bool:
+        """Make the task with this id due now, unless it is running.
+
+        A task that ended (``no_attempts_left``, ``cancelled`` or ``succeeded``) becomes
+        ``must_retry`` with ``attempts`` fresh attempts; a waiting one (``new``, ``must_retry``,
+        delayed) keeps its attempts and is due at once. True when the task changed; False when
+        there is no such task or it is running.
+        """
+        return self.executor.run(self._retry_id_op(task_id, attempts))
+
     def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""
         return self.executor.run(self._get_op(task_id, replica_ok))

@@ -28,6 +28,7 @@ from pgqueue.http.models import (
     PauseResponse,
     RetryRequest,
     RetryResponse,
+    RetryTaskRequest,
     TaskOut,
     ThroughputOut,
 )
@@ -271,6 +272,31 @@ async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
             "not_cancellable",
             f"task {task_id} is {task.status.value} and cannot be cancelled",
             task_id=task_id,
+        )
+    return task
+
+
+@router.post(
+    "/tasks/{task_id}/retry",
+    response_model=TaskOut,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404, 409),
+    summary="Run a task again now: fresh attempts for an ended one",
+    openapi_extra=body_schema(RetryTaskRequest, required=False),
+)
+async def retry_task(
+    task_id: TaskId,
+    queue: QueueDep,
+    body: RetryTaskRequest = json_body(RetryTaskRequest, optional=True),
+) -> TaskOut:
+    """200 with the task, now due: one that ended (out of attempts, cancelled, succeeded) is
+    ``must_retry`` with ``attempts`` fresh attempts, a waiting one keeps its attempts; 404 when
+    there is no such task; 409 while it runs."""
+    retried = await queue.retry_task(task_id, body.attempts)
+    task = await task_or_404(queue, task_id)
+    if not retried:
+        raise ApiError(
+            409, "task_running", f"task {task_id} is running and cannot be retried", task_id=task_id
         )
     return task
 

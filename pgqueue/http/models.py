@@ -132,6 +132,12 @@ class RetryRequest(BaseModel):
     limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
+class RetryTaskRequest(BaseModel):
+    model_config = _STRICT
+
+    attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS_LIMIT)] = 1
+
+
 class RetryResponse(BaseModel):
     kind: str
     retried: int

@@ -306,6 +306,28 @@ WITH exhausted AS (
 SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'p:' || %(kind)s) END
 FROM revived;
 
+-- name: retry_task
+-- Make one task that is not running due now. An ended one (no_attempts_left, cancelled,
+-- succeeded) becomes must_retry with fresh attempts; a waiting one keeps its attempts.
+WITH target AS (
+    SELECT id, status IN ('no_attempts_left', 'cancelled', 'succeeded') AS ended
+    FROM __schema__.tasks
+    WHERE id = %(id)s AND (claim_token IS NULL OR delayed_till <= now())
+    FOR NO KEY UPDATE
+), revived AS (
+    UPDATE __schema__.tasks AS t
+    SET status = CASE WHEN target.ended THEN 'must_retry' ELSE t.status END,
+        attempts_left = CASE WHEN target.ended THEN %(attempts)s ELSE t.attempts_left END,
+        max_attempts = CASE WHEN target.ended THEN t.attempts_elapsed + %(attempts)s
+                            ELSE t.max_attempts END,
+        finished_at = CASE WHEN target.ended THEN NULL ELSE t.finished_at END,
+        delayed_till = now(), claim_token = NULL, updated_at = now()
+    FROM target
+    WHERE t.id = target.id
+    RETURNING t.id, t.kind
+)
+SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM revived;
+
 -- name: get_task
 -- Read one task by id, with its derived status.
 SELECT id, kind, payload::text, external_key, status::text,

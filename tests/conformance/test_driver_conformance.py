@@ -82,6 +82,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "get_task_id_by_key": {"kind": KIND, "external_key": "key-1"},
     "cancel_task_by_key": {"kind": KIND, "external_key": "key-1"},
     "cancel_task": {"id": 1},
+    "retry_task": {"id": 1, "attempts": 2},
     "retry_tasks": {"kind": KIND, "attempts": 2, "limit": 10},
     "get_task": {"id": 1},
     "list_tasks": {

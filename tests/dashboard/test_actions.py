@@ -26,6 +26,21 @@ def test_cancel_from_the_detail_page(site: Site) -> None:
     assert site.driver.find_elements(By.ID, "cancel-task") == []  # nothing left to cancel
 
 
+def test_retry_from_the_detail_page(site: Site) -> None:
+    [task_id] = seed(site.db.dsn, site.db.schema, "send-email", "no_attempts_left", 1)
+    site.open(f"/ui/tasks/{task_id}")
+    assert site.text_of("#task-status") == "no_attempts_left"
+    click(site, "retry-task")
+    assert site.text_of("#task-status") == "must_retry"
+    row = site.db.fetch(
+        "SELECT status::text, attempts_left, finished_at IS NULL FROM {schema}.tasks WHERE id = %s",
+        [task_id],
+    )
+    max_attempts = site.queue.registry.get("send-email").options.max_attempts
+    assert row == [("must_retry", max_attempts, True)]  # the kind's full allowance again
+    assert site.driver.find_elements(By.ID, "retry-task") == []  # waiting: nothing to retry
+
+
 def test_bulk_retry_of_a_thousand_exhausted_tasks_shows_the_count_first(site: Site) -> None:
     dsn, schema = site.db.dsn, site.db.schema
     exhausted = seed(dsn, schema, "send-email", "no_attempts_left", 1000)

@@ -226,6 +226,30 @@ def test_retry_revives_exhausted_tasks(server: Server, module_db: Database) -> N
     assert bad.status_code == 400
 
 
+def test_retry_one_task(server: Server, module_db: Database) -> None:
+    created = enqueue(server, kind="flaky", payload="again")
+    module_db.fetch(
+        "UPDATE {schema}.tasks SET status = 'no_attempts_left', attempts_left = 0,"
+        " attempts_elapsed = 1 WHERE id = %s",
+        (created["id"],),
+    )
+    response = server.client.post(f"/tasks/{created['id']}/retry", json={"attempts": 3})
+    assert response.status_code == 200, response.text
+    task = response.json()
+    assert task["status"] == "must_retry" and task["attempts_left"] == 3
+    assert server.client.post("/tasks/999999999/retry").status_code == 404
+    bad = server.client.post(f"/tasks/{created['id']}/retry", json={"attempts": 0})
+    assert bad.status_code == 400 and bad.json()["code"]
+    # A running task answers 409: make the row look claimed, with a live lease.
+    module_db.fetch(
+        "UPDATE {schema}.tasks SET claim_token = gen_random_uuid(),"
+        " delayed_till = now() + interval '1 hour' WHERE id = %s",
+        (created["id"],),
+    )
+    busy = server.client.post(f"/tasks/{created['id']}/retry")
+    assert busy.status_code == 409 and busy.json()["code"] == "task_running"
+
+
 def test_throughput_and_metrics_answer(server: Server) -> None:
     assert server.client.get("/throughput", params={"minutes": 5}).status_code == 200
     metrics = server.client.get("/metrics")
@@ -237,8 +261,8 @@ def test_throughput_and_metrics_answer(server: Server) -> None:
 def test_openapi_and_vendored_docs(server: Server) -> None:
     spec = server.client.get("/openapi.json").json()
     paths = ["/enqueue", "/enqueue/batch", "/task", "/tasks", "/tasks/{task_id}",
-             "/tasks/{task_id}/cancel", "/kinds", "/kinds/{kind}/retry", "/kinds/{kind}/pause",
-             "/kinds/{kind}/resume", "/healthz", "/metrics"]  # fmt: skip
+             "/tasks/{task_id}/cancel", "/tasks/{task_id}/retry", "/kinds", "/kinds/{kind}/retry",
+             "/kinds/{kind}/pause", "/kinds/{kind}/resume", "/healthz", "/metrics"]  # fmt: skip
     for path in paths:
         assert path in spec["paths"], path
     assert "EnqueueRequest" in spec["components"]["schemas"]

@@ -12,6 +12,7 @@ READS = [("GET", "/tasks"), ("GET", "/kinds"), ("GET", "/task?id=1"), ("GET", "/
          ("GET", "/metrics"), ("GET", "/throughput"), ("GET", "/openapi.json"),
          ("GET", "/docs")]  # fmt: skip
 WRITES = [("POST", "/enqueue"), ("POST", "/enqueue/batch"), ("POST", "/tasks/1/cancel"),
+          ("POST", "/tasks/1/retry"),
           ("POST", "/kinds/email/retry"), ("POST", "/kinds/email/pause"),
           ("POST", "/kinds/email/resume")]  # fmt: skip
 

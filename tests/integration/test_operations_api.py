@@ -260,3 +260,79 @@ def test_async_facade_has_the_same_operations(db: Database) -> None:
                 await queue.list_tasks(status="bogus")
 
     asyncio.run(main())
+
+
+def test_retry_task_revives_one_ended_task_and_hurries_a_waiting_one(db: Database) -> None:
+    import threading
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def handler(envelope: Any) -> None:
+        started.set()
+        release.wait(10)
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("k", opts(max_attempts=3))
+        exhausted, cancelled, succeeded, later, other = queue.push_tasks(
+            [Task("k", i) for i in range(4)] + [Task("k", "untouched")]
+        )
+        assert later is not None and other is not None
+        for task_id, status in ((exhausted, "no_attempts_left"), (other, "no_attempts_left"),
+                                (cancelled, "cancelled"), (succeeded, "succeeded")):  # fmt: skip
+            db.fetch(
+                "UPDATE {schema}.tasks SET status = %s, attempts_left = 0, attempts_elapsed = 3,"
+                " finished_at = now() WHERE id = %s",
+                (status, task_id),
+            )
+        db.fetch(
+            "UPDATE {schema}.tasks SET delayed_till = now() + interval '1 hour' WHERE id = %s",
+            (later,),
+        )
+        for task_id in (exhausted, cancelled, succeeded):
+            assert task_id is not None
+            assert queue.retry_task(task_id, attempts=2) is True
+            info = queue.get_task(task_id)
+            assert info is not None
+            assert info.status is Status.MUST_RETRY, task_id
+            assert (info.attempts_left, info.attempts_elapsed, info.max_attempts) == (2, 3, 5)
+            assert info.finished_at is None
+        assert queue.retry_task(later) is True  # waiting: due now, its attempts kept
+        hurried = queue.get_task(later)
+        assert hurried is not None and hurried.status is Status.NEW
+        assert hurried.attempts_left == 3
+        assert db.scalar("SELECT delayed_till <= now() FROM {schema}.tasks WHERE id = %s", [later])
+        untouched = queue.get_task(other)
+        assert untouched is not None and untouched.status is Status.NO_ATTEMPTS_LEFT
+        assert queue.retry_task(2**62) is False  # no such task
+        with pytest.raises(InvalidTask, match="attempts must be an int from 1"):
+            queue.retry_task(exhausted or 0, attempts=0)
+        with pytest.raises(InvalidTask, match="task id must be an int"):
+            queue.retry_task("7")  # type: ignore[arg-type]
+
+    # A running task is left alone: its claim stays, nothing is revived under it.
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("slow", handler, opts(worker_count=1))
+        running = queue.push_task(Task("slow", None))
+        queue.start()
+        try:
+            assert started.wait(10)
+            assert queue.retry_task(running) is False
+            info = queue.get_task(running)
+            assert info is not None and info.status is Status.PROCESSING
+        finally:
+            release.set()
+
+
+def test_async_retry_task(db: Database) -> None:
+    async def main() -> None:
+        async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+            queue.declare_kind("k", opts())
+            task_id = await queue.push_task(Task("k", {"x": 1}))
+            assert await queue.cancel_task(task_id) is True
+            assert await queue.retry_task(task_id) is True
+            info = await queue.get_task(task_id)
+            assert info is not None
+            assert info.status is Status.MUST_RETRY and info.attempts_left == 1
+
+    asyncio.run(main())

@@ -244,7 +244,14 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     @router.post("/ui/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
         dashboard.operator(request, csrf)
-        await _act(access, "retry_task", task_id)
+        task = await access.call("get_task", task_id)
+        attempts = 1
+        if task is not None:
+            known = {row.kind: row for row in await access.kinds()}.get(task.kind)
+            if known is not None and known.max_attempts:
+                attempts = known.max_attempts  # the kind's full allowance, as the bulk retry
+        await _act(access, "retry_task", task_id, attempts)
+        access.invalidate()
         return _redirect(f"/ui/tasks/{task_id}")
 
     @router.get("/ui/bulk", response_class=HTMLResponse)
@@ -293,10 +300,12 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         if bulk.by_kind:
             done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
         else:
-            method = "retry_task" if action == "retry" else "cancel_task"
             for task_id in (await _bulk_ids(access, bulk))[:limit]:
-                if await access.call(method, task_id):
-                    done += 1
+                if action == "retry":
+                    changed = await access.call("retry_task", task_id, attempts)
+                else:
+                    changed = await access.call("cancel_task", task_id)
+                done += bool(changed)
         query = urlencode({**bulk.task_filter.query(), "done": done, "action": action})
         return _redirect(f"/ui/tasks?{query}")
 
@@ -418,14 +427,15 @@ def _bulk_plan(params: Any, action: str, access: QueueAccess) -> BulkPlan:
         shown.validate()
     except FilterError as exc:
         return BulkPlan(shown, statuses, error=str(exc))
-    if action == "retry" and not access.can("retry_task"):
-        if not base.kind or base.key_prefix or base.payload:
+    if action == "retry":
+        if base.kind and not base.key_prefix and not base.payload:
+            return BulkPlan(shown, statuses, by_kind=True)  # one statement, oldest first
+        if not access.can("retry_task"):
             return BulkPlan(
                 shown,
                 statuses,
                 error="retrying exhausted tasks works per kind: filter by kind only",
             )
-        return BulkPlan(shown, statuses, by_kind=True)
     if action == "cancel" and not access.can("cancel_task"):
         return BulkPlan(shown, statuses, error="this service cannot cancel tasks by id")
     return BulkPlan(shown, statuses)
