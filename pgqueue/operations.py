@@ -349,11 +349,32 @@ def list_tasks(
         params["scan"] = PAYLOAD_SCAN_ROWS
         name = "list_tasks_by_payload"
 
+    sql = queries[name]
+    if params["status"] is not None:
+        sql = sql.replace(STATUS_LITERAL, _status_literal(params["status"]) + " --", 1)
+
     def steps() -> Steps[list[TaskInfo]]:
-        rows = yield Statement(queries[name], params)
+        rows = yield Statement(sql, params)
         return [task_info(row) for row in rows]
 
     return Operation(steps())
+
+
+STATUS_LITERAL = "-- __status_literal__"
+"""Where ``list_tasks`` splices a status filter as literal SQL. A literal, not a parameter: the
+planner proves a partial index's predicate only from constants, so a filter on
+``no_attempts_left`` uses ``tasks_broken_idx`` (and ``new`` the open-tasks index) instead of
+walking the whole table newest first. The value comes from a fixed list, never from input."""
+
+
+def _status_literal(status: str) -> str:
+    """The stored-status conjunct equivalent to the derived ``status`` filter (which the query
+    still applies): ``processing`` rows are claimed; every other status is stored as is."""
+    if status == Status.PROCESSING.value:
+        return "AND status IN ('new', 'must_retry', 'no_attempts_left') AND claim_token IS NOT NULL"
+    stored = Status(status)  # raises for anything outside the enum
+    assert stored in STORED_STATUSES
+    return f"AND status = '{stored.value}'"
 
 
 def _check_status_filter(status: object) -> str | None:

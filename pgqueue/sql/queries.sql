@@ -557,6 +557,7 @@ WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
   AND (%(status)s::text IS NULL
        OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
                ELSE status::text END = %(status)s::text)
+  -- __status_literal__ (operations.list_tasks writes the stored status here: partial indexes)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -578,6 +579,7 @@ FROM (
       AND (%(status)s::text IS NULL
            OR CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
                    ELSE status::text END = %(status)s::text)
+      -- __status_literal__ (operations.list_tasks writes the stored status here)
     ORDER BY id DESC
     LIMIT %(scan)s
 ) AS recent

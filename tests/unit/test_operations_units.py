@@ -97,3 +97,25 @@ def test_every_attempt_status_has_a_metric_outcome() -> None:
 def test_throughput_window_is_validated() -> None:
     with pytest.raises(InvalidOptions):
         LoopOptions(throughput_window=0).validate()
+
+
+@pytest.mark.parametrize(
+    ("status", "conjunct"),
+    [
+        ("no_attempts_left", "AND status = 'no_attempts_left' --"),
+        ("new", "AND status = 'new' --"),
+        ("succeeded", "AND status = 'succeeded' --"),
+        ("processing", "AND claim_token IS NOT NULL --"),
+    ],
+)
+def test_a_status_filter_reaches_the_planner_as_a_literal(status: str, conjunct: str) -> None:
+    """A partial index serves a status filter only when the planner sees the status as a
+    constant (a filter on no_attempts_left once walked a million rows newest first)."""
+    for payload in (None, {"a": 1}):
+        statement = next(
+            list_tasks(Queries("s"), kind="k", status=status, payload_contains=payload).steps
+        )
+        assert conjunct in statement.sql
+        assert statement.params["status"] == status  # the derived-status test still applies
+    plain = next(list_tasks(Queries("s"), kind="k").steps)
+    assert "AND status =" not in plain.sql
