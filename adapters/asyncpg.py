@@ -27,7 +27,7 @@ import asyncpg
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.executor import Operation, Row, Statement, drive_async
 
-from .sqlalchemy import async_driver_connection
+from .host import async_driver_connection, describe_target, run_in_async
 
 T = TypeVar("T")
 
@@ -40,8 +40,6 @@ CONNECT_TIMEOUT = 4.0
 
 def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     """The error for a pool that could not connect, with the server's reason on one line."""
-    from .psycopg import describe_target
-
     reason = " ".join(str(exc).split()) or type(exc).__name__
     return DatabaseUnavailable(
         f"cannot connect to PostgreSQL ({describe_target(dsn)}): {reason}; check the DSN "
@@ -191,9 +189,7 @@ class AsyncpgExecutor:
             return await drive_async(op, _fetcher(conn))
 
     async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        from .psycopg import run_in_async
-
-        return await run_in_async(tx, op)  # it hands asyncpg connections back to this module
+        return await run_in_async(tx, op)  # any driver's transaction (host decides which)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

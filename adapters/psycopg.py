@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
 
-from .sqlalchemy import async_driver_connection, driver_connection
+from .host import describe_target, driver_connection, run_in_async, run_in_sync
 
 T = TypeVar("T")
 
@@ -63,16 +63,6 @@ def async_fetcher(conn: psycopg.AsyncConnection[Any]) -> Any:
             raise translated from exc
 
     return fetch
-
-
-def describe_target(conninfo: str) -> str:
-    """Where a DSN points (host, port, database, user), without its password."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return "an unparsable DSN"
-    shown = [f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if key in params]
-    return " ".join(shown) or "the default local server"
 
 
 def unavailable(conninfo: str, exc: BaseException) -> DatabaseUnavailable:
@@ -192,7 +182,7 @@ class PsycopgExecutor:
         self._opened = False
 
 
-def run_in_sync(tx: Any, op: Operation[T]) -> T:
+def run_in_psycopg(tx: Any, op: Operation[T]) -> T:
     """Run ``op`` in the caller's open transaction: a psycopg ``Connection`` or cursor, or a
     SQLAlchemy ``Connection`` or ``Session`` using psycopg."""
     conn = driver_connection(tx)
@@ -206,14 +196,9 @@ def run_in_sync(tx: Any, op: Operation[T]) -> T:
     return drive_sync(op, sync_fetcher(conn))
 
 
-async def run_in_async(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` in the caller's open transaction: a psycopg ``AsyncConnection`` or cursor, an
-    asyncpg connection, or a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on either."""
-    conn = await async_driver_connection(tx)
-    if type(conn).__module__.startswith("asyncpg"):
-        from .asyncpg import run_in_asyncpg
-
-        return await run_in_asyncpg(tx, op)
+async def run_in_psycopg_async(tx: Any, conn: Any, op: Operation[T]) -> T:
+    """Run ``op`` in the caller's open transaction on ``conn``, the psycopg connection (or
+    cursor) that ``tx`` is or wraps (:func:`pgqueue.adapters.host.run_in_async` unwraps it)."""
     conn = getattr(conn, "connection", conn) if isinstance(conn, psycopg.AsyncCursor) else conn
     if not isinstance(conn, psycopg.AsyncConnection):
         raise TypeError(

@@ -503,7 +503,7 @@ class ShardedQueue:
         return self._thread.call(self._queue.push_tasks(tasks, delay))
 
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
-        from .psycopg import run_in_sync
+        from .host import run_in_sync
 
         _, op = self._thread.call(self._queue._checked_push(tasks, delay))
         shard, local_ids = run_in_sync(tx, op)

@@ -14,43 +14,6 @@ from pgqueue.executor import Operation, drive_async, drive_sync
 T = TypeVar("T")
 
 
-def driver_connection(tx: Any) -> Any:
-    """The DBAPI connection under a SQLAlchemy ``Connection`` or ``Session``; ``tx`` itself
-    when it is not a SQLAlchemy object."""
-    module = type(tx).__module__
-    if not module.startswith("sqlalchemy"):
-        return tx
-    from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
-
-    if isinstance(tx, Session):
-        tx = tx.connection()  # joins (or begins) the session's transaction
-    if isinstance(tx, Connection):
-        if not tx.in_transaction():
-            tx.begin()  # what SQLAlchemy's autobegin would do: the caller's commit covers us
-        return tx.connection.driver_connection
-    raise TypeError(f"cannot push in a {type(tx).__name__}; pass a Connection or a Session")
-
-
-async def async_driver_connection(tx: Any) -> Any:
-    """The async DBAPI connection under a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``."""
-    module = type(tx).__module__
-    if not module.startswith("sqlalchemy"):
-        return tx
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
-    if isinstance(tx, AsyncSession):
-        tx = await tx.connection()
-    if isinstance(tx, AsyncConnection):
-        if not tx.in_transaction():
-            await tx.begin()
-        raw = await tx.get_raw_connection()
-        return raw.driver_connection
-    raise TypeError(
-        f"cannot push in a {type(tx).__name__}; pass an AsyncConnection or an AsyncSession"
-    )
-
-
 # --- executors over SQLAlchemy engines ---------------------------------------------------------
 #
 # Statements run on the driver connection under a pooled SQLAlchemy connection (psycopg 3, or
@@ -99,7 +62,7 @@ class SqlAlchemyExecutor:
             return drive_sync(op, sync_fetcher(driver))
 
     def run_in(self, tx: Any, op: Operation[T]) -> T:
-        from .psycopg import run_in_sync
+        from .host import run_in_sync
 
         return run_in_sync(tx, op)
 
@@ -136,14 +99,16 @@ class AsyncSqlAlchemyExecutor:
     async def run(self, op: Operation[T]) -> T:
         async with self._autocommit.connect() as conn:
             driver: Any = (await conn.get_raw_connection()).driver_connection
-            fetch = _async_fetcher(driver)
+            from .host import async_fetcher
+
+            fetch = async_fetcher(driver)
             if op.transactional:
                 async with driver.transaction():
                     return await drive_async(op, fetch)
             return await drive_async(op, fetch)
 
     async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        from .psycopg import run_in_async
+        from .host import run_in_async
 
         return await run_in_async(tx, op)
 
@@ -162,16 +127,6 @@ class AsyncSqlAlchemyExecutor:
     async def close(self) -> None:
         if self._owned:
             await self.engine.dispose()
-
-
-def _async_fetcher(driver: Any) -> Any:
-    if type(driver).__module__.startswith("asyncpg"):
-        from .asyncpg import _fetcher
-
-        return _fetcher(driver)
-    from .psycopg import async_fetcher
-
-    return async_fetcher(driver)
 
 
 _CLOSED = object()
