@@ -112,6 +112,10 @@ class DaemonThreadPool:
             if item is None:
                 return
             loop, future, job, context, fn, args = item
+            if future.cancelled():
+                # Cancelled on the loop: its done-callback, which cancels the job, may not
+                # have run yet (callbacks wait for the loop's next turn), so look at the future.
+                job.cancel()
             if not job.set_running():
                 # Cancelled before any thread took it: it never starts.
                 with self._lock:

@@ -46,6 +46,33 @@ async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
     assert ran == ["first", "third"]
 
 
+async def test_a_job_cancelled_on_the_loop_is_skipped_before_its_callback_runs() -> None:
+    """Cancelling the future schedules the callback that cancels the job for the loop's next
+    turn; a thread free before that turn must still skip the job (it once ran it)."""
+    loop = asyncio.get_running_loop()
+    pool = DaemonThreadPool(1)
+    gate = threading.Event()
+    ran: list[str] = []
+
+    def job(name: str) -> None:
+        ran.append(name)
+        if name == "first":
+            gate.wait(10)
+
+    first = pool.submit(loop, job, "first")
+    second = pool.submit(loop, job, "second")
+    second.cancel()
+    gate.set()
+    # Block the loop (no callback runs) until the thread has dealt with both jobs.
+    deadline = time.monotonic() + 10
+    while pool._unfinished:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    await first
+    pool.close()
+    assert ran == ["first"]
+
+
 async def test_a_job_reports_whether_a_thread_runs_it() -> None:
     loop = asyncio.get_running_loop()
     pool = DaemonThreadPool(1)
