@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -183,8 +184,8 @@ class AsyncQueue(QueueBase):
     async def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back.
 
-        Called with ``ABORT`` while a drain is in progress (from another task), it turns that
-        drain into an abort, and returns once the queue stopped.
+        Called with ``ABORT`` while a drain is in progress (from another thread or task), it
+        turns that drain into an abort, and returns once the queue stopped.
         """
         runtime = self._runtime
         if runtime is None:
@@ -203,10 +204,12 @@ class AsyncQueue(QueueBase):
             self._runtime = None
             self._state = QueueState.STOPPED
 
-    async def wait_listening(self) -> None:
-        """Wait until the running queue listens for push notifications (for tests and tools)."""
+    async def wait_listening(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - as Queue
+        """Wait until the running queue listens for push notifications (for tests and tools);
+        ``TimeoutError`` after ``timeout`` seconds."""
         if self._runtime is not None:
-            await self._runtime.listening.wait()
+            async with asyncio.timeout(timeout):
+                await self._runtime.listening.wait()
 
     async def close(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop (drain by default) and release the connections; the queue is then unusable."""

@@ -24,6 +24,11 @@ from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 T = TypeVar("T")
 
 
+async def _wait_for_event(event: asyncio.Event, seconds: float | None) -> None:
+    async with asyncio.timeout(seconds):
+        await event.wait()
+
+
 class _LoopThread:
     """An event loop running forever on a daemon thread."""
 
@@ -218,24 +223,39 @@ class Queue(QueueBase):
         return runtime
 
     def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
-        """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back."""
+        """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back.
+
+        Called with ``ABORT`` while a drain is in progress (from another thread or task), it
+        turns that drain into an abort, and returns once the queue stopped.
+        """
+        mode = StopMode(mode)
         with self._lock:
-            if self._runtime is None or self._loop_thread is None:
+            runtime, loop_thread, state = self._runtime, self._loop_thread, self._state
+            if runtime is None or loop_thread is None:
                 return
-            self._state = QueueState.STOPPING
-            try:
-                self._loop_thread.call(self._runtime.stop(StopMode(mode)))
-            finally:
+            if state is QueueState.RUNNING:
+                self._state = QueueState.STOPPING
+        if state is QueueState.STOPPING:
+            if mode is StopMode.ABORT:
+                loop_thread.call(runtime.abort_inflight())
+            loop_thread.call(runtime.stopped.wait())
+            return
+        if state is not QueueState.RUNNING:
+            return
+        try:
+            loop_thread.call(runtime.stop(mode))
+        finally:
+            with self._lock:
                 self._runtime = None
-                self._state = QueueState.STOPPED
+                if self._state is QueueState.STOPPING:
+                    self._state = QueueState.STOPPED
 
     def wait_listening(self, timeout: float | None = None) -> None:
-        """Block until the running queue listens for push notifications."""
-        if self._runtime is not None and self._loop_thread is not None:
-            runtime = self._runtime
-            asyncio.run_coroutine_threadsafe(
-                asyncio.wait_for(runtime.listening.wait(), timeout), self._loop_thread.loop
-            ).result()
+        """Wait until the running queue listens for push notifications (for tests and tools);
+        ``TimeoutError`` after ``timeout`` seconds."""
+        runtime, loop_thread = self._runtime, self._loop_thread
+        if runtime is not None and loop_thread is not None:
+            loop_thread.call(_wait_for_event(runtime.listening, timeout))
 
     def close(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop (drain by default) and release the connections; the queue is then unusable."""

@@ -484,6 +484,39 @@ def test_stop_abort_hands_tasks_back_at_once(db: Database) -> None:
     assert finished == [1]  # the aborted attempt was refunded
 
 
+def test_stop_abort_from_another_thread_turns_a_drain_into_an_abort(db: Database) -> None:
+    """A drain waiting on a long attempt: stop(ABORT) from another thread cuts it short (the
+    sync facade once held its lock through the drain, so the abort waited for the drain)."""
+    started = threading.Event()
+
+    async def long_running(envelope: Any) -> None:
+        import asyncio
+
+        started.set()
+        await asyncio.sleep(60)
+
+    lease = LoopOptions(poll_period=0.2, lease_margin=60.0)
+    queue = make_queue(db)
+    queue.register_kind("k", long_running, opts(attempt_timeout=60.0, loop=lease))
+    queue.start()
+    task_id = queue.push_task(Task("k"))
+    assert started.wait(10)
+    drainer = threading.Thread(target=queue.stop, daemon=True)
+    drainer.start()
+    wait_until(lambda: queue.state.value == "stopping")
+    queue.stop(StopMode.ABORT)
+    drainer.join(10)
+    assert not drainer.is_alive(), "the drain did not end with the abort"
+    assert queue.state.value == "stopped"
+    row = db.fetch(
+        "SELECT status::text, claim_token IS NULL, attempts_elapsed FROM {schema}.tasks"
+        " WHERE id = %s",
+        (task_id,),
+    )
+    assert row == [("new", True, 0)]  # handed back, its attempt refunded
+    queue.close()
+
+
 def test_stop_then_start_again(db: Database) -> None:
     with make_queue(db) as queue:
         queue.register_kind("k", lambda env: None, opts())
