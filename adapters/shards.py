@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
 from pgqueue.events import Listener
 from pgqueue.executor import Operation, Statement, Steps, single
 from pgqueue.options import KindOptions
+from pgqueue.periodic import Periodic
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
@@ -282,6 +284,30 @@ class AsyncShardedQueue:
         for queue in self.shards:
             queue.declare_kind(kind, options)
 
+    def add_periodic(
+        self,
+        kind: str,
+        *,
+        every: float | int | timedelta | None = None,
+        cron: str | None = None,
+        payload: Any = None,
+        tz: str = "UTC",
+    ) -> None:
+        """A periodic schedule over the fleet: every shard runs the scheduler, and each slot's
+        task is created only by the shard its key (``periodic:<slot>``) routes to, so the
+        fleet holds one task per slot, where a push of that key would land. While that
+        shard is down its slots wait for it (the latest one is created when it is back)."""
+        for shard, queue in enumerate(self.shards):
+            queue.add_periodic(kind, every=every, cron=cron, payload=payload, tz=tz)
+            periodic = queue.periodics[-1]
+            queue.periodics[-1] = dataclasses.replace(periodic, owns=self._owner(periodic, shard))
+
+    def _owner(self, periodic: Periodic, shard: int) -> Callable[[datetime], bool]:
+        def owns(slot: datetime) -> bool:
+            return self.routing.shard_for(periodic.kind, periodic.external_key(slot)) == shard
+
+        return owns
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """``listener`` gets the events of every shard (ids in them are shard-local)."""
         cancels = [queue.subscribe(listener) for queue in self.shards]
@@ -398,8 +424,14 @@ class AsyncShardedQueue:
         )
 
     async def retry_tasks(self, kind: str, attempts: int = 1, limit: int = 1000) -> int:
-        """Revive exhausted tasks on every shard (``limit`` per shard); the total revived."""
-        return sum(await self._fan_out(lambda q: q.retry_tasks(kind, attempts, limit)))
+        """Revive up to ``limit`` exhausted tasks in the whole fleet, shard after shard (oldest
+        first within a shard); the total revived."""
+        revived = 0
+        for shard, queue in enumerate(self.shards):
+            if revived >= limit:
+                break
+            revived += await self._on(shard, queue.retry_tasks(kind, attempts, limit - revived))
+        return revived
 
     async def count_tasks(self) -> dict[tuple[str, str], int]:
         """Tasks per ``(kind, status)`` over every shard."""
@@ -492,6 +524,18 @@ class ShardedQueue:
 
     def declare_kind(self, kind: str, options: KindOptions) -> None:
         self._queue.declare_kind(kind, options)
+
+    def add_periodic(
+        self,
+        kind: str,
+        *,
+        every: float | int | timedelta | None = None,
+        cron: str | None = None,
+        payload: Any = None,
+        tz: str = "UTC",
+    ) -> None:
+        """See :meth:`AsyncShardedQueue.add_periodic`."""
+        self._queue.add_periodic(kind, every=every, cron=cron, payload=payload, tz=tz)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._queue.subscribe(listener)

@@ -9,6 +9,7 @@ ran is enqueued once on start (the latest one), not once per missed slot.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,6 +79,13 @@ class Periodic:
     kind: str
     schedule: Schedule
     payload: Any = None
+    # Whether this process's queue creates the task of a slot: all of them, unless a sharded
+    # queue gives each shard the slots whose key routes to it.
+    owns: Callable[[datetime], bool] | None = field(default=None, compare=False)
+
+    def creates(self, slot: datetime) -> bool:
+        """True when this queue enqueues the task of ``slot``."""
+        return self.owns is None or self.owns(slot)
 
     def external_key(self, slot: datetime) -> str:
         return f"periodic:{slot.astimezone(UTC).isoformat()}"

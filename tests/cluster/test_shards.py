@@ -162,7 +162,10 @@ def test_admin_calls_fan_out_and_transactions_must_be_on_the_tasks_shard(
         info = queue.get_task(ids[5])  # type: ignore[arg-type]
         assert info is not None and info.id == ids[5] and info.status is Status.NO_ATTEMPTS_LEFT
         assert info.external_key == "f:5"
-        assert queue.retry_tasks("fail", attempts=2) == 60  # summed over the shards
+        # limit counts in the whole fleet, not per shard
+        assert queue.retry_tasks("fail", attempts=2, limit=25) == 25
+        assert queue.count_tasks() == {("fail", "must_retry"): 25, ("fail", "no_attempts_left"): 35}
+        assert queue.retry_tasks("fail", attempts=2) == 35  # the rest, summed over the shards
         assert queue.count_tasks() == {("fail", "must_retry"): 60}
         assert queue.cancel_task_by_key("fail", "f:7")
         assert queue.count_tasks() == {("fail", "must_retry"): 59, ("fail", "cancelled"): 1}
@@ -241,3 +244,29 @@ async def test_a_stopped_shard_delays_only_its_own_tasks(
         )
         counts_now = await queue.count_tasks()
         assert counts_now == {("job", "succeeded"): 3 * per_shard + 1}
+
+
+def test_a_periodic_kind_makes_one_task_per_slot_in_the_fleet(
+    shard_servers: list[PostgresServer], schema: str
+) -> None:
+    """Every shard runs the scheduler; only the shard a slot's key routes to creates it."""
+    options = KindOptions(attempt_timeout=0.5, loop=FAST)
+    with ShardedQueue([s.dsn for s in shard_servers], schema=schema) as queue:
+        queue.register_kind("tick", lambda envelope: None, options)
+        queue.add_periodic("tick", every=1)
+        queue.start()
+        wait_for(
+            lambda: sum(count_on(s, schema, "kind = 'tick'") for s in shard_servers) >= 4,
+            what="four periodic slots",
+        )
+        queue.stop()
+        placed = {
+            shard: [key for _, key, _ in rows_on(server, schema, "kind = 'tick'")]
+            for shard, server in enumerate(shard_servers)
+        }
+    keys = [key for keys in placed.values() for key in keys]
+    assert len(keys) == len(set(keys)) >= 4, placed  # one task per slot in the whole fleet
+    for shard, shard_keys in placed.items():
+        for key in shard_keys:
+            assert key.startswith("periodic:")
+            assert queue.shard_for("tick", key) == shard, (key, shard)
