@@ -20,13 +20,18 @@ pytestmark = pytest.mark.slow
 def test_periodic_three_processes_make_one_task_per_slot(db: Database, tmp_path: Path) -> None:
     workers = [start_worker(db, tmp_path, "periodic") for _ in range(3)]
     try:
-        time.sleep(5)  # the acceptance criterion is "5 s of running"
+        # Five one-second slots: at least 5 s of the three processes running together (a
+        # fixed sleep once left fewer slots when the processes were slow to start).
+        deadline = time.monotonic() + 60
+        while db.scalar("SELECT count(*) FROM {schema}.tasks") < 5:
+            assert time.monotonic() < deadline, "fewer than 5 periodic slots in 60 s"
+            time.sleep(0.05)
     finally:
         logs = [stop(w) for w in workers]
     assert all(w.returncode == 0 for w in workers), logs
     rows = db.fetch("SELECT external_key, payload FROM {schema}.tasks ORDER BY external_key")
     keys = [key for key, _ in rows]
-    assert 4 <= len(keys) <= 6, keys
+    assert len(keys) >= 5, keys
     assert len(set(keys)) == len(keys)
     slots = [datetime.fromisoformat(key.removeprefix("periodic:")) for key in keys]
     assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(slots))
