@@ -16,24 +16,29 @@ from pgqueue.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 
-def async_executor_for(target: Any, max_size: int = 8) -> AsyncExecutor:
+def async_executor_for(
+    target: Any, max_size: int = 8, listen_dsn: str | None = None
+) -> AsyncExecutor:
     """An async executor for a DSN, a psycopg ``AsyncConnectionPool``, an asyncpg ``Pool`` or a
-    ready executor."""
-    if isinstance(target, str):
-        from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
-
-        return cast(AsyncExecutor, AsyncPsycopgExecutor(target, max_size=max_size))
-    if all(hasattr(target, name) for name in ("run", "run_in", "listen", "open", "close")):
-        return cast(AsyncExecutor, target)
+    ready executor; ``listen_dsn`` is the LISTEN connection's own DSN (see ``AsyncQueue``)."""
     type_name = f"{type(target).__module__}.{type(target).__qualname__}"
-    if type_name.startswith("psycopg_pool"):
+    if isinstance(target, str) or type_name.startswith("psycopg_pool"):
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
-        return cast(AsyncExecutor, AsyncPsycopgExecutor(target))
+        return cast(
+            AsyncExecutor, AsyncPsycopgExecutor(target, max_size=max_size, listen_dsn=listen_dsn)
+        )
     if type_name.startswith("asyncpg.pool"):
         from pgqueue.adapters.asyncpg import AsyncpgExecutor
 
-        return cast(AsyncExecutor, AsyncpgExecutor(target))
+        return cast(AsyncExecutor, AsyncpgExecutor(target, listen_dsn=listen_dsn))
+    if listen_dsn is not None:
+        raise TypeError(
+            f"listen_dsn goes with a DSN or a psycopg or asyncpg pool, not with {type_name}: "
+            "give it to the executor you build (e.g. AsyncPsycopgExecutor(pool, listen_dsn=…))"
+        )
+    if all(hasattr(target, name) for name in ("run", "run_in", "listen", "open", "close")):
+        return cast(AsyncExecutor, target)
     if type_name.startswith("sqlalchemy"):
         from pgqueue.adapters.sqlalchemy import AsyncSqlAlchemyExecutor
 
@@ -60,9 +65,14 @@ class AsyncQueue(QueueBase):
         schema: str = DEFAULT_SCHEMA,
         stamps: Sequence[Stamp] = (),
         max_connections: int = 8,
+        listen_dsn: str | None = None,
     ) -> None:
+        """``target``: a DSN, a psycopg ``AsyncConnectionPool``, an asyncpg ``Pool``, a
+        SQLAlchemy ``AsyncEngine`` or an executor. ``listen_dsn``: a DSN straight to PostgreSQL
+        for the one LISTEN connection, when ``target`` goes through PgBouncer in transaction
+        pooling mode (where LISTEN does not work)."""
         super().__init__(schema=schema, stamps=stamps)
-        self.executor = async_executor_for(target, max_connections)
+        self.executor = async_executor_for(target, max_connections, listen_dsn)
         self._runtime: Runtime | None = None
 
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:

@@ -81,9 +81,20 @@ class Queue(QueueBase):
         schema: str = DEFAULT_SCHEMA,
         stamps: Sequence[Stamp] = (),
         max_connections: int = 8,
+        listen_dsn: str | None = None,
     ) -> None:
+        """``target``: a DSN, a psycopg ``ConnectionPool``, a SQLAlchemy ``Engine`` or an
+        executor. ``listen_dsn``: a DSN straight to PostgreSQL for the workers' one LISTEN
+        connection, when ``target`` goes through PgBouncer in transaction pooling mode (where
+        LISTEN does not work)."""
         super().__init__(schema=schema, stamps=stamps)
         self.executor, self._conninfo = sync_executor_for(target, max_connections)
+        if listen_dsn is not None and not self._conninfo:
+            raise TypeError(
+                "listen_dsn goes with a DSN or a psycopg ConnectionPool; with a SQLAlchemy engine "
+                "or an executor, give the LISTEN DSN to the async executor its workers use"
+            )
+        self._listen_dsn = listen_dsn
         self._max_connections = max_connections
         self._loop_thread: _LoopThread | None = None
         self._runtime: Runtime | None = None
@@ -208,7 +219,9 @@ class Queue(QueueBase):
             self._runtime_executor = (
                 twin(self._max_connections)
                 if twin is not None
-                else AsyncPsycopgExecutor(self._conninfo, max_size=self._max_connections)
+                else AsyncPsycopgExecutor(
+                    self._conninfo, max_size=self._max_connections, listen_dsn=self._listen_dsn
+                )
             )
         await self._runtime_executor.run(check_schema(self.queries))
         runtime = Runtime(

@@ -175,3 +175,50 @@ async def test_a_silent_listen_connection_is_replaced_within_seconds(db: Databas
         assert latency < 5  # far below the poll period: a notification woke the worker
     finally:
         proxy.close()
+
+
+def with_application_name(dsn: str, name: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, application_name=name)
+
+
+def listeners_named(db: Database, name: str) -> list[str]:
+    return [
+        query
+        for (query,) in db.fetch(
+            "SELECT query FROM pg_stat_activity WHERE application_name = %s", (name,)
+        )
+    ]
+
+
+def test_both_queues_take_a_listen_dsn_for_their_one_listen_connection(db: Database) -> None:
+    """Behind PgBouncer in transaction mode LISTEN needs a direct DSN; both facades take one
+    (the sync one once could not: its workers only polled there)."""
+    from pgqueue import Queue
+
+    direct = with_application_name(db.dsn, "pgq-sync-listener")
+    with Queue(db.dsn, schema=db.schema, listen_dsn=direct) as queue:
+        queue.register_kind("k", lambda envelope: None, KindOptions(attempt_timeout=5.0))
+        queue.start()
+        queue.wait_listening(10)
+        queries = listeners_named(db, "pgq-sync-listener")
+        assert len(queries) == 1 and queries[0].startswith("LISTEN"), queries
+
+    async def main() -> None:
+        direct = with_application_name(db.dsn, "pgq-async-listener")
+        async with AsyncQueue(db.dsn, schema=db.schema, listen_dsn=direct) as queue:
+            queue.register_kind("k", lambda envelope: None, KindOptions(attempt_timeout=5.0))
+            await queue.start()
+            await queue.wait_listening(10)
+            queries = listeners_named(db, "pgq-async-listener")
+            assert len(queries) == 1 and queries[0].startswith("LISTEN"), queries
+
+    asyncio.run(main())
+    assert listeners_named(db, "pgq-sync-listener") == []  # closed with its queue
+
+
+def test_listen_dsn_with_a_ready_executor_is_refused(db: Database) -> None:
+    executor = AsyncPsycopgExecutor(db.dsn)
+    with pytest.raises(TypeError, match="give it to the executor you build"):
+        AsyncQueue(executor, schema=db.schema, listen_dsn=db.dsn)

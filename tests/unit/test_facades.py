@@ -39,6 +39,12 @@ def comparable(signature: inspect.Signature) -> list[tuple[str, Any, Any, Any]]:
     ]
 
 
+def test_both_facades_take_the_same_constructor_arguments() -> None:
+    assert comparable(inspect.signature(Queue.__init__)) == comparable(
+        inspect.signature(AsyncQueue.__init__)
+    )
+
+
 def test_both_facades_offer_the_same_methods() -> None:
     assert set(public_methods(Queue)) == set(public_methods(AsyncQueue))
 
