@@ -12,13 +12,14 @@ import logging
 import random
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from json import loads as json_loads
 from typing import Any
 
+from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
 from pgqueue.envelope import Envelope, Stamp
 from pgqueue.events import (
@@ -31,9 +32,9 @@ from pgqueue.events import (
     TerminalTasksSwept,
 )
 from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
-from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps, single
+from pgqueue.executor import AsyncExecutor, Operation, Statement, Steps
 from pgqueue.logcontext import TaskContext, current_task
-from pgqueue.operations import sweep_terminal_tasks
+from pgqueue.operations import int_array, uuid_array
 from pgqueue.options import terminal_ttl_of, worker_count_of
 from pgqueue.periodic import Periodic
 from pgqueue.poller import DuePoller
@@ -229,32 +230,12 @@ class Heartbeat:
         if not claims:
             worker.lease_renewed_at = sent
             return
-        rows = await self.runtime.executor.run(
-            single(
-                Statement(
-                    self.runtime.queries["extend_leases"],
-                    {
-                        "ids": int_array(c[0] for c in claims),
-                        "tokens": uuid_array(c[1] for c in claims),
-                        "lease": worker.lease,
-                    },
-                )
-            )
+        renewed = await self.runtime.executor.run(
+            operations.extend_leases(self.runtime.queries, claims, worker.lease)
         )
         worker.lease_renewed_at = sent
-        renewed = {row[0] for row in rows}
         if len(renewed) < len(claims):
             worker.claims_lost({c for c in claims if c[0] not in renewed})
-
-
-def int_array(values: Iterable[int]) -> str:
-    """A PostgreSQL array literal of integers (the hot path skips per-element adaptation)."""
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-def uuid_array(values: Iterable[str]) -> str:
-    """A PostgreSQL array literal of UUIDs given as canonical text (as claims return them)."""
-    return "{" + ",".join(values) + "}"
 
 
 def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set[int]]:
@@ -330,7 +311,6 @@ class KindWorker:
         self.buffer: deque[tuple[tuple[Any, ...], float]] = deque()  # claimed, not started
         self.size = 0
         self.average_attempt: float | None = None  # moving average of attempt durations, s
-        self.claim_statement = runtime.queries["claim_due_tasks"]
         self.lease = self.options.lease_seconds
         self.timeout = runner.timeout
         self.keep_messages = self.options.max_task_error_messages
@@ -468,12 +448,7 @@ class KindWorker:
             self.more_due = False
             try:
                 claimed = await runtime.executor.run(
-                    single(
-                        Statement(
-                            self.claim_statement,
-                            {"kind": self.kind, "limit": limit, "lease": lease},
-                        )
-                    )
+                    operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
                 )
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
@@ -856,24 +831,13 @@ class Runtime:
     async def _release(self, claims: list[tuple[int, str]]) -> None:
         if not claims:
             return
-        statement = Statement(
-            self.queries["release_claims"],
-            {"ids": int_array(c[0] for c in claims), "tokens": uuid_array(c[1] for c in claims)},
-        )
         backoff = Backoff(self.max_db_retry_delay)
         for _ in range(10):
             try:
-                rows = await self.executor.run(single(statement))
+                rows = await self.executor.run(operations.release_claims(self.queries, claims))
                 kinds = sorted({row[1] for row in rows})
                 if kinds:
-                    await self.executor.run(
-                        single(
-                            Statement(
-                                self.queries["notify_kinds"],
-                                {"channel": self.queries.channel, "kinds": kinds},
-                            )
-                        )
-                    )
+                    await self.executor.run(operations.notify_kinds(self.queries, kinds))
                 log.info("released %d claimed task(s) back to the queue", len(rows))
                 self.events.emit(ClaimsReleased(tuple(row[0] for row in rows)))
                 return
@@ -1007,14 +971,7 @@ class Runtime:
     async def _ping(self, payload: str) -> None:
         """Send a listener ping (another connection's NOTIFY); errors are the echo's concern."""
         try:
-            await self.executor.run(
-                single(
-                    Statement(
-                        self.queries["listener_ping"],
-                        {"channel": self.queries.channel, "payload": payload},
-                    )
-                )
-            )
+            await self.executor.run(operations.ping_listener(self.queries, payload))
         except Exception as exc:  # noqa: BLE001 - a missing echo replaces the listener
             log.debug("listener ping failed: %s", exc)
 
@@ -1025,28 +982,22 @@ class Runtime:
         backoff = Backoff(self.max_db_retry_delay)
         while not self.stopping:
             try:
-                rows = await self.executor.run(single(Statement(self.queries["database_now"], {})))
-                now: datetime = rows[0][0]
+                now = await self.executor.run(operations.database_now(self.queries))
                 slot = periodic.schedule.latest_slot(now)
                 created = await self.executor.run(
-                    single(
-                        Statement(
-                            self.queries["push_periodic_task"],
-                            {
-                                "kind": periodic.kind,
-                                "slot": slot,
-                                "payload": payload,
-                                "external_key": periodic.external_key(slot),
-                                "max_attempts": spec.options.max_attempts,
-                                "channel": self.queries.channel,
-                            },
-                        )
+                    operations.push_periodic_task(
+                        self.queries,
+                        periodic.kind,
+                        slot,
+                        payload,
+                        periodic.external_key(slot),
+                        spec.options.max_attempts,
                     )
                 )
-                if created:
+                if created is not None:
                     log.info(
                         "periodic task %s of %r enqueued for %s",
-                        created[0][0],
+                        created,
                         periodic.kind,
                         slot.isoformat(),
                     )
@@ -1084,22 +1035,14 @@ class Runtime:
             sweepable: list[str] = []
             if ttls:
                 try:
-                    rows = await self.executor.run(
-                        single(
-                            Statement(
-                                self.queries["find_sweepable_kinds"],
-                                {
-                                    "kinds": list(ttls),
-                                    "ttls": list(ttls.values()),
-                                    "windows": [
-                                        float(self.workers[k].options.loop.throughput_window)
-                                        for k in ttls
-                                    ],
-                                },
-                            )
+                    sweepable = await self.executor.run(
+                        operations.find_sweepable_kinds(
+                            self.queries,
+                            ttls,
+                            ttls.values(),
+                            (float(self.workers[k].options.loop.throughput_window) for k in ttls),
                         )
                     )
-                    sweepable = [row[0] for row in rows]
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
@@ -1109,7 +1052,7 @@ class Runtime:
                 period = worker.options.loop.janitor_period
                 try:
                     deleted = await self.executor.run(
-                        sweep_terminal_tasks(
+                        operations.sweep_terminal_tasks(
                             self.queries,
                             kind,
                             ttls[kind],
