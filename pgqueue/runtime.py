@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
+from pgqueue.delayer import Backoff
 from pgqueue.envelope import Envelope, Stamp
 from pgqueue.events import (
     AttemptFinished,
@@ -57,21 +57,6 @@ class StopMode(enum.Enum):
 
     DRAIN = "drain"  # wait for them to finish and be recorded
     ABORT = "abort"  # cancel them and hand their tasks back at once, attempt refunded
-
-
-class Backoff:
-    """Exponential backoff with full jitter for database retries."""
-
-    def __init__(self, cap: float, first: float = 0.05) -> None:
-        self.first, self.cap, self.current = first, cap, first
-
-    def next(self) -> float:
-        delay = random.uniform(self.current / 2, self.current)
-        self.current = min(self.cap, self.current * 2)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.first
 
 
 @dataclass(slots=True)
