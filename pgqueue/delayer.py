@@ -77,3 +77,35 @@ class ExpBackoffDelayer:
         except OverflowError:
             raw = float(self.max)
         return self.jitter.apply(min(float(self.max), raw), self.rng)
+
+
+_BACKOFF_RNG = random.Random()  # shared by every Backoff: none pays for seeding its own
+
+
+class Backoff:
+    """Backoff for database retries: :class:`ExpBackoffDelayer`'s delays (equal jitter, the
+    first about ``first`` seconds, doubling up to ``cap``) over a count of failures in a row.
+
+    The delayer is built at the first failure, so a loop that never fails (a result batch
+    written at once) pays for no more than this object.
+    """
+
+    __slots__ = ("_delayer", "cap", "failures", "first")
+
+    def __init__(self, cap: float, first: float = 0.05) -> None:
+        self.cap, self.first, self.failures = cap, first, 0
+        self._delayer: ExpBackoffDelayer | None = None
+
+    def next(self) -> float:
+        """The delay before the next retry (one failure more)."""
+        delayer = self._delayer
+        if delayer is None:
+            delayer = self._delayer = ExpBackoffDelayer(
+                Jitter.EQUAL, base=self.first, max=self.cap, rng=_BACKOFF_RNG
+            )
+        self.failures += 1
+        return delayer.delay(self.failures)
+
+    def reset(self) -> None:
+        """A success: the next failure waits about ``first`` again."""
+        self.failures = 0

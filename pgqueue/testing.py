@@ -30,6 +30,7 @@ from typing import Any, TypeVar, overload
 
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.base import QueueBase, QueueState
+from pgqueue.completer import Result, record_results
 from pgqueue.envelope import Envelope
 from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome
 from pgqueue.executor import Operation, Row, Statement, single
@@ -37,7 +38,6 @@ from pgqueue.operations import ANY_PAYLOAD, find_pushed_tasks
 from pgqueue.options import terminal_ttl_of
 from pgqueue.queue import Queue
 from pgqueue.registry import KindSpec
-from pgqueue.runtime import Result, record_results
 from pgqueue.task import Status
 from pgqueue.threads import DaemonThreadPool, Job
 

@@ -214,11 +214,11 @@ def test_close_ends_when_a_background_loop_loses_its_cancellation(
     import asyncio
     import threading
 
-    from pgqueue.runtime import Runtime
+    from pgqueue.maintenance import Sweeper
 
     dropped = 0
 
-    async def sweep_losing_a_cancel(self: Runtime) -> None:
+    async def sweep_losing_a_cancel(self: Sweeper) -> None:
         nonlocal dropped
         try:
             await asyncio.Event().wait()
@@ -226,7 +226,7 @@ def test_close_ends_when_a_background_loop_loses_its_cancellation(
             dropped += 1  # lost, as wait_for loses it
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(Runtime, "_sweep", sweep_losing_a_cancel)
+    monkeypatch.setattr(Sweeper, "run", sweep_losing_a_cancel)
     queue = Queue(db.dsn, schema=db.schema)
     queue.register_kind("k", handler, KindOptions(attempt_timeout=5.0))
     queue.start()

@@ -19,12 +19,19 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from pgqueue import KindOptions, Task
 from pgqueue.adapters.psycopg import PsycopgExecutor
+from pgqueue.completer import Result, record_results
 from pgqueue.execution import Outcome
 from pgqueue.executor import Statement, single
-from pgqueue.operations import cancel_task_by_key, push_tasks, retry_tasks, sweep_terminal_tasks
+from pgqueue.operations import (
+    cancel_task_by_key,
+    int_array,
+    push_tasks,
+    retry_tasks,
+    sweep_terminal_tasks,
+    uuid_array,
+)
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry
-from pgqueue.runtime import Result, int_array, record_results, uuid_array
 from pgqueue.task import Status
 from tests.conftest import Database
 

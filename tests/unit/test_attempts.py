@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from pgqueue import KindOptions, LoopOptions, Status
+from pgqueue.completer import Result
 from pgqueue.events import EventBus
 from pgqueue.execution import AttemptRunner, DeadlineGuard
 from pgqueue.options import PREFETCH_WINDOW
+from pgqueue.producer import KindWorker
 from pgqueue.registry import KindSpec
-from pgqueue.runtime import KindWorker, Result
 from pgqueue.threads import DaemonThreadPool
 
 TOKEN = "0b7e7e57-1111-2222-3333-444455556666"
@@ -45,7 +46,6 @@ class FakeRuntime:
         self.stopping = False
         self.events = EventBus()
         self.writer = FakeWriter()
-        self.queries = {"claim_due_tasks": ""}
         self.released: list[tuple[int, str]] = []
 
     def release_later(self, claims: list[tuple[int, str]]) -> None:

@@ -19,9 +19,9 @@ from pgqueue.events import EventBus
 from pgqueue.execution import AttemptRunner
 from pgqueue.operations import delay_seconds, get_task, push_tasks, retry_tasks
 from pgqueue.options import MAX_SECONDS
+from pgqueue.producer import KindWorker
 from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
-from pgqueue.runtime import KindWorker
 from pgqueue.threads import DaemonThreadPool
 
 
