@@ -28,12 +28,13 @@ from datetime import timedelta
 from json import loads as json_loads
 from typing import Any, TypeVar, overload
 
+from pgqueue import operations
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.base import QueueBase, QueueState
 from pgqueue.completer import Result, record_results
 from pgqueue.envelope import Envelope
 from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome
-from pgqueue.executor import Operation, Row, Statement, single
+from pgqueue.executor import Operation, Row
 from pgqueue.operations import ANY_PAYLOAD, find_pushed_tasks
 from pgqueue.options import terminal_ttl_of
 from pgqueue.queue import Queue
@@ -217,12 +218,7 @@ class _Drainer:
         self.kinds = [(spec, AttemptRunner(spec, queue.stamps, threads)) for spec in specs]
 
     def claim(self, spec: KindSpec) -> Operation[list[Row]]:
-        return single(
-            Statement(
-                self.queries["claim_due_tasks"],
-                {"kind": spec.kind, "limit": 1, "lease": spec.options.lease_seconds},
-            )
-        )
+        return operations.claim_due_tasks(self.queries, spec.kind, 1, spec.options.lease_seconds)
 
     async def attempt(self, spec: KindSpec, runner: AttemptRunner, row: Row) -> Result:
         """Run one claimed task's attempt (deadline enforced for async handlers)."""

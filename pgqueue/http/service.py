@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
-from pgqueue.executor import Operation, Statement, Steps
+from pgqueue.executor import Operation
 from pgqueue.options import KindOptions
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.task import Task
@@ -64,12 +65,8 @@ async def retry(
     )
 
 
-def _ping(queue: AsyncQueue) -> Operation[object]:
-    def steps() -> Steps[object]:
-        rows = yield Statement(queue.queries["database_now"], {})
-        return rows[0][0]
-
-    return Operation(steps())
+def _ping(queue: AsyncQueue) -> Operation[datetime]:
+    return operations.database_now(queue.queries)
 
 
 async def database_reachable(queue: AsyncQueue) -> str | None:
