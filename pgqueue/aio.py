@@ -9,6 +9,12 @@ from typing import Any
 RECANCEL_PERIOD = 0.1  # seconds between cancellations of a task that did not end
 
 
+async def wait_event(event: asyncio.Event, seconds: float | None) -> None:
+    """Wait for ``event``; ``TimeoutError`` after ``seconds`` (``None``: no bound)."""
+    async with asyncio.timeout(seconds):
+        await event.wait()
+
+
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:
     """Cancel ``tasks`` and wait until every one has ended, whatever it raised.
 

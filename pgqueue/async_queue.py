@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
+from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.executor import AsyncExecutor
@@ -218,8 +218,7 @@ class AsyncQueue(QueueBase):
         """Wait until the running queue listens for push notifications (for tests and tools);
         ``TimeoutError`` after ``timeout`` seconds."""
         if self._runtime is not None:
-            async with asyncio.timeout(timeout):
-                await self._runtime.listening.wait()
+            await wait_event(self._runtime.listening, timeout)
 
     async def close(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop (drain by default) and release the connections; the queue is then unusable."""

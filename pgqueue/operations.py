@@ -596,14 +596,7 @@ def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]
     """Make the task with this id due now unless it is running: an ended one (out of attempts,
     cancelled or succeeded) gets ``attempts`` fresh attempts; True when the task changed."""
     _check_task_id(task_id, "task id")
-    if (
-        not isinstance(attempts, int)
-        or isinstance(attempts, bool)
-        or not 1 <= attempts <= MAX_ATTEMPTS
-    ):
-        raise InvalidTask(
-            f"retry_task: attempts must be an int from 1 to {MAX_ATTEMPTS}, got {attempts!r}"
-        )
+    _check_int_range("attempts", attempts, 1, MAX_ATTEMPTS)
 
     def steps() -> Steps[bool]:
         rows = yield Statement(

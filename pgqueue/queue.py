@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.executor import SyncExecutor
@@ -22,11 +23,6 @@ from pgqueue.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 T = TypeVar("T")
-
-
-async def _wait_for_event(event: asyncio.Event, seconds: float | None) -> None:
-    async with asyncio.timeout(seconds):
-        await event.wait()
 
 
 class _LoopThread:
@@ -268,7 +264,7 @@ class Queue(QueueBase):
         ``TimeoutError`` after ``timeout`` seconds."""
         runtime, loop_thread = self._runtime, self._loop_thread
         if runtime is not None and loop_thread is not None:
-            loop_thread.call(_wait_for_event(runtime.listening, timeout))
+            loop_thread.call(wait_event(runtime.listening, timeout))
 
     def close(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop (drain by default) and release the connections; the queue is then unusable."""
