@@ -111,6 +111,9 @@ WHERE kind = %(kind)s
 -- name: claim_due_tasks
 -- Claim up to LIMIT due tasks of an unpaused kind: consume an attempt, lease the row, hand out a
 -- token. The pause check is part of the statement, so no claim sees a committed pause late.
+-- The id array lets the update reach its rows through the primary key whatever the limit: a
+-- plain join to ``due`` let the planner hash a sequential scan of the whole table for large
+-- claims.
 WITH due AS (
     SELECT id, claim_token AS previous_token
     FROM __schema__.tasks
@@ -134,9 +137,9 @@ SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
     started_at = now(),
     updated_at = now()
 FROM due
-WHERE t.id = due.id
+WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
 RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_left,
-          t.max_attempts, t.claim_token::text, t.messages, t.started_at,
+          t.max_attempts, t.claim_token::text, nullif(t.messages, '{}'), t.started_at,
           due.previous_token IS NOT NULL AS lease_lost;
 
 -- name: record_outcomes
