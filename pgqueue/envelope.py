@@ -6,7 +6,7 @@ import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -19,9 +19,11 @@ class Envelope:
 
     __slots__ = (
         "_cancelled",
+        "_deadline",
+        "_deadline_after",
+        "_deadline_base",
         "attempt",
         "attempts_left",
-        "deadline",
         "external_key",
         "id",
         "kind",
@@ -52,10 +54,55 @@ class Envelope:
         self.attempt = attempt
         self.attempts_left = attempts_left
         self.max_attempts = max_attempts
-        self.deadline = deadline
+        self._deadline: datetime | None = deadline
+        self._deadline_base = deadline
+        self._deadline_after = 0.0
         self.monotonic_deadline = monotonic_deadline
         self.messages = messages
         self._cancelled = False
+
+    @classmethod
+    def claimed(
+        cls,
+        id: int,
+        kind: str,
+        payload: Any,
+        external_key: str | None,
+        attempt: int,
+        attempts_left: int,
+        max_attempts: int,
+        claimed_at: datetime,
+        seconds_left: float,
+        monotonic_deadline: float,
+        messages: list[str],
+    ) -> Envelope:
+        """The envelope of a task the runtime just started: its wall-clock deadline is
+        ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
+        self = cls.__new__(cls)
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.external_key = external_key
+        self.attempt = attempt
+        self.attempts_left = attempts_left
+        self.max_attempts = max_attempts
+        self._deadline = None
+        self._deadline_base = claimed_at
+        self._deadline_after = seconds_left
+        self.monotonic_deadline = monotonic_deadline
+        self.messages = messages
+        self._cancelled = False
+        return self
+
+    @property
+    def deadline(self) -> datetime:
+        """When the attempt times out, on the database server's clock."""
+        deadline = self._deadline
+        if deadline is None:
+            deadline = self._deadline = self._deadline_base + timedelta(
+                seconds=self._deadline_after
+            )
+        return deadline
 
     @property
     def previous_errors(self) -> list[str]:

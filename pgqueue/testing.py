@@ -24,7 +24,6 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from json import loads as json_loads
 from typing import Any, TypeVar, overload
 
@@ -226,17 +225,18 @@ class _Drainer:
          _lease_lost) = row  # fmt: skip
         loop = asyncio.get_running_loop()
         now = loop.time()
-        envelope = Envelope(
-            id=task_id,
-            kind=spec.kind,
-            payload=None if payload is None else json_loads(payload),
-            external_key=key,
-            attempt=elapsed,
-            attempts_left=left,
-            max_attempts=max_attempts,
-            deadline=claimed_at + timedelta(seconds=runner.timeout),
-            monotonic_deadline=now + runner.timeout,
-            messages=list(messages),
+        envelope = Envelope.claimed(
+            task_id,
+            spec.kind,
+            None if payload is None else json_loads(payload),
+            key,
+            elapsed,
+            left,
+            max_attempts,
+            claimed_at,
+            runner.timeout,
+            now + runner.timeout,
+            [] if messages is None else list(messages),
         )
         guard = DeadlineGuard()
         timer = loop.call_at(envelope.monotonic_deadline, guard.fire)

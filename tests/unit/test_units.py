@@ -138,6 +138,29 @@ def envelope(attempt: int = 1, left: int = 2) -> Envelope:
     )
 
 
+def test_a_claimed_envelope_has_the_same_fields_and_deadline() -> None:
+    claimed_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    given = Envelope(
+        id=7,
+        kind="k",
+        payload={"a": 1},
+        external_key="x",
+        attempt=2,
+        attempts_left=1,
+        max_attempts=3,
+        deadline=claimed_at + timedelta(seconds=30.5),
+        monotonic_deadline=12.0,
+        messages=["E: boom"],
+    )
+    claimed = Envelope.claimed(7, "k", {"a": 1}, "x", 2, 1, 3, claimed_at, 30.5, 12.0, ["E: boom"])
+    for name in ("id", "kind", "payload", "external_key", "attempt", "attempts_left",
+                 "max_attempts", "deadline", "monotonic_deadline", "previous_errors",
+                 "is_last_attempt", "cancel_requested"):  # fmt: skip
+        assert getattr(claimed, name) == getattr(given, name), name
+    assert claimed.deadline is claimed.deadline  # worked out once
+    assert repr(claimed) == repr(given)
+
+
 @pytest.mark.parametrize(
     ("decision", "left", "status", "delay"),
     [
