@@ -37,6 +37,10 @@ class Outcome:
     error: str | None = None
 
 
+SUCCEEDED = Outcome(Status.SUCCEEDED)
+CANCELLED = Outcome(Status.CANCELLED)
+
+
 def describe_error(error: BaseException) -> str:
     """``Type: message`` for the error ring; never raises, even if ``str(error)`` does."""
     name = type(error).__name__
@@ -45,6 +49,9 @@ def describe_error(error: BaseException) -> str:
     except Exception:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
         text = "<unprintable error>"
     return f"{name}: {text}" if text else name
+
+
+_NO_THREADS: list[Job] = []  # never appended to: see DeadlineGuard.add_thread
 
 
 class DeadlineGuard:
@@ -66,11 +73,19 @@ class DeadlineGuard:
         self._cancelling = 0
         # Threads of sync callables that were interrupted (deadline, cancel, abort) while
         # running: Python cannot stop them, so the attempt holds its claim until they return.
-        self.threads: list[Job] = []
+        # Empty (and shared) until the first one: most attempts never have any.
+        self.threads: list[Job] = _NO_THREADS
+
+    def add_thread(self, job: Job) -> None:
+        """Hold the attempt's claim until ``job``'s thread returns."""
+        if self.threads is _NO_THREADS:
+            self.threads = []
+        self.threads.append(job)
 
     def thread_running(self) -> bool:
         """True while a thread of this attempt that was interrupted has not returned yet."""
-        return any(not job.returned.done() for job in self.threads)
+        threads = self.threads
+        return bool(threads) and any(not job.returned.done() for job in threads)
 
     def enter(self) -> None:
         task = asyncio.current_task()
@@ -88,8 +103,9 @@ class DeadlineGuard:
         """Leave the region; true when the guard fired and no other cancellation is pending."""
         fired = self._state == self.FIRED
         self._state = self.IDLE
-        if fired and self._task is not None:
-            return self._task.uncancel() <= self._cancelling
+        task, self._task = self._task, None
+        if fired and task is not None:
+            return task.uncancel() <= self._cancelling
         return False
 
 
@@ -109,7 +125,7 @@ async def in_thread(threads: DaemonThreadPool, fn: Callable[..., Any], *args: An
         if not job.cancel():  # a thread took it: it runs on, whatever we do
             guard = running_guard.get()
             if guard is not None:
-                guard.threads.append(job)
+                guard.add_thread(job)
         raise
 
 
@@ -216,7 +232,7 @@ class AttemptRunner:
                     "after hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                 )
         if cancelled:
-            return Outcome(Status.CANCELLED)
+            return CANCELLED
         if error is None:
             if options.success is not None:
                 try:
@@ -227,7 +243,7 @@ class AttemptRunner:
                     log.warning(
                         "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                     )
-            return Outcome(Status.SUCCEEDED)
+            return SUCCEEDED
         return await self._failed(envelope, error)
 
     async def _failed(self, envelope: Envelope, error: BaseException) -> Outcome:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from datetime import timedelta
 from json import loads as json_loads
 from typing import TYPE_CHECKING, Any
 
@@ -234,13 +233,16 @@ class KindWorker:
         if not self.buffer or self.paused:
             return
         now = self.loop.time()
-        needed = self.lease / 2
+        # A claim whose lease may have less than half its length left is not started:
+        # ``lease_left(claimed_at, now) < lease / 2`` for claims made before this cutoff.
+        cutoff = now - self.lease / 2
+        renewed = self.lease_renewed_at >= cutoff  # the heartbeat vouches for every claim
         inflight = self.inflight
         buffer = self.buffer
         released = []
         while buffer and len(inflight) < size:
             row, claimed_at = buffer.popleft()
-            if self.lease_left(claimed_at, now) < needed:
+            if not renewed and claimed_at < cutoff:
                 released.append((row[0], row[6]))
                 continue
             self._start(row, now, claimed_at)
@@ -267,17 +269,18 @@ class KindWorker:
             )
         timeout = self.timeout
         waited = now - claimed_locally_at  # time spent buffered
-        envelope = Envelope(
-            id=task_id,
-            kind=self.kind,
-            payload=None if payload is None else json_loads(payload),
-            external_key=key,
-            attempt=elapsed,
-            attempts_left=left,
-            max_attempts=max_attempts,
-            deadline=claimed_at + timedelta(seconds=waited + timeout),
-            monotonic_deadline=now + timeout,
-            messages=messages,
+        envelope = Envelope.claimed(
+            task_id,
+            self.kind,
+            None if payload is None else json_loads(payload),
+            key,
+            elapsed,
+            left,
+            max_attempts,
+            claimed_at,
+            waited + timeout,
+            now + timeout,
+            [] if messages is None else messages,
         )
         attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt
@@ -321,6 +324,9 @@ class KindWorker:
         finally:
             if self.inflight.get(envelope.id) is attempt:
                 del self.inflight[envelope.id]
+            # The attempt is in this task's context (running_guard): dropping its reference to
+            # the task breaks the cycle, so both are freed now rather than by the cyclic GC.
+            attempt.task = None
             self.signal.set()
         average = self.average_attempt
         self.average_attempt = duration if average is None else average + (duration - average) / 8
