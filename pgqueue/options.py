@@ -82,7 +82,7 @@ class LoopOptions:
     kind's ``poll_period`` notifies its due time, so a longer period costs no lateness."""
     janitor_period: float = 30.0
     """How often the retention sweeper runs for the kind (seconds, one process at a time)."""
-    claim_batch_size: int = 200
+    claim_batch_size: int = 1000
     """Most rows one claim statement takes (also bounded by idle workers)."""
     lease_margin: float = 10.0
     """The lease of a claim (seconds): how long a claimed task stays taken without a heartbeat.

@@ -187,7 +187,8 @@ async def test_guard_does_not_swallow_a_cancellation_that_is_not_its_own() -> No
         (None, 0),  # nothing known yet: claim only for idle workers
         (0.2, 0),  # long attempts stay in the table for other processes
         (0.04, 20),  # short: at least twice worker_count
-        (0.001, 200),  # very short: the window, capped at claim_batch_size
+        (0.001, 250),  # very short: the window of work
+        (0.0001, 1000),  # shorter still: the window, capped at claim_batch_size
         (0.0025, int(10 * PREFETCH_WINDOW / 0.0025)),
     ],
 )
