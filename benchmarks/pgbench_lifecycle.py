@@ -10,9 +10,15 @@ library in the way:
   complete them with one `UPDATE … WHERE id = ANY(…)`.
 
 Every statement is its own transaction (autocommit), as in a real producer / worker. The result
-is jobs/s = rows completed during the run / run length. Usage:
+is jobs/s = rows completed during the run / run length.
 
-    python benchmarks/pgbench_lifecycle.py [--dsn URL] [--seconds 10] [--clients 2,4]
+Each run starts from the same state: a new table and a `CHECKPOINT`. The batched script is still
+bimodal on one server: in some runs the claim's index scan stops marking the claimed rows'
+entries dead, walks an ever longer run of them and ends at under half the usual rate. So every
+configuration runs `--repeat` times and reports its best run (the ceiling) along with every run.
+Usage:
+
+    python benchmarks/pgbench_lifecycle.py [--dsn URL] [--seconds 10] [--clients 2,4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -124,6 +130,14 @@ async def _reset_table(dsn: str) -> None:
         await db.close()
 
 
+async def _checkpoint(dsn: str) -> None:
+    db = await Db.connect(dsn)
+    try:
+        await db.execute("CHECKPOINT")
+    finally:
+        await db.close()
+
+
 async def _completed(dsn: str) -> int:
     db = await Db.connect(dsn)
     try:
@@ -132,8 +146,11 @@ async def _completed(dsn: str) -> int:
         await db.close()
 
 
-def run_lifecycle(admin_dsn: str, seconds: int, clients: list[int]) -> list[dict[str, Any]]:
-    """Run both scripts for each client count on a fresh database; return one row per run."""
+def run_lifecycle(
+    admin_dsn: str, seconds: int, clients: list[int], repeat: int = 1
+) -> list[dict[str, Any]]:
+    """Run both scripts for each client count on a fresh database, ``repeat`` times each; return
+    one row per configuration with its best run as ``jobs_per_s`` and every run's figure."""
     pgbench = find_pgbench()
     asyncio.run(create_database(admin_dsn, DATABASE))
     dsn = with_database(admin_dsn, DATABASE)
@@ -144,38 +161,51 @@ def run_lifecycle(admin_dsn: str, seconds: int, clients: list[int]) -> list[dict
                 script_path = Path(tmp) / f"{mode}.sql"
                 script_path.write_text(script, encoding="utf-8")
                 for count in clients:
-                    asyncio.run(_reset_table(dsn))
-                    conn_args, env = _connection_args(dsn)
-                    cmd = [
-                        pgbench, "-n", "-M", "prepared", "-c", str(count), "-j", str(min(count, 2)),
-                        "-T", str(seconds), "-f", str(script_path), *conn_args,
-                    ]  # fmt: skip
-                    proc = subprocess.run(
-                        cmd, capture_output=True, text=True, env=env, timeout=seconds + 60
-                    )
-                    if proc.returncode != 0:
-                        raise RuntimeError(f"pgbench failed:\n{proc.stderr}\n{proc.stdout}")
-                    tps = re.search(r"tps = ([0-9.]+)", proc.stdout)
-                    done = asyncio.run(_completed(dsn))
+                    runs = [
+                        _run_once(pgbench, dsn, script_path, count, seconds)
+                        for _ in range(max(1, repeat))
+                    ]
+                    best = max(runs, key=lambda run: run[0])
                     results.append(
                         {
                             "mode": mode,
                             "clients": count,
                             "seconds": seconds,
-                            "jobs_completed": done,
-                            "jobs_per_s": done / seconds,
-                            "script_runs_per_s": float(tps.group(1)) if tps else None,
+                            "jobs_completed": best[0],
+                            "jobs_per_s": best[0] / seconds,
+                            "runs_jobs_per_s": [done / seconds for done, _ in runs],
+                            "script_runs_per_s": best[1],
                             "jobs_per_script_run": jobs_per_run,
                         }
                     )
+                    figures = ", ".join(f"{done / seconds:,.0f}" for done, _ in runs)
                     print(
-                        f"pgbench {mode:<8} clients={count}: {done / seconds:,.0f} jobs/s",
+                        f"pgbench {mode:<8} clients={count}: {best[0] / seconds:,.0f} jobs/s"
+                        + (f" (best of {figures})" if len(runs) > 1 else ""),
                         file=sys.stderr,
                         flush=True,
                     )
     finally:
         asyncio.run(drop_database(admin_dsn, DATABASE))
     return results
+
+
+def _run_once(
+    pgbench: str, dsn: str, script_path: Path, clients: int, seconds: int
+) -> tuple[int, float | None]:
+    """One pgbench run on a new table after a checkpoint: (jobs completed, script runs/s)."""
+    asyncio.run(_reset_table(dsn))
+    asyncio.run(_checkpoint(dsn))
+    conn_args, env = _connection_args(dsn)
+    cmd = [
+        pgbench, "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+        "-T", str(seconds), "-f", str(script_path), *conn_args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench failed:\n{proc.stderr}\n{proc.stdout}")
+    tps = re.search(r"tps = ([0-9.]+)", proc.stdout)
+    return asyncio.run(_completed(dsn)), float(tps.group(1)) if tps else None
 
 
 def main() -> None:
@@ -185,9 +215,10 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=10, help="length of each pgbench run")
     parser.add_argument("--clients", default="2,4", help="comma-separated client counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration (best kept)")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    for row in run_lifecycle(args.dsn, args.seconds, clients):
+    for row in run_lifecycle(args.dsn, args.seconds, clients, args.repeat):
         print(json.dumps(row))
 
 
