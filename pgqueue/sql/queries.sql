@@ -226,7 +226,9 @@ RETURNING t.id, t.kind;
 -- name: poll_due_kinds
 -- Which of the given kinds have a task due now, in how many seconds the next open task of any
 -- of them falls due and of which kind (NULL: none), with the database clock as epoch seconds.
--- Two probes of the open-tasks index per kind; always one row.
+-- Two probes of the open-tasks index per kind; always one row. Both are ordered by the index's
+-- own order with LIMIT 1, so each reads one entry: an EXISTS let the planner bet on a sequential
+-- scan finding a due row early, which reads the whole table when the due rows are at its end.
 SELECT extract(epoch FROM now())::float8 AS clock,
        coalesce(array_agg(p.kind) FILTER (WHERE p.due), '{}'::text[]) AS due_kinds,
        extract(epoch FROM min(p.next_due) - now())::float8 AS next_due_in,
@@ -234,11 +236,13 @@ SELECT extract(epoch FROM now())::float8 AS clock,
            AS next_kind
 FROM (
     SELECT k.kind,
-           EXISTS (
-               SELECT FROM __schema__.tasks AS t
+           coalesce((
+               SELECT t.delayed_till <= now()
+               FROM __schema__.tasks AS t
                WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
-                 AND t.delayed_till <= now()
-           ) AS due,
+               ORDER BY t.delayed_till
+               LIMIT 1
+           ), false) AS due,
            (SELECT t.delayed_till
             FROM __schema__.tasks AS t
             WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')

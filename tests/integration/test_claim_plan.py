@@ -1,4 +1,4 @@
-"""The claim statement uses its partial index, whatever else the table holds."""
+"""The claim and the due poll use the open-tasks partial index, whatever else the table holds."""
 
 from __future__ import annotations
 
@@ -53,4 +53,37 @@ def test_a_large_claim_reads_only_the_rows_it_takes(db: Database) -> None:
             plan = json.dumps(rows[0] if rows else None)
             assert "tasks_open_idx" in plan, plan
             assert '"Seq Scan"' not in plan, (limit, plan)
+        conn.rollback()
+
+
+def test_the_due_poll_probes_the_index_not_the_table(db: Database) -> None:
+    """The poll runs once a second in every idle process. Its "is anything due" probe was an
+    ``EXISTS`` the planner answered with a sequential scan, betting on an early match: on a
+    table of finished rows with the due ones at its end it read every row (170 ms for two
+    million), each time."""
+    queries = Queries(db.schema)
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, status, attempts_left, max_attempts,
+                    delayed_till, finished_at)
+                SELECT CASE WHEN g % 2 = 0 THEN 'other' ELSE 'k' END,
+                       CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'new' END::{db.schema}.task_status,
+                       1, 1,
+                       CASE WHEN g % 2 = 0 THEN now() ELSE now() + interval '1 year' END,
+                       now()
+                FROM generate_series(1, 40000) g"""
+        )
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, attempts_left, max_attempts)
+                SELECT 'k', 1, 1 FROM generate_series(1, 100)"""
+        )
+        conn.execute(f"ANALYZE {db.schema}.tasks")
+        rows = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + queries["poll_due_kinds"], {"kinds": ["k", "other"]}
+        ).fetchone()
+        plan = json.dumps(rows[0] if rows else None)
+        assert "tasks_open_idx" in plan, plan
+        assert '"Seq Scan"' not in plan, plan
+        due = conn.execute(queries["poll_due_kinds"], {"kinds": ["k", "other"]}).fetchone()
+        assert due is not None and due[1] == ["k"], due
         conn.rollback()
