@@ -456,7 +456,20 @@ WITH known AS (
     SELECT %(kind)s::text AS kind
     WHERE %(registered)s
        OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
-       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+       OR (
+           coalesce(
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status IN ('new', 'must_retry')
+                ORDER BY delayed_till LIMIT 1),
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status IN ('cancelled', 'succeeded')
+                ORDER BY finished_at LIMIT 1),
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status = 'no_attempts_left'
+                ORDER BY updated_at LIMIT 1),
+               false
+           )
+       )
 ), paused AS (
     INSERT INTO __schema__.kinds AS k (kind, paused_at)
     SELECT kind, now() FROM known
@@ -471,7 +484,20 @@ WITH known AS (
     SELECT %(kind)s::text AS kind
     WHERE %(registered)s
        OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
-       OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text)
+       OR (
+           coalesce(
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status IN ('new', 'must_retry')
+                ORDER BY delayed_till LIMIT 1),
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status IN ('cancelled', 'succeeded')
+                ORDER BY finished_at LIMIT 1),
+               (SELECT true FROM __schema__.tasks
+                WHERE kind = %(kind)s::text AND status = 'no_attempts_left'
+                ORDER BY updated_at LIMIT 1),
+               false
+           )
+       )
 ), resumed AS (
     INSERT INTO __schema__.kinds AS k (kind)
     SELECT kind FROM known
@@ -482,9 +508,25 @@ SELECT kind, pg_notify(%(channel)s, 'resume:' || kind), pg_notify(%(channel)s, '
 FROM resumed;
 
 -- name: kind_exists
--- Whether the database knows a kind (a kinds row or any task).
+-- Whether the database knows a kind (a kinds row or any task). Every task is in one of the three
+-- partial indexes (open, finished, out of attempts): each probe reads at most one entry of one,
+-- in its own order. (A bare EXISTS on the table was planned as a sequential scan of all of it
+-- for a kind with no task.) pause_kind and resume_kind probe the same way.
 SELECT EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
-    OR EXISTS (SELECT FROM __schema__.tasks WHERE kind = %(kind)s::text);
+    OR (
+        coalesce(
+            (SELECT true FROM __schema__.tasks
+             WHERE kind = %(kind)s::text AND status IN ('new', 'must_retry')
+             ORDER BY delayed_till LIMIT 1),
+            (SELECT true FROM __schema__.tasks
+             WHERE kind = %(kind)s::text AND status IN ('cancelled', 'succeeded')
+             ORDER BY finished_at LIMIT 1),
+            (SELECT true FROM __schema__.tasks
+             WHERE kind = %(kind)s::text AND status = 'no_attempts_left'
+             ORDER BY updated_at LIMIT 1),
+            false
+        )
+    );
 
 -- name: kind_overview
 -- Per kind and status: exact counts of open tasks (through the partial indexes), due tasks and

@@ -87,3 +87,40 @@ def test_the_due_poll_probes_the_index_not_the_table(db: Database) -> None:
         due = conn.execute(queries["poll_due_kinds"], {"kinds": ["k", "other"]}).fetchone()
         assert due is not None and due[1] == ["k"], due
         conn.rollback()
+
+
+def test_kind_lookups_probe_the_indexes_not_the_table(db: Database) -> None:
+    """Whether the database knows a kind (pause, resume, the API's kind pages) was a bare
+    ``EXISTS`` on the tasks table: for a kind with no task, a sequential scan of every row."""
+    queries = Queries(db.schema)
+    with psycopg.connect(db.dsn) as conn:
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, status, attempts_left, max_attempts,
+                    finished_at)
+                SELECT 'other', 'succeeded', 1, 1, now() FROM generate_series(1, 40000)"""
+        )
+        conn.execute(f"ANALYZE {db.schema}.tasks")
+        params = {"kind": "unknown", "registered": False, "channel": "c"}
+        for name in ("kind_exists", "pause_kind", "resume_kind"):
+            rows = conn.execute("EXPLAIN (FORMAT JSON) " + queries[name], params).fetchone()
+            scans = _scans(rows[0] if rows else None)
+            assert ("Index Only Scan", "tasks") in scans, (name, scans)
+            assert ("Seq Scan", "tasks") not in scans, (name, scans)
+        for kind, known in (("unknown", False), ("other", True)):
+            row = conn.execute(queries["kind_exists"], {"kind": kind}).fetchone()
+            assert row is not None and row[0] is known, (kind, row)
+        conn.rollback()
+
+
+def _scans(plan: object) -> set[tuple[str, str]]:
+    """(node type, relation) of every scan in an EXPLAIN (FORMAT JSON) plan."""
+    found: set[tuple[str, str]] = set()
+    if isinstance(plan, dict):
+        if "Relation Name" in plan:
+            found.add((str(plan.get("Node Type")), str(plan["Relation Name"])))
+        for value in plan.values():
+            found |= _scans(value)
+    elif isinstance(plan, list):
+        for value in plan:
+            found |= _scans(value)
+    return found
