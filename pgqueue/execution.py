@@ -63,7 +63,7 @@ class DeadlineGuard:
     resulting ``CancelledError`` is the guard's own (as ``asyncio.timeout`` does).
     """
 
-    __slots__ = ("_cancelling", "_state", "_task", "threads")
+    __slots__ = ("_cancelling", "_fired", "_state", "_task", "threads")
 
     IDLE, INSIDE, FIRED = 0, 1, 2
 
@@ -71,6 +71,7 @@ class DeadlineGuard:
         self._state = self.IDLE
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
+        self._fired = 0  # cancellations this guard requested in its region
         # Threads of sync callables that were interrupted (deadline, cancel, abort) while
         # running: Python cannot stop them, so the attempt holds its claim until they return.
         # Empty (and shared) until the first one: most attempts never have any.
@@ -92,12 +93,21 @@ class DeadlineGuard:
         assert task is not None
         self._task = task
         self._cancelling = task.cancelling()
+        self._fired = 0
         self._state = self.INSIDE
 
+    @property
+    def firing(self) -> bool:
+        """True while the guard fired and the task has not left the region yet."""
+        return self._state == self.FIRED
+
     def fire(self) -> None:
-        if self._state == self.INSIDE and self._task is not None:
+        """Cancel the task if it is inside the region; again if it fired and is still inside
+        (Python 3.11's ``asyncio.wait_for`` can drop a cancellation: CPython gh-86296)."""
+        if self._state != self.IDLE and self._task is not None:
             self._state = self.FIRED
-            self._task.cancel()
+            if self._task.cancel():
+                self._fired += 1
 
     def leave(self) -> bool:
         """Leave the region; true when the guard fired and no other cancellation is pending."""
@@ -105,7 +115,10 @@ class DeadlineGuard:
         self._state = self.IDLE
         task, self._task = self._task, None
         if fired and task is not None:
-            return task.uncancel() <= self._cancelling
+            remaining = task.cancelling()
+            for _ in range(self._fired):
+                remaining = task.uncancel()
+            return remaining <= self._cancelling
         return False
 
 

@@ -13,6 +13,7 @@ from json import loads as json_loads
 from typing import TYPE_CHECKING, Any
 
 from pgqueue import operations
+from pgqueue.aio import RECANCEL_PERIOD, cancel_and_wait
 from pgqueue.completer import Result
 from pgqueue.delayer import Backoff
 from pgqueue.envelope import Envelope
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgqueue.worker")
 
 TIMED_OUT = "AttemptTimeout: "  # how an attempt's timeout reads in its outcome's error
+# A fired attempt still inside its handler this long after is cancelled again: its handler
+# dropped the cancellation (Python 3.11's wait_for can, CPython gh-86296).
+REFIRE_AFTER = RECANCEL_PERIOD
 
 
 class Attempt(DeadlineGuard):
@@ -293,16 +297,21 @@ class KindWorker:
             return
 
     def _expire(self) -> None:
-        """Interrupt every attempt whose deadline passed; re-arm for the next one."""
+        """Interrupt every attempt whose deadline passed; re-arm for the next one, and sooner
+        while an interrupted attempt has not left its handler (it is interrupted again)."""
         self._watchdog = None
         now = self.loop.time()
+        refire = False
         for attempt in self.inflight.values():
-            if attempt.envelope.monotonic_deadline > now:
-                self._watchdog = self.loop.call_at(
-                    attempt.envelope.monotonic_deadline, self._expire
-                )
+            deadline = attempt.envelope.monotonic_deadline
+            if deadline > now:
+                at = min(deadline, now + REFIRE_AFTER) if refire else deadline
+                self._watchdog = self.loop.call_at(at, self._expire)
                 return
             attempt.fire()
+            refire = refire or attempt.firing
+        if refire:
+            self._watchdog = self.loop.call_at(now + REFIRE_AFTER, self._expire)
 
     async def _execute(self, attempt: Attempt) -> None:
         envelope = attempt.envelope
@@ -327,6 +336,9 @@ class KindWorker:
             # The attempt is in this task's context (running_guard): dropping its reference to
             # the task breaks the cycle, so both are freed now rather than by the cyclic GC.
             attempt.task = None
+            if not self.inflight and self._watchdog is not None:
+                self._watchdog.cancel()  # nothing left to watch
+                self._watchdog = None
             self.signal.set()
         average = self.average_attempt
         self.average_attempt = duration if average is None else average + (duration - average) / 8
@@ -420,11 +432,8 @@ class KindWorker:
         attempts = list(self.inflight.values())
         for attempt in attempts:
             attempt.envelope.request_cancel()
-            if attempt.task is not None:
-                attempt.task.cancel()
-        tasks = [a.task for a in attempts if a.task is not None]
-        if tasks:
-            await asyncio.wait(tasks)
+        # Cancelled again until they end: a handler may drop one cancellation (gh-86296).
+        await cancel_and_wait([a.task for a in attempts if a.task is not None])
         claims = [(a.envelope.id, a.token) for a in attempts if not a.thread_running()]
         if len(claims) < len(attempts):
             log.warning(

@@ -195,3 +195,83 @@ async def test_guard_does_not_swallow_a_cancellation_that_is_not_its_own() -> No
 def test_adaptive_prefetch(average: float | None, expected: int) -> None:
     assert LoopOptions().prefetch_for(10, average) == expected
     assert LoopOptions(prefetch=3).prefetch_for(10, average) == 3
+
+
+async def test_a_handler_that_drops_the_deadline_cancellation_is_cancelled_again() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` (which drivers use) can drop a cancellation that
+    lands as its result arrives (CPython gh-86296): the handler then runs on past its deadline.
+    The worker cancels a fired attempt again until it leaves its handler."""
+    dropped = 0
+
+    async def handler(envelope: Any) -> None:
+        nonlocal dropped
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            dropped += 1  # lost, as wait_for can lose it
+        await asyncio.sleep(30)
+
+    worker, runtime = make_worker(handler, attempt_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    worker.buffer.append((row(1), started))
+    worker._start_buffered(1)
+    (result,) = await runtime.writer.wait_for(1)
+    assert dropped == 1
+    assert result.outcome.error == "AttemptTimeout: attempt timed out after 0.2s"
+    assert loop.time() - started < 2
+    assert worker._watchdog is None
+
+
+async def test_a_second_fire_counts_as_the_guards_own() -> None:
+    guard = DeadlineGuard()
+    entered = asyncio.Event()
+
+    async def body() -> str:
+        guard.enter()
+        try:
+            try:
+                entered.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # the first cancellation is lost
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if guard.leave():
+                return "timed out"
+            raise
+        return "finished"
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    guard.fire()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    guard.fire()  # still inside: cancelled again
+    assert await task == "timed out"
+    assert task.cancelling() == 0
+
+
+async def test_abort_ends_a_handler_that_drops_the_cancellation() -> None:
+    started = asyncio.Event()
+    dropped = 0
+
+    async def handler(envelope: Any) -> None:
+        nonlocal dropped
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            dropped += 1  # lost, as Python 3.11's wait_for can lose it
+        await asyncio.sleep(30)
+
+    worker, _ = make_worker(handler, attempt_timeout=60)
+    loop = asyncio.get_running_loop()
+    worker.buffer.append((row(1), loop.time()))
+    worker._start_buffered(1)
+    await started.wait()
+    began = loop.time()
+    claims = await asyncio.wait_for(worker.abort(), 5)
+    assert dropped == 1
+    assert [task_id for task_id, _ in claims] == [1]
+    assert loop.time() - began < 2
