@@ -61,14 +61,23 @@ def _raw_queries() -> dict[str, NamedQuery]:
     return parse_queries(_read("queries.sql"))
 
 
+_SPLICE_RE = re.compile(r"__query:([a-z_]+)__")
+
+
+def _spliced(sql: str, queries: dict[str, NamedQuery]) -> str:
+    """Replace each ``__query:NAME__`` with statement NAME (used as a scalar subquery)."""
+    return _SPLICE_RE.sub(lambda m: queries[m.group(1)].sql, sql)
+
+
 class Queries:
     """The runtime statements bound to one schema."""
 
     def __init__(self, schema: str = DEFAULT_SCHEMA) -> None:
         self.schema = validate_schema_name(schema)
         self.channel = f"pgqueue_{self.schema}"
+        raw = _raw_queries()
         self._sql = {
-            name: q.sql.replace("__schema__", self.schema) for name, q in _raw_queries().items()
+            name: _spliced(q.sql, raw).replace("__schema__", self.schema) for name, q in raw.items()
         }
 
     def __getitem__(self, name: str) -> str:

@@ -451,25 +451,12 @@ WHERE minute > date_trunc('minute', now()) - make_interval(mins => %(minutes)s)
 ORDER BY minute, kind;
 
 -- name: pause_kind
--- Pause a kind known to this process or to the database; tell every worker at once.
+-- Pause a kind known to this process or to the database (``kind_exists``, spliced in); tell every
+-- worker at once.
 WITH known AS (
     SELECT %(kind)s::text AS kind
     WHERE %(registered)s
-       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
-       OR (
-           coalesce(
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status IN ('new', 'must_retry')
-                ORDER BY delayed_till LIMIT 1),
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status IN ('cancelled', 'succeeded')
-                ORDER BY finished_at LIMIT 1),
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status = 'no_attempts_left'
-                ORDER BY updated_at LIMIT 1),
-               false
-           )
-       )
+       OR (__query:kind_exists__)
 ), paused AS (
     INSERT INTO __schema__.kinds AS k (kind, paused_at)
     SELECT kind, now() FROM known
@@ -479,25 +466,12 @@ WITH known AS (
 SELECT kind, pg_notify(%(channel)s, 'pause:' || kind) FROM paused;
 
 -- name: resume_kind
--- Resume a kind known to this process or to the database; wake every worker of it at once.
+-- Resume a kind known to this process or to the database (``kind_exists``, spliced in); wake
+-- every worker of it at once.
 WITH known AS (
     SELECT %(kind)s::text AS kind
     WHERE %(registered)s
-       OR EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
-       OR (
-           coalesce(
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status IN ('new', 'must_retry')
-                ORDER BY delayed_till LIMIT 1),
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status IN ('cancelled', 'succeeded')
-                ORDER BY finished_at LIMIT 1),
-               (SELECT true FROM __schema__.tasks
-                WHERE kind = %(kind)s::text AND status = 'no_attempts_left'
-                ORDER BY updated_at LIMIT 1),
-               false
-           )
-       )
+       OR (__query:kind_exists__)
 ), resumed AS (
     INSERT INTO __schema__.kinds AS k (kind)
     SELECT kind FROM known
@@ -511,7 +485,7 @@ FROM resumed;
 -- Whether the database knows a kind (a kinds row or any task). Every task is in one of the three
 -- partial indexes (open, finished, out of attempts): each probe reads at most one entry of one,
 -- in its own order. (A bare EXISTS on the table was planned as a sequential scan of all of it
--- for a kind with no task.) pause_kind and resume_kind probe the same way.
+-- for a kind with no task.) pause_kind and resume_kind splice this statement in.
 SELECT EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
     OR (
         coalesce(

@@ -57,6 +57,15 @@ def test_query_parser_rejects_undescribed_and_duplicate_queries() -> None:
     assert parsed["a"].description == "First. Second." and parsed["a"].sql == "SELECT 1"
 
 
+def test_a_spliced_statement_is_the_named_one_bound_to_the_schema() -> None:
+    queries = Queries("tenant_a")
+    kind_exists = queries["kind_exists"]
+    for name in ("pause_kind", "resume_kind"):
+        assert "__query:" not in queries[name]
+        assert f"({kind_exists})" in queries[name]
+    assert "tenant_a.tasks" in kind_exists and "__schema__" not in queries["pause_kind"]
+
+
 @pytest.mark.parametrize("bad", ["", "Public", "a-b", "a;drop", "1abc", "x" * 64, None])
 def test_schema_names_are_validated(bad: object) -> None:
     with pytest.raises(InvalidOptions):
