@@ -78,20 +78,20 @@ class Envelope:
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
         ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
-        self = cls.__new__(cls)
-        self.id = id
-        self.kind = kind
-        self.payload = payload
-        self.external_key = external_key
-        self.attempt = attempt
-        self.attempts_left = attempts_left
-        self.max_attempts = max_attempts
+        self = cls(
+            id=id,
+            kind=kind,
+            payload=payload,
+            external_key=external_key,
+            attempt=attempt,
+            attempts_left=attempts_left,
+            max_attempts=max_attempts,
+            deadline=claimed_at,
+            monotonic_deadline=monotonic_deadline,
+            messages=messages,
+        )
         self._deadline = None
-        self._deadline_base = claimed_at
         self._deadline_after = seconds_left
-        self.monotonic_deadline = monotonic_deadline
-        self.messages = messages
-        self._cancelled = False
         return self
 
     @property
