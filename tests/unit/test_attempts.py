@@ -151,29 +151,36 @@ async def test_guard_fired_outside_its_region_does_nothing() -> None:
     assert current.cancelling() == 0
 
 
+async def guarded(guard: DeadlineGuard, entered: asyncio.Event, drops: int = 0) -> str:
+    """A handler region under ``guard`` that drops its first ``drops`` cancellations."""
+    guard.enter()
+    try:
+        for _ in range(drops):
+            try:
+                entered.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # lost, as Python 3.11's wait_for can lose it
+        entered.set()
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        if guard.leave():
+            return "timed out"
+        raise
+    return "finished"
+
+
 async def test_guard_does_not_swallow_a_cancellation_that_is_not_its_own() -> None:
     guard = DeadlineGuard()
     entered = asyncio.Event()
-
-    async def body() -> str:
-        guard.enter()
-        try:
-            entered.set()
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            if guard.leave():
-                return "timed out"
-            raise
-        return "finished"
-
-    task = asyncio.create_task(body())
+    task = asyncio.create_task(guarded(guard, entered))
     await entered.wait()
     guard.fire()
     assert await task == "timed out"
 
     guard = DeadlineGuard()
     entered.clear()
-    task = asyncio.create_task(body())
+    task = asyncio.create_task(guarded(guard, entered))
     await entered.wait()
     guard.fire()
     task.cancel()  # someone else cancels too (a queue abort): that one must propagate
@@ -226,27 +233,11 @@ async def test_a_handler_that_drops_the_deadline_cancellation_is_cancelled_again
 async def test_a_second_fire_counts_as_the_guards_own() -> None:
     guard = DeadlineGuard()
     entered = asyncio.Event()
-
-    async def body() -> str:
-        guard.enter()
-        try:
-            try:
-                entered.set()
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                pass  # the first cancellation is lost
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            if guard.leave():
-                return "timed out"
-            raise
-        return "finished"
-
-    task = asyncio.create_task(body())
+    task = asyncio.create_task(guarded(guard, entered, drops=1))
     await entered.wait()
-    guard.fire()
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    entered.clear()
+    guard.fire()  # dropped
+    await entered.wait()
     guard.fire()  # still inside: cancelled again
     assert await task == "timed out"
     assert task.cancelling() == 0
