@@ -234,8 +234,8 @@ def cancel_task_by_key(
     def steps() -> Steps[bool]:
         yield from known.steps
         rows = yield Statement(
-            queries["cancel_task_by_key"],
-            {"kind": kind, "external_key": external_key, "channel": queries.channel},
+            queries["cancel_task"],
+            {"id": None, "kind": kind, "external_key": external_key, "channel": queries.channel},
         )
         return bool(rows)
 
@@ -586,7 +586,10 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     _check_task_id(task_id, "task id")
 
     def steps() -> Steps[bool]:
-        rows = yield Statement(queries["cancel_task"], {"id": task_id, "channel": queries.channel})
+        rows = yield Statement(
+            queries["cancel_task"],
+            {"id": task_id, "kind": None, "external_key": None, "channel": queries.channel},
+        )
         return bool(rows)
 
     return Operation(steps())

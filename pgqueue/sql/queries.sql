@@ -271,26 +271,6 @@ WHERE EXISTS (
 -- Wake the workers of the given kinds.
 SELECT pg_notify(%(channel)s, 'p:' || kind) FROM unnest(%(kinds)s::text[]) AS k(kind);
 
--- name: cancel_task_by_key
--- Cancel the waiting or running task of (kind, external_key); tell a running one's worker.
-WITH target AS (
-    SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
-    FROM __schema__.tasks
-    WHERE kind = %(kind)s AND external_key = %(external_key)s
-      AND (status IN ('new', 'must_retry')
-           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
-    FOR NO KEY UPDATE
-), cancelled AS (
-    UPDATE __schema__.tasks AS t
-    SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
-    FROM target
-    WHERE t.id = target.id
-    RETURNING t.id, target.was_running
-)
-SELECT id, was_running,
-       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
-FROM cancelled;
-
 -- name: retry_tasks
 -- Give exhausted tasks of a kind fresh attempts (oldest first) and make them due now.
 WITH exhausted AS (
@@ -414,11 +394,14 @@ SELECT to_regclass('__schema__.tasks') IS NOT NULL,
 SELECT version_num FROM __schema__.pgqueue_alembic_version;
 
 -- name: cancel_task
--- Cancel the waiting or running task with this id; tell a running one's worker.
+-- Cancel the waiting or running task with this id, or (id NULL) the task holding (kind,
+-- external_key); tell a running one's worker. Either way one probe of a unique index.
 WITH target AS (
     SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
     FROM __schema__.tasks
-    WHERE id = %(id)s
+    WHERE id = coalesce(%(id)s::bigint, (
+              SELECT id FROM __schema__.tasks
+              WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text))
       AND (status IN ('new', 'must_retry')
            OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
     FOR NO KEY UPDATE
