@@ -36,7 +36,7 @@ from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
 from pgqueue.events import Listener
 from pgqueue.executor import Operation, Statement, Steps, single
 from pgqueue.options import KindOptions
-from pgqueue.periodic import Periodic
+from pgqueue.periodic import periodic_key
 from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
@@ -298,13 +298,13 @@ class AsyncShardedQueue:
         fleet holds one task per slot, where a push of that key would land. While that
         shard is down its slots wait for it (the latest one is created when it is back)."""
         for shard, queue in enumerate(self.shards):
-            queue.add_periodic(kind, every=every, cron=cron, payload=payload, tz=tz)
-            periodic = queue.periodics[-1]
-            queue.periodics[-1] = dataclasses.replace(periodic, owns=self._owner(periodic, shard))
+            queue._add_periodic(
+                kind, every=every, cron=cron, payload=payload, tz=tz, owns=self._owner(kind, shard)
+            )
 
-    def _owner(self, periodic: Periodic, shard: int) -> Callable[[datetime], bool]:
+    def _owner(self, kind: str, shard: int) -> Callable[[datetime], bool]:
         def owns(slot: datetime) -> bool:
-            return self.routing.shard_for(periodic.kind, periodic.external_key(slot)) == shard
+            return self.routing.shard_for(kind, periodic_key(slot)) == shard
 
         return owns
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgqueue import operations
@@ -97,6 +97,19 @@ class QueueBase:
         running processes create exactly one task per slot. The kind's attempt timeout must not
         exceed the interval (for cron, the shortest gap between slots).
         """
+        self._add_periodic(kind, every=every, cron=cron, payload=payload, tz=tz)
+
+    def _add_periodic(
+        self,
+        kind: str,
+        *,
+        every: float | int | timedelta | None,
+        cron: str | None,
+        payload: Any,
+        tz: str,
+        owns: Callable[[datetime], bool] | None = None,
+    ) -> None:
+        """``add_periodic``; ``owns`` (a sharded queue's) picks the slots this queue creates."""
         self._check_open()
         if self._state in (QueueState.RUNNING, QueueState.STOPPING):
             raise InvalidOptions("add periodic schedules before start() (or after stop())")
@@ -114,7 +127,7 @@ class QueueBase:
             )
         if any(p.kind == kind for p in self.periodics):
             raise InvalidOptions(f"kind {kind!r} already has a periodic schedule")
-        self.periodics.append(Periodic(kind, schedule, payload))
+        self.periodics.append(Periodic(kind, schedule, payload, owns))
 
     def longest_attempt_timeout(self) -> float:
         """The longest ``attempt_timeout`` among the kinds (what a drain may wait for)."""

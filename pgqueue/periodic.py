@@ -88,7 +88,12 @@ class Periodic:
         return self.owns is None or self.owns(slot)
 
     def external_key(self, slot: datetime) -> str:
-        return f"periodic:{slot.astimezone(UTC).isoformat()}"
+        return periodic_key(slot)
+
+
+def periodic_key(slot: datetime) -> str:
+    """The external key of a periodic slot's task: ``periodic:<slot start, UTC ISO>``."""
+    return f"periodic:{slot.astimezone(UTC).isoformat()}"
 
 
 def make_schedule(every: Seconds | None, cron: str | None, tz: str) -> Schedule:
