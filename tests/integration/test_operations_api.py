@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -65,9 +67,8 @@ def test_list_tasks_pages_newest_first_and_filters(db: Database) -> None:
         assert PAYLOAD_SCAN_ROWS == 10_000  # the documented bound
 
 
-def test_list_tasks_sees_processing_as_a_derived_status(db: Database) -> None:
-    import threading
-
+def blocking_handler() -> tuple[Callable[[Any], None], threading.Event, threading.Event]:
+    """A sync handler that sets ``started`` and then holds its attempt until ``release``."""
     release = threading.Event()
     started = threading.Event()
 
@@ -75,6 +76,11 @@ def test_list_tasks_sees_processing_as_a_derived_status(db: Database) -> None:
         started.set()
         release.wait(10)
 
+    return handler, started, release
+
+
+def test_list_tasks_sees_processing_as_a_derived_status(db: Database) -> None:
+    handler, started, release = blocking_handler()
     with Queue(db.dsn, schema=db.schema) as queue:
         queue.register_kind("slow", handler, opts(worker_count=1))
         task_id = queue.push_task(Task("slow", None))
@@ -263,15 +269,7 @@ def test_async_facade_has_the_same_operations(db: Database) -> None:
 
 
 def test_retry_task_revives_one_ended_task_and_hurries_a_waiting_one(db: Database) -> None:
-    import threading
-
-    release = threading.Event()
-    started = threading.Event()
-
-    def handler(envelope: Any) -> None:
-        started.set()
-        release.wait(10)
-
+    handler, started, release = blocking_handler()
     with Queue(db.dsn, schema=db.schema) as queue:
         queue.declare_kind("k", opts(max_attempts=3))
         exhausted, cancelled, succeeded, later, other = queue.push_tasks(

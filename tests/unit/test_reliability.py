@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +26,9 @@ from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.threads import DaemonThreadPool
 
 
-async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
-    loop = asyncio.get_running_loop()
-    pool = DaemonThreadPool(1)
+def one_thread_pool() -> tuple[DaemonThreadPool, Callable[[str], None], list[str], threading.Event]:
+    """A pool of one thread and a job that records its name; the job named "first" holds the
+    thread until the gate opens."""
     gate = threading.Event()
     ran: list[str] = []
 
@@ -36,6 +37,12 @@ async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
         if name == "first":
             gate.wait(10)
 
+    return DaemonThreadPool(1), job, ran, gate
+
+
+async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
+    loop = asyncio.get_running_loop()
+    pool, job, ran, gate = one_thread_pool()
     first = pool.submit(loop, job, "first")
     second = pool.submit(loop, job, "second")  # queued behind "first" on the only thread
     second.cancel()
@@ -50,15 +57,7 @@ async def test_a_job_cancelled_on_the_loop_is_skipped_before_its_callback_runs()
     """Cancelling the future schedules the callback that cancels the job for the loop's next
     turn; a thread free before that turn must still skip the job (it once ran it)."""
     loop = asyncio.get_running_loop()
-    pool = DaemonThreadPool(1)
-    gate = threading.Event()
-    ran: list[str] = []
-
-    def job(name: str) -> None:
-        ran.append(name)
-        if name == "first":
-            gate.wait(10)
-
+    pool, job, ran, gate = one_thread_pool()
     first = pool.submit(loop, job, "first")
     second = pool.submit(loop, job, "second")
     second.cancel()
