@@ -140,7 +140,7 @@ class KindWorker:
                     extra=_extra(attempt),
                 )
                 attempt.envelope.request_cancel()
-                attempt.fire()
+                self._interrupt(attempt)
 
     def notify(self) -> None:
         self.more_due = True
@@ -410,7 +410,19 @@ class KindWorker:
         if attempt is None:
             return
         attempt.envelope.request_cancel()
+        self._interrupt(attempt)
+
+    def _interrupt(self, attempt: Attempt) -> None:
+        """Interrupt an attempt before its deadline (cancelled, or its claim lost), and again
+        every ``REFIRE_AFTER`` while it has not left its handler: a handler can lose the
+        cancellation (CPython gh-86296), and the deadline may be far off."""
         attempt.fire()
+        if attempt.firing:
+            self.loop.call_later(REFIRE_AFTER, self._refire, attempt)
+
+    def _refire(self, attempt: Attempt) -> None:
+        if attempt.firing and self.inflight.get(attempt.envelope.id) is attempt:
+            self._interrupt(attempt)
 
     def close(self) -> None:
         """Drop the deadline timer (after the last attempt ended)."""

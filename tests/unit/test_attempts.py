@@ -140,6 +140,34 @@ async def test_cancel_interrupts_a_running_handler() -> None:
     assert result.outcome.status is Status.CANCELLED
 
 
+async def test_a_cancelled_handler_that_drops_the_cancellation_is_cancelled_again() -> None:
+    """A cancel from the database fires the guard long before the deadline; a handler that
+    loses that cancellation (CPython gh-86296) is cancelled again, not left to its deadline."""
+    started = asyncio.Event()
+    dropped = 0
+
+    async def handler(envelope: Any) -> None:
+        nonlocal dropped
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            dropped += 1  # lost, as Python 3.11's wait_for can lose it
+        await asyncio.sleep(30)
+
+    worker, runtime = make_worker(handler, attempt_timeout=60)
+    loop = asyncio.get_running_loop()
+    worker.buffer.append((row(1), loop.time()))
+    worker._start_buffered(1)
+    await started.wait()
+    began = loop.time()
+    worker.cancel(1)
+    (result,) = await runtime.writer.wait_for(1)
+    assert dropped == 1
+    assert result.outcome.status is Status.CANCELLED
+    assert loop.time() - began < 2
+
+
 async def test_guard_fired_outside_its_region_does_nothing() -> None:
     guard = DeadlineGuard()
     guard.fire()  # not inside: no cancellation is requested
