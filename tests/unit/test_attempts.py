@@ -140,30 +140,36 @@ async def test_cancel_interrupts_a_running_handler() -> None:
     assert result.outcome.status is Status.CANCELLED
 
 
-async def test_a_cancelled_handler_that_drops_the_cancellation_is_cancelled_again() -> None:
-    """A cancel from the database fires the guard long before the deadline; a handler that
-    loses that cancellation (CPython gh-86296) is cancelled again, not left to its deadline."""
-    started = asyncio.Event()
-    dropped = 0
+class DroppingHandler:
+    """An async handler that loses the first cancellation it gets (as Python 3.11's
+    ``asyncio.wait_for`` can: CPython gh-86296), then runs on for 30 s."""
 
-    async def handler(envelope: Any) -> None:
-        nonlocal dropped
-        started.set()
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.dropped = 0
+
+    async def __call__(self, envelope: Any) -> None:
+        self.started.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            dropped += 1  # lost, as Python 3.11's wait_for can lose it
+            self.dropped += 1
         await asyncio.sleep(30)
 
+
+async def test_a_cancelled_handler_that_drops_the_cancellation_is_cancelled_again() -> None:
+    """A cancel from the database fires the guard long before the deadline; a handler that
+    loses that cancellation (CPython gh-86296) is cancelled again, not left to its deadline."""
+    handler = DroppingHandler()
     worker, runtime = make_worker(handler, attempt_timeout=60)
     loop = asyncio.get_running_loop()
     worker.buffer.append((row(1), loop.time()))
     worker._start_buffered(1)
-    await started.wait()
+    await handler.started.wait()
     began = loop.time()
     worker.cancel(1)
     (result,) = await runtime.writer.wait_for(1)
-    assert dropped == 1
+    assert handler.dropped == 1
     assert result.outcome.status is Status.CANCELLED
     assert loop.time() - began < 2
 
@@ -236,23 +242,14 @@ async def test_a_handler_that_drops_the_deadline_cancellation_is_cancelled_again
     """On Python 3.11 ``asyncio.wait_for`` (which drivers use) can drop a cancellation that
     lands as its result arrives (CPython gh-86296): the handler then runs on past its deadline.
     The worker cancels a fired attempt again until it leaves its handler."""
-    dropped = 0
-
-    async def handler(envelope: Any) -> None:
-        nonlocal dropped
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            dropped += 1  # lost, as wait_for can lose it
-        await asyncio.sleep(30)
-
+    handler = DroppingHandler()
     worker, runtime = make_worker(handler, attempt_timeout=0.2)
     loop = asyncio.get_running_loop()
     started = loop.time()
     worker.buffer.append((row(1), started))
     worker._start_buffered(1)
     (result,) = await runtime.writer.wait_for(1)
-    assert dropped == 1
+    assert handler.dropped == 1
     assert result.outcome.error == "AttemptTimeout: attempt timed out after 0.2s"
     assert loop.time() - started < 2
     assert worker._watchdog is None
@@ -272,25 +269,14 @@ async def test_a_second_fire_counts_as_the_guards_own() -> None:
 
 
 async def test_abort_ends_a_handler_that_drops_the_cancellation() -> None:
-    started = asyncio.Event()
-    dropped = 0
-
-    async def handler(envelope: Any) -> None:
-        nonlocal dropped
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            dropped += 1  # lost, as Python 3.11's wait_for can lose it
-        await asyncio.sleep(30)
-
+    handler = DroppingHandler()
     worker, _ = make_worker(handler, attempt_timeout=60)
     loop = asyncio.get_running_loop()
     worker.buffer.append((row(1), loop.time()))
     worker._start_buffered(1)
-    await started.wait()
+    await handler.started.wait()
     began = loop.time()
     claims = await asyncio.wait_for(worker.abort(), 5)
-    assert dropped == 1
+    assert handler.dropped == 1
     assert [task_id for task_id, _ in claims] == [1]
     assert loop.time() - began < 2
