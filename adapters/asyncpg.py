@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
-from pgqueue.executor import Operation, Row, Statement, drive_async
+from pgqueue.store.executor import Operation, Row, Statement, drive_async
 
 from .host import async_driver_connection, describe_target, run_in_async
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgqueue.executor import Operation
+from pgqueue.store.executor import Operation
 
 from .psycopg import AsyncPsycopgExecutor, PsycopgExecutor
 

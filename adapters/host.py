@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import ProgrammingError
 
-from pgqueue.executor import Operation
+from pgqueue.store.executor import Operation
 
 T = TypeVar("T")
 

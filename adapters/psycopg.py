@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
-from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync
+from pgqueue.store.executor import Operation, Row, Statement, drive_async, drive_sync
 
 from .host import describe_target, driver_connection, run_in_async, run_in_sync
 

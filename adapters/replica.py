@@ -21,8 +21,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pgqueue.executor import Operation, Row, Statement, drive_async, drive_sync, single
-from pgqueue.queries import Queries
+from pgqueue.store.executor import Operation, Row, Statement, drive_async, drive_sync, single
+from pgqueue.store.queries import Queries
 
 T = TypeVar("T")
 log = logging.getLogger("pgqueue.replica")

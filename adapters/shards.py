@@ -34,12 +34,12 @@ from pgqueue.base import Delay, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
 from pgqueue.events import Listener
-from pgqueue.executor import Operation, Statement, Steps, single
 from pgqueue.options import KindOptions
 from pgqueue.periodic import periodic_key
-from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
+from pgqueue.store.executor import Operation, Statement, Steps, single
+from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
 
 T = TypeVar("T")

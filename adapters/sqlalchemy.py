@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from pgqueue.executor import Operation, drive_async, drive_sync
+from pgqueue.store.executor import Operation, drive_async, drive_sync
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ import httpx
 import psycopg
 
 from pgqueue import AsyncQueue, KindOptions
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = "dashboard_bench"

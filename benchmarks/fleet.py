@@ -73,7 +73,7 @@ class CountingExecutor:
         await self.inner.open()
 
     async def run(self, op: Any) -> Any:
-        from pgqueue.executor import Operation
+        from pgqueue.store.executor import Operation
 
         def steps() -> Any:
             inner = op.steps

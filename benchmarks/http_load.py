@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 
 from pgqueue import KindOptions, Queue, Task
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"

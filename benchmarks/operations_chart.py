@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pgqueue import Decision, KindOptions, LoopOptions, Queue, Task
 from pgqueue.metrics import instrument
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 KIND = "email"
 COLORS = {

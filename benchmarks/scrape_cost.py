@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pgqueue import KindOptions, Queue
 from pgqueue.metrics import instrument
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 KINDS = ("email", "thumbnail", "billing", "report")
 

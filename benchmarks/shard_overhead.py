@@ -24,7 +24,7 @@ import psycopg
 from pgqueue import AsyncQueue, KindOptions, Task
 from pgqueue.adapters.shards import AsyncShardedQueue
 from pgqueue.events import Event, ResultsWritten
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 KIND = "noop"
 

@@ -1,5 +1,5 @@
 """``python -m pgqueue``: the pgqueue command."""
 
-from pgqueue.cli import main
+from pgqueue.cli.main import main
 
 main()

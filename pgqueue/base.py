@@ -7,15 +7,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgqueue import operations
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
 from pgqueue.events import EventBus, Listener, TasksPushed
-from pgqueue.executor import Operation
 from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
-from pgqueue.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.registry import Handler, KindRegistry
+from pgqueue.store import operations
+from pgqueue.store.executor import Operation
+from pgqueue.store.queries import DEFAULT_SCHEMA, Queries
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint, encode_payload
 
 

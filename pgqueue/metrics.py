@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pgqueue.events import AttemptFinished, Event, TasksClaimed, TasksPushed
-from pgqueue.operations import KindOverview, read_kind_overview
+from pgqueue.store.operations import KindOverview, read_kind_overview
 
 log = logging.getLogger("pgqueue.metrics")
 

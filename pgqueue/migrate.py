@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pgqueue.errors import MissingExtra, PgQueueError
-from pgqueue.queries import DEFAULT_SCHEMA, schema_ddl, validate_schema_name
+from pgqueue.store.queries import DEFAULT_SCHEMA, schema_ddl, validate_schema_name
 
 VERSION_TABLE = "pgqueue_alembic_version"
 BRANCH = "pgqueue"

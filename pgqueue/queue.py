@@ -16,10 +16,10 @@ from typing import Any, TypeVar, cast
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
-from pgqueue.executor import SyncExecutor
-from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.runtime import Runtime, StopMode
-from pgqueue.schema_version import check_schema
+from pgqueue.store.executor import SyncExecutor
+from pgqueue.store.queries import DEFAULT_SCHEMA
+from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 T = TypeVar("T")

@@ -27,19 +27,19 @@ from dataclasses import dataclass
 from json import loads as json_loads
 from typing import Any, TypeVar, overload
 
-from pgqueue import operations
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.base import QueueBase, QueueState
-from pgqueue.completer import Result, record_results
 from pgqueue.envelope import Envelope
-from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome
-from pgqueue.executor import Operation, Row
-from pgqueue.operations import ANY_PAYLOAD, find_pushed_tasks
 from pgqueue.options import terminal_ttl_of
 from pgqueue.queue import Queue
 from pgqueue.registry import KindSpec
+from pgqueue.runtime.completer import Result, record_results
+from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome
+from pgqueue.runtime.threads import DaemonThreadPool, Job
+from pgqueue.store import operations
+from pgqueue.store.executor import Operation, Row
+from pgqueue.store.operations import ANY_PAYLOAD, find_pushed_tasks
 from pgqueue.task import Status
-from pgqueue.threads import DaemonThreadPool, Job
 
 __all__ = [
     "ANY_PAYLOAD",

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 
 
 def _docker_answers() -> bool:

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
-from pgqueue.executor import Operation
 from pgqueue.options import KindOptions
 from pgqueue.registry import KindRegistry, KindSpec
+from pgqueue.store import operations
+from pgqueue.store.executor import Operation
 from pgqueue.task import Task
 
 HEALTH_TIMEOUT_SECONDS = 2.0

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from pgqueue.queries import DEFAULT_SCHEMA, validate_schema_name
+from pgqueue.store.queries import DEFAULT_SCHEMA, validate_schema_name
 from pgqueue.task import validate_kind_name
 
 DEFAULT_PORT = 8000

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import typer
 
-from pgqueue import InvalidOptions, cli
+from pgqueue import InvalidOptions
+from pgqueue.cli import main as cli
 from tests.conftest import Database
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.chaos.cluster import Cluster
 from tests.conftest import Database
 

@@ -11,7 +11,7 @@ import pytest
 
 from pgqueue import AsyncQueue, KindOptions, LoopOptions, Queue, Status, Task
 from pgqueue.adapters.replica import AsyncReplicaExecutor, ReplicaExecutor
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.cluster.conftest import wait_for
 from tests.cluster.servers import PostgresServer
 from tests.helpers import Recorder

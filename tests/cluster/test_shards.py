@@ -35,7 +35,7 @@ from pgqueue.adapters.shards import (
     slot_of,
     split_task_id,
 )
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.cluster.conftest import await_for, wait_for
 from tests.cluster.servers import PostgresServer
 

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pgqueue.executor import Operation
 from pgqueue.migrate import sqlalchemy_url
+from pgqueue.store.executor import Operation
 from tests.conftest import Database
 
 T = TypeVar("T")

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 
 from pgqueue import CapacityExceeded, KindOptions, Task
-from pgqueue.executor import Operation, Statement, Steps, single
-from pgqueue.operations import (
+from pgqueue.registry import KindRegistry
+from pgqueue.store.executor import Operation, Statement, Steps, single
+from pgqueue.store.operations import (
     EXACT_FINISHED_BELOW,
     PAYLOAD_SCAN_ROWS,
     count_tasks_by_status,
     get_task,
     push_tasks,
 )
-from pgqueue.queries import Queries
-from pgqueue.registry import KindRegistry
+from pgqueue.store.queries import Queries
 from tests.conformance.conftest import Driver
 from tests.conftest import Database
 

@@ -21,7 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pgqueue import AsyncQueue, Envelope, KindOptions, Queue, Task
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.dashboard.conftest import (
     OPERATOR_TOKEN,
     READ_TOKEN,

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.conftest import Database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import json
 
 import psycopg
 
-from pgqueue.queries import Queries
+from pgqueue.store.queries import Queries
 from tests.conftest import Database
 
 

@@ -710,7 +710,7 @@ def test_worker_count_provider_resizes_the_pool_live(db: Database) -> None:
 
 
 def test_a_crashing_loop_is_restarted(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgqueue.producer import KindWorker
+    from pgqueue.runtime.producer import KindWorker
 
     original = KindWorker._start_buffered
     crashes: list[int] = []

@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgqueue.migrate as migrate
-import pgqueue.schema_version as schema_version
+import pgqueue.store.schema_version as schema_version
 from pgqueue import (
     AsyncQueue,
     DatabaseUnavailable,
@@ -214,7 +214,7 @@ def test_close_ends_when_a_background_loop_loses_its_cancellation(
     import asyncio
     import threading
 
-    from pgqueue.maintenance import Sweeper
+    from pgqueue.runtime.maintenance import Sweeper
 
     dropped = 0
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import pgqueue.migrate as migrate
-from pgqueue.queries import schema_ddl
+from pgqueue.store.queries import schema_ddl
 from tests.conftest import Database
 
 

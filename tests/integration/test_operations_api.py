@@ -22,7 +22,7 @@ from pgqueue import (
     ThroughputPoint,
     UnknownKind,
 )
-from pgqueue.operations import EXACT_FINISHED_BELOW, PAYLOAD_SCAN_ROWS
+from pgqueue.store.operations import EXACT_FINISHED_BELOW, PAYLOAD_SCAN_ROWS
 from tests.conftest import Database
 from tests.helpers import Recorder
 

@@ -15,8 +15,8 @@ import psycopg
 from pgqueue import AsyncQueue, Envelope, KindOptions, LoopOptions, Task
 from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 from pgqueue.delayer import Jitter, JitterDelayer
-from pgqueue.executor import Operation, Steps
-from pgqueue.queries import Queries
+from pgqueue.store.executor import Operation, Steps
+from pgqueue.store.queries import Queries
 from tests.conftest import Database
 from tests.helpers import Recorder
 

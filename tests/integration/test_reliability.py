@@ -15,7 +15,7 @@ import pytest
 
 from pgqueue import AsyncQueue, KindOptions, LoopOptions, Task
 from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
-from pgqueue.executor import Operation, Statement
+from pgqueue.store.executor import Operation, Statement
 from tests.conftest import Database
 from tests.helpers import Recorder, wait_until
 from tests.proxy import TcpProxy
@@ -114,7 +114,7 @@ async def test_a_long_attempt_keeps_its_claim_while_another_process_waits(db: Da
 async def test_async_worker_aborts_after_a_drain_that_timed_out(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgqueue import cli
+    from pgqueue.cli import main as cli
 
     started = asyncio.Event()
 

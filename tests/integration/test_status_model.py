@@ -19,10 +19,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from pgqueue import KindOptions, Task
 from pgqueue.adapters.psycopg import PsycopgExecutor
-from pgqueue.completer import Result, record_results
-from pgqueue.execution import Outcome
-from pgqueue.executor import Statement, single
-from pgqueue.operations import (
+from pgqueue.registry import KindRegistry
+from pgqueue.runtime.completer import Result, record_results
+from pgqueue.runtime.execution import Outcome
+from pgqueue.store.executor import Statement, single
+from pgqueue.store.operations import (
     cancel_task_by_key,
     int_array,
     push_tasks,
@@ -30,8 +31,7 @@ from pgqueue.operations import (
     sweep_terminal_tasks,
     uuid_array,
 )
-from pgqueue.queries import Queries
-from pgqueue.registry import KindRegistry
+from pgqueue.store.queries import Queries
 from pgqueue.task import Status
 from tests.conftest import Database
 

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from pgqueue import KindOptions, LoopOptions, Status
-from pgqueue.completer import Result
 from pgqueue.events import EventBus
-from pgqueue.execution import AttemptRunner, DeadlineGuard
 from pgqueue.options import PREFETCH_WINDOW
-from pgqueue.producer import KindWorker
 from pgqueue.registry import KindSpec
-from pgqueue.threads import DaemonThreadPool
+from pgqueue.runtime.completer import Result
+from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard
+from pgqueue.runtime.producer import KindWorker
+from pgqueue.runtime.threads import DaemonThreadPool
 
 TOKEN = "0b7e7e57-1111-2222-3333-444455556666"
 

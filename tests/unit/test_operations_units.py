@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from pgqueue import InvalidOptions, LoopOptions, Status
-from pgqueue.completer import Result, record_results, retried_at_once
-from pgqueue.execution import Outcome
 from pgqueue.metrics import _OUTCOME_OF_STATUS, OUTCOMES
-from pgqueue.operations import KindOverview, list_tasks, read_throughput
-from pgqueue.queries import Queries
+from pgqueue.runtime.completer import Result, record_results, retried_at_once
+from pgqueue.runtime.execution import Outcome
+from pgqueue.store.operations import KindOverview, list_tasks, read_throughput
+from pgqueue.store.queries import Queries
 from pgqueue.task import COUNTED_STATUSES
 
 

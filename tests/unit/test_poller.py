@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from pgqueue.executor import Operation, Row, drive_async
-from pgqueue.poller import DuePoller
-from pgqueue.queries import Queries
+from pgqueue.runtime.poller import DuePoller
+from pgqueue.store.executor import Operation, Row, drive_async
+from pgqueue.store.queries import Queries
 
 
 class ScriptedExecutor:

@@ -8,7 +8,7 @@ import pytest
 
 from pgqueue import Envelope, InvalidOptions, InvalidTask, KindOptions
 from pgqueue.base import QueueBase
-from pgqueue.operations import push_tasks
+from pgqueue.store.operations import push_tasks
 from pgqueue.task import Task
 
 

@@ -17,13 +17,13 @@ from pgqueue import KindOptions, LoopOptions, Task
 from pgqueue.envelope import Decision, Envelope
 from pgqueue.errors import InvalidOptions, InvalidTask
 from pgqueue.events import EventBus
-from pgqueue.execution import AttemptRunner
-from pgqueue.operations import delay_seconds, get_task, push_tasks, retry_tasks
 from pgqueue.options import MAX_SECONDS
-from pgqueue.producer import KindWorker
-from pgqueue.queries import Queries
 from pgqueue.registry import KindRegistry, KindSpec
-from pgqueue.threads import DaemonThreadPool
+from pgqueue.runtime.execution import AttemptRunner
+from pgqueue.runtime.producer import KindWorker
+from pgqueue.runtime.threads import DaemonThreadPool
+from pgqueue.store.operations import delay_seconds, get_task, push_tasks, retry_tasks
+from pgqueue.store.queries import Queries
 
 
 def one_thread_pool() -> tuple[DaemonThreadPool, Callable[[str], None], list[str], threading.Event]:

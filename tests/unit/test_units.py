@@ -21,9 +21,9 @@ from pgqueue import (
     Status,
 )
 from pgqueue.envelope import Envelope
-from pgqueue.execution import decide, describe_error
 from pgqueue.options import terminal_ttl_of, worker_count_of
-from pgqueue.queries import Queries, parse_queries, schema_ddl, validate_schema_name
+from pgqueue.runtime.execution import decide, describe_error
+from pgqueue.store.queries import Queries, parse_queries, schema_ddl, validate_schema_name
 
 
 def test_all_is_complete_and_sorted() -> None:
@@ -206,7 +206,7 @@ def test_describe_error_survives_a_broken_str() -> None:
 
 
 def test_daemon_thread_pool_carries_keyboard_interrupt_as_an_error() -> None:
-    from pgqueue.threads import DaemonThreadPool, ThreadInterrupt
+    from pgqueue.runtime.threads import DaemonThreadPool, ThreadInterrupt
 
     def interrupt() -> None:
         raise KeyboardInterrupt

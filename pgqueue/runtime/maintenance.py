@@ -8,16 +8,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from pgqueue import operations
 from pgqueue.delayer import Backoff
 from pgqueue.events import TerminalTasksSwept
 from pgqueue.options import terminal_ttl_of
 from pgqueue.periodic import Periodic
+from pgqueue.store import operations
 from pgqueue.task import encode_payload
 
 if TYPE_CHECKING:
-    from pgqueue.producer import KindWorker
-    from pgqueue.runtime import Runtime
+    from pgqueue.runtime.producer import KindWorker
+    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 

@@ -18,8 +18,8 @@ from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
 from pgqueue.errors import AttemptTimeout, MustCancelTask
 from pgqueue.options import MAX_SECONDS, is_async_callable
 from pgqueue.registry import KindSpec
+from pgqueue.runtime.threads import DaemonThreadPool, Job
 from pgqueue.task import Status
-from pgqueue.threads import DaemonThreadPool, Job
 
 log = logging.getLogger("pgqueue.execution")
 

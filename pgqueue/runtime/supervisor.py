@@ -15,31 +15,31 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
-from pgqueue.completer import (
+from pgqueue.delayer import Backoff
+from pgqueue.envelope import Stamp
+from pgqueue.events import ClaimsReleased, EventBus
+from pgqueue.options import worker_count_of
+from pgqueue.periodic import Periodic
+from pgqueue.registry import KindRegistry
+from pgqueue.runtime.completer import (
     MAX_RESULT_BATCH,
     Result,
     ResultWriter,
     record_results,
     retried_at_once,
 )
-from pgqueue.delayer import Backoff
-from pgqueue.envelope import Stamp
-from pgqueue.events import ClaimsReleased, EventBus
-from pgqueue.execution import AttemptRunner
-from pgqueue.executor import AsyncExecutor
-from pgqueue.maintenance import HEARTBEAT_SHARE, Heartbeat, PeriodicScheduler, Sweeper
-from pgqueue.notifier import LISTEN_CHECK_PERIOD, LISTEN_ECHO_TIMEOUT, Notifier
-from pgqueue.operations import int_array, uuid_array
-from pgqueue.options import worker_count_of
-from pgqueue.periodic import Periodic
-from pgqueue.poller import DuePoller
-from pgqueue.producer import TIMED_OUT, Attempt, KindWorker
-from pgqueue.queries import Queries
-from pgqueue.registry import KindRegistry
+from pgqueue.runtime.execution import AttemptRunner
+from pgqueue.runtime.maintenance import HEARTBEAT_SHARE, Heartbeat, PeriodicScheduler, Sweeper
+from pgqueue.runtime.notifier import LISTEN_CHECK_PERIOD, LISTEN_ECHO_TIMEOUT, Notifier
+from pgqueue.runtime.poller import DuePoller
+from pgqueue.runtime.producer import TIMED_OUT, Attempt, KindWorker
+from pgqueue.runtime.threads import DaemonThreadPool
+from pgqueue.store import operations
+from pgqueue.store.executor import AsyncExecutor
+from pgqueue.store.operations import int_array, uuid_array
+from pgqueue.store.queries import Queries
 from pgqueue.task import Status
-from pgqueue.threads import DaemonThreadPool
 
 # Names that were defined here before the runtime was split into modules.
 __all__ = [

@@ -7,8 +7,8 @@ from functools import cache
 from importlib import resources
 
 from pgqueue.errors import SchemaNotMigrated
-from pgqueue.executor import Operation, Statement, Steps
-from pgqueue.queries import Queries
+from pgqueue.store.executor import Operation, Statement, Steps
+from pgqueue.store.queries import Queries
 
 _REVISION = re.compile(r"^revision\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
 

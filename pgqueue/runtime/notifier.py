@@ -9,12 +9,12 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import operations
 from pgqueue.aio import cancel_and_wait
 from pgqueue.delayer import Backoff
+from pgqueue.store import operations
 
 if TYPE_CHECKING:
-    from pgqueue.runtime import Runtime
+    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 

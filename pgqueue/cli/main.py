@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -12,18 +11,19 @@ import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from pgqueue import migrate as migrations
-from pgqueue import operator_cli
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.cli import operator as operator_cli
+from pgqueue.cli.loading import load_queue
 from pgqueue.errors import PgQueueError
 from pgqueue.logcontext import configure_logging
-from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
+from pgqueue.store.queries import DEFAULT_SCHEMA
 
 app = typer.Typer(
     help="pgqueue: a durable task queue on PostgreSQL.",
@@ -58,34 +58,6 @@ def global_options(
 ) -> None:
     """pgqueue: a durable task queue on PostgreSQL."""
     # main() reads --debug from the command line itself (errors can happen before this runs).
-
-
-def load_queue(target: str) -> Queue | AsyncQueue:
-    """Import ``module:attribute`` (or ``module`` with a ``queue`` attribute); return the queue."""
-    module_name, _, attribute = target.partition(":")
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
-            raise  # the module exists but an import inside it failed
-        raise typer.BadParameter(
-            f"cannot import module {module_name!r} for {target!r}: run the worker from the "
-            "directory that holds it, or add that directory to PYTHONPATH"
-        ) from exc
-    obj: Any = module
-    for part in (attribute or "queue").split("."):
-        if not hasattr(obj, part):
-            raise typer.BadParameter(
-                f"{target!r}: {module_name} has no attribute {part!r} (give module:attribute of "
-                "a Queue or AsyncQueue)"
-            )
-        obj = getattr(obj, part)
-    if callable(obj) and not isinstance(obj, (Queue, AsyncQueue)):
-        obj = obj()
-    if not isinstance(obj, (Queue, AsyncQueue)):
-        raise typer.BadParameter(f"{target} is a {type(obj).__name__}, not a Queue or AsyncQueue")
-    return obj
 
 
 SIGNAL_CHECK_SECONDS = 1.0
@@ -218,7 +190,7 @@ def copy_revisions(
     )
 
 
-from pgqueue.http.cli import register as register_http  # noqa: E402
+from pgqueue.cli.serve import register as register_http  # noqa: E402
 
 register_http(app)
 

@@ -15,8 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from pgqueue.executor import AsyncExecutor, Statement, single
-from pgqueue.queries import Queries
+from pgqueue.store.executor import AsyncExecutor, Statement, single
+from pgqueue.store.queries import Queries
 
 log = logging.getLogger("pgqueue.worker")
 

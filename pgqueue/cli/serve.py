@@ -105,7 +105,7 @@ def _load_host_queue(settings: HttpSettings) -> Queue | AsyncQueue | None:
         if not settings.dsn:
             raise fail("PGQUEUE_DSN (or --dsn) is required when no --app is given")
         return None
-    from pgqueue.cli import load_queue
+    from pgqueue.cli.loading import load_queue
 
     try:
         return load_queue(settings.app)

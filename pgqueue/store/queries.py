@@ -32,7 +32,7 @@ def validate_schema_name(schema: str) -> str:
 
 
 def _read(filename: str) -> str:
-    return resources.files("pgqueue").joinpath("sql", filename).read_text(encoding="utf-8")
+    return resources.files("pgqueue.store").joinpath("sql", filename).read_text(encoding="utf-8")
 
 
 def parse_queries(text: str) -> dict[str, NamedQuery]:

@@ -12,20 +12,20 @@ from collections import deque
 from json import loads as json_loads
 from typing import TYPE_CHECKING, Any
 
-from pgqueue import operations
 from pgqueue.aio import RECANCEL_PERIOD, cancel_and_wait
-from pgqueue.completer import Result
 from pgqueue.delayer import Backoff
 from pgqueue.envelope import Envelope
 from pgqueue.events import AttemptFinished, KindPaused, TasksClaimed
-from pgqueue.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
 from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.options import terminal_ttl_of, worker_count_of
 from pgqueue.registry import KindSpec
+from pgqueue.runtime.completer import Result
+from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
+from pgqueue.store import operations
 from pgqueue.task import Status
 
 if TYPE_CHECKING:
-    from pgqueue.runtime import Runtime
+    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 

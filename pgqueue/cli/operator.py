@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pgqueue.errors import PgQueueError
-from pgqueue.queries import DEFAULT_SCHEMA
 from pgqueue.queue import Queue
+from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import COUNTED_STATUSES, KindInfo, TaskInfo
 
 if TYPE_CHECKING:

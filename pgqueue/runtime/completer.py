@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from pgqueue.delayer import Backoff
 from pgqueue.events import ResultsWritten
-from pgqueue.execution import Outcome
-from pgqueue.executor import Operation, Statement, Steps
-from pgqueue.operations import int_array, uuid_array
-from pgqueue.queries import Queries
+from pgqueue.runtime.execution import Outcome
+from pgqueue.store.executor import Operation, Statement, Steps
+from pgqueue.store.operations import int_array, uuid_array
+from pgqueue.store.queries import Queries
 from pgqueue.task import Status
 
 if TYPE_CHECKING:
-    from pgqueue.runtime import Runtime
+    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 

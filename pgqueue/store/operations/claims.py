@@ -1,0 +1,103 @@
+"""The worker runtime's statements: claim, lease renewal, release, notify, listener ping, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from pgqueue.store.executor import Operation, Row, Statement, Steps
+from pgqueue.store.queries import Queries
+
+
+def int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (the hot path skips per-element adaptation)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def uuid_array(values: Iterable[str]) -> str:
+    """A PostgreSQL array literal of UUIDs given as canonical text (as claims return them)."""
+    return "{" + ",".join(values) + "}"
+
+
+def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Operation[list[Row]]:
+    """Claim up to ``limit`` due tasks of ``kind``, leased for ``lease`` seconds: the rows of
+    ``claim_due_tasks`` (empty while the kind is paused)."""
+
+    def steps() -> Steps[list[Row]]:
+        return (
+            yield Statement(
+                queries["claim_due_tasks"], {"kind": kind, "limit": limit, "lease": lease}
+            )
+        )
+
+    return Operation(steps())
+
+
+def extend_leases(
+    queries: Queries, claims: Sequence[tuple[int, str]], lease: float
+) -> Operation[set[int]]:
+    """Renew to ``lease`` seconds the leases of ``(id, claim token)`` claims still held; returns
+    the ids renewed (a claim cancelled or taken over meanwhile is not)."""
+
+    def steps() -> Steps[set[int]]:
+        rows = yield Statement(
+            queries["extend_leases"],
+            {
+                "ids": int_array(c[0] for c in claims),
+                "tokens": uuid_array(c[1] for c in claims),
+                "lease": lease,
+            },
+        )
+        return {row[0] for row in rows}
+
+    return Operation(steps())
+
+
+def release_claims(queries: Queries, claims: Sequence[tuple[int, str]]) -> Operation[list[Row]]:
+    """Hand ``(id, claim token)`` claims back at once, attempt refunded; returns the
+    ``(id, kind)`` rows released."""
+
+    def steps() -> Steps[list[Row]]:
+        return (
+            yield Statement(
+                queries["release_claims"],
+                {
+                    "ids": int_array(c[0] for c in claims),
+                    "tokens": uuid_array(c[1] for c in claims),
+                },
+            )
+        )
+
+    return Operation(steps())
+
+
+def notify_kinds(queries: Queries, kinds: Sequence[str]) -> Operation[None]:
+    """Wake the workers of ``kinds`` in every process (a ``p:<kind>`` notification each)."""
+
+    def steps() -> Steps[None]:
+        yield Statement(queries["notify_kinds"], {"channel": queries.channel, "kinds": kinds})
+        return None
+
+    return Operation(steps())
+
+
+def ping_listener(queries: Queries, payload: str) -> Operation[None]:
+    """Send ``payload`` on the queue's channel (``listener_ping``), from a connection other
+    than the listener's: the listener must hear it back."""
+
+    def steps() -> Steps[None]:
+        yield Statement(queries["listener_ping"], {"channel": queries.channel, "payload": payload})
+        return None
+
+    return Operation(steps())
+
+
+def database_now(queries: Queries) -> Operation[datetime]:
+    """The database clock, which every schedule follows."""
+
+    def steps() -> Steps[datetime]:
+        rows = yield Statement(queries["database_now"], {})
+        now: datetime = rows[0][0]
+        return now
+
+    return Operation(steps())
