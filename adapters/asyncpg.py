@@ -27,7 +27,7 @@ import asyncpg
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.store.executor import Operation, Row, Statement, drive_async
 
-from .host import async_driver_connection, describe_target, run_in_async
+from .host import async_driver_connection, describe_target
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ def convert(sql: str) -> tuple[str, tuple[str, ...]]:
     return _PLACEHOLDER.sub(number, sql), tuple(names)
 
 
-def _fetcher(conn: Any) -> Any:
+def fetcher(conn: Any) -> Any:
     async def fetch(statement: Statement) -> list[Row]:
         sql, names = convert(statement.sql)
         params = statement.params
@@ -121,7 +121,7 @@ async def run_in_asyncpg(tx: Any, op: Operation[T]) -> T:
             "is in none: the push would commit on its own, apart from your writes. Nothing was "
             "written; push inside `async with conn.transaction():`"
         )
-    return await drive_async(op, _fetcher(conn))
+    return await drive_async(op, fetcher(conn))
 
 
 def set_keepalives(conn: Any) -> None:
@@ -185,11 +185,8 @@ class AsyncpgExecutor:
         async with pool.acquire() as conn:
             if op.transactional:
                 async with conn.transaction():
-                    return await drive_async(op, _fetcher(conn))
-            return await drive_async(op, _fetcher(conn))
-
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return await run_in_async(tx, op)  # any driver's transaction (host decides which)
+                    return await drive_async(op, fetcher(conn))
+            return await drive_async(op, fetcher(conn))
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

@@ -52,9 +52,6 @@ class AsyncFailFastExecutor:
             await self.open()
         return await self.executor.run(op)
 
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return await self.executor.run_in(tx, op)
-
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         return self.executor.listen(channel)
 
@@ -80,9 +77,6 @@ class FailFastExecutor:
             self.pool.open(wait=False)
             self._opened = True
         return self.executor.run(op)
-
-    def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return self.executor.run_in(tx, op)
 
     def async_twin(self, max_size: int) -> AsyncFailFastExecutor:
         return AsyncFailFastExecutor(

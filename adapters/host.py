@@ -1,23 +1,17 @@
-"""Which driver a caller's transaction belongs to, and running an operation inside it.
+"""What every driver module shares about a caller's connection, importing no driver module.
 
-``push_task_tx`` accepts a psycopg connection or cursor, an asyncpg connection, or a SQLAlchemy
-connection or session over either driver, whatever driver the queue itself uses. This neutral
-module unwraps SQLAlchemy objects, decides which driver the connection belongs to and hands it
-to that driver's module, so the driver modules (``psycopg``, ``asyncpg``) never import each
-other: each knows only its own driver. asyncpg is an optional extra, imported only when a
-caller's connection is an asyncpg one.
+It unwraps SQLAlchemy objects to the DBAPI connection under them, tells an asyncpg connection
+from a psycopg one by its type's module, and describes a DSN without its password. The driver
+modules (``psycopg``, ``asyncpg``) import this module and never each other; running an
+operation in a caller's transaction, whichever driver it is on, is :mod:`.transactions`.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.errors import ProgrammingError
-
-from pgqueue.store.executor import Operation
-
-T = TypeVar("T")
 
 
 def describe_target(conninfo: str) -> str:
@@ -70,35 +64,3 @@ async def async_driver_connection(tx: Any) -> Any:
 def is_asyncpg(conn: Any) -> bool:
     """True for an asyncpg connection (or pool proxy), without importing asyncpg."""
     return type(conn).__module__.startswith("asyncpg")
-
-
-def run_in_sync(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` in the caller's open transaction (psycopg, or SQLAlchemy over psycopg: the
-    only blocking driver pgqueue supports)."""
-    from .psycopg import run_in_psycopg
-
-    return run_in_psycopg(tx, op)
-
-
-async def run_in_async(tx: Any, op: Operation[T]) -> T:
-    """Run ``op`` in the caller's open transaction: a psycopg ``AsyncConnection`` or cursor, an
-    asyncpg connection, or a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on either."""
-    conn = await async_driver_connection(tx)
-    if is_asyncpg(conn):
-        from .asyncpg import run_in_asyncpg
-
-        return await run_in_asyncpg(tx, op)
-    from .psycopg import run_in_psycopg_async
-
-    return await run_in_psycopg_async(tx, conn, op)
-
-
-def async_fetcher(driver: Any) -> Any:
-    """The statement fetcher of an async driver connection, whichever driver it is."""
-    if is_asyncpg(driver):
-        from .asyncpg import _fetcher
-
-        return _fetcher(driver)
-    from .psycopg import async_fetcher as psycopg_fetcher
-
-    return psycopg_fetcher(driver)

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
 from pgqueue.store.executor import Operation, Row, Statement, drive_async, drive_sync
 
-from .host import describe_target, driver_connection, run_in_async, run_in_sync
+from .host import describe_target, driver_connection
 
 T = TypeVar("T")
 
@@ -166,9 +166,6 @@ class PsycopgExecutor:
                     return drive_sync(op, sync_fetcher(conn))
             return drive_sync(op, sync_fetcher(conn))
 
-    def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return run_in_sync(tx, op)
-
     def _release_sticky(self) -> None:
         conn, self._sticky = self._sticky, None
         if conn is not None:
@@ -198,7 +195,8 @@ def run_in_psycopg(tx: Any, op: Operation[T]) -> T:
 
 async def run_in_psycopg_async(tx: Any, conn: Any, op: Operation[T]) -> T:
     """Run ``op`` in the caller's open transaction on ``conn``, the psycopg connection (or
-    cursor) that ``tx`` is or wraps (:func:`pgqueue.adapters.host.run_in_async` unwraps it)."""
+    cursor) that ``tx`` is or wraps (:func:`pgqueue.adapters.transactions.run_in_async`
+    unwraps it)."""
     conn = getattr(conn, "connection", conn) if isinstance(conn, psycopg.AsyncCursor) else conn
     if not isinstance(conn, psycopg.AsyncConnection):
         raise TypeError(
@@ -291,9 +289,6 @@ class AsyncPsycopgExecutor:
                 async with conn.transaction():
                     return await drive_async(op, async_fetcher(conn))
             return await drive_async(op, async_fetcher(conn))
-
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return await run_in_async(tx, op)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

@@ -170,9 +170,6 @@ class AsyncReplicaExecutor:
             router.mark_down(replica, now, error)
         return rows  # type: ignore[no-any-return]
 
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return await self.primary.run_in(tx, op)  # type: ignore[no-any-return]
-
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         return self.primary.listen(channel)  # type: ignore[no-any-return]
 
@@ -269,9 +266,6 @@ class ReplicaExecutor:
         for replica, error in failed:
             router.mark_down(replica, now, error)
         return rows
-
-    def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return self.primary.run_in(tx, op)
 
     def async_twin(self, max_size: int) -> AsyncReplicaExecutor:
         """The worker runtime's executor: the same servers and settings, async."""

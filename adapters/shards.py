@@ -42,6 +42,8 @@ from pgqueue.store.executor import Operation, Statement, Steps, single
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
 
+from .transactions import run_in_async, run_in_sync
+
 T = TypeVar("T")
 
 NUM_SLOTS = 1024
@@ -404,8 +406,8 @@ class AsyncShardedQueue:
         """Push in the caller's open transaction, which must be on the tasks' shard (they must
         share one; keyless tasks go to the transaction's shard). Raises :class:`WrongShard`
         before writing anything otherwise."""
-        queue, op = await self._checked_push(tasks, delay)
-        shard, local_ids = await queue.executor.run_in(tx, op)
+        _queue, op = await self._checked_push(tasks, delay)
+        shard, local_ids = await run_in_async(tx, op)
         return _global_ids(shard, local_ids)
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
@@ -547,8 +549,6 @@ class ShardedQueue:
         return self._thread.call(self._queue.push_tasks(tasks, delay))
 
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
-        from .host import run_in_sync
-
         _, op = self._thread.call(self._queue._checked_push(tasks, delay))
         shard, local_ids = run_in_sync(tx, op)
         return _global_ids(shard, local_ids)

@@ -61,11 +61,6 @@ class SqlAlchemyExecutor:
                     return drive_sync(op, sync_fetcher(driver))
             return drive_sync(op, sync_fetcher(driver))
 
-    def run_in(self, tx: Any, op: Operation[T]) -> T:
-        from .host import run_in_sync
-
-        return run_in_sync(tx, op)
-
     def async_twin(self, max_size: int) -> AsyncSqlAlchemyExecutor:
         """An async executor for the worker runtime: an ``AsyncEngine`` on the same URL."""
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -99,18 +94,13 @@ class AsyncSqlAlchemyExecutor:
     async def run(self, op: Operation[T]) -> T:
         async with self._autocommit.connect() as conn:
             driver: Any = (await conn.get_raw_connection()).driver_connection
-            from .host import async_fetcher
+            from .transactions import async_fetcher
 
             fetch = async_fetcher(driver)
             if op.transactional:
                 async with driver.transaction():
                     return await drive_async(op, fetch)
             return await drive_async(op, fetch)
-
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        from .host import run_in_async
-
-        return await run_in_async(tx, op)
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

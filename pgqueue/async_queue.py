@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
+from pgqueue.adapters.transactions import run_in_async
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -37,7 +38,7 @@ def async_executor_for(
             f"listen_dsn goes with a DSN or a psycopg or asyncpg pool, not with {type_name}: "
             "give it to the executor you build (e.g. AsyncPsycopgExecutor(pool, listen_dsn=…))"
         )
-    if all(hasattr(target, name) for name in ("run", "run_in", "listen", "open", "close")):
+    if all(hasattr(target, name) for name in ("run", "listen", "open", "close")):
         return cast(AsyncExecutor, target)
     if type_name.startswith("sqlalchemy"):
         from pgqueue.adapters.sqlalchemy import AsyncSqlAlchemyExecutor
@@ -84,7 +85,7 @@ class AsyncQueue(QueueBase):
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
-        ids = await self.executor.run_in(tx, self._push_one_op(task, delay))
+        ids: list[int | None] = await run_in_async(tx, self._push_one_op(task, delay))
         if self.events.listeners:
             self._report_pushed((task,), ids)
         return ids[0]
@@ -100,7 +101,7 @@ class AsyncQueue(QueueBase):
         self, tx: Any, tasks: Sequence[Task], delay: Delay = 0
     ) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
-        ids = await self.executor.run_in(tx, self._push_op(tasks, delay))
+        ids: list[int | None] = await run_in_async(tx, self._push_op(tasks, delay))
         if self.events.listeners:
             self._report_pushed(tasks, ids)
         return ids

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgqueue.bounds import MAX_SECONDS
+
 
 class Envelope:
     """One attempt of one task: its data, its position among attempts and its deadline.
@@ -169,8 +171,6 @@ class Decision:
     @classmethod
     def retry_after(cls, seconds: float) -> Decision:
         """Retry after ``seconds`` instead of the delayer's delay (if attempts are left)."""
-        from pgqueue.options import MAX_SECONDS
-
         seconds = float(seconds)
         if not 0 <= seconds <= MAX_SECONDS:  # also rejects NaN
             raise ValueError(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
+from pgqueue.bounds import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS, MAX_WORKER_COUNT
 from pgqueue.delayer import Delayer, ExpBackoffDelayer
 from pgqueue.errors import InvalidOptions
 
@@ -23,14 +24,6 @@ FailureHook = Callable[
     ["Envelope", BaseException], Union["Decision", Awaitable[Union["Decision", None]], None]
 ]
 
-MAX_WORKER_COUNT = 10_000
-MAX_SECONDS = 10 * 365.25 * 86_400
-"""Upper bound of every duration pgqueue accepts (push delays, retry delays, timeouts,
-retention): ten years. Beyond it a value is surely a unit mistake, and far enough beyond it
-PostgreSQL's timestamp arithmetic overflows."""
-MAX_ATTEMPTS = 1_000_000
-"""Upper bound of ``max_attempts`` and of the attempts ``retry_tasks`` grants."""
-MAX_INT = 2**31 - 1  # PostgreSQL integer
 SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
 PREFETCH_WINDOW = 0.025  # seconds of work (at the average attempt length) claimed ahead
 

@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from pgqueue.adapters.transactions import run_in_sync
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -59,7 +60,7 @@ def sync_executor_for(target: Any, max_size: int) -> tuple[SyncExecutor, str]:
         from pgqueue.adapters.sqlalchemy import SqlAlchemyExecutor
 
         return SqlAlchemyExecutor(target), ""
-    if all(hasattr(target, name) for name in ("run", "run_in", "close", "async_twin")):
+    if all(hasattr(target, name) for name in ("run", "close", "async_twin")):
         return cast(SyncExecutor, target), ""  # a ready executor that brings its workers' twin
     raise TypeError(
         "Queue needs a DSN, a psycopg ConnectionPool, a SQLAlchemy Engine or an executor with "
@@ -106,7 +107,7 @@ class Queue(QueueBase):
 
     def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
-        ids = self.executor.run_in(tx, self._push_one_op(task, delay))
+        ids: list[int | None] = run_in_sync(tx, self._push_one_op(task, delay))
         if self.events.listeners:
             self._report_pushed((task,), ids)
         return ids[0]
@@ -120,7 +121,7 @@ class Queue(QueueBase):
 
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
-        ids = self.executor.run_in(tx, self._push_op(tasks, delay))
+        ids: list[int | None] = run_in_sync(tx, self._push_op(tasks, delay))
         if self.events.listeners:
             self._report_pushed(tasks, ids)
         return ids

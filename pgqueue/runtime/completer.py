@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pgqueue.delayer import Backoff
 from pgqueue.events import ResultsWritten
+from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import Outcome
 from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.operations import int_array, uuid_array
 from pgqueue.store.queries import Queries
 from pgqueue.task import Status
-
-if TYPE_CHECKING:
-    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -50,8 +47,15 @@ class ResultWriter:
     one lease after it was asked to close (the tasks then come back when their leases end).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        runtime: RuntimeContext,
+        leases: Callable[[], Iterable[float]],
+        on_written: Callable[[Sequence[Result]], None],
+    ) -> None:
         self.runtime = runtime
+        self.leases = leases  # the lease of every kind: how long to keep trying at stop
+        self.on_written = on_written  # told of each batch written (retries to schedule)
         self.pending: list[Result] = []
         self.writing: list[Result] = []  # the batch being written (its leases are renewed)
         self.give_up_at: float | None = None
@@ -107,7 +111,7 @@ class ResultWriter:
                             len(live), delay, exc)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            self.runtime.retries_written(live)
+            self.on_written(live)
             if self.runtime.events.listeners:
                 self.runtime.events.emit(
                     ResultsWritten(
@@ -120,8 +124,7 @@ class ResultWriter:
             return
 
     async def close(self) -> None:
-        leases = [w.lease for w in self.runtime.workers.values()]
-        self.give_up_at = asyncio.get_running_loop().time() + max(leases, default=10.0)
+        self.give_up_at = asyncio.get_running_loop().time() + max(self.leases(), default=10.0)
         self.closing = True
         self.signal.set()
 

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pgqueue.bounds import MAX_SECONDS
 from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
 from pgqueue.errors import AttemptTimeout, MustCancelTask
-from pgqueue.options import MAX_SECONDS, is_async_callable
+from pgqueue.options import is_async_callable
 from pgqueue.registry import KindSpec
 from pgqueue.runtime.threads import DaemonThreadPool, Job
 from pgqueue.task import Status

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from pgqueue.delayer import Backoff
 from pgqueue.events import TerminalTasksSwept
 from pgqueue.options import terminal_ttl_of
 from pgqueue.periodic import Periodic
+from pgqueue.runtime.completer import ResultWriter
+from pgqueue.runtime.context import RuntimeContext
+from pgqueue.runtime.producer import KindWorker
 from pgqueue.store import operations
 from pgqueue.task import encode_payload
-
-if TYPE_CHECKING:
-    from pgqueue.runtime.producer import KindWorker
-    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -36,15 +35,19 @@ class Heartbeat:
     cancelled, or its lease was lost and the task re-claimed) is told to stop.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: RuntimeContext, workers: Mapping[str, KindWorker], writer: ResultWriter
+    ) -> None:
         self.runtime = runtime
+        self.workers = workers
+        self.writer = writer
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_beat = {kind: loop.time() for kind in self.runtime.workers}
+        next_beat = {kind: loop.time() for kind in self.workers}
         while True:
             now = loop.time()
-            for kind, worker in self.runtime.workers.items():
+            for kind, worker in self.workers.items():
                 if next_beat[kind] > now:
                     continue
                 next_beat[kind] = now + worker.lease * HEARTBEAT_SHARE
@@ -60,7 +63,7 @@ class Heartbeat:
     async def beat(self, worker: KindWorker) -> None:
         loop = worker.loop
         sent = loop.time()
-        claims = worker.held(sent) + self.runtime.writer.held(worker.kind)
+        claims = worker.held(sent) + self.writer.held(worker.kind)
         if not claims:
             worker.lease_renewed_at = sent
             return
@@ -77,19 +80,20 @@ class Sweeper:
     one statement, which of them hold expired terminal tasks: an idle process costs one
     statement per period, not one transaction per kind."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeContext, workers: Mapping[str, KindWorker]) -> None:
         self.runtime = runtime
+        self.workers = workers
 
     async def run(self) -> None:
         runtime = self.runtime
         loop = asyncio.get_running_loop()
-        next_run = {kind: loop.time() for kind in runtime.workers}
+        next_run = {kind: loop.time() for kind in self.workers}
         while not runtime.stopping:
             now = loop.time()
             ready = [kind for kind, at in next_run.items() if at <= now]
             ttls: dict[str, float] = {}
             for kind in ready:
-                worker = runtime.workers[kind]
+                worker = self.workers[kind]
                 next_run[kind] = now + worker.options.loop.janitor_period
                 try:
                     ttls[kind] = terminal_ttl_of(worker.options)
@@ -103,10 +107,7 @@ class Sweeper:
                             runtime.queries,
                             ttls,
                             ttls.values(),
-                            (
-                                float(runtime.workers[k].options.loop.throughput_window)
-                                for k in ttls
-                            ),
+                            (float(self.workers[k].options.loop.throughput_window) for k in ttls),
                         )
                     )
                 except asyncio.CancelledError:
@@ -114,7 +115,7 @@ class Sweeper:
                 except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                     log.warning("retention sweep failed: %s", exc)
             for kind in sweepable:
-                worker = runtime.workers[kind]
+                worker = self.workers[kind]
                 period = worker.options.loop.janitor_period
                 try:
                     deleted = await runtime.executor.run(
@@ -142,7 +143,7 @@ class Sweeper:
 class PeriodicScheduler:
     """Enqueues each slot of a periodic kind once (across all processes)."""
 
-    def __init__(self, runtime: Runtime, periodic: Periodic) -> None:
+    def __init__(self, runtime: RuntimeContext, periodic: Periodic) -> None:
         self.runtime = runtime
         self.periodic = periodic
 

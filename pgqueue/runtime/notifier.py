@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from pgqueue.aio import cancel_and_wait
 from pgqueue.delayer import Backoff
+from pgqueue.runtime.context import RuntimeContext
+from pgqueue.runtime.producer import KindWorker
 from pgqueue.store import operations
-
-if TYPE_CHECKING:
-    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -26,8 +26,9 @@ class Notifier:
     """Listens on the queue's channel and hands each notification to :meth:`dispatch`;
     reconnects with backoff when the connection is lost or found silent."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeContext, workers: Mapping[str, KindWorker]) -> None:
         self.runtime = runtime
+        self.workers = workers
 
     async def run(self) -> None:
         runtime = self.runtime
@@ -120,7 +121,7 @@ class Notifier:
         if prefix == "p":
             runtime.wake(value)
         elif prefix in ("pause", "resume"):
-            worker = runtime.workers.get(value)
+            worker = self.workers.get(value)
             if worker is not None:
                 if prefix == "pause":
                     worker.pause()
@@ -128,7 +129,7 @@ class Notifier:
                     worker.resume()
         elif prefix == "d":
             epoch, _, kind = value.partition(":")
-            if kind in runtime.workers and runtime.poller is not None:
+            if kind in self.workers and runtime.poller is not None:
                 try:
                     runtime.poller.due_at_epoch(float(epoch), kind)
                 except ValueError:
@@ -138,5 +139,5 @@ class Notifier:
                 task_id = int(value)
             except ValueError:
                 return
-            for worker in runtime.workers.values():
+            for worker in self.workers.values():
                 worker.cancel(task_id)

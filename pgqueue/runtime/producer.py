@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import deque
 from json import loads as json_loads
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pgqueue.aio import RECANCEL_PERIOD, cancel_and_wait
 from pgqueue.delayer import Backoff
@@ -19,13 +19,11 @@ from pgqueue.events import AttemptFinished, KindPaused, TasksClaimed
 from pgqueue.logcontext import TaskContext, current_task
 from pgqueue.options import terminal_ttl_of, worker_count_of
 from pgqueue.registry import KindSpec
-from pgqueue.runtime.completer import Result
+from pgqueue.runtime.completer import Result, ResultWriter
+from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
 from pgqueue.store import operations
 from pgqueue.task import Status
-
-if TYPE_CHECKING:
-    from pgqueue.runtime.supervisor import Runtime
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -51,12 +49,15 @@ class Attempt(DeadlineGuard):
 class KindWorker:
     """The claim loop of one kind and its in-flight attempts."""
 
-    def __init__(self, spec: KindSpec, runtime: Runtime, runner: AttemptRunner) -> None:
+    def __init__(
+        self, spec: KindSpec, runtime: RuntimeContext, runner: AttemptRunner, writer: ResultWriter
+    ) -> None:
         self.spec = spec
         self.kind = spec.kind
         self.options = spec.options
         self.runtime = runtime
         self.runner = runner
+        self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.signal = asyncio.Event()
         self.more_due = False  # the poller's first poll, at start, wakes the kinds with due work
@@ -353,7 +354,7 @@ class KindWorker:
                     outcome.error is not None and outcome.error.startswith(TIMED_OUT),
                 )
             )
-        self.runtime.writer.submit(
+        self.writer.submit(
             Result(
                 envelope.id,
                 attempt.token,

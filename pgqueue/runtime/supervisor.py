@@ -1,11 +1,11 @@
 """The worker runtime: the worker loops of one queue, on one asyncio event loop, started,
 supervised and stopped together.
 
-Its parts live in their own modules: :mod:`pgqueue.producer` (per-kind claim loops and their
-attempts), :mod:`pgqueue.completer` (batched result writes), :mod:`pgqueue.notifier` (LISTEN
-wake-ups) and :mod:`pgqueue.maintenance` (heartbeat, retention, periodic schedules). This module
-starts and stops them, restarts a loop that crashes, hands claims back to the queue and routes
-wake-ups to the kinds.
+Its parts live in their own modules: :mod:`.producer` (per-kind claim loops and their
+attempts), :mod:`.completer` (batched result writes), :mod:`.notifier` (LISTEN wake-ups) and
+:mod:`.maintenance` (heartbeat, retention, periodic schedules). They see the runtime as the
+:class:`~.context.RuntimeContext` it implements. This module starts and stops them, restarts a
+loop that crashes, hands claims back to the queue and routes wake-ups to the kinds.
 """
 
 from __future__ import annotations
@@ -23,44 +23,20 @@ from pgqueue.options import worker_count_of
 from pgqueue.periodic import Periodic
 from pgqueue.registry import KindRegistry
 from pgqueue.runtime.completer import (
-    MAX_RESULT_BATCH,
     Result,
     ResultWriter,
-    record_results,
-    retried_at_once,
 )
+from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import AttemptRunner
-from pgqueue.runtime.maintenance import HEARTBEAT_SHARE, Heartbeat, PeriodicScheduler, Sweeper
-from pgqueue.runtime.notifier import LISTEN_CHECK_PERIOD, LISTEN_ECHO_TIMEOUT, Notifier
+from pgqueue.runtime.maintenance import Heartbeat, PeriodicScheduler, Sweeper
+from pgqueue.runtime.notifier import Notifier
 from pgqueue.runtime.poller import DuePoller
-from pgqueue.runtime.producer import TIMED_OUT, Attempt, KindWorker
+from pgqueue.runtime.producer import KindWorker
 from pgqueue.runtime.threads import DaemonThreadPool
 from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
-from pgqueue.store.operations import int_array, uuid_array
 from pgqueue.store.queries import Queries
 from pgqueue.task import Status
-
-# Names that were defined here before the runtime was split into modules.
-__all__ = [
-    "HEARTBEAT_SHARE",
-    "LISTEN_CHECK_PERIOD",
-    "LISTEN_ECHO_TIMEOUT",
-    "MAX_RESULT_BATCH",
-    "TIMED_OUT",
-    "Attempt",
-    "Backoff",
-    "Heartbeat",
-    "KindWorker",
-    "Result",
-    "ResultWriter",
-    "Runtime",
-    "StopMode",
-    "int_array",
-    "record_results",
-    "retried_at_once",
-    "uuid_array",
-]
 
 log = logging.getLogger("pgqueue.worker")
 
@@ -72,7 +48,7 @@ class StopMode(enum.Enum):
     ABORT = "abort"  # cancel them and hand their tasks back at once, attempt refunded
 
 
-class Runtime:
+class Runtime(RuntimeContext):
     """Runs the worker loops of one queue's handled kinds on the current event loop."""
 
     def __init__(
@@ -85,37 +61,20 @@ class Runtime:
         periodics: Sequence[Periodic] = (),
         max_threads: int | None = None,
     ) -> None:
+        super().__init__(registry, queries, executor, events)
         self.periodics = list(periodics)
-        self.events = events or EventBus()
-        self.registry = registry
-        self.queries = queries
-        self.executor = executor
         self.stamps = list(stamps)
         self.max_threads = max_threads
-        self.stopping = False
-        self.workers: dict[str, KindWorker] = {}
-        self.writer = ResultWriter(self)
-        self._stop_event = asyncio.Event()
+        self.workers: dict[str, KindWorker] = {}  # filled at start; the pieces share this dict
+        self.writer = ResultWriter(
+            self, lambda: [w.lease for w in self.workers.values()], self.retries_written
+        )
         self._background: list[asyncio.Task[None]] = []
         self._pending_release: set[asyncio.Task[None]] = set()
         self._threads: DaemonThreadPool | None = None
-        self.max_db_retry_delay = 5.0
-        self.listening = asyncio.Event()
         self.stopped = asyncio.Event()
-        self.heartbeat = Heartbeat(self)
-        self.notifier = Notifier(self)
-        # Attempts that ended (deadline or cancel) while their sync handler's thread still runs:
-        # each keeps its claim and worker slot until the thread returns. A gauge for metrics.
-        self.stuck_threads = 0
-        self.listener_restarts = 0  # silent LISTEN connections detected and replaced
-        self.poller: DuePoller | None = None
-
-    async def sleep_unless_stopping(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stop_event.wait()
-        except TimeoutError:
-            pass
+        self.heartbeat = Heartbeat(self, self.workers, self.writer)
+        self.notifier = Notifier(self, self.workers)
 
     async def start(self) -> None:
         specs = self.registry.handled()
@@ -126,7 +85,7 @@ class Runtime:
         await self.executor.open()
         for spec in specs:
             runner = AttemptRunner(spec, self.stamps, self._threads)
-            self.workers[spec.kind] = KindWorker(spec, self, runner)
+            self.workers[spec.kind] = KindWorker(spec, self, runner, self.writer)
         background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if specs:
             self.poller = DuePoller(
@@ -141,7 +100,7 @@ class Runtime:
             ("pgqueue-listener", self.notifier.run),
             ("pgqueue-results", self.writer.run),
             ("pgqueue-heartbeat", self.heartbeat.run),
-            ("pgqueue-sweeper", Sweeper(self).run),
+            ("pgqueue-sweeper", Sweeper(self, self.workers).run),
             *(
                 (f"pgqueue-periodic-{p.kind}", PeriodicScheduler(self, p).run)
                 for p in self.periodics
@@ -187,8 +146,7 @@ class Runtime:
             self.stopped.set()
 
     async def _stop(self, mode: StopMode) -> None:
-        self.stopping = True
-        self._stop_event.set()
+        self.signal_stop()
         for worker in self.workers.values():
             worker.signal.set()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -216,7 +174,7 @@ class Runtime:
             self._threads.close()
 
     def release_later(self, claims: list[tuple[int, str]]) -> None:
-        """Release claims in the background (a buffered task whose lease ran short)."""
+        # a buffered task whose lease ran short, a paused kind's buffer, an unstarted claim
         task = asyncio.create_task(self._release(claims))
         self._pending_release.add(task)
         task.add_done_callback(self._pending_release.discard)
@@ -242,7 +200,6 @@ class Runtime:
         )
 
     def wake(self, kind: str) -> None:
-        """Wake the claim loop of ``kind`` (work may be due)."""
         worker = self.workers.get(kind)
         if worker is not None:
             worker.notify()

@@ -2,8 +2,10 @@
 
 pgqueue's operations are written once, sans-I/O: a generator yields :class:`Statement` objects
 and receives each one's rows. An executor runs such an operation over its driver, blocking or
-awaiting, in its own transaction (``run``) or in the caller's (``run_in``). Adapters for real
-drivers live in :mod:`pgqueue.adapters`; the core never imports a driver.
+awaiting, in a transaction of its own when the operation asks for one (``run``). Running an
+operation in the caller's transaction is :mod:`pgqueue.adapters.transactions`, which finds the
+driver of whatever connection the caller passes. Adapters for real drivers live in
+:mod:`pgqueue.adapters`; the core never imports a driver.
 """
 
 from __future__ import annotations
@@ -75,9 +77,6 @@ class SyncExecutor(Protocol):
     def run(self, op: Operation[T]) -> T:
         """Run ``op`` on a connection of the executor's own (in a transaction if it asks)."""
 
-    def run_in(self, tx: Any, op: Operation[T]) -> T:
-        """Run ``op`` in the caller's open transaction; never commit or roll back."""
-
     def close(self) -> None: ...
 
 
@@ -87,8 +86,6 @@ class AsyncExecutor(Protocol):
     async def open(self) -> None: ...
 
     async def run(self, op: Operation[T]) -> T: ...
-
-    async def run_in(self, tx: Any, op: Operation[T]) -> T: ...
 
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """A dedicated connection LISTENing on ``channel``; iterate to get payloads."""

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pgqueue.adapters.transactions import run_in_async, run_in_sync
 from pgqueue.migrate import sqlalchemy_url
 from pgqueue.store.executor import Operation
 from tests.conftest import Database
@@ -42,8 +43,8 @@ class Driver:
 
     async def run_in(self, tx: Any, op: Operation[T]) -> T:
         if self.is_async:
-            return await self.executor.run_in(tx, op)  # type: ignore[no-any-return]
-        return self.executor.run_in(tx, op)  # type: ignore[no-any-return]
+            return await run_in_async(tx, op)
+        return run_in_sync(tx, op)
 
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """The executor's own LISTEN (async executors); blocking executors get a psycopg

@@ -54,9 +54,6 @@ class CountingExecutor:
 
         return await self.inner.run(Operation(steps(), op.transactional))
 
-    async def run_in(self, tx: Any, op: Operation[T]) -> T:
-        return await self.inner.run_in(tx, op)
-
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         return self.inner.listen(channel)
 

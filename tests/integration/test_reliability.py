@@ -45,9 +45,6 @@ class FlakyWrites:
     async def run(self, op: Operation[Any]) -> Any:
         return await self.inner.run(Operation(self._guard(op.steps), op.transactional))
 
-    async def run_in(self, tx: Any, op: Operation[Any]) -> Any:
-        return await self.inner.run_in(tx, op)
-
     def listen(self, channel: str) -> Any:
         return self.inner.listen(channel)
 

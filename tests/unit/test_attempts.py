@@ -63,7 +63,7 @@ def make_worker(handler: Any, **options: Any) -> tuple[KindWorker, FakeRuntime]:
     spec = KindSpec("k", KindOptions(**options).validate(), handler)
     runtime = FakeRuntime()
     runner = AttemptRunner(spec, [], DaemonThreadPool(2))
-    return KindWorker(spec, runtime, runner), runtime  # type: ignore[arg-type]
+    return KindWorker(spec, runtime, runner, runtime.writer), runtime  # type: ignore[arg-type]
 
 
 async def test_buffered_claims_start_as_attempts_finish_without_the_claim_loop() -> None:

@@ -32,9 +32,6 @@ class ScriptedExecutor:
 
         return await drive_async(op, fetch)
 
-    async def run_in(self, tx: Any, op: Operation[Any]) -> Any:
-        raise NotImplementedError
-
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         raise NotImplementedError
 

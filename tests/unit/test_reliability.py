@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from pgqueue import KindOptions, LoopOptions, Task
+from pgqueue.bounds import MAX_SECONDS
 from pgqueue.envelope import Decision, Envelope
 from pgqueue.errors import InvalidOptions, InvalidTask
 from pgqueue.events import EventBus
-from pgqueue.options import MAX_SECONDS
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.runtime.execution import AttemptRunner
 from pgqueue.runtime.producer import KindWorker
@@ -120,7 +120,8 @@ async def test_a_notification_during_a_claim_is_not_lost() -> None:
     options = KindOptions(attempt_timeout=5, loop=LoopOptions(poll_period=60.0)).validate()
     spec = KindSpec("k", options, lambda envelope: None)
     runtime = ClaimingRuntime()
-    worker = KindWorker(spec, runtime, AttemptRunner(spec, [], DaemonThreadPool(1)))  # type: ignore[arg-type]
+    runner = AttemptRunner(spec, [], DaemonThreadPool(1))
+    worker = KindWorker(spec, runtime, runner, None)  # type: ignore[arg-type]
     runtime.worker = worker
     worker.notify()  # the process's due poller wakes an idle worker the same way
     loop_task = asyncio.create_task(worker.run())

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from pgqueue.bounds import MAX_SECONDS
 from pgqueue.errors import CapacityExceeded, InvalidTask
-from pgqueue.options import MAX_SECONDS
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.queries import Queries

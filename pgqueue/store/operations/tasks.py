@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pgqueue.bounds import MAX_ATTEMPTS, MAX_INT
 from pgqueue.errors import InvalidTask
-from pgqueue.options import MAX_ATTEMPTS, MAX_INT
 from pgqueue.registry import KindRegistry
 from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.operations.checks import check_int_range
