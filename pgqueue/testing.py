@@ -20,6 +20,7 @@ is installed) gives a migrated schema per test: the ``pgqueue_schema`` fixture.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from pgqueue.queue import Queue
 from pgqueue.registry import KindSpec
 from pgqueue.runtime.completer import Result, record_results
 from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome
-from pgqueue.runtime.threads import DaemonThreadPool, Job
+from pgqueue.runtime.threads import Job, SyncThreadPool
 from pgqueue.store import operations
 from pgqueue.store.executor import Operation, Row
 from pgqueue.store.operations import ANY_PAYLOAD, find_pushed_tasks
@@ -177,7 +178,7 @@ def _assert(
 # --- drain ------------------------------------------------------------------------------------
 
 
-class _InlineThreads(DaemonThreadPool):
+class _InlineThreads(SyncThreadPool):
     """Runs sync handlers and hooks at once, in the thread running the drain."""
 
     def __init__(self) -> None:
@@ -187,17 +188,20 @@ class _InlineThreads(DaemonThreadPool):
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
     ) -> tuple[asyncio.Future[T], Job]:
         future: asyncio.Future[T] = loop.create_future()
-        job = Job(loop.create_future())
-        job.set_running()
+        ran: concurrent.futures.Future[T] = concurrent.futures.Future()
+        ran.set_running_or_notify_cancel()
+        job = Job(ran, loop.create_future())
         try:
-            future.set_result(fn(*args))
+            result = fn(*args)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - carried to the attempt, as the pool does
             future.set_exception(exc)
-        finally:
-            job.set_done()
-            job.returned.set_result(None)
+            ran.set_exception(exc)
+        else:
+            future.set_result(result)
+            ran.set_result(result)
+        job.returned.set_result(None)
         return future, job
 
 

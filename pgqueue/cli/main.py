@@ -18,6 +18,7 @@ import typer
 from pgqueue import migrate as migrations
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.cli import operator as operator_cli
+from pgqueue.cli.exiting import exit_now_if_handlers_hang
 from pgqueue.cli.loading import load_queue
 from pgqueue.errors import PgQueueError
 from pgqueue.logcontext import configure_logging
@@ -141,14 +142,19 @@ def worker(
 
         metrics_server = serve(queue, metrics_port)
         log.info("metrics on http://%s:%d/metrics", metrics_server.host, metrics_server.port)
+    code = 0
     try:
         if isinstance(queue, AsyncQueue):
             asyncio.run(run_async_worker(queue))
         else:
             run_sync_worker(queue)
+    except typer.Exit as exc:
+        code = exc.exit_code
+        raise
     finally:
         if metrics_server is not None:
             metrics_server.close()
+        exit_now_if_handlers_hang(code or 1)
 
 
 @app.command()

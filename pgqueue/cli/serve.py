@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.cli.exiting import exit_now_if_handlers_hang
 from pgqueue.options import KindOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
@@ -141,6 +142,7 @@ def run_server(
         pass
     with asyncio.Runner(**runner_options) as runner:
         runner.run(_serve(queue, settings, host_queue))
+    exit_now_if_handlers_hang(1)
 
 
 async def _serve(

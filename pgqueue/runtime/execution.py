@@ -19,7 +19,7 @@ from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
 from pgqueue.errors import AttemptTimeout, MustCancelTask
 from pgqueue.options import is_async_callable
 from pgqueue.registry import KindSpec
-from pgqueue.runtime.threads import DaemonThreadPool, Job
+from pgqueue.runtime.threads import Job, SyncThreadPool
 from pgqueue.task import Status
 
 log = logging.getLogger("pgqueue.execution")
@@ -129,7 +129,7 @@ running_guard: contextvars.ContextVar[DeadlineGuard | None] = contextvars.Contex
 """The guard of the attempt the current asyncio task runs (set by the worker runtime)."""
 
 
-async def in_thread(threads: DaemonThreadPool, fn: Callable[..., Any], *args: Any) -> Any:
+async def in_thread(threads: SyncThreadPool, fn: Callable[..., Any], *args: Any) -> Any:
     """Run a sync callable on the pool; if interrupted while its thread runs it, tell the
     attempt's guard, so the attempt keeps its claim and slot until the thread returns."""
     future, job = threads.submit_job(asyncio.get_running_loop(), fn, *args)
@@ -147,7 +147,7 @@ class AttemptRunner:
     """Runs attempts of one kind; built once per kind when the queue starts."""
 
     def __init__(
-        self, spec: KindSpec, queue_stamps: Sequence[Stamp], threads: DaemonThreadPool
+        self, spec: KindSpec, queue_stamps: Sequence[Stamp], threads: SyncThreadPool
     ) -> None:
         assert spec.handler is not None
         self.spec = spec

@@ -32,7 +32,7 @@ from pgqueue.runtime.maintenance import Heartbeat, PeriodicScheduler, Sweeper
 from pgqueue.runtime.notifier import Notifier
 from pgqueue.runtime.poller import DuePoller
 from pgqueue.runtime.producer import KindWorker
-from pgqueue.runtime.threads import DaemonThreadPool
+from pgqueue.runtime.threads import SyncThreadPool
 from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
 from pgqueue.store.queries import Queries
@@ -71,7 +71,7 @@ class Runtime(RuntimeContext):
         )
         self._background: list[asyncio.Task[None]] = []
         self._pending_release: set[asyncio.Task[None]] = set()
-        self._threads: DaemonThreadPool | None = None
+        self._threads: SyncThreadPool | None = None
         self.stopped = asyncio.Event()
         self.heartbeat = Heartbeat(self, self.workers, self.writer)
         self.notifier = Notifier(self, self.workers)
@@ -79,7 +79,7 @@ class Runtime(RuntimeContext):
     async def start(self) -> None:
         specs = self.registry.handled()
         total = sum(max(1, worker_count_of(s.options)) for s in specs)
-        self._threads = DaemonThreadPool(self.max_threads or max(8, 2 * total))
+        self._threads = SyncThreadPool(self.max_threads or max(8, 2 * total))
         if specs:
             self.max_db_retry_delay = min(s.options.loop.max_db_retry_delay for s in specs)
         await self.executor.open()

@@ -1,20 +1,38 @@
-"""A bounded pool of daemon threads for sync handlers and hooks.
+"""The thread pool of sync handlers and hooks: a thin layer over the standard
+``concurrent.futures.ThreadPoolExecutor``.
 
-The standard ``ThreadPoolExecutor`` joins its threads at interpreter exit, so one sync handler
-stuck past its deadline would keep a stopped worker process alive forever. Attempts are already
-recorded as timed out at their deadline; these threads are daemons so that exit is not blocked.
+What it adds to the standard pool, and why:
+
+- the caller's ``contextvars`` context travels with each call (log context, tracing);
+- results arrive as asyncio futures on the runtime's loop;
+- a call cancelled on the loop never starts: the standard pool skips a work item cancelled
+  before a thread takes it, and this layer also skips one whose asyncio future was cancelled
+  while its cancellation was still on its way to the pool (``asyncio.wrap_future`` forwards it
+  only on the loop's next turn);
+- each call's :class:`Job` says whether a thread runs it and resolves ``returned`` when the
+  thread lets go of it, so a timed-out sync attempt keeps its claim and its worker slot until
+  its thread returns;
+- ``KeyboardInterrupt`` and ``SystemExit`` raised by a handler travel as :class:`ThreadInterrupt`,
+  an ordinary error of that attempt, instead of stopping the loop that awaits it.
+
+One guarantee of the standard pool differs from the daemon threads pgqueue used before: the
+interpreter joins the pool's threads at exit, so a process whose sync handler never returns
+waits for it when it exits. ``pgqueue worker`` therefore ends its process at once when its
+drain bound passes with such a thread still running (see :mod:`pgqueue.cli.main`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-import queue
-import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+THREAD_NAME_PREFIX = "pgqueue-sync"  # every pool thread's name starts with it
 
 
 class ThreadInterrupt(Exception):
@@ -26,64 +44,42 @@ class ThreadInterrupt(Exception):
 
 
 class Job:
-    """One submitted callable: it starts at most once, and never after it was cancelled.
+    """One submitted call: it starts at most once, and never after it was cancelled.
 
-    ``returned`` resolves when the callable's thread is done with it (whether or not anybody
-    still awaits its result), so a caller can hold a resource until the thread lets go.
+    ``returned`` resolves when the call's thread is done with it, or at once when it was
+    cancelled before it started (whether or not anybody still awaits its result).
     """
 
-    __slots__ = ("_lock", "_state", "returned")
+    __slots__ = ("future", "returned")
 
-    PENDING, RUNNING, DONE, CANCELLED = 0, 1, 2, 3
-
-    def __init__(self, returned: asyncio.Future[None]) -> None:
-        self._lock = threading.Lock()
-        self._state = self.PENDING
+    def __init__(self, future: Future[Any], returned: asyncio.Future[None]) -> None:
+        self.future = future
         self.returned = returned
 
     def cancel(self) -> bool:
-        """Cancel the job unless a thread already took it; true when it will never run."""
-        with self._lock:
-            if self._state == self.PENDING:
-                self._state = self.CANCELLED
-            return self._state == self.CANCELLED
-
-    def set_running(self) -> bool:
-        """Called by the thread before running it: false when the job was cancelled first."""
-        with self._lock:
-            if self._state != self.PENDING:
-                return False
-            self._state = self.RUNNING
-            return True
-
-    def set_done(self) -> None:
-        with self._lock:
-            self._state = self.DONE
+        """Cancel the call unless a thread already took it; true when it will never run."""
+        return self.future.cancel()
 
     @property
     def running(self) -> bool:
-        """True while a thread runs the callable."""
-        return self._state == self.RUNNING
+        """True while a thread runs the call."""
+        return self.future.running()
 
 
-class DaemonThreadPool:
-    """Runs callables on up to ``max_threads`` daemon threads, resolving asyncio futures."""
+class SyncThreadPool:
+    """Runs sync calls on up to ``max_threads`` threads of a ``ThreadPoolExecutor``."""
 
-    def __init__(self, max_threads: int, name: str = "pgqueue-sync") -> None:
-        self._max_threads = max(1, max_threads)
-        self._name = name
-        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._unfinished = 0  # submitted callables that have not returned yet
-        self._lock = threading.Lock()
-        self._closed = False
+    def __init__(self, max_threads: int, name: str = THREAD_NAME_PREFIX) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, max_threads), thread_name_prefix=name
+        )
 
     def submit(
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
     ) -> asyncio.Future[T]:
         """Schedule ``fn(*args)`` in a thread (with the caller's context); await the result.
 
-        Cancelling the returned future before a thread took the job means it never runs.
+        Cancelling the returned future before a thread took the call means it never runs.
         """
         return self.submit_job(loop, fn, *args)[0]
 
@@ -91,68 +87,39 @@ class DaemonThreadPool:
         self, loop: asyncio.AbstractEventLoop, fn: Callable[..., T], *args: Any
     ) -> tuple[asyncio.Future[T], Job]:
         """Like :meth:`submit`, also returning the :class:`Job` (to learn whether it runs)."""
-        future: asyncio.Future[T] = loop.create_future()
-        job = Job(loop.create_future())
-        future.add_done_callback(lambda f: job.cancel() if f.cancelled() else None)
         context = contextvars.copy_context()
-        self._work.put((loop, future, job, context, fn, args))
-        with self._lock:
-            self._unfinished += 1
-            if self._unfinished > len(self._threads) < self._max_threads and not self._closed:
-                thread = threading.Thread(
-                    target=self._worker, name=f"{self._name}-{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
-        return future, job
-
-    def _worker(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            loop, future, job, context, fn, args = item
-            if future.cancelled():
-                # Cancelled on the loop: its done-callback, which cancels the job, may not
-                # have run yet (callbacks wait for the loop's next turn), so look at the future.
-                job.cancel()
-            if not job.set_running():
-                # Cancelled before any thread took it: it never starts.
-                with self._lock:
-                    self._unfinished -= 1
-                continue
-            try:
-                result = context.run(fn, *args)
-            except (KeyboardInterrupt, SystemExit) as exc:
-                error: BaseException | None = ThreadInterrupt(exc)
-            except BaseException as exc:  # noqa: BLE001 - carried to the awaiting coroutine
-                error = exc
-            else:
-                error = None
-            job.set_done()
-            try:
-                if error is None:
-                    loop.call_soon_threadsafe(_resolve, future, result, None)
-                else:
-                    loop.call_soon_threadsafe(_resolve, future, None, error)
-                loop.call_soon_threadsafe(_resolve, job.returned, None, None)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits for this result any more
-            with self._lock:
-                self._unfinished -= 1
+        waiter: list[asyncio.Future[T]] = []  # the asyncio future, once it exists
+        concurrent = self._executor.submit(_call, waiter, context, fn, args)
+        future = asyncio.wrap_future(concurrent, loop=loop)
+        waiter.append(future)
+        returned: asyncio.Future[None] = loop.create_future()
+        concurrent.add_done_callback(lambda _: _resolve_soon(loop, returned))
+        return future, Job(concurrent, returned)
 
     def close(self) -> None:
-        """Let idle threads end; a thread still running a callable ends when it returns."""
-        with self._lock:
-            self._closed = True
-            for _ in self._threads:
-                self._work.put(None)
+        """Let idle threads end; a thread still running a call ends when it returns."""
+        self._executor.shutdown(wait=False, cancel_futures=False)
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _call(
+    waiter: list[asyncio.Future[Any]],
+    context: contextvars.Context,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> Any:
+    if waiter and waiter[0].cancelled():
+        # Cancelled on the loop; the cancellation had not reached the pool's work item yet.
+        return None
+    try:
+        return context.run(fn, *args)
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise ThreadInterrupt(exc) from exc
+
+
+def _resolve_soon(loop: asyncio.AbstractEventLoop, returned: asyncio.Future[None]) -> None:
+    def resolve() -> None:
+        if not returned.done():
+            returned.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for this call
+        loop.call_soon_threadsafe(resolve)

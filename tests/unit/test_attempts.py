@@ -17,7 +17,7 @@ from pgqueue.registry import KindSpec
 from pgqueue.runtime.completer import Result
 from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard
 from pgqueue.runtime.producer import KindWorker
-from pgqueue.runtime.threads import DaemonThreadPool
+from pgqueue.runtime.threads import SyncThreadPool
 
 TOKEN = "0b7e7e57-1111-2222-3333-444455556666"
 
@@ -62,7 +62,7 @@ def make_worker(handler: Any, **options: Any) -> tuple[KindWorker, FakeRuntime]:
     options.setdefault("attempt_timeout", 5)
     spec = KindSpec("k", KindOptions(**options).validate(), handler)
     runtime = FakeRuntime()
-    runner = AttemptRunner(spec, [], DaemonThreadPool(2))
+    runner = AttemptRunner(spec, [], SyncThreadPool(2))
     return KindWorker(spec, runtime, runner, runtime.writer), runtime  # type: ignore[arg-type]
 
 

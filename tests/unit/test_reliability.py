@@ -5,6 +5,7 @@ loop, and bad input is refused with the library's own error before any SQL."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable
@@ -21,12 +22,12 @@ from pgqueue.events import EventBus
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.runtime.execution import AttemptRunner
 from pgqueue.runtime.producer import KindWorker
-from pgqueue.runtime.threads import DaemonThreadPool
+from pgqueue.runtime.threads import SyncThreadPool
 from pgqueue.store.operations import delay_seconds, get_task, push_tasks, retry_tasks
 from pgqueue.store.queries import Queries
 
 
-def one_thread_pool() -> tuple[DaemonThreadPool, Callable[[str], None], list[str], threading.Event]:
+def one_thread_pool() -> tuple[SyncThreadPool, Callable[[str], None], list[str], threading.Event]:
     """A pool of one thread and a job that records its name; the job named "first" holds the
     thread until the gate opens."""
     gate = threading.Event()
@@ -37,7 +38,7 @@ def one_thread_pool() -> tuple[DaemonThreadPool, Callable[[str], None], list[str
         if name == "first":
             gate.wait(10)
 
-    return DaemonThreadPool(1), job, ran, gate
+    return SyncThreadPool(1), job, ran, gate
 
 
 async def test_a_job_cancelled_before_a_thread_takes_it_never_runs() -> None:
@@ -58,15 +59,13 @@ async def test_a_job_cancelled_on_the_loop_is_skipped_before_its_callback_runs()
     turn; a thread free before that turn must still skip the job (it once ran it)."""
     loop = asyncio.get_running_loop()
     pool, job, ran, gate = one_thread_pool()
-    first = pool.submit(loop, job, "first")
-    second = pool.submit(loop, job, "second")
+    first, first_job = pool.submit_job(loop, job, "first")
+    second, second_job = pool.submit_job(loop, job, "second")
     second.cancel()
     gate.set()
     # Block the loop (no callback runs) until the thread has dealt with both jobs.
-    deadline = time.monotonic() + 10
-    while pool._unfinished:
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    finished, _ = concurrent.futures.wait([first_job.future, second_job.future], timeout=10)
+    assert len(finished) == 2
     await first
     pool.close()
     assert ran == ["first"]
@@ -74,7 +73,7 @@ async def test_a_job_cancelled_on_the_loop_is_skipped_before_its_callback_runs()
 
 async def test_a_job_reports_whether_a_thread_runs_it() -> None:
     loop = asyncio.get_running_loop()
-    pool = DaemonThreadPool(1)
+    pool = SyncThreadPool(1)
     started, gate = threading.Event(), threading.Event()
 
     def job() -> None:
@@ -120,7 +119,7 @@ async def test_a_notification_during_a_claim_is_not_lost() -> None:
     options = KindOptions(attempt_timeout=5, loop=LoopOptions(poll_period=60.0)).validate()
     spec = KindSpec("k", options, lambda envelope: None)
     runtime = ClaimingRuntime()
-    runner = AttemptRunner(spec, [], DaemonThreadPool(1))
+    runner = AttemptRunner(spec, [], SyncThreadPool(1))
     worker = KindWorker(spec, runtime, runner, None)  # type: ignore[arg-type]
     runtime.worker = worker
     worker.notify()  # the process's due poller wakes an idle worker the same way

@@ -205,14 +205,14 @@ def test_describe_error_survives_a_broken_str() -> None:
     assert describe_error(KeyError()) == "KeyError"
 
 
-def test_daemon_thread_pool_carries_keyboard_interrupt_as_an_error() -> None:
-    from pgqueue.runtime.threads import DaemonThreadPool, ThreadInterrupt
+def test_sync_thread_pool_carries_keyboard_interrupt_as_an_error() -> None:
+    from pgqueue.runtime.threads import SyncThreadPool, ThreadInterrupt
 
     def interrupt() -> None:
         raise KeyboardInterrupt
 
     async def main() -> None:
-        pool = DaemonThreadPool(2)
+        pool = SyncThreadPool(2)
         assert await pool.submit(asyncio.get_running_loop(), lambda: 41 + 1) == 42
         with pytest.raises(ThreadInterrupt):
             await pool.submit(asyncio.get_running_loop(), interrupt)
