@@ -6,9 +6,12 @@ STAMP  := $(VENV)/.installed-stamp
 # `make run` installs only what running the example needs; `make venv`/`test` add the dev tools.
 RUN_STAMP := $(VENV)/.run-stamp
 PYTEST_ARGS ?=
+# The default tier runs on this many pytest-xdist processes (its tests wait on the database far
+# more than they compute); each process starts its own embedded server.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
+.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,11 +33,19 @@ venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
-test: $(STAMP) ## Run the whole test suite (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## The fast default tier: unit, integration and acceptance tests (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, chaos, browser and cluster
+	$(MAKE) test
+	$(MAKE) test-prometheus
+	$(MAKE) test-minutes
+	$(MAKE) chaos
+	$(MAKE) test-browser
+	$(MAKE) test-cluster
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
-	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-browser: $(STAMP) ## Dashboard tests in headless Chromium (Debian's chromium + chromium-driver)
 	$(BIN)/python -m pytest tests/dashboard -m browser $(PYTEST_ARGS)
@@ -53,10 +64,11 @@ chaos: $(STAMP) ## Fault injection: real workers, a PostgreSQL cluster the suite
 test-cluster: $(STAMP) ## Run the multi-server suite: a streaming replica and 3 shards, started by the tests
 	$(BIN)/python -m pytest tests/cluster -m cluster $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on pgqueue/
+lint: $(STAMP) ## ruff (lint + format check), mypy --strict, and the layer contract (no import circle; import-linter)
 	$(BIN)/ruff check pgqueue adapters migrations tests example benchmarks
 	$(BIN)/ruff format --check pgqueue adapters migrations tests example benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m tests.architecture.layers
 
 fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format pgqueue adapters migrations tests example benchmarks

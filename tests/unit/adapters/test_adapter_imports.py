@@ -1,6 +1,7 @@
-"""The driver modules never import each other: ``adapters/host.py`` decides which driver a
-caller's transaction belongs to. (psycopg and asyncpg once imported each other inside
-functions, a cycle that made each module's load order matter.)"""
+"""The driver modules never import each other, and ``adapters/host.py`` (what they share)
+imports none of them: ``adapters/transactions.py`` alone knows both drivers. (psycopg and
+asyncpg once imported each other inside functions, and host imported both: import circles that
+made each module's load order matter.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
+ADAPTERS = Path(__file__).resolve().parents[3] / "adapters"
 DRIVERS = ("psycopg", "asyncpg")
 
 
@@ -30,14 +31,19 @@ def adapter_imports(module: str) -> set[str]:
 def test_a_driver_module_imports_no_other_driver_module(driver: str) -> None:
     others = set(DRIVERS) - {driver}
     imported = adapter_imports(driver)
-    assert "host" in imported  # the neutral module: unwrapping and dispatch
+    assert "host" in imported  # the neutral module: unwrapping SQLAlchemy, describing DSNs
+    assert "transactions" not in imported
     assert not imported & others, f"adapters/{driver}.py imports {imported & others}"
 
 
-def test_host_imports_no_sibling_at_module_level() -> None:
-    tree = ast.parse((ADAPTERS / "host.py").read_text(encoding="utf-8"))
-    top = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1]
-    assert top == []
+def test_host_imports_no_sibling_at_all() -> None:
+    assert adapter_imports("host") == set()
+
+
+def test_transactions_is_the_one_module_that_knows_both_drivers() -> None:
+    assert set(DRIVERS) <= adapter_imports("transactions")
+    for module in ("host", "sqlalchemy", "failfast"):
+        assert not set(DRIVERS) <= adapter_imports(module), module
 
 
 def test_host_dispatches_a_psycopg_transaction_and_unwraps_nothing_else() -> None:
