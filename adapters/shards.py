@@ -20,10 +20,6 @@ shards' loops keep draining, and a push routed to it fails within ``connect_time
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import itertools
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -32,210 +28,48 @@ from typing import Any, TypeVar
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.base import Delay, QueueState
 from pgqueue.envelope import Stamp
-from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
+from pgqueue.errors import InvalidTask
 from pgqueue.events import Listener
 from pgqueue.options import KindOptions
 from pgqueue.periodic import periodic_key
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
-from pgqueue.store.executor import Operation, Statement, Steps, single
+from pgqueue.store.executor import Operation, Statement, single
 from pgqueue.store.queries import DEFAULT_SCHEMA
-from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
+from pgqueue.task import Task, TaskInfo
 
+from .shard_routing import (
+    KEY_PAGE,
+    MAX_SHARDS,
+    NUM_SLOTS,
+    Routing,
+    ShardUnavailable,
+    SlotMap,
+    WrongShard,
+    aligned,
+    global_ids,
+    global_task_id,
+    globalise,
+    merge_counts,
+    slot_of,
+    split_task_id,
+)
 from .transactions import run_in_async, run_in_sync
 
 T = TypeVar("T")
 
-NUM_SLOTS = 1024
-MAX_SHARDS = 1024  # task ids carry the shard in their low 10 bits
-KEY_PAGE = 5000
-
-
-class ShardUnavailable(PgQueueError, ConnectionError):
-    """The shard a call needs did not answer; nothing was written on it."""
-
-    def __init__(self, shard: int, cause: BaseException | None = None) -> None:
-        reason = f": {cause}" if cause is not None else " (it failed within the last moments)"
-        super().__init__(f"shard {shard} is unavailable{reason}")
-        self.shard = shard
-
-
-class WrongShard(PgQueueError, ValueError):
-    """``push_*_tx`` got a transaction on another shard than the task's."""
-
-
-def slot_of(kind: str, external_key: str) -> int:
-    """The slot of a keyed task: a hash that is the same in every process and release."""
-    digest = hashlib.blake2b(
-        kind.encode() + b"\x00" + external_key.encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") % NUM_SLOTS
-
-
-def global_task_id(shard: int, local_id: int) -> int:
-    return local_id * MAX_SHARDS + shard
-
-
-def split_task_id(task_id: int) -> tuple[int, int]:
-    """A sharded queue's task id → ``(shard, id in that shard's table)``."""
-    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
-        raise InvalidTask(f"task id must be a non-negative int, got {task_id!r}")
-    return task_id % MAX_SHARDS, task_id // MAX_SHARDS
-
-
-class SlotMap:
-    """Which shard owns each of the 1024 slots. Every process must use the same map."""
-
-    def __init__(self, assignments: Sequence[int]) -> None:
-        owners = list(assignments)
-        if len(owners) != NUM_SLOTS:
-            raise InvalidOptions(f"a slot map assigns all {NUM_SLOTS} slots, got {len(owners)}")
-        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in owners):
-            raise InvalidOptions("slot owners must be shard indexes (ints >= 0)")
-        self.owners = owners
-        self.shards = max(owners) + 1
-        if self.shards > MAX_SHARDS:
-            raise InvalidOptions(f"at most {MAX_SHARDS} shards")
-
-    @classmethod
-    def even(cls, shards: int) -> SlotMap:
-        """Contiguous, equal slot ranges over ``shards`` shards."""
-        if not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
-            raise InvalidOptions(f"shards must be an int in 1..{MAX_SHARDS}, got {shards!r}")
-        return cls([slot * shards // NUM_SLOTS for slot in range(NUM_SLOTS)])
-
-    def add_shard(self) -> SlotMap:
-        """A map with one more shard, which takes an equal share of slots from every shard;
-        no other slot moves."""
-        new = self.shards
-        owners = list(self.owners)
-        for shard in range(new):
-            slots = [slot for slot, owner in enumerate(owners) if owner == shard]
-            for slot in slots[len(slots) - len(slots) // (new + 1) :]:
-                owners[slot] = new
-        return SlotMap(owners)
-
-    def moved(self, other: SlotMap) -> list[int]:
-        """Slots whose owner differs in ``other``."""
-        return [s for s in range(NUM_SLOTS) if self.owners[s] != other.owners[s]]
-
-    def to_list(self) -> list[int]:
-        return list(self.owners)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SlotMap) and self.owners == other.owners
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """A driver error saying the server did not answer (not an error of the statement)."""
-    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if module.startswith("psycopg"):
-        return name in ("OperationalError", "PoolTimeout", "TooManyRequests", "PoolClosed")
-    if module.startswith("asyncpg"):
-        return "Connection" in name or name in ("CannotConnectNowError", "InterfaceError")
-    return False
-
-
-class _Routing:
-    """Slot map, shard health and the routing decisions, shared by both facades (no I/O)."""
-
-    def __init__(self, shards: int, slot_map: SlotMap | None, retry_after: float) -> None:
-        if not 1 <= shards <= MAX_SHARDS:
-            raise InvalidOptions(f"a sharded queue needs 1..{MAX_SHARDS} shards, got {shards}")
-        self.map = slot_map or SlotMap.even(shards)
-        if self.map.shards > shards:
-            raise InvalidOptions(
-                f"the slot map uses {self.map.shards} shards but {shards} were given"
-            )
-        self.count = shards
-        self.retry_after = retry_after
-        self.down_until = [0.0] * shards
-        self._keyless = itertools.count()
-        self.identities: dict[int, str] = {}
-
-    def shard_for(self, kind: str, external_key: str) -> int:
-        validate_kind_name(kind)
-        if validate_external_key(external_key) is None:
-            raise InvalidTask("shard_for needs an external_key (keyless tasks go to any shard)")
-        return self.map.owners[slot_of(kind, external_key)]
-
-    def shard_of(self, task: Task) -> int:
-        if not isinstance(task, Task):
-            raise InvalidTask(f"expected a Task, got {type(task).__name__}")
-        if task.external_key is None:
-            return self.map.owners[next(self._keyless) % NUM_SLOTS]
-        return self.shard_for(task.kind, task.external_key)
-
-    def split(self, tasks: Sequence[Task]) -> dict[int, list[int]]:
-        """Positions of ``tasks`` per shard."""
-        if isinstance(tasks, Task):
-            raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
-        groups: dict[int, list[int]] = {}
-        for position, task in enumerate(tasks):
-            groups.setdefault(self.shard_of(task), []).append(position)
-        return groups
-
-    def check_up(self, shard: int) -> None:
-        if self.down_until[shard] > time.monotonic():
-            raise ShardUnavailable(shard)
-
-    def failed(self, shard: int, exc: BaseException) -> BaseException:
-        if _is_connection_error(exc):
-            self.down_until[shard] = time.monotonic() + self.retry_after
-            return ShardUnavailable(shard, exc)
-        return exc
-
-    def checked_push(
-        self, expected: int | None, op: Operation[list[int | None]], identity_sql: str
-    ) -> Operation[tuple[int, list[int | None]]]:
-        """``op`` preceded by a check of the transaction's server: it must be shard
-        ``expected`` (any shard when ``None``). Returns the shard and the ids."""
-        identities = self.identities
-
-        def steps() -> Steps[tuple[int, list[int | None]]]:
-            rows = yield Statement(identity_sql, {})
-            here = rows[0][0]
-            shard = next((s for s, ident in identities.items() if ident == here), None)
-            if shard is None or (expected is not None and shard != expected):
-                where = "no shard of this queue" if shard is None else f"shard {shard}"
-                raise WrongShard(
-                    f"the transaction is on {where} ({here}); the task belongs to shard "
-                    f"{expected}: push it in a transaction on queue.shard_for(kind, key)"
-                )
-            return shard, (yield from op.steps)
-
-        return Operation(steps(), transactional=op.transactional)
-
-
-def _merge_counts(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[str, str], int]:
-    merged: dict[tuple[str, str], int] = {}
-    for part in parts:
-        for key, count in part.items():
-            merged[key] = merged.get(key, 0) + count
-    return merged
-
-
-def _globalise(shard: int, info: TaskInfo | None) -> TaskInfo | None:
-    return None if info is None else dataclasses.replace(info, id=global_task_id(shard, info.id))
-
-
-def _global_ids(shard: int, local_ids: list[int | None]) -> list[int | None]:
-    return [None if i is None else global_task_id(shard, i) for i in local_ids]
-
-
-def _aligned(
-    size: int, groups: dict[int, list[int]], results: dict[int, list[int | None]]
-) -> list[int | None]:
-    ids: list[int | None] = [None] * size
-    for shard, positions in groups.items():
-        for position, local in zip(positions, results[shard], strict=True):
-            ids[position] = None if local is None else global_task_id(shard, local)
-    return ids
+__all__ = [
+    "MAX_SHARDS",
+    "NUM_SLOTS",
+    "AsyncShardedQueue",
+    "ShardUnavailable",
+    "ShardedQueue",
+    "SlotMap",
+    "WrongShard",
+    "global_task_id",
+    "slot_of",
+    "split_task_id",
+]
 
 
 class AsyncShardedQueue:
@@ -257,7 +91,7 @@ class AsyncShardedQueue:
 
         if isinstance(shards, (str, bytes)):
             raise TypeError("shards must be a sequence of DSNs or executors, one per shard")
-        self.routing = _Routing(len(shards), slot_map, retry_after)
+        self.routing = Routing(len(shards), slot_map, retry_after)
         self.shards = [
             AsyncQueue(
                 AsyncFailFastExecutor(t, max_size=max_connections, connect_timeout=connect_timeout)
@@ -367,7 +201,7 @@ class AsyncShardedQueue:
             if isinstance(outcome, BaseException):
                 raise outcome
             results[shard] = outcome
-        return _aligned(len(tasks), groups, results)
+        return aligned(len(tasks), groups, results)
 
     async def _learn_identities(self, shards: Sequence[int], *, tolerant: bool) -> None:
         """Ask shards which server and database they are (once per shard)."""
@@ -408,7 +242,7 @@ class AsyncShardedQueue:
         before writing anything otherwise."""
         _queue, op = await self._checked_push(tasks, delay)
         shard, local_ids = await run_in_async(tx, op)
-        return _global_ids(shard, local_ids)
+        return global_ids(shard, local_ids)
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's transaction (on ``shard_for(kind, key)``)."""
@@ -437,7 +271,7 @@ class AsyncShardedQueue:
 
     async def count_tasks(self) -> dict[tuple[str, str], int]:
         """Tasks per ``(kind, status)`` over every shard."""
-        return _merge_counts(await self._fan_out(lambda q: q.count_tasks()))
+        return merge_counts(await self._fan_out(lambda q: q.count_tasks()))
 
     async def count_keys_in_slots(self, slots: Sequence[int]) -> dict[int, int]:
         """Keyed tasks (any status) per shard whose slot is in ``slots``: when adding a shard,
@@ -466,7 +300,7 @@ class AsyncShardedQueue:
         if shard >= len(self.shards):
             return None
         info = await self._on(shard, self.shards[shard].get_task(local, replica_ok=replica_ok))
-        return _globalise(shard, info)
+        return globalise(shard, info)
 
     async def start(self) -> None:
         """Start every shard's workers (a shard that is down is retried by its own loops)."""
@@ -551,7 +385,7 @@ class ShardedQueue:
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         _, op = self._thread.call(self._queue._checked_push(tasks, delay))
         shard, local_ids = run_in_sync(tx, op)
-        return _global_ids(shard, local_ids)
+        return global_ids(shard, local_ids)
 
     def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         if not isinstance(task, Task):

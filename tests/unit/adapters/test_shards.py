@@ -10,8 +10,8 @@ from pgqueue import InvalidOptions, InvalidTask, Task
 from pgqueue.adapters.shards import (
     MAX_SHARDS,
     NUM_SLOTS,
+    Routing,
     SlotMap,
-    _Routing,
     global_task_id,
     slot_of,
     split_task_id,
@@ -48,7 +48,7 @@ def test_adding_a_shard_moves_only_the_slots_it_takes() -> None:
 
 
 def test_keyed_tasks_follow_the_map_and_keyless_ones_spread_evenly() -> None:
-    routing = _Routing(3, None, 1.0)
+    routing = Routing(3, None, 1.0)
     shard = routing.shard_for("k", "order:7")
     assert routing.shard_of(Task("k", external_key="order:7")) == shard
     assert SlotMap.even(3).owners[slot_of("k", "order:7")] == shard
@@ -57,7 +57,7 @@ def test_keyed_tasks_follow_the_map_and_keyless_ones_spread_evenly() -> None:
     with pytest.raises(InvalidTask, match="external_key"):
         routing.shard_for("k", None)  # type: ignore[arg-type]
     with pytest.raises(InvalidOptions, match="uses 4 shards"):
-        _Routing(3, SlotMap.even(4), 1.0)
+        Routing(3, SlotMap.even(4), 1.0)
 
 
 def test_global_task_ids_carry_their_shard() -> None:
