@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry
 from pydantic.json_schema import models_json_schema
 
 from pgqueue.async_queue import AsyncQueue
-from pgqueue.http.api import REQUEST_MODELS, router
+from pgqueue.http.api import router
 from pgqueue.http.auth import require_role
+from pgqueue.http.dependencies import REQUEST_MODELS
 from pgqueue.http.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pgqueue.http.limits import BodyLimitMiddleware
 from pgqueue.http.service import PushCoalescer

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from pgqueue.errors import PgQueueError
-from pgqueue.http.dashboard import diagram
+from pgqueue.http.dashboard.bulk import bulk_count, bulk_ids, bulk_plan
 from pgqueue.http.dashboard.data import (
     PAGE_SIZE,
-    STATUSES,
     FilterError,
-    KindRow,
     QueueAccess,
     TaskFilter,
 )
@@ -33,9 +28,8 @@ from pgqueue.http.dashboard.security import (
     same_origin,
     token_from_request,
 )
+from pgqueue.http.dashboard.templating import environment
 from pgqueue.task import Task
-
-TEMPLATES = Path(__file__).with_name("templates")
 
 RoleResolver = Callable[[str | None], Role | None]
 """Maps a presented token (``None`` when there is none) to a role, or ``None`` to refuse it."""
@@ -43,44 +37,6 @@ RoleResolver = Callable[[str | None], Role | None]
 
 class LoginRequired(Exception):
     """No valid token: pages send the browser to the login form."""
-
-
-def _format_time(value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _format_seconds(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value < 120:
-        return f"{value:.1f} s"
-    if value < 7200:
-        return f"{value / 60:.1f} min"
-    return f"{value / 3600:.1f} h"
-
-
-def _compact_json(value: Any, width: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,  # every task field is untrusted: always escaped, never |safe
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["time"] = _format_time
-    env.filters["seconds"] = _format_seconds
-    env.filters["compact_json"] = _compact_json
-    env.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
-    env.globals["diagram"] = diagram
-    env.globals["STATUSES"] = STATUSES
-    return env
 
 
 class Dashboard:
@@ -101,7 +57,7 @@ class Dashboard:
         self.resolve_role = resolve_role
         self.auth_required = auth_required
         self.signer = CsrfSigner()
-        self.env = _environment()
+        self.env = environment()
 
     def viewer(self, request: Request) -> Viewer:
         token, via_cookie = token_from_request(request)
@@ -259,10 +215,10 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         if not viewer.is_operator:
             raise HTTPException(403, "bulk actions need an operator token")
         action = request.query_params.get("action", "")
-        bulk = _bulk_plan(request.query_params, action, access)
+        bulk = bulk_plan(request.query_params, action, access)
         access.invalidate()  # the count shown before confirming is read now, not cached
         kinds = {row.kind: row for row in await access.kinds()}
-        count = 0 if bulk.error else await _bulk_count(access, bulk, kinds)
+        count = 0 if bulk.error else await bulk_count(access, bulk, kinds)
         attempts = 1
         known = kinds.get(bulk.task_filter.kind)
         if action == "retry" and known is not None and known.max_attempts:
@@ -290,7 +246,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         attempts: int = Form(1),
     ) -> Response:
         dashboard.operator(request, csrf)
-        bulk = _bulk_plan(await request.form(), action, access)
+        bulk = bulk_plan(await request.form(), action, access)
         if bulk.error:
             raise HTTPException(400, bulk.error)
         if attempts < 1:
@@ -300,7 +256,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         if bulk.by_kind:
             done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
         else:
-            for task_id in (await _bulk_ids(access, bulk))[:limit]:
+            for task_id in (await bulk_ids(access, bulk))[:limit]:
                 if action == "retry":
                     changed = await access.call("retry_task", task_id, attempts)
                 else:
@@ -401,61 +357,6 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         return response
 
     return router
-
-
-@dataclass(frozen=True, slots=True)
-class BulkPlan:
-    """What a bulk action runs on: the list's filter narrowed to the statuses it applies to."""
-
-    task_filter: TaskFilter
-    statuses: tuple[str, ...]
-    by_kind: bool = False  # a retry of a whole kind: one retry_tasks call
-    error: str | None = None
-
-
-def _bulk_plan(params: Any, action: str, access: QueueAccess) -> BulkPlan:
-    base = TaskFilter.from_query(params)
-    if action not in ("retry", "cancel"):
-        return BulkPlan(base, (), error="unknown bulk action")
-    allowed = ("no_attempts_left",) if action == "retry" else ("new", "must_retry")
-    if base.status and base.status not in allowed:
-        wanted = " or ".join(allowed)
-        return BulkPlan(base, (), error=f"this action applies to {wanted} tasks only")
-    statuses = (base.status,) if base.status else allowed
-    shown = replace(base, status=statuses[0]) if len(statuses) == 1 else base
-    try:
-        shown.validate()
-    except FilterError as exc:
-        return BulkPlan(shown, statuses, error=str(exc))
-    if action == "retry":
-        if base.kind and not base.key_prefix and not base.payload:
-            return BulkPlan(shown, statuses, by_kind=True)  # one statement, oldest first
-        if not access.can("retry_task"):
-            return BulkPlan(
-                shown,
-                statuses,
-                error="retrying exhausted tasks works per kind: filter by kind only",
-            )
-    if action == "cancel" and not access.can("cancel_task"):
-        return BulkPlan(shown, statuses, error="this service cannot cancel tasks by id")
-    return BulkPlan(shown, statuses)
-
-
-async def _bulk_count(access: QueueAccess, bulk: BulkPlan, kinds: dict[str, KindRow]) -> int:
-    """How many tasks the action would change: from the kind's exact open counts when the
-    filter is a kind alone, else by walking the filter."""
-    task_filter = bulk.task_filter
-    if task_filter.kind and not task_filter.key_prefix and not task_filter.payload:
-        row = kinds.get(task_filter.kind)
-        return 0 if row is None else sum(int(row.counts.get(s, 0)) for s in bulk.statuses)
-    return len(await _bulk_ids(access, bulk))
-
-
-async def _bulk_ids(access: QueueAccess, bulk: BulkPlan) -> list[int]:
-    ids: list[int] = []
-    for status in bulk.statuses:
-        ids.extend(await access.matching_ids(replace(bulk.task_filter, status=status)))
-    return ids
 
 
 async def _act(access: QueueAccess, method: str, *args: Any) -> Any:
