@@ -11,7 +11,7 @@ from typing import Any
 from pgqueue import AsyncQueue, KindOptions, Task
 from pgqueue.envelope import Envelope
 from pgqueue.events import Event, ResultsWritten
-from pgqueue.runtime.producer import Attempt
+from pgqueue.runtime.attempts import Attempt
 from tests.conftest import Database
 
 TASKS = 200
