@@ -12,6 +12,7 @@ from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.runtime import Runtime, StopMode
 from pgqueue.store.executor import AsyncExecutor
+from pgqueue.store.operations import TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
@@ -170,6 +171,11 @@ class AsyncQueue(QueueBase):
     ) -> list[ThroughputPoint]:
         """Outcomes per kind and minute over the last ``minutes`` minutes, oldest first."""
         return await self.executor.run(self._throughput_op(kind, minutes))
+
+    async def table_health(self) -> TableHealth:
+        """The tasks table's dead rows, size and vacuum state; ``.problems`` says what keeps it
+        from staying small (autovacuum off, vacuum falling behind), with what to do."""
+        return await self.executor.run(self._table_health_op())
 
     async def count_tasks(self) -> dict[tuple[str, str], int]:
         """Number of tasks per ``(kind, status)``, ``processing`` derived."""

@@ -170,6 +170,10 @@ class QueueBase:
         self._check_open()
         return operations.get_task(self.queries, task_id, replica_ok=replica_ok)
 
+    def _table_health_op(self) -> Operation[operations.TableHealth]:
+        self._check_open()
+        return operations.read_table_health(self.queries)
+
     def _count_op(self) -> Operation[dict[tuple[str, str], int]]:
         self._check_open()
         return operations.count_tasks_by_status(self.queries)

@@ -36,11 +36,17 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pgqueue.events import AttemptFinished, Event, TasksClaimed, TasksPushed
-from pgqueue.store.operations import KindOverview, read_kind_overview
+from pgqueue.store.operations import (
+    KindOverview,
+    TableHealth,
+    read_kind_overview,
+    read_table_health,
+)
 
 log = logging.getLogger("pgqueue.metrics")
 
 DEFAULT_CACHE_SECONDS = 5.0
+HEALTH_SECONDS = 15.0  # the tasks table's statistics are read at most this often
 OUTCOMES = ("succeeded", "retried", "exhausted", "cancelled", "timed_out")
 _OUTCOME_OF_STATUS = {
     "succeeded": "succeeded",
@@ -66,6 +72,8 @@ class OverviewReader:
         self._lock = threading.Lock()
         self._read_at: float | None = None
         self._cached: KindOverview | None = None
+        self._health_at: float | None = None
+        self._health: TableHealth | None = None
         self._executor: Any = None
 
     def read(self) -> KindOverview | None:
@@ -89,6 +97,25 @@ class OverviewReader:
         self.queries_run += 1
         overview: KindOverview = self._executor.run(read_kind_overview(self.queue.queries))
         return overview
+
+    def health(self) -> TableHealth | None:
+        """The tasks table's upkeep, read at most once per ``HEALTH_SECONDS`` (the statistics
+        views move slowly); ``None`` when it cannot be read."""
+        with self._lock:
+            now = time.monotonic()
+            if self._health_at is not None and now - self._health_at < HEALTH_SECONDS:
+                return self._health
+            self._health_at = now
+            try:
+                if self._executor is None:
+                    from pgqueue.adapters.psycopg import PsycopgExecutor
+
+                    self._executor = PsycopgExecutor(self.dsn, max_size=1)
+                self._health = self._executor.run(read_table_health(self.queue.queries))
+            except Exception as exc:  # noqa: BLE001 - a failed scrape must not break the others
+                log.warning("reading the tasks table's statistics for metrics failed: %s", exc)
+                self._health = None
+            return self._health
 
     def close(self) -> None:
         with self._lock:
@@ -139,6 +166,36 @@ class DatabaseCollector(Collector):
         yield tasks
         yield lag
         yield paused
+        yield from table_gauges(self.reader.health())
+
+
+def table_gauges(health: TableHealth | None) -> Iterator[GaugeMetricFamily]:
+    """The tasks table's dead rows, size and upkeep problems (none when unreadable)."""
+    if health is None:
+        return
+    yield GaugeMetricFamily(
+        "pgqueue_table_dead_rows",
+        "Dead rows in the tasks table (pg_stat_user_tables.n_dead_tup).",
+        value=health.dead_rows,
+    )
+    yield GaugeMetricFamily(
+        "pgqueue_table_live_rows", "Live rows in the tasks table.", value=health.live_rows
+    )
+    size = GaugeMetricFamily(
+        "pgqueue_table_bytes",
+        "Size of the tasks table: the heap alone, and with its indexes and TOAST.",
+        labels=["part"],
+    )
+    size.add_metric(["heap"], health.table_bytes)
+    size.add_metric(["total"], health.total_bytes)
+    yield size
+    yield GaugeMetricFamily(
+        "pgqueue_table_upkeep_problems",
+        "What keeps the tasks table from staying small: autovacuum off on the server or the "
+        "table, or dead rows far past autovacuum's trigger (0 when fine; `pgqueue status` and "
+        "the dashboard say what to do).",
+        value=len(health.problems),
+    )
 
 
 class WorkerCollector(Collector):

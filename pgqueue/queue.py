@@ -19,6 +19,7 @@ from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.runtime import Runtime, StopMode
 from pgqueue.store.executor import SyncExecutor
+from pgqueue.store.operations import TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
@@ -188,6 +189,11 @@ class Queue(QueueBase):
     def throughput(self, *, kind: str | None = None, minutes: int = 60) -> list[ThroughputPoint]:
         """Outcomes per kind and minute over the last ``minutes`` minutes, oldest first."""
         return self.executor.run(self._throughput_op(kind, minutes))
+
+    def table_health(self) -> TableHealth:
+        """The tasks table's dead rows, size and vacuum state; ``.problems`` says what keeps it
+        from staying small (autovacuum off, vacuum falling behind), with what to do."""
+        return self.executor.run(self._table_health_op())
 
     def count_tasks(self) -> dict[tuple[str, str], int]:
         """Number of tasks per ``(kind, status)``, ``processing`` derived."""

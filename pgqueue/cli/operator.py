@@ -154,6 +154,9 @@ def status(
     with operator_queue(dsn, schema) as queue:
         kinds = queue.list_kinds()
         points = queue.throughput(minutes=minutes)
+        health = queue.table_health()
+    for problem in health.problems:  # on stderr: --json output stays one document
+        typer.echo(f"pgqueue: warning: {problem}", err=True)
     totals: dict[str, dict[str, int]] = {}
     for point in points:
         total = totals.setdefault(
@@ -193,6 +196,10 @@ def status(
             f"{failed / minutes:.1f}",
         )
     _print(table)
+    typer.echo(
+        f"tasks table: {health.dead_rows:,} dead rows, {health.live_rows:,} live, "
+        f"{health.total_bytes / 1_048_576:.1f} MB with its indexes"
+    )
 
 
 @tasks_app.command("list")

@@ -138,6 +138,8 @@ class QueueAccess:
         self.names_seconds = names_seconds
         self._snapshot: tuple[float, list[KindRow]] | None = None
         self._names: tuple[float, list[str]] | None = None
+        self.health_seconds = 10.0  # pg_stat figures move slowly; read them at most this often
+        self._health: tuple[float, Any] | None = None
         self._lock = asyncio.Lock()
 
     def invalidate(self) -> None:
@@ -190,6 +192,18 @@ class QueueAccess:
                 )
             )
         return rows
+
+    async def table_health(self) -> Any:
+        """The tasks table's upkeep (dead rows, size, problems), at most ``health_seconds`` old;
+        ``None`` when this queue cannot tell (a sharded queue, a custom one)."""
+        if not self.can("table_health"):
+            return None
+        cached = self._health
+        if cached is not None and time.monotonic() - cached[0] < self.health_seconds:
+            return cached[1]
+        health = await self.call("table_health")
+        self._health = (time.monotonic(), health)
+        return health
 
     async def recent_outcomes(self, minutes: int = 60) -> dict[str, dict[str, int]]:
         """Outcomes per kind over the last ``minutes`` (summed throughput history)."""

@@ -106,7 +106,10 @@ def build_router(dashboard: Dashboard) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     async def overview(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
         kinds = await access.kinds()
-        return dashboard.render(request, "overview.html", viewer, kinds=kinds, page="overview")
+        health = await access.table_health()
+        return dashboard.render(
+            request, "overview.html", viewer, kinds=kinds, health=health, page="overview"
+        )
 
     @router.get("/ui/overview", response_class=HTMLResponse)
     async def overview_fragment(request: Request, viewer: Viewer = Depends(viewer)) -> Response:

@@ -19,6 +19,10 @@ from pgqueue.store.operations.claims import (
     release_claims,
     uuid_array,
 )
+from pgqueue.store.operations.health import (
+    TableHealth,
+    read_table_health,
+)
 from pgqueue.store.operations.kinds import (
     EXACT_FINISHED_BELOW,
     KindOverview,
@@ -75,6 +79,7 @@ __all__ = [
     "PAYLOAD_SCAN_ROWS",
     "STATUS_LITERAL",
     "KindOverview",
+    "TableHealth",
     "cancel_task",
     "cancel_task_by_key",
     "check_int_range",
@@ -96,6 +101,7 @@ __all__ = [
     "push_periodic_task",
     "push_tasks",
     "read_kind_overview",
+    "read_table_health",
     "read_throughput",
     "release_claims",
     "require_known_kind",

@@ -375,6 +375,32 @@ SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM inserted;
 -- The database clock, which every schedule follows.
 SELECT now();
 
+-- name: read_table_health
+-- The tasks table's upkeep: dead and live rows (the statistics views), the heap's size and the
+-- size with indexes, whether autovacuum runs for it (the server's setting and the table's own),
+-- the dead rows at which autovacuum starts on it (its own settings, else the server's), and
+-- when it was last vacuumed.
+WITH settings AS (
+    SELECT c.oid,
+           coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                     WHERE option_name = 'autovacuum_enabled'), 'on')::boolean AS enabled,
+           coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                     WHERE option_name = 'autovacuum_vacuum_threshold'),
+                    current_setting('autovacuum_vacuum_threshold'))::float8 AS threshold,
+           coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                     WHERE option_name = 'autovacuum_vacuum_scale_factor'),
+                    current_setting('autovacuum_vacuum_scale_factor'))::float8 AS scale
+    FROM pg_class AS c
+    WHERE c.oid = '__schema__.tasks'::regclass
+)
+SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
+       pg_relation_size(o.oid), pg_total_relation_size(o.oid),
+       current_setting('autovacuum')::boolean, o.enabled,
+       o.threshold + o.scale * coalesce(s.n_live_tup, 0),
+       greatest(s.last_autovacuum, s.last_vacuum)
+FROM settings AS o
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = o.oid;
+
 -- name: count_tasks_by_status
 -- Count tasks per kind and (derived) status.
 SELECT kind,
