@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-http bench-dashboard wheel-check clean
+.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,13 +36,14 @@ run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs on
 test: $(STAMP) ## The fast default tier: unit, integration and acceptance tests (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, chaos, browser and cluster
+test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, chaos, browser, cluster and the soak smoke
 	$(MAKE) test
 	$(MAKE) test-prometheus
 	$(MAKE) test-minutes
 	$(MAKE) chaos
 	$(MAKE) test-browser
 	$(MAKE) test-cluster
+	$(MAKE) test-soak-lite
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
@@ -91,6 +92,12 @@ bench-memory: $(STAMP) ## One worker drains 1,000,000 tasks; its RSS must stay u
 
 bench-fleet: $(STAMP) ## Idle cost, latency with 500 kinds, delayed-task lateness and fairness
 	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
+
+bench-soak: $(STAMP) ## Soak: push at a fixed rate while workers drain for 20 min on a stock cluster it starts (SOAK_ARGS="--rate 5000 --ttl 0 --pin-seconds 300")
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
+test-soak-lite: $(STAMP) ## Two-minute soak at 1,000 tasks/s; fails when lag or the table's size grows without bound
+	$(BIN)/python benchmarks/soak.py --minutes 2 --rate 1000 --warmup 70 --check --max-lag 5 --max-growth 0.5 --out-dir build/soak
 
 bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients, 20 s) vs push_task
 	$(BIN)/python benchmarks/http_load.py $(HTTP_BENCH_ARGS)
