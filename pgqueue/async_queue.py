@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, cast
 
-from pgqueue.adapters.transactions import run_in_async
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -86,6 +85,8 @@ class AsyncQueue(QueueBase):
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
+        from pgqueue.adapters.transactions import run_in_async  # the drivers load on first use
+
         ids: list[int | None] = await run_in_async(tx, self._push_one_op(task, delay))
         if self.events.listeners:
             self._report_pushed((task,), ids)
@@ -102,6 +103,8 @@ class AsyncQueue(QueueBase):
         self, tx: Any, tasks: Sequence[Task], delay: Delay = 0
     ) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
+        from pgqueue.adapters.transactions import run_in_async  # the drivers load on first use
+
         ids: list[int | None] = await run_in_async(tx, self._push_op(tasks, delay))
         if self.events.listeners:
             self._report_pushed(tasks, ids)

@@ -13,7 +13,6 @@ from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from pgqueue.adapters.transactions import run_in_sync
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
@@ -108,6 +107,8 @@ class Queue(QueueBase):
 
     def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
         """Push one task in the caller's open transaction (never commits or rolls back)."""
+        from pgqueue.adapters.transactions import run_in_sync  # the drivers load on first use
+
         ids: list[int | None] = run_in_sync(tx, self._push_one_op(task, delay))
         if self.events.listeners:
             self._report_pushed((task,), ids)
@@ -122,6 +123,8 @@ class Queue(QueueBase):
 
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         """Push many tasks in the caller's open transaction."""
+        from pgqueue.adapters.transactions import run_in_sync  # the drivers load on first use
+
         ids: list[int | None] = run_in_sync(tx, self._push_op(tasks, delay))
         if self.events.listeners:
             self._report_pushed(tasks, ids)

@@ -120,6 +120,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     },
     "database_now": {},
     "count_tasks_by_status": {},
+    "read_table_health": {},
     "find_pushed_tasks": {
         "kind": KIND,
         "match_key": False,

@@ -92,3 +92,17 @@ def test_every_cli_command_resolves(command: list[str]) -> None:
         assert children is not None, f"{word!r} under a command that has no children"
         assert word in children, f"no command {' '.join(command)!r}"
         group = children[word]
+
+
+def test_importing_pgqueue_loads_no_driver() -> None:
+    """The drivers load when a queue first uses them: ``import pgqueue`` stays cheap, and the
+    core never imports a driver."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, pgqueue, pgqueue.testing, pgqueue.store.operations;"
+        " print(sorted({'psycopg', 'psycopg_pool', 'asyncpg', 'sqlalchemy'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
