@@ -21,11 +21,13 @@ from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
+from pgqueue.typed import AsyncQueueTask, QueueTask
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncQueue",
+    "AsyncQueueTask",
     "AttemptTimeout",
     "CapacityExceeded",
     "DatabaseUnavailable",
@@ -47,6 +49,7 @@ __all__ = [
     "Queue",
     "QueueClosed",
     "QueueState",
+    "QueueTask",
     "SchemaNotMigrated",
     "Stamp",
     "Status",

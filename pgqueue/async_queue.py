@@ -9,12 +9,14 @@ from typing import Any, cast
 from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
+from pgqueue.options import KindOptions
 from pgqueue.runtime import Runtime, StopMode
 from pgqueue.store.executor import AsyncExecutor
 from pgqueue.store.operations import TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
+from pgqueue.typed import AsyncQueueTaskDecorator
 
 
 def async_executor_for(
@@ -75,6 +77,20 @@ class AsyncQueue(QueueBase):
         super().__init__(schema=schema, stamps=stamps)
         self.executor = async_executor_for(target, max_connections, listen_dsn)
         self._runtime: Runtime | None = None
+
+    def task(self, kind: str, options: KindOptions) -> AsyncQueueTaskDecorator:
+        """Register the decorated function as the handler of ``kind``; push it with its arguments.
+
+        ``@queue.task("send-email", KindOptions(attempt_timeout=30))`` on
+        ``def send_email(user_id: int) -> None`` gives an object whose ``push(user_id=42)``
+        (``push_tx(conn, ...)``, ``configure(key=, delay=, priority=, group=).push(...)``) pushes
+        a task whose payload holds the arguments by name; the worker calls the function with
+        them. Arguments are checked against the signature and simple annotations at push time
+        (:class:`~pgqueue.errors.InvalidTask`); dataclass and pydantic-model arguments are
+        rebuilt from their annotations. A parameter annotated :class:`~pgqueue.Envelope`
+        receives the attempt's envelope. Calling the object runs the function inline.
+        """
+        return AsyncQueueTaskDecorator(self, kind, options)
 
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""

@@ -16,6 +16,7 @@ from pgqueue import AsyncQueue, Queue
 
 # Methods whose async form is not a coroutine function: no I/O, the same plain call in both.
 PLAIN_IN_BOTH = {
+    "task",
     "add_periodic",
     "declare_kind",
     "longest_attempt_timeout",

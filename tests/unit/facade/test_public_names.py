@@ -11,11 +11,12 @@ import pytest
 import pgqueue
 
 TOP_LEVEL = [
-    "AsyncQueue", "AttemptTimeout", "CapacityExceeded", "DatabaseUnavailable", "Decision",
-    "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidTask", "Invoker",
-    "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions", "MustCancelTask",
-    "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueState", "SchemaNotMigrated",
-    "Stamp", "Status", "StopMode", "Task", "TaskInfo", "ThroughputPoint", "UnknownKind",
+    "AsyncQueue", "AsyncQueueTask", "AttemptTimeout", "CapacityExceeded", "DatabaseUnavailable",
+    "Decision", "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidTask",
+    "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
+    "MustCancelTask", "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueTask",
+    "QueueState", "SchemaNotMigrated", "Stamp", "Status", "StopMode", "Task", "TaskInfo",
+    "ThroughputPoint", "UnknownKind",
 ]  # fmt: skip
 
 MODULE_NAMES = {
