@@ -7,7 +7,7 @@ import importlib.util
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -124,13 +124,15 @@ def _mount_docs(app: FastAPI) -> None:
     app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(assets)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_role("read"))])
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")  # the prefix a host app mounted the API under
+        assets = f"{root}{DOCS_ASSETS_PATH}"
         return get_swagger_ui_html(
-            openapi_url=OPENAPI_PATH,
+            openapi_url=f"{root}{OPENAPI_PATH}",
             title="pgqueue API",
-            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon-32x32.png",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
         )
 
 

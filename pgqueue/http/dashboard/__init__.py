@@ -1,7 +1,10 @@
 """The web dashboard served by ``pgqueue serve`` at ``/`` (see docs/dashboard.md).
 
 ``mount(app, queue, settings)`` adds its pages (``/`` and ``/ui/...``) and its vendored static
-files (``/ui/static/...``) to the service's FastAPI app. Pages are rendered on the server with
+files (``/ui/static/...``) to the service's FastAPI app. Under a prefix (the app mounted in a
+host's app, or behind a proxy with a root path), every link, asset and redirect carries the
+request's ``root_path``: templates write ``{{ root() }}/ui/...`` and routes redirect to paths
+relative to the root, which the middleware below prefixes. Pages are rendered on the server with
 Jinja2 (autoescaped); htmx refreshes the overview, uPlot draws throughput. No inline script:
 the Content-Security-Policy forbids it.
 """
@@ -15,6 +18,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from jinja2 import pass_context
 
 from pgqueue.http.auth import Role as ApiRole
 from pgqueue.http.auth import role_of_token
@@ -58,6 +62,7 @@ def mount(
         snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
         worker_queue=extra.get("dashboard_worker_queue"),
     )
+    dashboard.env.globals["root"] = _root_of_page
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
@@ -65,27 +70,34 @@ def mount(
     async def to_login(request: Request, exc: LoginRequired) -> Response:
         if request.headers.get("hx-request") or request.method != "GET":
             return Response("login required", status_code=401, headers=SECURITY_HEADERS)
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        path = route_path(request)
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        # Relative to the root, as every redirect of the routes: token_link prefixes it.
         return RedirectResponse(f"/ui/login?{urlencode({'next': target})}", status_code=303)
 
     @app.middleware("http")
     async def token_link(request: Request, call_next: Any) -> Response:
         """``?token=`` on a dashboard page, once: store it in the cookie, drop it from the URL."""
         token = request.query_params.get("token")
+        path = route_path(request)
+        root = request.scope.get("root_path", "")
         if (
             token
             and request.method == "GET"
-            and (request.url.path == "/" or request.url.path.startswith("/ui/"))
+            and (path == "/" or path.startswith("/ui/"))
             and resolver(token) is not None
         ):
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            target = root + path + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
             set_token_cookie(request, response, token)
             return response
         response = await call_next(request)
-        if request.url.path.startswith("/ui/static/"):
+        if path.startswith("/ui/static/"):
             response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        location = response.headers.get("location")
+        if root and location and location.startswith("/") and not location.startswith("//"):
+            response.headers["location"] = root + location
         return response  # type: ignore[no-any-return]
 
     return dashboard
@@ -106,3 +118,19 @@ def resolve_role_from(settings: HttpSettings | None) -> tuple[RoleResolver, bool
         return "operator" if granted >= ApiRole.OPERATOR else "read"
 
     return resolve, settings.auth_enabled
+
+
+def route_path(request: Request) -> str:
+    """The request's path below the app's root path (the prefix it is mounted under)."""
+    path: str = request.url.path
+    root: str = request.scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path
+
+
+@pass_context
+def _root_of_page(context: Any) -> str:
+    """``{{ root() }}`` in a template: the prefix the dashboard is served under ("" at /)."""
+    root: str = context["request"].scope.get("root_path", "")
+    return root
