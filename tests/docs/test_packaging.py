@@ -38,3 +38,21 @@ def test_the_install_lines_name_the_distribution_and_migrate_runs(
         capture_output=True, text=True,
     )  # fmt: skip
     assert migrate.returncode == 0, migrate.stderr
+
+
+def test_the_core_and_typed_tasks_import_no_web_framework() -> None:
+    """``import pgqueue`` (typed tasks included) loads no FastAPI, Starlette or pydantic: the
+    integrations import them, and only when they are used."""
+    code = (
+        "import sys, pgqueue, pgqueue.typed\n"
+        "from pgqueue import Queue, KindOptions\n"
+        "q = Queue('postgresql:///none')\n"
+        "@q.task('k', KindOptions(attempt_timeout=1))\n"
+        "def f(n: int) -> None: ...\n"
+        "f.configure(key='a')\n"
+        "web = ('fastapi', 'starlette', 'pydantic', 'django')\n"
+        "print(sorted(m for m in web if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -37,6 +37,7 @@ MODULE_NAMES = {
         "ShardUnavailable", "WrongShard", "slot_of", "global_task_id", "split_task_id",
         "SlotMap", "AsyncShardedQueue", "ShardedQueue",
     ],
+    "pgqueue.adapters.fastapi": ["QueueDependency", "drain", "get_queue", "lifespan", "mount"],
     "pgqueue.adapters.host": ["describe_target", "driver_connection", "is_asyncpg"],
     # run_in_sync, run_in_async and async_fetcher left host for the module that knows both
     # drivers (host imported both of them: an import circle).

@@ -1,0 +1,1 @@
+"""A FastAPI app that pushes pgqueue tasks from its endpoints and runs their workers."""
