@@ -114,11 +114,13 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	$(PYTHON) -m venv build/wheel-check/venv
 	build/wheel-check/venv/bin/python -m pip install --quiet build/wheel-check/pgqueue_tasks-*.whl
 	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql(); from importlib import resources; assert resources.files('pgqueue').joinpath('grafana', 'pgqueue-dashboard.json').is_file()"
-	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue, pgqueue.typed; assert [m for m in ('fastapi', 'starlette', 'pydantic', 'django', 'opentelemetry') if u.find_spec(m)] == []"
+	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue, pgqueue.typed; assert [m for m in ('fastapi', 'starlette', 'django', 'opentelemetry') if u.find_spec(m)] == []"
 	cd build/wheel-check && ! venv/bin/python -c "import pgqueue.adapters.fastapi" 2> err.txt && grep -q "No module named 'fastapi'" err.txt
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
 	cd build/wheel-check && ! venv/bin/pgqueue migrate --dsn postgresql:///none 2> err.txt
 	grep -q "pgqueue-tasks\[migrations\]" build/wheel-check/err.txt
+	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[fastapi]"
+	cd build/wheel-check && venv/bin/python -c "import pgqueue.adapters.fastapi as f, pgqueue.http.dashboard as d; assert f.lifespan and d.mount"
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database
