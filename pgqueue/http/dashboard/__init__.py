@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import pass_context
 
 from pgqueue.http.auth import Role as ApiRole
 from pgqueue.http.auth import role_of_token
@@ -62,7 +61,6 @@ def mount(
         snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
         worker_queue=extra.get("dashboard_worker_queue"),
     )
-    dashboard.env.globals["root"] = _root_of_page
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
 
@@ -127,10 +125,3 @@ def route_path(request: Request) -> str:
     if root and (path == root or path.startswith(root + "/")):
         return path[len(root) :] or "/"
     return path
-
-
-@pass_context
-def _root_of_page(context: Any) -> str:
-    """``{{ root() }}`` in a template: the prefix the dashboard is served under ("" at /)."""
-    root: str = context["request"].scope.get("root_path", "")
-    return root

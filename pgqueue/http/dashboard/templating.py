@@ -38,6 +38,14 @@ def compact_json(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@jinja2.pass_context
+def root_path(context: Any) -> str:
+    """``{{ root() }}`` in a template: the prefix the dashboard is served under ("" at /), the
+    request's ``root_path`` when a host app mounts it or a proxy serves it below a path."""
+    root: str = context["request"].scope.get("root_path", "")
+    return root
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -52,4 +60,5 @@ def environment() -> jinja2.Environment:
     env.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
     env.globals["diagram"] = diagram
     env.globals["STATUSES"] = STATUSES
+    env.globals["root"] = root_path
     return env
