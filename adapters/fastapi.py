@@ -61,7 +61,11 @@ def lifespan(
     async def run(app: Any) -> AsyncIterator[None]:
         setattr(app.state, STATE_QUEUE, queue)
         if workers:
-            await queue.start()
+            try:
+                await queue.start()
+            except BaseException:
+                await queue.close()  # a startup that fails (schema not migrated) leaks no pool
+                raise
             log.info(
                 "pgqueue workers started (kinds: %s)",
                 ", ".join(spec.kind for spec in queue.registry.handled()) or "none",

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from example.fastapi_app.app import build_app
-from pgqueue import AsyncQueue, KindOptions, QueueState
+from pgqueue import AsyncQueue, KindOptions, QueueState, SchemaNotMigrated
 from pgqueue.adapters.fastapi import QueueDependency, get_queue, lifespan, mount
 from pgqueue.http import HttpSettings
 from tests.conftest import Database
@@ -90,6 +90,17 @@ def get_queue_of(app: FastAPI) -> AsyncQueue:
     request: Any = Stub()
     request.app = app
     return get_queue(request)
+
+
+async def test_a_schema_that_is_not_migrated_fails_the_startup_and_closes_the_queue(
+    empty_schema: Database,
+) -> None:
+    queue = AsyncQueue(empty_schema.dsn, schema=empty_schema.schema)
+    app = FastAPI(lifespan=lifespan(queue))
+    with pytest.raises(SchemaNotMigrated):
+        async with serving(app):
+            pass
+    assert queue.state is QueueState.CLOSED
 
 
 def test_the_dependency_says_what_is_missing_without_the_lifespan() -> None:
