@@ -36,7 +36,7 @@ def mounted(db: Database, driver: Any) -> Iterator[Site]:
         with UvicornThread(
             lambda: build_app(db.dsn, schema=db.schema, app_schema=db.schema, settings=settings)
         ) as server:
-            driver.get_log("browser")  # the session's browser: drop what earlier tests logged
+            driver.get_log("browser")  # one browser for every test: drop what earlier ones logged
             yield Site(server.url + PREFIX, queue, db, driver)
     finally:
         driver.delete_all_cookies()
