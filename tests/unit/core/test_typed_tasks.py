@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 import pgqueue.typed
 from pgqueue import Envelope, InvalidOptions, InvalidTask, KindOptions, Task
+from pgqueue.arguments import check_value
 from pgqueue.registry import Handler
-from pgqueue.typed import AsyncQueueTaskDecorator, QueueTaskDecorator, check_value
+from pgqueue.typed import AsyncQueueTaskDecorator, QueueTaskDecorator
 
 
 class FakeQueue:
