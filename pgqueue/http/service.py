@@ -103,29 +103,6 @@ def _consume(task: asyncio.Task[object]) -> None:
         task.exception()  # mark retrieved: a failed ping is reported, not logged as lost
 
 
-UNAVAILABLE_ERRORS = frozenset(
-    {
-        "OperationalError",
-        "InterfaceError",
-        "PoolTimeout",
-        "PoolClosed",
-        "TooManyConnectionsError",
-        "CannotConnectNowError",
-        "ConnectionDoesNotExistError",
-        "ConnectionFailureError",
-    }
-)
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database cannot be reached (503) rather than a bug (500).
-
-    Matched by class name so the core imports no driver."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    return any(cls.__name__ in UNAVAILABLE_ERRORS for cls in type(exc).__mro__)
-
-
 class PushCoalescer:
     """Joins concurrent single pushes into one multi-row statement.
 
