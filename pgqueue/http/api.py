@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.errors import UnknownKind
@@ -163,9 +164,10 @@ async def enqueue(
     task = Task(kind, body.payload, key)
     coalescer: service.PushCoalescer = request.app.state.pgqueue_coalescer
     if coalescer.accepts(task, body.delay, max_attempts):
-        task_id = await coalescer.push(task)
+        task_id, created_at, delayed_till = await coalescer.push(task)
     else:
-        (task_id,) = await service.push(queue, [task], body.delay, max_attempts)
+        pushed = await service.push(queue, [task], body.delay, max_attempts)
+        (task_id,), created_at, delayed_till = pushed.ids, pushed.created_at, pushed.delayed_till
     if task_id is None:
         assert key is not None
         existing = await service.existing_task_id(queue, kind, key)
@@ -183,9 +185,9 @@ async def enqueue(
         "max_attempts": attempts,
         "max_retries": attempts - 1,
         "messages": [],
-        "delayed_till": None,
-        "created_at": None,
-        "updated_at": None,
+        "delayed_till": to_jsonable_python(delayed_till),
+        "created_at": to_jsonable_python(created_at),
+        "updated_at": to_jsonable_python(created_at),  # the insert set both to now()
         "started_at": None,
         "finished_at": None,
     }
@@ -215,7 +217,7 @@ async def enqueue_batch(
             queue.registry.get(task.kind)
         except UnknownKind as exc:
             raise ApiError(422, "unknown_kind", str(exc)) from None
-    ids = await service.push(queue, tasks, body.delay)
+    ids = (await service.push(queue, tasks, body.delay)).ids
     created = sum(1 for task_id in ids if task_id is not None)
     result = {"ids": ids, "created": created, "duplicates": len(ids) - created}
     return Response(JSON_ENCODER.encode(result), 201, media_type="application/json")

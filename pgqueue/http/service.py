@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import NamedTuple
 
 from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
@@ -39,14 +40,15 @@ class _MaxAttemptsOverride(KindRegistry):
 
 async def push(
     queue: AsyncQueue, tasks: Sequence[Task], delay: float, max_attempts: int | None = None
-) -> list[int | None]:
+) -> operations.Pushed:
     """Push ``tasks`` through the queue's own operation, optionally overriding max_attempts
-    (only for single-kind pushes, which is what the API allows)."""
+    (only for single-kind pushes, which is what the API allows); the ids and the timestamps
+    the database stored."""
     registry = queue.registry
     if max_attempts is not None:
         registry = _MaxAttemptsOverride(registry, tasks[0].kind, max_attempts)
     queue.registry.get(tasks[0].kind)  # unknown kind: UnknownKind before anything else
-    operation = operations.push_tasks(registry, queue.queries, tasks, delay)
+    operation = operations.push_tasks_returning_times(registry, queue.queries, tasks, delay)
     return await queue.executor.run(operation)
 
 
@@ -103,6 +105,14 @@ def _consume(task: asyncio.Task[object]) -> None:
         task.exception()  # mark retrieved: a failed ping is reported, not logged as lost
 
 
+class Stored(NamedTuple):
+    """One pushed task: its id (``None`` for a duplicate key) and the timestamps stored."""
+
+    task_id: int | None
+    created_at: datetime | None
+    delayed_till: datetime | None
+
+
 class PushCoalescer:
     """Joins concurrent single pushes into one multi-row statement.
 
@@ -110,15 +120,16 @@ class PushCoalescer:
     delay) waits here; up to ``max_flushers`` flushes run at once, each taking everything that
     waits (at most ``max_batch`` tasks) in one ``push_tasks`` statement. Under light load every
     task is flushed at once, alone; under heavy load tasks share round trips and commits. A
-    task's id is returned only after its statement committed; a failed statement fails every
-    task in it (nothing of it was written).
+    task's id (with the ``created_at`` and ``delayed_till`` its statement stored) is returned
+    only after its statement committed; a failed statement fails every task in it (nothing of
+    it was written).
     """
 
     def __init__(self, queue: AsyncQueue, max_flushers: int = 4, max_batch: int = 500) -> None:
         self.queue = queue
         self.max_flushers = max_flushers
         self.max_batch = max_batch
-        self._waiting: list[tuple[Task, asyncio.Future[int | None]]] = []
+        self._waiting: list[tuple[Task, asyncio.Future[Stored]]] = []
         self._flushers = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -128,10 +139,10 @@ class PushCoalescer:
         spec = self.queue.registry.get(task.kind)
         return spec.options.max_pending is None
 
-    async def push(self, task: Task) -> int | None:
+    async def push(self, task: Task) -> Stored:
         # Validate alone first, so one bad task never fails the others of its batch.
         operations.push_tasks(self.queue.registry, self.queue.queries, [task], 0)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._waiting.append((task, future))
         if self._flushers < self.max_flushers:
             self._flushers += 1
@@ -147,8 +158,10 @@ class PushCoalescer:
                 del self._waiting[: self.max_batch]
                 tasks = [task for task, _ in batch]
                 try:
-                    ids = await self.queue.executor.run(
-                        operations.push_tasks(self.queue.registry, self.queue.queries, tasks, 0)
+                    pushed = await self.queue.executor.run(
+                        operations.push_tasks_returning_times(
+                            self.queue.registry, self.queue.queries, tasks, 0
+                        )
                     )
                 except BaseException as exc:
                     for _, future in batch:
@@ -157,8 +170,10 @@ class PushCoalescer:
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    for (_, future), task_id in zip(batch, ids, strict=True):
+                    for (_, future), task_id in zip(batch, pushed.ids, strict=True):
                         if not future.done():
-                            future.set_result(task_id)
+                            future.set_result(
+                                Stored(task_id, pushed.created_at, pushed.delayed_till)
+                            )
         finally:
             self._flushers -= 1

@@ -36,6 +36,8 @@ from pgqueue.http.dashboard.security import (
 from pgqueue.task import Task
 
 TEMPLATES = Path(__file__).with_name("templates")
+OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
+"""The throughput chart's series, one per outcome column of the rollup."""
 
 RoleResolver = Callable[[str | None], Role | None]
 """Maps a presented token (``None`` when there is none) to a role, or ``None`` to refuse it."""
@@ -170,15 +172,14 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         for point in points:
             stamp = int(point.minute.timestamp())
             per_kind = series.setdefault(point.kind, {})
-            for name in ("succeeded", "failed", "exhausted"):
+            for name in OUTCOMES:
                 per_kind.setdefault(name, {})[stamp] = int(getattr(point, name))
         now = int(datetime.now(UTC).timestamp()) // 60 * 60
         axis = [now - 60 * i for i in range(minutes - 1, -1, -1)]
         body = {
             "minutes": axis,
             "kinds": {
-                kind: {name: [values.get(name, {}).get(t, 0) for t in axis] for name in
-                       ("succeeded", "failed", "exhausted")}
+                kind: {name: [values.get(name, {}).get(t, 0) for t in axis] for name in OUTCOMES}
                 for kind, values in sorted(series.items())
             },
         }  # fmt: skip

@@ -32,8 +32,10 @@ from pgqueue.store.operations.kinds import (
 )
 from pgqueue.store.operations.push import (
     MAX_PAYLOAD_BYTES,
+    Pushed,
     delay_seconds,
     push_tasks,
+    push_tasks_returning_times,
 )
 from pgqueue.store.operations.retention import (
     MAX_SWEEP_BATCHES,
@@ -75,6 +77,7 @@ __all__ = [
     "PAYLOAD_SCAN_ROWS",
     "STATUS_LITERAL",
     "KindOverview",
+    "Pushed",
     "cancel_task",
     "cancel_task_by_key",
     "check_int_range",
@@ -95,6 +98,7 @@ __all__ = [
     "ping_listener",
     "push_periodic_task",
     "push_tasks",
+    "push_tasks_returning_times",
     "read_kind_overview",
     "read_throughput",
     "release_claims",
