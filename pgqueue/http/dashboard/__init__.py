@@ -45,7 +45,9 @@ def mount(
     ``settings.extra`` may hold ``dashboard_snapshot_seconds`` (how long the per-kind snapshot
     is shared, default 1.0; 0 reads on every request) and ``dashboard_worker_queue`` (the queue
     whose workers run in this process, when it is not ``queue``: the overview then shows their
-    busy/total counts).
+    busy/total counts) and ``dashboard_login_throttle`` (a
+    :class:`~pgqueue.http.dashboard.throttle.LoginThrottle` with other limits than the default
+    five free failures, then 1 s doubling up to 5 min).
     """
     resolver, auth_required = resolve_role_from(settings) if resolve_role is None else (
         resolve_role, True
@@ -57,6 +59,7 @@ def mount(
         auth_required=auth_required,
         snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
         worker_queue=extra.get("dashboard_worker_queue"),
+        login_throttle=extra.get("dashboard_login_throttle"),
     )
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
@@ -72,12 +75,23 @@ def mount(
     async def token_link(request: Request, call_next: Any) -> Response:
         """``?token=`` on a dashboard page, once: store it in the cookie, drop it from the URL."""
         token = request.query_params.get("token")
-        if (
-            token
-            and request.method == "GET"
-            and (request.url.path == "/" or request.url.path.startswith("/ui/"))
-            and resolver(token) is not None
-        ):
+        on_page = request.method == "GET" and (
+            request.url.path == "/" or request.url.path.startswith("/ui/")
+        )
+        if token and on_page:
+            # Throttled like the login form: a link is another way to guess tokens.
+            address = request.client.host if request.client is not None else "unknown"
+            throttle = dashboard.login_throttle
+            wait = throttle.retry_after(address)
+            if wait:
+                headers = {**SECURITY_HEADERS, "Retry-After": str(wait)}
+                return Response("too many wrong tokens", status_code=429, headers=headers)
+            if resolver(token) is None:
+                throttle.failed(address)
+                token = None
+            else:
+                throttle.succeeded(address)
+        if token and on_page:
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

@@ -33,6 +33,7 @@ from pgqueue.http.dashboard.security import (
     same_origin,
     token_from_request,
 )
+from pgqueue.http.dashboard.throttle import LoginThrottle
 from pgqueue.task import Task
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -96,12 +97,14 @@ class Dashboard:
         auth_required: bool,
         snapshot_seconds: float = 1.0,
         worker_queue: Any = None,
+        login_throttle: LoginThrottle | None = None,
     ) -> None:
         self.access = QueueAccess(
             queue, snapshot_seconds=snapshot_seconds, worker_queue=worker_queue
         )
         self.resolve_role = resolve_role
         self.auth_required = auth_required
+        self.login_throttle = login_throttle if login_throttle is not None else LoginThrottle()
         self.signer = CsrfSigner()
         self.env = _environment()
 
@@ -378,18 +381,36 @@ def build_router(dashboard: Dashboard) -> APIRouter:
 
     @router.post("/ui/login", response_class=HTMLResponse)
     async def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
-        if not same_origin(request) or dashboard.resolve_role(token or None) is None:
-            return dashboard.render(
-                request,
-                "login.html",
-                None,
-                status_code=401,
-                page="login",
-                error="That token is not valid.",
-                next=_safe_next(next),
-            )
+        throttle = dashboard.login_throttle
+        address = request.client.host if request.client is not None else "unknown"
+        wait = throttle.retry_after(address)
+        if wait:  # locked out: refused without looking at the token
+            return _login_refused(request, next, wait, "Too many wrong tokens from your address.")
+        if not same_origin(request):
+            return _login_refused(request, next, 0, "That token is not valid.")
+        if dashboard.resolve_role(token or None) is None:
+            wait = throttle.failed(address)
+            return _login_refused(request, next, wait, "That token is not valid.")
+        throttle.succeeded(address)
         response = _redirect(_safe_next(next))
         set_token_cookie(request, response, token)
+        return response
+
+    def _login_refused(request: Request, next: str, wait: int, error: str) -> Response:
+        """The login form again: 401, or 429 with ``Retry-After`` while the address waits."""
+        if wait:
+            error = f"{error} Try again in {wait} s."
+        response = dashboard.render(
+            request,
+            "login.html",
+            None,
+            status_code=429 if wait else 401,
+            page="login",
+            error=error,
+            next=_safe_next(next),
+        )
+        if wait:
+            response.headers["Retry-After"] = str(wait)
         return response
 
     @router.post("/ui/logout")
