@@ -15,11 +15,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.audit import Actor, Source, acting_as
 from pgqueue.errors import UnknownKind
 from pgqueue.http import service
-from pgqueue.http.auth import require_role
+from pgqueue.http.auth import request_role, require_role
 from pgqueue.http.errors import ApiError, ErrorBody
 from pgqueue.http.models import (
+    AuditOut,
     EnqueueBatchRequest,
     EnqueueBatchResponse,
     EnqueueRequest,
@@ -36,6 +38,7 @@ from pgqueue.http.models import (
 from pgqueue.http.settings import HttpSettings
 from pgqueue.options import worker_count_of
 from pgqueue.registry import KindRegistry
+from pgqueue.store import operations
 from pgqueue.task import JSON_ENCODER, KindInfo, Status, Task
 
 MAX_TASK_ID = 2**63 - 1
@@ -77,7 +80,18 @@ async def settings_of(request: Request) -> HttpSettings:
     return settings
 
 
+async def actor_of(request: Request) -> Actor:
+    """Who a request acts as, for the audit log: its token's role (``anonymous`` when the
+    service has no tokens), from the client's address."""
+    settings: HttpSettings = request.app.state.pgqueue_settings
+    role = request_role(request) if settings.auth_enabled else None
+    name = role.name.lower() if role is not None else "anonymous"
+    address = request.client.host if request.client is not None else None
+    return Actor("api", name, detail={"address": address} if address else {})
+
+
 QueueDep = Annotated[AsyncQueue, Depends(queue_of)]
+ActorDep = Annotated[Actor, Depends(actor_of)]
 SettingsDep = Annotated[HttpSettings, Depends(settings_of)]
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="Task id.")]
 KindPath = Annotated[str, Path(min_length=1, max_length=100, description="Task kind.")]
@@ -144,6 +158,7 @@ async def enqueue(
     request: Request,
     queue: QueueDep,
     settings: SettingsDep,
+    actor: ActorDep,
     body: EnqueueRequest = json_body(EnqueueRequest),
 ) -> Response:
     """Push one task. 201 with the task; 409 when its ``(kind, external_key)`` exists (the
@@ -163,11 +178,16 @@ async def enqueue(
         raise ApiError(422, "unknown_kind", str(exc)) from None
     task = Task(kind, body.payload, key)
     coalescer: service.PushCoalescer = request.app.state.pgqueue_coalescer
-    if coalescer.accepts(task, body.delay, max_attempts):
-        task_id, created_at, delayed_till = await coalescer.push(task)
-    else:
-        pushed = await service.push(queue, [task], body.delay, max_attempts)
-        (task_id,), created_at, delayed_till = pushed.ids, pushed.created_at, pushed.delayed_till
+    with acting_as(actor):
+        if coalescer.accepts(task, body.delay, max_attempts):
+            task_id, created_at, delayed_till = await coalescer.push(task)
+        else:
+            pushed = await service.push(queue, [task], body.delay, max_attempts)
+            (task_id,), created_at, delayed_till = (
+                pushed.ids,
+                pushed.created_at,
+                pushed.delayed_till,
+            )
     if task_id is None:
         assert key is not None
         existing = await service.existing_task_id(queue, kind, key)
@@ -206,6 +226,7 @@ async def enqueue(
 async def enqueue_batch(
     queue: QueueDep,
     settings: SettingsDep,
+    actor: ActorDep,
     body: EnqueueBatchRequest = json_body(EnqueueBatchRequest),
 ) -> Response:
     """Push all tasks in one statement (all or none). ``ids`` is aligned with the input;
@@ -217,7 +238,8 @@ async def enqueue_batch(
             queue.registry.get(task.kind)
         except UnknownKind as exc:
             raise ApiError(422, "unknown_kind", str(exc)) from None
-    ids = (await service.push(queue, tasks, body.delay)).ids
+    with acting_as(actor):
+        ids = (await service.push(queue, tasks, body.delay)).ids
     created = sum(1 for task_id in ids if task_id is not None)
     result = {"ids": ids, "created": created, "duplicates": len(ids) - created}
     return Response(JSON_ENCODER.encode(result), 201, media_type="application/json")
@@ -263,10 +285,11 @@ async def get_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
     responses=errors(400, *AUTH_ERRORS, 404, 409),
     summary="Cancel a waiting or running task",
 )
-async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
+async def cancel_task(task_id: TaskId, queue: QueueDep, actor: ActorDep) -> TaskOut:
     """200 with the cancelled task; 404 when there is no such task; 409 when it already
     finished (succeeded, cancelled or out of attempts)."""
-    cancelled = await queue.cancel_task(task_id)
+    with acting_as(actor):
+        cancelled = await queue.cancel_task(task_id)
     task = await task_or_404(queue, task_id)
     if not cancelled:
         raise ApiError(
@@ -289,12 +312,14 @@ async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
 async def retry_task(
     task_id: TaskId,
     queue: QueueDep,
+    actor: ActorDep,
     body: RetryTaskRequest = json_body(RetryTaskRequest, optional=True),
 ) -> TaskOut:
     """200 with the task, now due: one that ended (out of attempts, cancelled, succeeded) is
     ``must_retry`` with ``attempts`` fresh attempts, a waiting one keeps its attempts; 404 when
     there is no such task; 409 while it runs."""
-    retried = await queue.retry_task(task_id, body.attempts)
+    with acting_as(actor):
+        retried = await queue.retry_task(task_id, body.attempts)
     task = await task_or_404(queue, task_id)
     if not retried:
         raise ApiError(
@@ -314,10 +339,12 @@ async def retry_task(
 async def retry_kind(
     kind: KindPath,
     queue: QueueDep,
+    actor: ActorDep,
     body: RetryRequest = json_body(RetryRequest, optional=True),
 ) -> RetryResponse:
     registry = await known_kind(queue, kind)
-    retried = await service.retry(queue, registry, kind, body.attempts, body.limit)
+    with acting_as(actor):
+        retried = await service.retry(queue, registry, kind, body.attempts, body.limit)
     return RetryResponse(kind=kind, retried=retried)
 
 
@@ -328,10 +355,11 @@ async def retry_kind(
     responses=errors(400, *AUTH_ERRORS, 404),
     summary="Pause a kind cluster-wide",
 )
-async def pause_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+async def pause_kind(kind: KindPath, queue: QueueDep, actor: ActorDep) -> PauseResponse:
     """No new attempt of the kind starts in any process; running ones finish; pushes work."""
     await known_kind(queue, kind)
-    await queue.pause_kind(kind)
+    with acting_as(actor):
+        await queue.pause_kind(kind)
     return PauseResponse(kind=kind, paused=True)
 
 
@@ -342,9 +370,10 @@ async def pause_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
     responses=errors(400, *AUTH_ERRORS, 404),
     summary="Resume a paused kind",
 )
-async def resume_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+async def resume_kind(kind: KindPath, queue: QueueDep, actor: ActorDep) -> PauseResponse:
     await known_kind(queue, kind)
-    await queue.resume_kind(kind)
+    with acting_as(actor):
+        await queue.resume_kind(kind)
     return PauseResponse(kind=kind, paused=False)
 
 
@@ -462,6 +491,44 @@ async def list_tasks(
         query = urlencode({k: str(v) for k, v in params.items() if v is not None})
         response.headers["Link"] = f'</tasks?{query}>; rel="next"'
     return [TaskOut.of(info) for info in tasks]
+
+
+@router.get(
+    "/audit",
+    response_model=list[AuditOut],
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS),
+    summary="A page of the audit log of operator actions, newest first",
+)
+async def audit_log(
+    queue: QueueDep,
+    response: Response,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    source: Annotated[Source | None, Query(description="Where the action came from.")] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    cursor: Annotated[
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="The X-Next-Cursor of the previous page."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=operations.MAX_AUDIT_PAGE)] = 50,
+) -> list[AuditOut]:
+    """Cancels, retries, bulk actions, pauses, resumes and enqueues through the service, with
+    who made them and how many rows they changed. ``X-Next-Cursor`` (and ``Link``) as for
+    ``GET /tasks``."""
+    for name, value in (("kind", kind), ("action", action)):
+        if value is not None and "\x00" in value:
+            raise ApiError(400, "invalid_request", f"{name} must not contain NUL characters")
+    entries = await queue.audit_log(
+        limit=limit, before_id=cursor, kind=kind, source=source, action=action
+    )
+    if len(entries) == limit:
+        next_cursor = entries[-1].id
+        response.headers["X-Next-Cursor"] = str(next_cursor)
+        params = {"kind": kind, "source": source, "action": action, "limit": limit,
+                  "cursor": next_cursor}  # fmt: skip
+        query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+        response.headers["Link"] = f'</audit?{query}>; rel="next"'
+    return [AuditOut.model_validate(entry, from_attributes=True) for entry in entries]
 
 
 @router.get(

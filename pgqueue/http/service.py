@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import NamedTuple
 
 from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.audit import Actor, current_actor
 from pgqueue.options import KindOptions
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.store import operations
@@ -49,7 +51,40 @@ async def push(
         registry = _MaxAttemptsOverride(registry, tasks[0].kind, max_attempts)
     queue.registry.get(tasks[0].kind)  # unknown kind: UnknownKind before anything else
     operation = operations.push_tasks_returning_times(registry, queue.queries, tasks, delay)
-    return await queue.executor.run(operation)
+    actor = current_actor()
+    detail: dict[str, object] = {"delay": delay} if delay else {}
+    if max_attempts is not None:
+        detail["max_attempts"] = max_attempts
+    return await queue.executor.run(
+        operations.audited_entries(
+            queue.queries, operation, lambda pushed: _enqueued(actor, tasks, pushed.ids, detail)
+        )
+    )
+
+
+def _enqueued(
+    actor: Actor,
+    tasks: Sequence[Task],
+    ids: Sequence[int | None],
+    detail: dict[str, object] | None = None,
+) -> list[tuple[Actor, operations.Action, int]]:
+    """One audit entry per task pushed through the service (none for a duplicate key)."""
+    return [
+        (
+            actor,
+            operations.Action(
+                "enqueue",
+                task.kind,
+                task_id,
+                {"external_key": task.external_key, **(detail or {})}
+                if task.external_key is not None
+                else dict(detail or {}),
+            ),
+            1,
+        )
+        for task, task_id in zip(tasks, ids, strict=True)
+        if task_id is not None
+    ]
 
 
 async def existing_task_id(queue: AsyncQueue, kind: str, external_key: str) -> int | None:
@@ -62,9 +97,9 @@ async def retry(
     queue: AsyncQueue, registry: KindRegistry, kind: str, attempts: int, limit: int
 ) -> int:
     """``retry_tasks`` through ``registry`` (which may hold a kind known only to the DB)."""
-    return await queue.executor.run(
-        operations.retry_tasks(registry, queue.queries, kind, attempts, limit)
-    )
+    operation = operations.retry_tasks(registry, queue.queries, kind, attempts, limit)
+    action = operations.Action("retry_kind", kind, detail={"attempts": attempts, "limit": limit})
+    return await queue.executor.run(operations.audited(queue.queries, operation, action, int))
 
 
 def _ping(queue: AsyncQueue) -> Operation[datetime]:
@@ -105,6 +140,16 @@ def _consume(task: asyncio.Task[object]) -> None:
         task.exception()  # mark retrieved: a failed ping is reported, not logged as lost
 
 
+def _coalesced_entries(
+    actors: Sequence[Actor], tasks: Sequence[Task], pushed: operations.Pushed
+) -> list[tuple[Actor, operations.Action, int]]:
+    """The audit entries of a coalesced push: each task under its own request's actor."""
+    entries = []
+    for actor, task, task_id in zip(actors, tasks, pushed.ids, strict=True):
+        entries.extend(_enqueued(actor, [task], [task_id]))
+    return entries
+
+
 class Stored(NamedTuple):
     """One pushed task: its id (``None`` for a duplicate key) and the timestamps stored."""
 
@@ -129,7 +174,7 @@ class PushCoalescer:
         self.queue = queue
         self.max_flushers = max_flushers
         self.max_batch = max_batch
-        self._waiting: list[tuple[Task, asyncio.Future[Stored]]] = []
+        self._waiting: list[tuple[Task, Actor, asyncio.Future[Stored]]] = []
         self._flushers = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -143,7 +188,7 @@ class PushCoalescer:
         # Validate alone first, so one bad task never fails the others of its batch.
         operations.push_tasks(self.queue.registry, self.queue.queries, [task], 0)
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._waiting.append((task, future))
+        self._waiting.append((task, current_actor(), future))
         if self._flushers < self.max_flushers:
             self._flushers += 1
             flush = asyncio.ensure_future(self._flush())
@@ -156,21 +201,27 @@ class PushCoalescer:
             while self._waiting:
                 batch = self._waiting[: self.max_batch]
                 del self._waiting[: self.max_batch]
-                tasks = [task for task, _ in batch]
+                tasks = [task for task, _, _ in batch]
+                actors = [actor for _, actor, _ in batch]
+                operation = operations.push_tasks_returning_times(
+                    self.queue.registry, self.queue.queries, tasks, 0
+                )
                 try:
                     pushed = await self.queue.executor.run(
-                        operations.push_tasks_returning_times(
-                            self.queue.registry, self.queue.queries, tasks, 0
+                        operations.audited_entries(
+                            self.queue.queries,
+                            operation,
+                            functools.partial(_coalesced_entries, actors, tasks),
                         )
                     )
                 except BaseException as exc:
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    for (_, future), task_id in zip(batch, pushed.ids, strict=True):
+                    for (_, _, future), task_id in zip(batch, pushed.ids, strict=True):
                         if not future.done():
                             future.set_result(
                                 Stored(task_id, pushed.created_at, pushed.delayed_till)

@@ -14,6 +14,7 @@ import jinja2
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from pgqueue.audit import SOURCES, Actor, acting_as
 from pgqueue.errors import PgQueueError
 from pgqueue.http.dashboard import diagram
 from pgqueue.http.dashboard.data import (
@@ -34,10 +35,12 @@ from pgqueue.http.dashboard.security import (
     token_from_request,
 )
 from pgqueue.http.dashboard.throttle import LoginThrottle
+from pgqueue.store.operations import Action
 from pgqueue.task import Task
 
 TEMPLATES = Path(__file__).with_name("templates")
 OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
+AUDIT_PAGE_SIZE = 50
 """The throughput chart's series, one per outcome column of the rollup."""
 
 RoleResolver = Callable[[str | None], Role | None]
@@ -125,6 +128,14 @@ class Dashboard:
             raise HTTPException(403, "the form's CSRF token or origin is not valid")
         self.access.invalidate()  # pages after an action show its effect
         return viewer
+
+    def acting(self, request: Request, viewer: Viewer, *, each: bool = True) -> Any:
+        """Record the block's actions under this viewer (source ``dashboard``); with
+        ``each=False`` the calls write no entry of their own (a bulk action's summary does)."""
+        address = request.client.host if request.client is not None else None
+        name = viewer.role if self.auth_required else "anonymous"
+        detail = {"address": address} if address else {}
+        return acting_as(Actor("dashboard", name, record=each, detail=detail))
 
     def render(
         self, request: Request, name: str, viewer: Viewer | None, status_code: int = 200, **ctx: Any
@@ -241,20 +252,22 @@ def build_router(dashboard: Dashboard) -> APIRouter:
 
     @router.post("/ui/tasks/{task_id}/cancel")
     async def cancel_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "cancel_task", task_id)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "cancel_task", task_id)
         return _redirect(f"/ui/tasks/{task_id}")
 
     @router.post("/ui/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
+        viewer = dashboard.operator(request, csrf)
         task = await access.call("get_task", task_id)
         attempts = 1
         if task is not None:
             known = {row.kind: row for row in await access.kinds()}.get(task.kind)
             if known is not None and known.max_attempts:
                 attempts = known.max_attempts  # the kind's full allowance, as the bulk retry
-        await _act(access, "retry_task", task_id, attempts)
+        with dashboard.acting(request, viewer):
+            await _act(access, "retry_task", task_id, attempts)
         access.invalidate()
         return _redirect(f"/ui/tasks/{task_id}")
 
@@ -293,7 +306,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         expected: int = Form(0),
         attempts: int = Form(1),
     ) -> Response:
-        dashboard.operator(request, csrf)
+        viewer = dashboard.operator(request, csrf)
         bulk = _bulk_plan(await request.form(), action, access)
         if bulk.error:
             raise HTTPException(400, bulk.error)
@@ -301,15 +314,23 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             raise HTTPException(400, "attempts must be at least 1")
         limit = max(expected, 0)  # never more than the count the operator confirmed
         done = 0
-        if bulk.by_kind:
-            done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
-        else:
-            for task_id in (await _bulk_ids(access, bulk))[:limit]:
-                if action == "retry":
-                    changed = await access.call("retry_task", task_id, attempts)
+        with dashboard.acting(request, viewer, each=False):
+            try:
+                if bulk.by_kind:
+                    done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
                 else:
-                    changed = await access.call("cancel_task", task_id)
-                done += bool(changed)
+                    for task_id in (await _bulk_ids(access, bulk))[:limit]:
+                        if action == "retry":
+                            changed = await access.call("retry_task", task_id, attempts)
+                        else:
+                            changed = await access.call("cancel_task", task_id)
+                        done += bool(changed)
+            finally:  # one entry for the whole action, also when it stopped half-way
+                detail = {**bulk.task_filter.query(), "confirmed": limit}
+                if action == "retry":
+                    detail["attempts"] = attempts
+                summary = Action(f"bulk_{action}", bulk.task_filter.kind or None, detail=detail)
+                await access.record(summary, done)
         query = urlencode({**bulk.task_filter.query(), "done": done, "action": action})
         return _redirect(f"/ui/tasks?{query}")
 
@@ -318,16 +339,53 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         kinds = await access.kinds()
         return dashboard.render(request, "kinds.html", viewer, page="kinds", kinds=kinds)
 
+    @router.get("/ui/audit", response_class=HTMLResponse)
+    async def audit_page(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
+        params = request.query_params
+        filters = {
+            name: (params.get(name) or "").strip() or None for name in ("source", "kind", "action")
+        }
+        before = params.get("before")
+        entries: list[Any] = []
+        error = None
+        try:
+            before_id = int(before) if before else None
+            if filters["source"] is not None and filters["source"] not in SOURCES:
+                raise ValueError(f"unknown source {filters['source']!r}")
+            entries = await access.call(
+                "audit_log", limit=AUDIT_PAGE_SIZE, before_id=before_id, **filters
+            )
+        except (ValueError, PgQueueError) as exc:
+            error = str(exc)
+        next_query = None
+        if len(entries) == AUDIT_PAGE_SIZE:
+            kept = {name: value for name, value in filters.items() if value}
+            next_query = urlencode({**kept, "before": entries[-1].id})
+        return dashboard.render(
+            request,
+            "audit.html",
+            viewer,
+            status_code=400 if error else 200,
+            page="audit",
+            entries=entries,
+            filters=filters,
+            sources=SOURCES,
+            next_query=next_query,
+            error=error,
+        )
+
     @router.post("/ui/kinds/pause")
     async def pause_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "pause_kind", kind)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "pause_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.post("/ui/kinds/resume")
     async def resume_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "resume_kind", kind)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "resume_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.get("/ui/enqueue", response_class=HTMLResponse)
@@ -359,6 +417,9 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             error: str | None = str(exc)
         else:
             if task_id is not None:
+                with dashboard.acting(request, viewer):
+                    detail = {"external_key": external_key} if external_key else {}
+                    await access.record(Action("enqueue", kind, task_id, detail), 1)
                 return _redirect(f"/ui/tasks/{task_id}")
             error = f"a task of kind {kind!r} with key {external_key!r} already exists"
         kinds = await access.kind_names()

@@ -657,3 +657,32 @@ FROM __schema__.tasks
 WHERE external_key IS NOT NULL AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+
+-- name: insert_audit_entries
+-- Record operator actions, given as one JSON array of objects (actor, source, action, kind,
+-- task_id, detail, rows). An entry about one task without a kind takes the task's kind, so
+-- retention (by kind) finds it.
+INSERT INTO __schema__.audit_log (actor, source, action, kind, task_id, detail, rows)
+SELECT e ->> 'actor', e ->> 'source', e ->> 'action',
+       coalesce(e ->> 'kind',
+                (SELECT t.kind FROM __schema__.tasks AS t WHERE t.id = (e ->> 'task_id')::bigint)),
+       (e ->> 'task_id')::bigint, coalesce(e -> 'detail', '{}'::jsonb), (e ->> 'rows')::bigint
+FROM jsonb_array_elements(%(entries)s::jsonb) AS e;
+
+-- name: list_audit_entries
+-- A page of the audit log, newest first, before an id (the cursor), optionally of one kind,
+-- source or action.
+SELECT id, at, actor, source, action, kind, task_id, detail, rows
+FROM __schema__.audit_log
+WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(source)s::text IS NULL OR source = %(source)s::text)
+  AND (%(action)s::text IS NULL OR action = %(action)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: prune_audit_log
+-- Delete a kind's audit entries (and those of no kind) older than the window (seconds), with
+-- the kind's throughput rows.
+DELETE FROM __schema__.audit_log
+WHERE (kind = %(kind)s OR kind IS NULL) AND at < now() - make_interval(secs => %(window)s);
