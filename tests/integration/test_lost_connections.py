@@ -132,3 +132,49 @@ async def test_an_asyncpg_connection_lost_while_a_statement_runs(db: Database) -
     finally:
         await queue.close()
     assert keys(db) == ["next"]
+
+
+def test_a_sqlalchemy_engine_queue_pushes_after_the_server_ended_its_connections(
+    db: Database,
+) -> None:
+    from sqlalchemy import create_engine
+
+    from pgqueue.migrate import sqlalchemy_url
+
+    dsn, name = tagged(db.dsn)
+    engine = create_engine(sqlalchemy_url(dsn), pool_size=2)  # no pre-ping: pgqueue checks
+    try:
+        with Queue(engine, schema=db.schema) as queue:
+            queue.declare_kind("k", OPTIONS)
+            queue.push_task(Task("k", external_key="before"))
+            assert terminate(db, name) >= 1
+            queue.push_task(Task("k", external_key="after"))
+    finally:
+        engine.dispose()
+    assert keys(db) == ["before", "after"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_an_async_sqlalchemy_engine_queue_pushes_after_the_server_ended_its_connections(
+    db: Database, driver: str
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from pgqueue.migrate import sqlalchemy_url
+
+    _, name = tagged(db.dsn)
+    url = sqlalchemy_url(db.dsn).replace("+psycopg", f"+{driver}", 1)
+    tag: dict[str, Any] = {"application_name": name}
+    engine = create_async_engine(
+        url, pool_size=2, connect_args=tag if driver == "psycopg" else {"server_settings": tag}
+    )
+    queue = AsyncQueue(engine, schema=db.schema)
+    queue.declare_kind("k", OPTIONS)
+    try:
+        await queue.push_task(Task("k", external_key="before"))
+        assert terminate(db, name) >= 1  # blocking the loop: the farewell stays unread
+        await queue.push_task(Task("k", external_key="after"))
+    finally:
+        await queue.close()
+        await engine.dispose()
+    assert keys(db) == ["before", "after"]
