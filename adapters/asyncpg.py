@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
+from pgqueue.errors import DatabaseUnavailable, NotInTransaction, PgQueueError, schema_error
 from pgqueue.store.executor import Operation, Row, Statement, drive_async
+from pgqueue.store.unavailable import describe, has_unread_input, is_unavailable, lost_connection
 
 from .host import async_driver_connection, describe_target
 
@@ -138,6 +139,19 @@ def set_keepalives(conn: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
+def alive(conn: Any) -> bool:
+    """Whether a connection from the pool is usable: open, and with nothing unread while idle
+    (the server's farewell after a restart or ``pg_terminate_backend``, which the event loop
+    may not have read yet). Checked with one ``poll``, before anything is sent on it."""
+    if conn.is_closed():
+        return False
+    if conn.is_in_transaction():
+        return True
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is None or not has_unread_input(sock.fileno())
+
+
 class AsyncpgExecutor:
     """Async executor over an asyncpg ``Pool`` (made from a DSN, or yours)."""
 
@@ -182,11 +196,38 @@ class AsyncpgExecutor:
 
     async def run(self, op: Operation[T]) -> T:
         pool = await self._pool()
-        async with pool.acquire() as conn:
+        conn = await self._acquire(pool)
+        try:
             if op.transactional:
                 async with conn.transaction():
                     return await drive_async(op, fetcher(conn))
             return await drive_async(op, fetcher(conn))
+        except Exception as exc:
+            if isinstance(exc, PgQueueError) or not is_unavailable(exc):
+                raise
+            raise lost_connection(exc) from exc
+        finally:
+            await pool.release(conn)
+
+    async def _acquire(self, pool: asyncpg.Pool) -> Any:
+        """A connection from the pool that is :func:`alive`; dead ones are terminated and
+        handed back (the pool reconnects them)."""
+        try:
+            for _ in range(self._max_size):
+                conn = await pool.acquire()
+                if alive(conn):
+                    return conn
+                conn.terminate()
+                await pool.release(conn)
+            return await pool.acquire()
+        except Exception as exc:
+            if isinstance(exc, PgQueueError) or not is_unavailable(exc):
+                raise
+            if self._dsn is None:
+                raise DatabaseUnavailable(
+                    f"cannot get a connection from the asyncpg pool: {describe(exc)}"
+                ) from exc
+            raise unavailable(self._dsn, exc) from exc
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -13,8 +13,9 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgqueue.errors import DatabaseUnavailable, NotInTransaction, schema_error
+from pgqueue.errors import DatabaseUnavailable, NotInTransaction, PgQueueError, schema_error
 from pgqueue.store.executor import Operation, Row, Statement, drive_async, drive_sync
+from pgqueue.store.unavailable import has_unread_input, is_unavailable, lost_connection
 
 from .host import describe_target, driver_connection
 
@@ -106,6 +107,28 @@ def require_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[
         )
 
 
+def alive(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether a connection from the pool is usable: open, and with nothing unread while idle.
+
+    A server that restarted, or ``pg_terminate_backend``, closes the pool's idle connections;
+    psycopg notices only when a statement is sent. Checked here instead (one ``poll``, no round
+    trip), the dead connection is replaced before anything was sent on it.
+    """
+    if conn.closed or conn.broken:
+        return False
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return True
+    return not has_unread_input(conn.pgconn.socket)
+
+
+def translate(exc: Exception) -> Exception:
+    """pgqueue's error for a driver error that means the connection was lost; ``exc`` itself
+    for any other error."""
+    if isinstance(exc, PgQueueError) or not is_unavailable(exc):
+        return exc
+    return lost_connection(exc)
+
+
 class PsycopgExecutor:
     """Blocking executor over a psycopg ``ConnectionPool`` (made from a DSN, or yours)."""
 
@@ -143,6 +166,31 @@ class PsycopgExecutor:
             raise DatabaseUnavailable(
                 f"no connection from the pool within {self.pool.timeout:g}s: {exc}"
             ) from exc
+        except Exception as exc:
+            translated = translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _getconn(self) -> psycopg.Connection[Any]:
+        """A connection from the pool that is :func:`alive`; dead ones are closed and handed
+        back (the pool replaces them)."""
+        for _ in range(self.pool.max_size):
+            conn = self.pool.getconn()
+            if alive(conn):
+                return conn
+            conn.close()
+            self.pool.putconn(conn)
+        return self.pool.getconn()  # every pooled one was dead: this one is new
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._getconn()
+        try:
+            with conn:  # commits or rolls back a transaction left open; the pool keeps it
+                yield conn
+        finally:
+            self.pool.putconn(conn)
 
     def _run(self, op: Operation[T]) -> T:
         if not self._opened:
@@ -150,17 +198,20 @@ class PsycopgExecutor:
         if not op.transactional and self._sticky_lock.acquire(blocking=False):
             try:
                 conn = self._sticky
-                if conn is None or conn.broken or conn.closed:
-                    conn = self._sticky = self.pool.getconn()
+                if conn is None or not alive(conn):
+                    if conn is not None:
+                        conn.close()  # so the pool discards it
+                    self._release_sticky()
+                    conn = self._sticky = self._getconn()
                 if conn.autocommit:
                     try:
                         return drive_sync(op, sync_fetcher(conn))
-                    except psycopg.OperationalError:
+                    except (psycopg.OperationalError, psycopg.InterfaceError):
                         self._release_sticky()
                         raise
             finally:
                 self._sticky_lock.release()
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             if op.transactional or not conn.autocommit:
                 with conn.transaction():
                     return drive_sync(op, sync_fetcher(conn))
@@ -269,6 +320,30 @@ class AsyncPsycopgExecutor:
             raise DatabaseUnavailable(
                 f"no connection from the pool within {self.pool.timeout:g}s: {exc}"
             ) from exc
+        except Exception as exc:
+            translated = translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _getconn(self) -> psycopg.AsyncConnection[Any]:
+        """See :meth:`PsycopgExecutor._getconn`."""
+        for _ in range(self.pool.max_size):
+            conn = await self.pool.getconn()
+            if alive(conn):
+                return conn
+            await conn.close()
+            await self.pool.putconn(conn)
+        return await self.pool.getconn()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        conn = await self._getconn()
+        try:
+            async with conn:
+                yield conn
+        finally:
+            await self.pool.putconn(conn)
 
     async def _run(self, op: Operation[T]) -> T:
         if not self._opened:
@@ -276,15 +351,18 @@ class AsyncPsycopgExecutor:
         if not op.transactional and not self._sticky_lock.locked():
             async with self._sticky_lock:
                 conn = self._sticky
-                if conn is None or conn.broken or conn.closed:
-                    conn = self._sticky = await self.pool.getconn()
+                if conn is None or not alive(conn):
+                    if conn is not None:
+                        await conn.close()  # so the pool discards it
+                    await self._release_sticky()
+                    conn = self._sticky = await self._getconn()
                 if conn.autocommit:
                     try:
                         return await drive_async(op, async_fetcher(conn))
-                    except psycopg.OperationalError:
+                    except (psycopg.OperationalError, psycopg.InterfaceError):
                         await self._release_sticky()
                         raise
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             if op.transactional or not conn.autocommit:
                 async with conn.transaction():
                     return await drive_async(op, async_fetcher(conn))

@@ -10,8 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import TypeVar
 
-from pgqueue.errors import InvalidOptions, InvalidTask, PgQueueError
+from pgqueue.errors import DatabaseUnavailable, InvalidOptions, InvalidTask, PgQueueError
 from pgqueue.store.executor import Operation, Statement, Steps
+from pgqueue.store.unavailable import is_unavailable
 from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
 
 T = TypeVar("T")
@@ -21,8 +22,9 @@ MAX_SHARDS = 1024  # task ids carry the shard in their low 10 bits
 KEY_PAGE = 5000
 
 
-class ShardUnavailable(PgQueueError, ConnectionError):
-    """The shard a call needs did not answer; nothing was written on it."""
+class ShardUnavailable(DatabaseUnavailable):
+    """The shard a call needs did not answer or lost the connection (a
+    :class:`~pgqueue.errors.DatabaseUnavailable` naming the shard)."""
 
     def __init__(self, shard: int, cause: BaseException | None = None) -> None:
         reason = f": {cause}" if cause is not None else " (it failed within the last moments)"
@@ -98,19 +100,6 @@ class SlotMap:
     __hash__ = None  # type: ignore[assignment]
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """A driver error saying the server did not answer (not an error of the statement)."""
-    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
-        return True
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if module.startswith("psycopg"):
-        return name in ("OperationalError", "PoolTimeout", "TooManyRequests", "PoolClosed")
-    if module.startswith("asyncpg"):
-        return "Connection" in name or name in ("CannotConnectNowError", "InterfaceError")
-    return False
-
-
 class Routing:
     """Slot map, shard health and the routing decisions, shared by both facades (no I/O)."""
 
@@ -155,7 +144,7 @@ class Routing:
             raise ShardUnavailable(shard)
 
     def failed(self, shard: int, exc: BaseException) -> BaseException:
-        if is_connection_error(exc):
+        if is_unavailable(exc):
             self.down_until[shard] = time.monotonic() + self.retry_after
             return ShardUnavailable(shard, exc)
         return exc

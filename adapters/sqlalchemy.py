@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from pgqueue.errors import DatabaseUnavailable, PgQueueError
 from pgqueue.store.executor import Operation, drive_async, drive_sync
+from pgqueue.store.unavailable import describe, is_unavailable, lost_connection
 
 T = TypeVar("T")
 
@@ -32,6 +34,33 @@ def _check_driver(engine: Any, drivers: tuple[str, ...]) -> None:
         )
 
 
+POOL_CHECKS = 8
+"""Pooled connections found dead (and replaced) before a statement, at most, per call."""
+
+
+def _translated(exc: Exception, sent: bool) -> Exception:
+    """pgqueue's error for a lost or refused connection (SQLAlchemy wraps the driver's);
+    ``exc`` itself for any other error."""
+    if isinstance(exc, PgQueueError) or not is_unavailable(exc):
+        return exc
+    if sent:
+        return lost_connection(exc)
+    return DatabaseUnavailable(
+        f"cannot connect to PostgreSQL through the SQLAlchemy engine: {describe(exc)}"
+    )
+
+
+def _async_alive(driver: Any) -> bool:
+    """:func:`pgqueue.adapters.psycopg.alive` or its asyncpg twin, by driver."""
+    if type(driver).__module__.startswith("asyncpg"):
+        from .asyncpg import alive as asyncpg_alive
+
+        return asyncpg_alive(driver)
+    from .psycopg import alive
+
+    return alive(driver)
+
+
 class SqlAlchemyExecutor:
     """Blocking executor over a SQLAlchemy ``Engine`` using psycopg 3 (``postgresql+psycopg``).
 
@@ -52,14 +81,24 @@ class SqlAlchemyExecutor:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def run(self, op: Operation[T]) -> T:
-        from .psycopg import sync_fetcher
+        from .psycopg import alive, sync_fetcher
 
-        with self._autocommit.connect() as conn:
-            driver: Any = conn.connection.driver_connection
-            if op.transactional:
-                with driver.transaction():
+        sent = False
+        try:
+            for _ in range(POOL_CHECKS):
+                with self._autocommit.connect() as conn:
+                    driver: Any = conn.connection.driver_connection
+                    if not alive(driver):  # the server closed it while it idled in the pool
+                        conn.invalidate()
+                        continue
+                    sent = True
+                    if op.transactional:
+                        with driver.transaction():
+                            return drive_sync(op, sync_fetcher(driver))
                     return drive_sync(op, sync_fetcher(driver))
-            return drive_sync(op, sync_fetcher(driver))
+            raise DatabaseUnavailable("every pooled connection of the engine was closed")
+        except Exception as exc:
+            raise _translated(exc, sent) from exc
 
     def async_twin(self, max_size: int) -> AsyncSqlAlchemyExecutor:
         """An async executor for the worker runtime: an ``AsyncEngine`` on the same URL."""
@@ -92,15 +131,25 @@ class AsyncSqlAlchemyExecutor:
         """Nothing to open: the engine's pool connects on first use."""
 
     async def run(self, op: Operation[T]) -> T:
-        async with self._autocommit.connect() as conn:
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            from .transactions import async_fetcher
+        from .transactions import async_fetcher
 
-            fetch = async_fetcher(driver)
-            if op.transactional:
-                async with driver.transaction():
+        sent = False
+        try:
+            for _ in range(POOL_CHECKS):
+                async with self._autocommit.connect() as conn:
+                    driver: Any = (await conn.get_raw_connection()).driver_connection
+                    if not _async_alive(driver):
+                        await conn.invalidate()
+                        continue
+                    sent = True
+                    fetch = async_fetcher(driver)
+                    if op.transactional:
+                        async with driver.transaction():
+                            return await drive_async(op, fetch)
                     return await drive_async(op, fetch)
-            return await drive_async(op, fetch)
+            raise DatabaseUnavailable("every pooled connection of the engine was closed")
+        except Exception as exc:
+            raise _translated(exc, sent) from exc
 
     @asynccontextmanager
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:

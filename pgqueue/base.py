@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pgqueue.audit import AuditEntry
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
 from pgqueue.events import EventBus, Listener, TasksPushed
@@ -160,11 +161,17 @@ class QueueBase:
 
     def _cancel_op(self, kind: str, external_key: str) -> Operation[bool]:
         self._check_open()
-        return operations.cancel_task_by_key(self.registry, self.queries, kind, external_key)
+        op = operations.cancel_task_by_key(self.registry, self.queries, kind, external_key)
+        action = operations.Action("cancel_task", kind, detail={"external_key": external_key})
+        return operations.audited(self.queries, op, action)
 
     def _retry_op(self, kind: str, attempts: int, limit: int) -> Operation[int]:
         self._check_open()
-        return operations.retry_tasks(self.registry, self.queries, kind, attempts, limit)
+        op = operations.retry_tasks(self.registry, self.queries, kind, attempts, limit)
+        detail = {"attempts": attempts, "limit": limit}
+        return operations.audited(
+            self.queries, op, operations.Action("retry_kind", kind, detail=detail), int
+        )
 
     def _get_op(self, task_id: int, replica_ok: bool = False) -> Operation[TaskInfo | None]:
         self._check_open()
@@ -180,11 +187,14 @@ class QueueBase:
 
     def _cancel_id_op(self, task_id: int) -> Operation[bool]:
         self._check_open()
-        return operations.cancel_task(self.queries, task_id)
+        op = operations.cancel_task(self.queries, task_id)
+        return operations.audited(self.queries, op, operations.Action("cancel_task", None, task_id))
 
     def _retry_id_op(self, task_id: int, attempts: int) -> Operation[bool]:
         self._check_open()
-        return operations.retry_task(self.queries, task_id, attempts)
+        op = operations.retry_task(self.queries, task_id, attempts)
+        action = operations.Action("retry_task", None, task_id, {"attempts": attempts})
+        return operations.audited(self.queries, op, action)
 
     def _list_tasks_op(
         self,
@@ -209,11 +219,26 @@ class QueueBase:
     def _pause_op(self, kind: str, pause: bool) -> Operation[None]:
         self._check_open()
         build = operations.pause_kind if pause else operations.resume_kind
-        return build(self.queries, kind, kind in self.registry)
+        op = build(self.queries, kind, kind in self.registry)
+        action = operations.Action("pause_kind" if pause else "resume_kind", kind)
+        return operations.audited(self.queries, op, action, lambda _: 1)
 
     def _list_kinds_op(self) -> Operation[list[KindInfo]]:
         self._check_open()
         return operations.list_kinds(self.registry, self.queries)
+
+    def _audit_op(
+        self,
+        limit: int,
+        before_id: int | None,
+        kind: str | None,
+        source: str | None,
+        action: str | None,
+    ) -> Operation[list[AuditEntry]]:
+        self._check_open()
+        return operations.list_audit_entries(
+            self.queries, limit=limit, before_id=before_id, kind=kind, source=source, action=action
+        )
 
     def _throughput_op(self, kind: str | None, minutes: int) -> Operation[list[ThroughputPoint]]:
         self._check_open()

@@ -67,8 +67,10 @@ class MissingExtra(PgQueueError, ImportError):
 
 
 class DatabaseUnavailable(PgQueueError, ConnectionError):
-    """The database refused or did not answer a connection; the message carries the server's
-    reason (wrong DSN, unknown database, bad password, server down)."""
+    """The database refused or did not answer a connection, or lost it after a statement was
+    sent (which may or may not have been applied); the message carries the server's reason
+    (wrong DSN, unknown database, bad password, server down) and ``__cause__`` the driver's
+    error."""
 
 
 class SchemaNotMigrated(PgQueueError, RuntimeError):

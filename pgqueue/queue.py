@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from pgqueue.aio import wait_event
+from pgqueue.audit import AuditEntry
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.options import KindOptions
@@ -204,6 +205,20 @@ class Queue(QueueBase):
     def list_kinds(self) -> list[KindInfo]:
         """Every kind the database or this queue knows: pause state, counts per status, lag."""
         return self.executor.run(self._list_kinds_op())
+
+    def audit_log(
+        self,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        kind: str | None = None,
+        source: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]:
+        """A page of the audit log of operator actions, newest first; pass the last id as
+        ``before_id`` for the next page. Filters: ``kind``, ``source`` (``api``,
+        ``dashboard``, ``cli``, ``python``), ``action``."""
+        return self.executor.run(self._audit_op(limit, before_id, kind, source, action))
 
     def throughput(self, *, kind: str | None = None, minutes: int = 60) -> list[ThroughputPoint]:
         """Outcomes per kind and minute over the last ``minutes`` minutes, oldest first."""

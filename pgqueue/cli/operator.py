@@ -1,7 +1,9 @@
-"""Operator commands: ``pgqueue status``, ``pgqueue tasks …``, ``pgqueue kinds …``.
+"""Operator commands: ``pgqueue status``, ``pgqueue tasks …``, ``pgqueue kinds …``,
+``pgqueue audit``.
 
 They work from the database alone (no application module): the queue they build declares no
-kind. Bad input and database errors end in one line on stderr and exit code 1.
+kind. Bad input and database errors end in one line on stderr and exit code 1. Their actions
+are recorded in the audit log under the OS user, with source ``cli``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pgqueue.audit import SOURCES, Actor, acting_as, os_user
 from pgqueue.errors import PgQueueError
 from pgqueue.queue import Queue
+from pgqueue.store import operations
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import COUNTED_STATUSES, KindInfo, TaskInfo
 
@@ -48,7 +52,10 @@ def operator_queue(dsn: str, schema: str) -> Iterator[Queue]:
     every error inside becomes one line on stderr and exit code 1."""
     try:
         _check_connection(dsn)
-        with Queue(dsn, schema=schema, max_connections=1) as queue:
+        with (
+            acting_as(Actor("cli", os_user())),
+            Queue(dsn, schema=schema, max_connections=1) as queue,
+        ):
             yield queue
     except typer.Exit:
         raise
@@ -313,12 +320,19 @@ def retry_tasks(
         ) as progress,
     ):
         bar = progress.add_task(kind, total=limit)
-        while revived < limit:
-            chunk = queue.retry_tasks(kind, attempts, min(RETRY_CHUNK, limit - revived))
-            revived += chunk
-            progress.update(bar, completed=revived)
-            if chunk == 0:
-                break
+        # One audit entry for the whole command, not one per chunk.
+        with acting_as(Actor("cli", os_user(), record=False)):
+            try:
+                while revived < limit:
+                    chunk = queue.retry_tasks(kind, attempts, min(RETRY_CHUNK, limit - revived))
+                    revived += chunk
+                    progress.update(bar, completed=revived)
+                    if chunk == 0:
+                        break
+            finally:
+                detail = {"attempts": attempts, "limit": limit}
+                summary = operations.Action("retry_kind", kind, detail=detail)
+                queue.executor.run(operations.record_audit(queue.queries, summary, revived))
     if as_json:
         _print_json({"kind": kind, "retried": revived})
     else:
@@ -382,8 +396,54 @@ def resume_kind(
         typer.echo(f"resumed {kind!r}")
 
 
+def audit(
+    dsn: DsnOption,
+    schema: SchemaOption = DEFAULT_SCHEMA,
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only this source: api, dashboard, cli or python.")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (cancel_task, retry_kind, …).")
+    ] = None,
+    before_id: Annotated[str | None, typer.Option(help="Page cursor: the last id shown.")] = None,
+    limit: Annotated[int, typer.Option(help="Most entries to show (1-1000).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit log of operator actions, newest first: who, from where, what, how many rows."""
+    if source is not None and source not in SOURCES:
+        _fail(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
+    with operator_queue(dsn, schema) as queue:
+        cursor = None if before_id is None else _task_id(before_id)
+        entries = queue.audit_log(
+            limit=limit, before_id=cursor, kind=kind, source=source, action=action
+        )
+    if as_json:
+        _print_json([_plain(asdict(entry)) for entry in entries])
+        return
+    table = _table()
+    for column in ("id", "at", "source", "actor", "action", "kind", "task", "rows", "detail"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(
+            str(entry.id),
+            entry.at.isoformat(timespec="seconds"),
+            entry.source,
+            entry.actor,
+            entry.action,
+            entry.kind or "",
+            "" if entry.task_id is None else str(entry.task_id),
+            str(entry.rows),
+            json.dumps(entry.detail, ensure_ascii=False, separators=(",", ":")),
+        )
+    _print(table)
+    if len(entries) == limit:
+        typer.echo(f"next page: --before-id {entries[-1].id}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the ``pgqueue`` command."""
     app.command("status")(status)
+    app.command("audit")(audit)
     app.add_typer(tasks_app, name="tasks")
     app.add_typer(kinds_app, name="kinds")

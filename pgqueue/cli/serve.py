@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from collections.abc import Generator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -153,6 +154,10 @@ async def _serve(
     from pgqueue.http import service
     from pgqueue.http.app import close_app, create_app
 
+    if settings.run_workers and host_queue is not None and host_queue is not queue:
+        # A blocking app queue is served through an AsyncQueue of its own: the dashboard reads
+        # the busy/total worker counts from the queue that runs the workers.
+        settings = replace(settings, extra={**settings.extra, "dashboard_worker_queue": host_queue})
     app = create_app(queue, settings)
     config = uvicorn.Config(
         app,

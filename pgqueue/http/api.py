@@ -10,8 +10,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic_core import to_jsonable_python
 
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.audit import Source, acting_as
 from pgqueue.errors import UnknownKind
 from pgqueue.http import service
 from pgqueue.http.auth import require_role
@@ -19,6 +21,7 @@ from pgqueue.http.dependencies import (
     AUTH_ERRORS,
     MAX_LIST_LIMIT,
     MAX_TASK_ID,
+    ActorDep,
     KindPath,
     QueueDep,
     SettingsDep,
@@ -31,6 +34,7 @@ from pgqueue.http.dependencies import (
 )
 from pgqueue.http.errors import ApiError
 from pgqueue.http.models import (
+    AuditOut,
     EnqueueBatchRequest,
     EnqueueBatchResponse,
     EnqueueRequest,
@@ -46,6 +50,7 @@ from pgqueue.http.models import (
 )
 from pgqueue.http.settings import HttpSettings
 from pgqueue.options import worker_count_of
+from pgqueue.store import operations
 from pgqueue.task import JSON_ENCODER, KindInfo, Status, Task
 
 router = APIRouter()
@@ -66,6 +71,7 @@ async def enqueue(
     request: Request,
     queue: QueueDep,
     settings: SettingsDep,
+    actor: ActorDep,
     body: EnqueueRequest = json_body(EnqueueRequest),
 ) -> Response:
     """Push one task. 201 with the task; 409 when its ``(kind, external_key)`` exists (the
@@ -85,10 +91,16 @@ async def enqueue(
         raise ApiError(422, "unknown_kind", str(exc)) from None
     task = Task(kind, body.payload, key)
     coalescer: service.PushCoalescer = request.app.state.pgqueue_coalescer
-    if coalescer.accepts(task, body.delay, max_attempts):
-        task_id = await coalescer.push(task)
-    else:
-        (task_id,) = await service.push(queue, [task], body.delay, max_attempts)
+    with acting_as(actor):
+        if coalescer.accepts(task, body.delay, max_attempts):
+            task_id, created_at, delayed_till = await coalescer.push(task)
+        else:
+            pushed = await service.push(queue, [task], body.delay, max_attempts)
+            (task_id,), created_at, delayed_till = (
+                pushed.ids,
+                pushed.created_at,
+                pushed.delayed_till,
+            )
     if task_id is None:
         assert key is not None
         existing = await service.existing_task_id(queue, kind, key)
@@ -106,9 +118,9 @@ async def enqueue(
         "max_attempts": attempts,
         "max_retries": attempts - 1,
         "messages": [],
-        "delayed_till": None,
-        "created_at": None,
-        "updated_at": None,
+        "delayed_till": to_jsonable_python(delayed_till),
+        "created_at": to_jsonable_python(created_at),
+        "updated_at": to_jsonable_python(created_at),  # the insert set both to now()
         "started_at": None,
         "finished_at": None,
     }
@@ -127,6 +139,7 @@ async def enqueue(
 async def enqueue_batch(
     queue: QueueDep,
     settings: SettingsDep,
+    actor: ActorDep,
     body: EnqueueBatchRequest = json_body(EnqueueBatchRequest),
 ) -> Response:
     """Push all tasks in one statement (all or none). ``ids`` is aligned with the input;
@@ -138,7 +151,8 @@ async def enqueue_batch(
             queue.registry.get(task.kind)
         except UnknownKind as exc:
             raise ApiError(422, "unknown_kind", str(exc)) from None
-    ids = await service.push(queue, tasks, body.delay)
+    with acting_as(actor):
+        ids = (await service.push(queue, tasks, body.delay)).ids
     created = sum(1 for task_id in ids if task_id is not None)
     result = {"ids": ids, "created": created, "duplicates": len(ids) - created}
     return Response(JSON_ENCODER.encode(result), 201, media_type="application/json")
@@ -184,10 +198,11 @@ async def get_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
     responses=errors(400, *AUTH_ERRORS, 404, 409),
     summary="Cancel a waiting or running task",
 )
-async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
+async def cancel_task(task_id: TaskId, queue: QueueDep, actor: ActorDep) -> TaskOut:
     """200 with the cancelled task; 404 when there is no such task; 409 when it already
     finished (succeeded, cancelled or out of attempts)."""
-    cancelled = await queue.cancel_task(task_id)
+    with acting_as(actor):
+        cancelled = await queue.cancel_task(task_id)
     task = await task_or_404(queue, task_id)
     if not cancelled:
         raise ApiError(
@@ -210,12 +225,14 @@ async def cancel_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
 async def retry_task(
     task_id: TaskId,
     queue: QueueDep,
+    actor: ActorDep,
     body: RetryTaskRequest = json_body(RetryTaskRequest, optional=True),
 ) -> TaskOut:
     """200 with the task, now due: one that ended (out of attempts, cancelled, succeeded) is
     ``must_retry`` with ``attempts`` fresh attempts, a waiting one keeps its attempts; 404 when
     there is no such task; 409 while it runs."""
-    retried = await queue.retry_task(task_id, body.attempts)
+    with acting_as(actor):
+        retried = await queue.retry_task(task_id, body.attempts)
     task = await task_or_404(queue, task_id)
     if not retried:
         raise ApiError(
@@ -235,10 +252,12 @@ async def retry_task(
 async def retry_kind(
     kind: KindPath,
     queue: QueueDep,
+    actor: ActorDep,
     body: RetryRequest = json_body(RetryRequest, optional=True),
 ) -> RetryResponse:
     registry = await known_kind(queue, kind)
-    retried = await service.retry(queue, registry, kind, body.attempts, body.limit)
+    with acting_as(actor):
+        retried = await service.retry(queue, registry, kind, body.attempts, body.limit)
     return RetryResponse(kind=kind, retried=retried)
 
 
@@ -249,10 +268,11 @@ async def retry_kind(
     responses=errors(400, *AUTH_ERRORS, 404),
     summary="Pause a kind cluster-wide",
 )
-async def pause_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+async def pause_kind(kind: KindPath, queue: QueueDep, actor: ActorDep) -> PauseResponse:
     """No new attempt of the kind starts in any process; running ones finish; pushes work."""
     await known_kind(queue, kind)
-    await queue.pause_kind(kind)
+    with acting_as(actor):
+        await queue.pause_kind(kind)
     return PauseResponse(kind=kind, paused=True)
 
 
@@ -263,9 +283,10 @@ async def pause_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
     responses=errors(400, *AUTH_ERRORS, 404),
     summary="Resume a paused kind",
 )
-async def resume_kind(kind: KindPath, queue: QueueDep) -> PauseResponse:
+async def resume_kind(kind: KindPath, queue: QueueDep, actor: ActorDep) -> PauseResponse:
     await known_kind(queue, kind)
-    await queue.resume_kind(kind)
+    with acting_as(actor):
+        await queue.resume_kind(kind)
     return PauseResponse(kind=kind, paused=False)
 
 
@@ -383,6 +404,44 @@ async def list_tasks(
         query = urlencode({k: str(v) for k, v in params.items() if v is not None})
         response.headers["Link"] = f'</tasks?{query}>; rel="next"'
     return [TaskOut.of(info) for info in tasks]
+
+
+@router.get(
+    "/audit",
+    response_model=list[AuditOut],
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS),
+    summary="A page of the audit log of operator actions, newest first",
+)
+async def audit_log(
+    queue: QueueDep,
+    response: Response,
+    kind: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    source: Annotated[Source | None, Query(description="Where the action came from.")] = None,
+    action: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    cursor: Annotated[
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="The X-Next-Cursor of the previous page."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=operations.MAX_AUDIT_PAGE)] = 50,
+) -> list[AuditOut]:
+    """Cancels, retries, bulk actions, pauses, resumes and enqueues through the service, with
+    who made them and how many rows they changed. ``X-Next-Cursor`` (and ``Link``) as for
+    ``GET /tasks``."""
+    for name, value in (("kind", kind), ("action", action)):
+        if value is not None and "\x00" in value:
+            raise ApiError(400, "invalid_request", f"{name} must not contain NUL characters")
+    entries = await queue.audit_log(
+        limit=limit, before_id=cursor, kind=kind, source=source, action=action
+    )
+    if len(entries) == limit:
+        next_cursor = entries[-1].id
+        response.headers["X-Next-Cursor"] = str(next_cursor)
+        params = {"kind": kind, "source": source, "action": action, "limit": limit,
+                  "cursor": next_cursor}  # fmt: skip
+        query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+        response.headers["Link"] = f'</audit?{query}>; rel="next"'
+    return [AuditOut.model_validate(entry, from_attributes=True) for entry in entries]
 
 
 @router.get(

@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.audit import Actor
 from pgqueue.http import service
+from pgqueue.http.auth import request_role
 from pgqueue.http.errors import ApiError, ErrorBody
 from pgqueue.http.models import (
     TaskOut,
@@ -53,7 +55,18 @@ async def settings_of(request: Request) -> HttpSettings:
     return settings
 
 
+async def actor_of(request: Request) -> Actor:
+    """Who a request acts as, for the audit log: its token's role (``anonymous`` when the
+    service has no tokens), from the client's address."""
+    settings: HttpSettings = request.app.state.pgqueue_settings
+    role = request_role(request) if settings.auth_enabled else None
+    name = role.name.lower() if role is not None else "anonymous"
+    address = request.client.host if request.client is not None else None
+    return Actor("api", name, detail={"address": address} if address else {})
+
+
 QueueDep = Annotated[AsyncQueue, Depends(queue_of)]
+ActorDep = Annotated[Actor, Depends(actor_of)]
 SettingsDep = Annotated[HttpSettings, Depends(settings_of)]
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="Task id.")]
 KindPath = Annotated[str, Path(min_length=1, max_length=100, description="Task kind.")]

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgqueue.errors import CapacityExceeded, InvalidTask, QueueClosed, UnknownKind
+from pgqueue.store.unavailable import is_unavailable
 
 log = logging.getLogger("pgqueue.http")
 
@@ -166,8 +167,6 @@ class UnexpectedErrorMiddleware:
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            from pgqueue.http.service import is_unavailable
-
             if started:
                 raise
             if is_unavailable(exc):

@@ -184,11 +184,27 @@ class ThroughputOut(BaseModel):
     cancelled: int
 
 
+class AuditOut(BaseModel):
+    """One recorded operator action: who (``actor``: a token's role, an OS user), through what
+    (``source``), what (``action``, ``kind``, ``task_id``, ``detail``), when and how many rows."""
+
+    id: int
+    at: datetime
+    actor: str
+    source: str
+    action: str
+    kind: str | None = None
+    task_id: int | None = None
+    detail: dict[str, Any] = {}
+    rows: int
+
+
 class HealthOut(BaseModel):
     status: str
 
 
 __all__ = [
+    "AuditOut",
     "BatchItem",
     "EnqueueBatchRequest",
     "EnqueueBatchResponse",

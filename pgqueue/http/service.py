@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import NamedTuple
 
 from pgqueue.aio import cancel_and_wait
 from pgqueue.async_queue import AsyncQueue
+from pgqueue.audit import Actor, current_actor
 from pgqueue.options import KindOptions
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.store import operations
@@ -39,15 +42,49 @@ class _MaxAttemptsOverride(KindRegistry):
 
 async def push(
     queue: AsyncQueue, tasks: Sequence[Task], delay: float, max_attempts: int | None = None
-) -> list[int | None]:
+) -> operations.Pushed:
     """Push ``tasks`` through the queue's own operation, optionally overriding max_attempts
-    (only for single-kind pushes, which is what the API allows)."""
+    (only for single-kind pushes, which is what the API allows); the ids and the timestamps
+    the database stored."""
     registry = queue.registry
     if max_attempts is not None:
         registry = _MaxAttemptsOverride(registry, tasks[0].kind, max_attempts)
     queue.registry.get(tasks[0].kind)  # unknown kind: UnknownKind before anything else
-    operation = operations.push_tasks(registry, queue.queries, tasks, delay)
-    return await queue.executor.run(operation)
+    operation = operations.push_tasks_returning_times(registry, queue.queries, tasks, delay)
+    actor = current_actor()
+    detail: dict[str, object] = {"delay": delay} if delay else {}
+    if max_attempts is not None:
+        detail["max_attempts"] = max_attempts
+    return await queue.executor.run(
+        operations.audited_entries(
+            queue.queries, operation, lambda pushed: _enqueued(actor, tasks, pushed.ids, detail)
+        )
+    )
+
+
+def _enqueued(
+    actor: Actor,
+    tasks: Sequence[Task],
+    ids: Sequence[int | None],
+    detail: dict[str, object] | None = None,
+) -> list[tuple[Actor, operations.Action, int]]:
+    """One audit entry per task pushed through the service (none for a duplicate key)."""
+    return [
+        (
+            actor,
+            operations.Action(
+                "enqueue",
+                task.kind,
+                task_id,
+                {"external_key": task.external_key, **(detail or {})}
+                if task.external_key is not None
+                else dict(detail or {}),
+            ),
+            1,
+        )
+        for task, task_id in zip(tasks, ids, strict=True)
+        if task_id is not None
+    ]
 
 
 async def existing_task_id(queue: AsyncQueue, kind: str, external_key: str) -> int | None:
@@ -60,9 +97,9 @@ async def retry(
     queue: AsyncQueue, registry: KindRegistry, kind: str, attempts: int, limit: int
 ) -> int:
     """``retry_tasks`` through ``registry`` (which may hold a kind known only to the DB)."""
-    return await queue.executor.run(
-        operations.retry_tasks(registry, queue.queries, kind, attempts, limit)
-    )
+    operation = operations.retry_tasks(registry, queue.queries, kind, attempts, limit)
+    action = operations.Action("retry_kind", kind, detail={"attempts": attempts, "limit": limit})
+    return await queue.executor.run(operations.audited(queue.queries, operation, action, int))
 
 
 def _ping(queue: AsyncQueue) -> Operation[datetime]:
@@ -103,27 +140,22 @@ def _consume(task: asyncio.Task[object]) -> None:
         task.exception()  # mark retrieved: a failed ping is reported, not logged as lost
 
 
-UNAVAILABLE_ERRORS = frozenset(
-    {
-        "OperationalError",
-        "InterfaceError",
-        "PoolTimeout",
-        "PoolClosed",
-        "TooManyConnectionsError",
-        "CannotConnectNowError",
-        "ConnectionDoesNotExistError",
-        "ConnectionFailureError",
-    }
-)
+def _coalesced_entries(
+    actors: Sequence[Actor], tasks: Sequence[Task], pushed: operations.Pushed
+) -> list[tuple[Actor, operations.Action, int]]:
+    """The audit entries of a coalesced push: each task under its own request's actor."""
+    entries = []
+    for actor, task, task_id in zip(actors, tasks, pushed.ids, strict=True):
+        entries.extend(_enqueued(actor, [task], [task_id]))
+    return entries
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database cannot be reached (503) rather than a bug (500).
+class Stored(NamedTuple):
+    """One pushed task: its id (``None`` for a duplicate key) and the timestamps stored."""
 
-    Matched by class name so the core imports no driver."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    return any(cls.__name__ in UNAVAILABLE_ERRORS for cls in type(exc).__mro__)
+    task_id: int | None
+    created_at: datetime | None
+    delayed_till: datetime | None
 
 
 class PushCoalescer:
@@ -133,15 +165,16 @@ class PushCoalescer:
     delay) waits here; up to ``max_flushers`` flushes run at once, each taking everything that
     waits (at most ``max_batch`` tasks) in one ``push_tasks`` statement. Under light load every
     task is flushed at once, alone; under heavy load tasks share round trips and commits. A
-    task's id is returned only after its statement committed; a failed statement fails every
-    task in it (nothing of it was written).
+    task's id (with the ``created_at`` and ``delayed_till`` its statement stored) is returned
+    only after its statement committed; a failed statement fails every task in it (nothing of
+    it was written).
     """
 
     def __init__(self, queue: AsyncQueue, max_flushers: int = 4, max_batch: int = 500) -> None:
         self.queue = queue
         self.max_flushers = max_flushers
         self.max_batch = max_batch
-        self._waiting: list[tuple[Task, asyncio.Future[int | None]]] = []
+        self._waiting: list[tuple[Task, Actor, asyncio.Future[Stored]]] = []
         self._flushers = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -151,11 +184,11 @@ class PushCoalescer:
         spec = self.queue.registry.get(task.kind)
         return spec.options.max_pending is None
 
-    async def push(self, task: Task) -> int | None:
+    async def push(self, task: Task) -> Stored:
         # Validate alone first, so one bad task never fails the others of its batch.
         operations.push_tasks(self.queue.registry, self.queue.queries, [task], 0)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((task, future))
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._waiting.append((task, current_actor(), future))
         if self._flushers < self.max_flushers:
             self._flushers += 1
             flush = asyncio.ensure_future(self._flush())
@@ -168,20 +201,30 @@ class PushCoalescer:
             while self._waiting:
                 batch = self._waiting[: self.max_batch]
                 del self._waiting[: self.max_batch]
-                tasks = [task for task, _ in batch]
+                tasks = [task for task, _, _ in batch]
+                actors = [actor for _, actor, _ in batch]
+                operation = operations.push_tasks_returning_times(
+                    self.queue.registry, self.queue.queries, tasks, 0
+                )
                 try:
-                    ids = await self.queue.executor.run(
-                        operations.push_tasks(self.queue.registry, self.queue.queries, tasks, 0)
+                    pushed = await self.queue.executor.run(
+                        operations.audited_entries(
+                            self.queue.queries,
+                            operation,
+                            functools.partial(_coalesced_entries, actors, tasks),
+                        )
                     )
                 except BaseException as exc:
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    for (_, future), task_id in zip(batch, ids, strict=True):
+                    for (_, _, future), task_id in zip(batch, pushed.ids, strict=True):
                         if not future.done():
-                            future.set_result(task_id)
+                            future.set_result(
+                                Stored(task_id, pushed.created_at, pushed.delayed_till)
+                            )
         finally:
             self._flushers -= 1

@@ -128,3 +128,27 @@ def test_bad_dsn_and_missing_schema(db: Database) -> None:
         "run `pgqueue migrate --schema no_such_schema`",
     )
     one_line_error(cli(db, "status", "--schema", "Bad-Name"), "schema name must match")
+
+
+def test_cli_actions_are_audited_under_the_os_user(filled: Database) -> None:
+    from pgqueue.audit import os_user
+
+    assert cli(filled, "tasks", "cancel", "mail", "key-0").returncode == 0
+    assert cli(filled, "kinds", "pause", "mail").returncode == 0
+    assert cli(filled, "kinds", "resume", "mail").returncode == 0
+    done = cli(filled, "tasks", "retry", "mail", "--limit", "700")
+    assert done.returncode == 0, done.stderr
+    entries = ok_json(filled, "audit")
+    assert [(e["action"], e["kind"], e["rows"]) for e in reversed(entries)] == [
+        ("cancel_task", "mail", 1),
+        ("pause_kind", "mail", 1),
+        ("resume_kind", "mail", 1),
+        ("retry_kind", "mail", 600),  # one entry, though retried in chunks of 500
+    ]
+    assert {(e["source"], e["actor"]) for e in entries} == {("cli", os_user())}
+    assert entries[-1]["detail"] == {"external_key": "key-0"}
+    assert entries[0]["detail"] == {"attempts": 1, "limit": 700}
+    assert ok_json(filled, "audit", "--action", "pause_kind", "--limit", "1")[0]["rows"] == 1
+    table = cli(filled, "audit", "--limit", "2")
+    assert table.returncode == 0 and "retry_kind" in table.stdout and "next page" in table.stdout
+    one_line_error(cli(filled, "audit", "--source", "web"), "--source must be one of")

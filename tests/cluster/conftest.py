@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,8 +46,9 @@ def primary_and_replica(cluster_root: Path) -> Iterator[tuple[PostgresServer, Po
 
 @pytest.fixture(scope="module")
 def shard_servers(cluster_root: Path) -> Iterator[list[PostgresServer]]:
-    """Three independent PostgreSQL servers."""
-    servers = [PostgresServer(cluster_root, f"shard{i}").init_primary() for i in range(3)]
+    """Three independent PostgreSQL servers (of this module: names differ per module)."""
+    tag = uuid.uuid4().hex[:6]
+    servers = [PostgresServer(cluster_root, f"shard{i}_{tag}").init_primary() for i in range(3)]
     try:
         for server in servers:
             server.start()

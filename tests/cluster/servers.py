@@ -122,6 +122,10 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
+    def promote(self) -> None:
+        """Promote a standby to primary and wait until it accepts writes."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "promote")
+
     def is_running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 

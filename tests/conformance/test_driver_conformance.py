@@ -111,6 +111,18 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "prune_throughput": {"kind": KIND, "window": 7 * 86_400.0},
     "mark_kind_swept": {"kind": KIND},
     "read_throughput": {"kind": KIND, "minutes": 60},
+    "insert_audit_entries": {
+        "entries": '[{"actor": "alice", "source": "cli", "action": "cancel_task", '
+        '"kind": null, "task_id": 1, "detail": {"n": 1}, "rows": 1}]'
+    },
+    "list_audit_entries": {
+        "before_id": None,
+        "kind": KIND,
+        "source": "cli",
+        "action": "cancel_task",
+        "limit": 10,
+    },
+    "prune_audit_log": {"kind": KIND, "window": 7 * 86_400.0},
     "push_periodic_task": {
         "kind": KIND,
         "slot": datetime(2030, 1, 1, tzinfo=UTC),

@@ -195,3 +195,26 @@ def test_sigterm_during_a_burst_answers_or_refuses_every_request(
     assert set(created) <= rows
     assert len(rows) == len(created), "a task was written without its 201 reaching the client"
     assert count_rows(db) == len(created)
+
+
+def test_the_overview_counts_the_workers_of_a_blocking_app_queue(
+    db: Database, tmp_path: Path
+) -> None:
+    """``--workers`` with a blocking ``Queue``: the service serves through its own AsyncQueue,
+    and the overview said "not run here" although the app's workers ran in the process."""
+    srv = start_server(db, tmp_path, "--workers", "tests.http.serve_sync_app:queue")
+    try:
+        task = srv.client.post("/enqueue", json={"kind": "slow", "payload": {"seconds": 2}})
+        assert task.status_code == 201, task.text
+        task_id = task.json()["id"]
+        deadline = time.monotonic() + 30
+        # The server is another process: poll until its worker has claimed the task.
+        while srv.client.get(f"/tasks/{task_id}").json()["status"] != "processing":
+            assert time.monotonic() < deadline, srv.log()
+            time.sleep(0.05)
+        overview = srv.client.get("/ui/overview")
+        assert overview.status_code == 200
+        assert "not run here" not in overview.text
+        assert '<dd class="workers">1 / 3</dd>' in overview.text
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0, srv.log()

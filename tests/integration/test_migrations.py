@@ -13,7 +13,10 @@ import pytest
 
 import pgqueue.migrate as migrate
 from pgqueue.store.queries import schema_ddl
+from pgqueue.store.schema_version import known_revisions
 from tests.conftest import Database
+
+HEAD = known_revisions()[-1]
 
 
 def catalog(dsn: str, schema: str) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def test_migrations_produce_exactly_the_declared_schema(
     empty_schema: Database, server_dsn: str
 ) -> None:
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
     declared = empty_schema.schema + "_declared"
     try:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
@@ -113,7 +116,18 @@ def test_downgrade_to_the_first_revision_removes_the_operations_schema(
     }
     assert "paused_at" not in columns and "swept_at" in columns
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
+
+
+def test_downgrade_below_the_audit_revision_drops_the_audit_log(empty_schema: Database) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.audit_log",))
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema, "pgqueue_0002")
     assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    assert (
+        empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.audit_log",)) is None
+    )
+    assert empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.throughput",))
 
 
 def test_cli_migrate_and_sql(empty_schema: Database) -> None:
@@ -122,7 +136,7 @@ def test_cli_migrate_and_sql(empty_schema: Database) -> None:
         [sys.executable, "-m", "pgqueue", "migrate"], env=env, capture_output=True, text=True
     )
     assert up.returncode == 0, up.stderr
-    assert "pgqueue_0002" in up.stdout
+    assert HEAD in up.stdout
     down = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--down"],
         env=env, capture_output=True, text=True,
@@ -164,7 +178,11 @@ def downgrade():
 """
     )
     copied = migrate.copy_migrations(project / "versions")
-    assert [p.name for p in copied] == ["pgqueue_0001_initial.py", "pgqueue_0002_operations.py"]
+    assert [p.name for p in copied] == [
+        "pgqueue_0001_initial.py",
+        "pgqueue_0002_operations.py",
+        "pgqueue_0004_audit.py",
+    ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
     env_py = (project / "env.py").read_text()
@@ -178,6 +196,6 @@ def downgrade():
         assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
         assert empty_schema.scalar(f"SELECT count(*) FROM {host_table}") == 0
         heads = {row[0] for row in empty_schema.fetch(f"SELECT version_num FROM {version_table}")}
-        assert heads == {"host_0001", "pgqueue_0002"}
+        assert heads == {"host_0001", HEAD}
     finally:
         empty_schema.fetch(f"DROP TABLE IF EXISTS {host_table}, {version_table}")

@@ -48,7 +48,9 @@ def mount(
     ``settings.extra`` may hold ``dashboard_snapshot_seconds`` (how long the per-kind snapshot
     is shared, default 1.0; 0 reads on every request) and ``dashboard_worker_queue`` (the queue
     whose workers run in this process, when it is not ``queue``: the overview then shows their
-    busy/total counts).
+    busy/total counts) and ``dashboard_login_throttle`` (a
+    :class:`~pgqueue.http.dashboard.throttle.LoginThrottle` with other limits than the default
+    five free failures, then 1 s doubling up to 5 min).
     """
     resolver, auth_required = resolve_role_from(settings) if resolve_role is None else (
         resolve_role, True
@@ -60,6 +62,7 @@ def mount(
         auth_required=auth_required,
         snapshot_seconds=float(extra.get("dashboard_snapshot_seconds", 1.0)),
         worker_queue=extra.get("dashboard_worker_queue"),
+        login_throttle=extra.get("dashboard_login_throttle"),
     )
     app.include_router(build_router(dashboard))
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="dashboard-static")
@@ -79,12 +82,21 @@ def mount(
         token = request.query_params.get("token")
         path = route_path(request)
         root = request.scope.get("root_path", "")
-        if (
-            token
-            and request.method == "GET"
-            and (path == "/" or path.startswith("/ui/"))
-            and resolver(token) is not None
-        ):
+        on_page = request.method == "GET" and (path == "/" or path.startswith("/ui/"))
+        if token and on_page:
+            # Throttled like the login form: a link is another way to guess tokens.
+            address = request.client.host if request.client is not None else "unknown"
+            throttle = dashboard.login_throttle
+            wait = throttle.retry_after(address)
+            if wait:
+                headers = {**SECURITY_HEADERS, "Retry-After": str(wait)}
+                return Response("too many wrong tokens", status_code=429, headers=headers)
+            if resolver(token) is None:
+                throttle.failed(address)
+                token = None
+            else:
+                throttle.succeeded(address)
+        if token and on_page:
             rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
             target = root + path + (f"?{urlencode(rest)}" if rest else "")
             response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)

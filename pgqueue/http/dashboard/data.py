@@ -165,6 +165,18 @@ class QueueAccess:
         await self.kinds()
         return self._names[1] if self._names is not None else []
 
+    async def record(self, action: Any, rows: int) -> None:
+        """Write one audit entry under the current actor (a bulk action's summary, an
+        enqueue), whichever facade the dashboard has."""
+        from pgqueue.store import operations
+
+        op = operations.record_audit(self.queue.queries, action, rows)
+        run = self.queue.executor.run
+        if inspect.iscoroutinefunction(run):
+            await run(op)
+        else:
+            await run_in_threadpool(run, op)
+
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self.queue, name)
         if inspect.iscoroutinefunction(method):

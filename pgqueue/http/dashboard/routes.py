@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from pgqueue.audit import SOURCES, Actor, acting_as
 from pgqueue.errors import PgQueueError
 from pgqueue.http.dashboard.bulk import bulk_count, bulk_ids, bulk_plan
 from pgqueue.http.dashboard.data import (
@@ -29,7 +30,13 @@ from pgqueue.http.dashboard.security import (
     token_from_request,
 )
 from pgqueue.http.dashboard.templating import environment
+from pgqueue.http.dashboard.throttle import LoginThrottle
+from pgqueue.store.operations import Action
 from pgqueue.task import Task
+
+OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
+"""The throughput chart's series, one per outcome column of the rollup."""
+AUDIT_PAGE_SIZE = 50
 
 RoleResolver = Callable[[str | None], Role | None]
 """Maps a presented token (``None`` when there is none) to a role, or ``None`` to refuse it."""
@@ -50,12 +57,14 @@ class Dashboard:
         auth_required: bool,
         snapshot_seconds: float = 1.0,
         worker_queue: Any = None,
+        login_throttle: LoginThrottle | None = None,
     ) -> None:
         self.access = QueueAccess(
             queue, snapshot_seconds=snapshot_seconds, worker_queue=worker_queue
         )
         self.resolve_role = resolve_role
         self.auth_required = auth_required
+        self.login_throttle = login_throttle if login_throttle is not None else LoginThrottle()
         self.signer = CsrfSigner()
         self.env = environment()
 
@@ -76,6 +85,14 @@ class Dashboard:
             raise HTTPException(403, "the form's CSRF token or origin is not valid")
         self.access.invalidate()  # pages after an action show its effect
         return viewer
+
+    def acting(self, request: Request, viewer: Viewer, *, each: bool = True) -> Any:
+        """Record the block's actions under this viewer (source ``dashboard``); with
+        ``each=False`` the calls write no entry of their own (a bulk action's summary does)."""
+        address = request.client.host if request.client is not None else None
+        name = viewer.role if self.auth_required else "anonymous"
+        detail = {"address": address} if address else {}
+        return acting_as(Actor("dashboard", name, record=each, detail=detail))
 
     def render(
         self, request: Request, name: str, viewer: Viewer | None, status_code: int = 200, **ctx: Any
@@ -129,15 +146,14 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         for point in points:
             stamp = int(point.minute.timestamp())
             per_kind = series.setdefault(point.kind, {})
-            for name in ("succeeded", "failed", "exhausted"):
+            for name in OUTCOMES:
                 per_kind.setdefault(name, {})[stamp] = int(getattr(point, name))
         now = int(datetime.now(UTC).timestamp()) // 60 * 60
         axis = [now - 60 * i for i in range(minutes - 1, -1, -1)]
         body = {
             "minutes": axis,
             "kinds": {
-                kind: {name: [values.get(name, {}).get(t, 0) for t in axis] for name in
-                       ("succeeded", "failed", "exhausted")}
+                kind: {name: [values.get(name, {}).get(t, 0) for t in axis] for name in OUTCOMES}
                 for kind, values in sorted(series.items())
             },
         }  # fmt: skip
@@ -196,20 +212,22 @@ def build_router(dashboard: Dashboard) -> APIRouter:
 
     @router.post("/ui/tasks/{task_id}/cancel")
     async def cancel_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "cancel_task", task_id)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "cancel_task", task_id)
         return _redirect(f"/ui/tasks/{task_id}")
 
     @router.post("/ui/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
+        viewer = dashboard.operator(request, csrf)
         task = await access.call("get_task", task_id)
         attempts = 1
         if task is not None:
             known = {row.kind: row for row in await access.kinds()}.get(task.kind)
             if known is not None and known.max_attempts:
                 attempts = known.max_attempts  # the kind's full allowance, as the bulk retry
-        await _act(access, "retry_task", task_id, attempts)
+        with dashboard.acting(request, viewer):
+            await _act(access, "retry_task", task_id, attempts)
         access.invalidate()
         return _redirect(f"/ui/tasks/{task_id}")
 
@@ -248,7 +266,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         expected: int = Form(0),
         attempts: int = Form(1),
     ) -> Response:
-        dashboard.operator(request, csrf)
+        viewer = dashboard.operator(request, csrf)
         bulk = bulk_plan(await request.form(), action, access)
         if bulk.error:
             raise HTTPException(400, bulk.error)
@@ -256,15 +274,23 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             raise HTTPException(400, "attempts must be at least 1")
         limit = max(expected, 0)  # never more than the count the operator confirmed
         done = 0
-        if bulk.by_kind:
-            done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
-        else:
-            for task_id in (await bulk_ids(access, bulk))[:limit]:
-                if action == "retry":
-                    changed = await access.call("retry_task", task_id, attempts)
+        with dashboard.acting(request, viewer, each=False):
+            try:
+                if bulk.by_kind:
+                    done = await access.call("retry_tasks", bulk.task_filter.kind, attempts, limit)
                 else:
-                    changed = await access.call("cancel_task", task_id)
-                done += bool(changed)
+                    for task_id in (await bulk_ids(access, bulk))[:limit]:
+                        if action == "retry":
+                            changed = await access.call("retry_task", task_id, attempts)
+                        else:
+                            changed = await access.call("cancel_task", task_id)
+                        done += bool(changed)
+            finally:  # one entry for the whole action, also when it stopped half-way
+                detail = {**bulk.task_filter.query(), "confirmed": limit}
+                if action == "retry":
+                    detail["attempts"] = attempts
+                summary = Action(f"bulk_{action}", bulk.task_filter.kind or None, detail=detail)
+                await access.record(summary, done)
         query = urlencode({**bulk.task_filter.query(), "done": done, "action": action})
         return _redirect(f"/ui/tasks?{query}")
 
@@ -273,16 +299,53 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         kinds = await access.kinds()
         return dashboard.render(request, "kinds.html", viewer, page="kinds", kinds=kinds)
 
+    @router.get("/ui/audit", response_class=HTMLResponse)
+    async def audit_page(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
+        params = request.query_params
+        filters = {
+            name: (params.get(name) or "").strip() or None for name in ("source", "kind", "action")
+        }
+        before = params.get("before")
+        entries: list[Any] = []
+        error = None
+        try:
+            before_id = int(before) if before else None
+            if filters["source"] is not None and filters["source"] not in SOURCES:
+                raise ValueError(f"unknown source {filters['source']!r}")
+            entries = await access.call(
+                "audit_log", limit=AUDIT_PAGE_SIZE, before_id=before_id, **filters
+            )
+        except (ValueError, PgQueueError) as exc:
+            error = str(exc)
+        next_query = None
+        if len(entries) == AUDIT_PAGE_SIZE:
+            kept = {name: value for name, value in filters.items() if value}
+            next_query = urlencode({**kept, "before": entries[-1].id})
+        return dashboard.render(
+            request,
+            "audit.html",
+            viewer,
+            status_code=400 if error else 200,
+            page="audit",
+            entries=entries,
+            filters=filters,
+            sources=SOURCES,
+            next_query=next_query,
+            error=error,
+        )
+
     @router.post("/ui/kinds/pause")
     async def pause_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "pause_kind", kind)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "pause_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.post("/ui/kinds/resume")
     async def resume_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
-        dashboard.operator(request, csrf)
-        await _act(access, "resume_kind", kind)
+        viewer = dashboard.operator(request, csrf)
+        with dashboard.acting(request, viewer):
+            await _act(access, "resume_kind", kind)
         return _redirect("/ui/kinds")
 
     @router.get("/ui/enqueue", response_class=HTMLResponse)
@@ -314,6 +377,9 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             error: str | None = str(exc)
         else:
             if task_id is not None:
+                with dashboard.acting(request, viewer):
+                    detail = {"external_key": external_key} if external_key else {}
+                    await access.record(Action("enqueue", kind, task_id, detail), 1)
                 return _redirect(f"/ui/tasks/{task_id}")
             error = f"a task of kind {kind!r} with key {external_key!r} already exists"
         kinds = await access.kind_names()
@@ -336,18 +402,36 @@ def build_router(dashboard: Dashboard) -> APIRouter:
 
     @router.post("/ui/login", response_class=HTMLResponse)
     async def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
-        if not same_origin(request) or dashboard.resolve_role(token or None) is None:
-            return dashboard.render(
-                request,
-                "login.html",
-                None,
-                status_code=401,
-                page="login",
-                error="That token is not valid.",
-                next=_safe_next(next),
-            )
+        throttle = dashboard.login_throttle
+        address = request.client.host if request.client is not None else "unknown"
+        wait = throttle.retry_after(address)
+        if wait:  # locked out: refused without looking at the token
+            return _login_refused(request, next, wait, "Too many wrong tokens from your address.")
+        if not same_origin(request):
+            return _login_refused(request, next, 0, "That token is not valid.")
+        if dashboard.resolve_role(token or None) is None:
+            wait = throttle.failed(address)
+            return _login_refused(request, next, wait, "That token is not valid.")
+        throttle.succeeded(address)
         response = _redirect(_safe_next(next))
         set_token_cookie(request, response, token)
+        return response
+
+    def _login_refused(request: Request, next: str, wait: int, error: str) -> Response:
+        """The login form again: 401, or 429 with ``Retry-After`` while the address waits."""
+        if wait:
+            error = f"{error} Try again in {wait} s."
+        response = dashboard.render(
+            request,
+            "login.html",
+            None,
+            status_code=429 if wait else 401,
+            page="login",
+            error=error,
+            next=_safe_next(next),
+        )
+        if wait:
+            response.headers["Retry-After"] = str(wait)
         return response
 
     @router.post("/ui/logout")

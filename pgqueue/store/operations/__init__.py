@@ -2,10 +2,19 @@
 
 One module per entity: :mod:`.push` (pushing tasks), :mod:`.tasks` (one task or a list of
 them), :mod:`.kinds` (pause, resume, listing), :mod:`.throughput`, :mod:`.retention`,
-:mod:`.claims` (the worker runtime's statements) and :mod:`.schedules` (periodic slots).
+:mod:`.claims` (the worker runtime's statements), :mod:`.schedules` (periodic slots) and
+:mod:`.audit` (the audit log of operator actions).
 This package gathers their public names so callers write ``operations.claim_due_tasks``.
 """
 
+from pgqueue.store.operations.audit import (
+    MAX_AUDIT_PAGE,
+    Action,
+    audited,
+    audited_entries,
+    list_audit_entries,
+    record_audit,
+)
 from pgqueue.store.operations.checks import (
     check_int_range,
 )
@@ -36,8 +45,10 @@ from pgqueue.store.operations.kinds import (
 )
 from pgqueue.store.operations.push import (
     MAX_PAYLOAD_BYTES,
+    Pushed,
     delay_seconds,
     push_tasks,
+    push_tasks_returning_times,
 )
 from pgqueue.store.operations.retention import (
     MAX_SWEEP_BATCHES,
@@ -71,6 +82,7 @@ from pgqueue.store.operations.throughput import (
 __all__ = [
     "ANY_PAYLOAD",
     "EXACT_FINISHED_BELOW",
+    "MAX_AUDIT_PAGE",
     "MAX_LIST_LIMIT",
     "MAX_PAYLOAD_BYTES",
     "MAX_SWEEP_BATCHES",
@@ -78,8 +90,12 @@ __all__ = [
     "MAX_THROUGHPUT_MINUTES",
     "PAYLOAD_SCAN_ROWS",
     "STATUS_LITERAL",
+    "Action",
     "KindOverview",
+    "Pushed",
     "TableHealth",
+    "audited",
+    "audited_entries",
     "cancel_task",
     "cancel_task_by_key",
     "check_int_range",
@@ -93,6 +109,7 @@ __all__ = [
     "find_task_id_by_key",
     "get_task",
     "int_array",
+    "list_audit_entries",
     "list_kinds",
     "list_tasks",
     "notify_kinds",
@@ -100,9 +117,11 @@ __all__ = [
     "ping_listener",
     "push_periodic_task",
     "push_tasks",
+    "push_tasks_returning_times",
     "read_kind_overview",
     "read_table_health",
     "read_throughput",
+    "record_audit",
     "release_claims",
     "require_known_kind",
     "resume_kind",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pgqueue.bounds import MAX_SECONDS
@@ -112,6 +113,47 @@ def push_tasks(
         return [row[1] for row in inserted]
 
     return Operation(steps(), transactional=bool(capped))
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What a push wrote: one id per task (``None`` for a duplicate key) and the
+    ``created_at`` and ``delayed_till`` the database gave the inserted rows (``None`` when
+    nothing was inserted)."""
+
+    ids: list[int | None]
+    created_at: datetime | None
+    delayed_till: datetime | None
+
+
+def push_tasks_returning_times(
+    registry: KindRegistry,
+    queries: Queries,
+    tasks: Sequence[Task],
+    delay: float | int | timedelta = 0,
+) -> Operation[Pushed]:
+    """:func:`push_tasks`, also returning the timestamps the database stored (the insert
+    statements return them: no second read). Every row of one push shares them, since
+    ``now()`` is the transaction's time."""
+    op = push_tasks(registry, queries, tasks, delay)
+
+    def steps() -> Steps[Pushed]:
+        inner = op.steps
+        last: list[Any] = []
+        try:
+            statement = next(inner)
+            while True:
+                last = yield statement
+                statement = inner.send(last)
+        except StopIteration as done:
+            ids: list[int | None] = done.value
+        # The insert is the last statement; its first row carries (…, created_at, delayed_till).
+        stamped = last[0] if last and ids and any(i is not None for i in ids) else None
+        if stamped is None:
+            return Pushed(ids, None, None)
+        return Pushed(ids, stamped[-2], stamped[-1])
+
+    return Operation(steps(), transactional=op.transactional)
 
 
 def _single_push(

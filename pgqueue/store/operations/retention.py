@@ -18,8 +18,8 @@ def sweep_terminal_tasks(
     batch_size: int,
     throughput_window: float | None = None,
 ) -> Operation[int | None]:
-    """Delete a kind's expired terminal tasks (and throughput rows older than
-    ``throughput_window`` seconds) if this process wins its maintenance lock.
+    """Delete a kind's expired terminal tasks (and throughput rows and audit entries older
+    than ``throughput_window`` seconds) if this process wins its maintenance lock.
 
     Returns the number deleted, or ``None`` when another process holds the lock or swept
     within ``period``.
@@ -39,9 +39,9 @@ def sweep_terminal_tasks(
             if len(rows) < batch_size:
                 break
         if throughput_window is not None:
-            yield Statement(
-                queries["prune_throughput"], {"kind": kind, "window": throughput_window}
-            )
+            window = {"kind": kind, "window": throughput_window}
+            yield Statement(queries["prune_throughput"], window)
+            yield Statement(queries["prune_audit_log"], window)
         yield Statement(queries["mark_kind_swept"], {"kind": kind})
         return deleted
 

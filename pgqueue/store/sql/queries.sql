@@ -3,6 +3,7 @@
 
 -- name: push_task
 -- Insert one task; a (kind, external_key) that exists inserts nothing and returns no row.
+-- Returns the id, the notification, and the row's created_at and delayed_till.
 -- A task due now notifies 'p:<kind>'; one due within notify_within seconds notifies
 -- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
 WITH inserted AS (
@@ -11,13 +12,14 @@ WITH inserted AS (
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
             now() + make_interval(secs => %(delay)s))
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
-    RETURNING id, kind, delayed_till
+    RETURNING id, kind, delayed_till, created_at
 )
 SELECT id,
        CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind)
             WHEN %(delay)s::float8 <= %(notify_within)s::float8
             THEN pg_notify(%(channel)s, 'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
-       END
+       END,
+       created_at, delayed_till
 FROM inserted;
 
 -- name: push_keyless_task
@@ -31,13 +33,15 @@ RETURNING id,
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
                THEN pg_notify(%(channel)s,
                               'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
-          END;
+          END,
+          created_at, delayed_till;
 
 -- name: push_tasks
 -- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
--- per input position with the new id, or NULL for a duplicate. Notifies once per kind, as
--- push_task does.
+-- per input position with the new id, or NULL for a duplicate; the first row also carries the
+-- created_at and delayed_till every inserted row got (one now() per transaction). Notifies once
+-- per kind, as push_task does.
 WITH input AS (
     SELECT i.ord,
            nextval('__schema__.tasks_id_seq'::regclass) AS id,
@@ -63,7 +67,9 @@ WITH input AS (
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
     WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
-SELECT input.ord, inserted.id
+SELECT input.ord, inserted.id,
+       CASE WHEN input.ord = 1 THEN now() END AS created_at,
+       CASE WHEN input.ord = 1 THEN now() + make_interval(secs => %(delay)s) END AS delayed_till
 FROM input
 LEFT JOIN inserted ON inserted.id = input.id
 CROSS JOIN (SELECT count(*) FROM notified) AS n
@@ -71,7 +77,8 @@ ORDER BY input.ord;
 
 -- name: push_keyless_tasks
 -- Insert tasks without external keys, given as in push_tasks; nothing can conflict, so there is
--- no ON CONFLICT check (and no speculative insertion). Returns (position, new id) per input.
+-- no ON CONFLICT check (and no speculative insertion). Returns (position, new id) per input,
+-- and on the first row created_at and delayed_till, as push_tasks does.
 WITH input AS MATERIALIZED (
     SELECT i.ord, nextval('__schema__.tasks_id_seq'::regclass) AS id, i.t
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
@@ -91,7 +98,9 @@ WITH input AS MATERIALIZED (
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
     WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
-SELECT input.ord, input.id
+SELECT input.ord, input.id,
+       CASE WHEN input.ord = 1 THEN now() END AS created_at,
+       CASE WHEN input.ord = 1 THEN now() + make_interval(secs => %(delay)s) END AS delayed_till
 FROM input
 CROSS JOIN (SELECT count(*) FROM notified) AS n
 ORDER BY input.ord;
@@ -421,7 +430,8 @@ SELECT version_num FROM __schema__.pgqueue_alembic_version;
 
 -- name: cancel_task
 -- Cancel the waiting or running task with this id, or (id NULL) the task holding (kind,
--- external_key); tell a running one's worker. Either way one probe of a unique index.
+-- external_key); tell a running one's worker and count it in the throughput rollup (a running
+-- attempt's own result no longer applies: its claim token is gone). One probe of a unique index.
 WITH target AS (
     SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
     FROM __schema__.tasks
@@ -436,7 +446,14 @@ WITH target AS (
     SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
     FROM target
     WHERE t.id = target.id
-    RETURNING t.id, target.was_running
+    RETURNING t.id, t.kind, target.was_running
+), rollup AS (
+    INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
+    SELECT kind, date_trunc('minute', now()), 0, 0, 0, count(*)
+    FROM cancelled
+    GROUP BY kind
+    ON CONFLICT (kind, minute) DO UPDATE
+    SET cancelled = tp.cancelled + excluded.cancelled
 )
 SELECT id, was_running,
        CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
@@ -666,3 +683,32 @@ FROM __schema__.tasks
 WHERE external_key IS NOT NULL AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+
+-- name: insert_audit_entries
+-- Record operator actions, given as one JSON array of objects (actor, source, action, kind,
+-- task_id, detail, rows). An entry about one task without a kind takes the task's kind, so
+-- retention (by kind) finds it.
+INSERT INTO __schema__.audit_log (actor, source, action, kind, task_id, detail, rows)
+SELECT e ->> 'actor', e ->> 'source', e ->> 'action',
+       coalesce(e ->> 'kind',
+                (SELECT t.kind FROM __schema__.tasks AS t WHERE t.id = (e ->> 'task_id')::bigint)),
+       (e ->> 'task_id')::bigint, coalesce(e -> 'detail', '{}'::jsonb), (e ->> 'rows')::bigint
+FROM jsonb_array_elements(%(entries)s::jsonb) AS e;
+
+-- name: list_audit_entries
+-- A page of the audit log, newest first, before an id (the cursor), optionally of one kind,
+-- source or action.
+SELECT id, at, actor, source, action, kind, task_id, detail, rows
+FROM __schema__.audit_log
+WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+  AND (%(source)s::text IS NULL OR source = %(source)s::text)
+  AND (%(action)s::text IS NULL OR action = %(action)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: prune_audit_log
+-- Delete a kind's audit entries (and those of no kind) older than the window (seconds), with
+-- the kind's throughput rows.
+DELETE FROM __schema__.audit_log
+WHERE (kind = %(kind)s OR kind IS NULL) AND at < now() - make_interval(secs => %(window)s);

@@ -78,3 +78,21 @@ CREATE TABLE __schema__.throughput (
 -- metrics instead of counting millions of rows.
 CREATE STATISTICS __schema__.tasks_kind_status_stats (mcv) ON kind, status
     FROM __schema__.tasks;
+
+-- Operator actions (cancel, retry, bulk actions, pause/resume, enqueue through the API): who,
+-- from where, what, when and how many rows. Written in the action's own transaction; pruned
+-- with the throughput history's window.
+CREATE TABLE __schema__.audit_log (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at      timestamptz NOT NULL DEFAULT now(),
+    actor   text NOT NULL CHECK (length(actor) BETWEEN 1 AND 200),
+    source  text NOT NULL CHECK (source IN ('api', 'dashboard', 'cli', 'python')),
+    action  text NOT NULL CHECK (length(action) BETWEEN 1 AND 100),
+    kind    text,
+    task_id bigint,
+    detail  jsonb NOT NULL DEFAULT '{}'::jsonb,
+    rows    bigint NOT NULL DEFAULT 0
+);
+
+-- The page reads newest first and retention deletes by age.
+CREATE INDEX audit_log_at_idx ON __schema__.audit_log (at);

@@ -4,7 +4,9 @@
   "use strict";
   var charts = document.getElementById("charts");
   if (!charts) return;
-  var colours = { succeeded: "#16a34a", failed: "#d97706", exhausted: "#dc2626" };
+  var colours = {
+    succeeded: "#16a34a", failed: "#d97706", exhausted: "#dc2626", cancelled: "#6b7280"
+  };
   var plots = [];
 
   function draw(minutes) {
@@ -16,7 +18,7 @@
         charts.querySelectorAll(".chart").forEach(function (el) {
           var series = data.kinds[el.dataset.kind] || {};
           var zeros = data.minutes.map(function () { return 0; });
-          var names = ["succeeded", "failed", "exhausted"];
+          var names = ["succeeded", "failed", "exhausted", "cancelled"];
           var opts = {
             width: Math.max(320, el.clientWidth || 800),
             height: 220,
