@@ -50,17 +50,6 @@ def _translated(exc: Exception, sent: bool) -> Exception:
     )
 
 
-def _async_alive(driver: Any) -> bool:
-    """:func:`pgqueue.adapters.psycopg.alive` or its asyncpg twin, by driver."""
-    if type(driver).__module__.startswith("asyncpg"):
-        from .asyncpg import alive as asyncpg_alive
-
-        return asyncpg_alive(driver)
-    from .psycopg import alive
-
-    return alive(driver)
-
-
 class SqlAlchemyExecutor:
     """Blocking executor over a SQLAlchemy ``Engine`` using psycopg 3 (``postgresql+psycopg``).
 
@@ -131,14 +120,14 @@ class AsyncSqlAlchemyExecutor:
         """Nothing to open: the engine's pool connects on first use."""
 
     async def run(self, op: Operation[T]) -> T:
-        from .transactions import async_fetcher
+        from .transactions import async_alive, async_fetcher
 
         sent = False
         try:
             for _ in range(POOL_CHECKS):
                 async with self._autocommit.connect() as conn:
                     driver: Any = (await conn.get_raw_connection()).driver_connection
-                    if not _async_alive(driver):
+                    if not async_alive(driver):
                         await conn.invalidate()
                         continue
                     sent = True

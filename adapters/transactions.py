@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pgqueue.store.executor import Operation
 
 from .host import async_driver_connection, is_asyncpg
+from .psycopg import alive as psycopg_alive
 from .psycopg import async_fetcher as psycopg_async_fetcher
 from .psycopg import run_in_psycopg, run_in_psycopg_async
 
@@ -45,3 +46,13 @@ def async_fetcher(driver: Any) -> Any:
 
         return asyncpg_fetcher(driver)
     return psycopg_async_fetcher(driver)
+
+
+def async_alive(driver: Any) -> bool:
+    """Whether an async driver connection idling in a pool is still open (no round trip):
+    :func:`pgqueue.adapters.psycopg.alive` or its asyncpg twin, by driver."""
+    if is_asyncpg(driver):
+        from .asyncpg import alive as asyncpg_alive
+
+        return bool(asyncpg_alive(driver))
+    return bool(psycopg_alive(driver))
