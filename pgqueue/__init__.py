@@ -17,6 +17,7 @@ from pgqueue.errors import (
     SchemaNotMigrated,
     UnknownKind,
 )
+from pgqueue.limits import Limiter, RateLimit
 from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
@@ -40,6 +41,7 @@ __all__ = [
     "JitterDelayer",
     "KindInfo",
     "KindOptions",
+    "Limiter",
     "LoopOptions",
     "MustCancelTask",
     "NotInTransaction",
@@ -47,6 +49,7 @@ __all__ = [
     "Queue",
     "QueueClosed",
     "QueueState",
+    "RateLimit",
     "SchemaNotMigrated",
     "Stamp",
     "Status",

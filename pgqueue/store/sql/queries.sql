@@ -7,9 +7,10 @@
 -- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
 WITH inserted AS (
     INSERT INTO __schema__.tasks
-        (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+        (kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
+         task_group)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
-            now() + make_interval(secs => %(delay)s))
+            now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind, delayed_till
 )
@@ -23,9 +24,10 @@ FROM inserted;
 -- name: push_keyless_task
 -- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check);
 -- notifies as push_task does.
-INSERT INTO __schema__.tasks (kind, payload, attempts_left, max_attempts, delayed_till)
+INSERT INTO __schema__.tasks
+    (kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
 VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
-        now() + make_interval(secs => %(delay)s))
+        now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
 RETURNING id,
           CASE WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
@@ -34,7 +36,8 @@ RETURNING id,
           END;
 
 -- name: push_tasks
--- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
+-- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts,
+-- priority, group]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
 -- per input position with the new id, or NULL for a duplicate. Notifies once per kind, as
 -- push_task does.
@@ -44,13 +47,16 @@ WITH input AS (
            i.t ->> 0 AS kind,
            nullif(i.t -> 1, 'null'::jsonb) AS payload,
            i.t ->> 2 AS external_key,
-           (i.t ->> 3)::int AS max_attempts
+           (i.t ->> 3)::int AS max_attempts,
+           (i.t ->> 4)::smallint AS priority,
+           i.t ->> 5 AS task_group
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
-        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
+         task_group)
     SELECT id, kind, payload, external_key, max_attempts, max_attempts,
-           now() + make_interval(secs => %(delay)s)
+           now() + make_interval(secs => %(delay)s), priority, task_group
     FROM input
     ORDER BY ord
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
@@ -77,9 +83,9 @@ WITH input AS MATERIALIZED (
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
-        (id, kind, payload, attempts_left, max_attempts, delayed_till)
+        (id, kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
     SELECT id, t ->> 0, nullif(t -> 1, 'null'::jsonb), (t ->> 3)::int, (t ->> 3)::int,
-           now() + make_interval(secs => %(delay)s)
+           now() + make_interval(secs => %(delay)s), (t ->> 4)::smallint, t ->> 5
     FROM input
     ORDER BY ord
     RETURNING kind
@@ -109,38 +115,74 @@ WHERE kind = %(kind)s
        OR (status = 'no_attempts_left' AND claim_token IS NOT NULL AND delayed_till > now()));
 
 -- name: claim_due_tasks
--- Claim up to LIMIT due tasks of an unpaused kind: consume an attempt, lease the row, hand out a
--- token. The pause check is part of the statement, so no claim sees a committed pause late.
+-- Claim up to LIMIT due tasks of an unpaused kind, highest priority first, then oldest due:
+-- consume an attempt, lease the row, hand out a token. The pause check is part of the
+-- statement, so no claim sees a committed pause late. Priorities come in three parts, each an
+-- index range read in order: above 0 (tasks_open_priority_idx, which holds only rows with a
+-- priority), 0 (tasks_open_idx), below 0; a later part runs only when the earlier ones did not
+-- fill the limit, so a queue without priorities pays one probe of an empty index.
 -- The id array lets the update reach its rows through the primary key whatever the limit: a
 -- plain join to ``due`` let the planner hash a sequential scan of the whole table for large
 -- claims.
 WITH due AS (
-    SELECT id, claim_token AS previous_token
-    FROM __schema__.tasks
-    WHERE kind = %(kind)s
-      AND status IN ('new', 'must_retry')
-      AND delayed_till <= now()
-      AND NOT EXISTS (
-          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
-      )
-    ORDER BY delayed_till
+    SELECT id, previous_token, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority > 0
+              AND delayed_till <= now()
+            ORDER BY priority DESC, delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND delayed_till <= now()
+              AND priority = 0
+            ORDER BY delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority < 0
+              AND delayed_till <= now()
+            ORDER BY priority DESC, delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS low
+    ) AS ranked
+    WHERE NOT EXISTS (
+        SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+    )
     LIMIT %(limit)s
-    FOR NO KEY UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE __schema__.tasks AS t
+    SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = greatest(t.attempts_left - 1, 0),
+        attempts_elapsed = t.attempts_elapsed + 1,
+        delayed_till = now() + make_interval(secs => %(lease)s),
+        claim_token = gen_random_uuid(),
+        started_at = now(),
+        updated_at = now()
+    FROM due
+    WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
+    RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
+              t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
+              nullif(t.messages, '{}') AS messages, t.started_at,
+              due.previous_token IS NOT NULL AS lease_lost, due.position
 )
-UPDATE __schema__.tasks AS t
-SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
-                  ELSE 'must_retry' END::__schema__.task_status,
-    attempts_left = greatest(t.attempts_left - 1, 0),
-    attempts_elapsed = t.attempts_elapsed + 1,
-    delayed_till = now() + make_interval(secs => %(lease)s),
-    claim_token = gen_random_uuid(),
-    started_at = now(),
-    updated_at = now()
-FROM due
-WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
-RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_left,
-          t.max_attempts, t.claim_token::text, nullif(t.messages, '{}'), t.started_at,
-          due.previous_token IS NOT NULL AS lease_lost;
+-- In claim order, so the worker starts them by priority.
+SELECT id, payload, external_key, attempts_elapsed, attempts_left, max_attempts, claim_token,
+       messages, started_at, lease_lost
+FROM claimed
+ORDER BY position;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.

@@ -1,0 +1,94 @@
+"""Flow control: the token bucket :class:`RateLimit` and the :class:`Limiter` protocol.
+
+Limits hold for the whole fleet: they are decided in the database where tasks are claimed (see
+the "Flow control" page of the documentation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from pgqueue.errors import InvalidOptions
+
+MAX_RATE_PERIOD = 10 * 365.25 * 86_400  # seconds: the longest period (pgqueue.options.MAX_SECONDS)
+MAX_BURST = 1_000_000
+
+
+def _positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOptions(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidOptions(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``n`` attempt starts per ``per`` seconds on average, at most ``burst`` at once.
+
+    A token bucket kept in the database: it holds up to ``burst`` tokens (``n`` rounded up by
+    default, at least 1), refills at ``n / per`` tokens a second, and every attempt start (first
+    attempts and retries alike) takes one.
+    """
+
+    n: float
+    per: float = 1.0
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive_number("RateLimit.n", self.n)
+        per = _positive_number("RateLimit.per", self.per)
+        if per > MAX_RATE_PERIOD:
+            raise InvalidOptions(f"RateLimit.per must be at most 10 years, got {self.per!r}")
+        burst = self.burst
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST
+        ):
+            raise InvalidOptions(
+                f"RateLimit.burst must be an int from 1 to {MAX_BURST}, got {burst!r}"
+            )
+
+    @property
+    def per_second(self) -> float:
+        """Tokens added per second."""
+        return float(self.n) / float(self.per)
+
+    @property
+    def capacity(self) -> int:
+        """The bucket's size: ``burst``, or ``n`` rounded up (at least 1)."""
+        if self.burst is not None:
+            return self.burst
+        return max(1, min(MAX_BURST, math.ceil(self.n)))
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Read ``"10/s"``, ``"600/m"``, ``"5/h"``, ``"100/2.5s"`` or ``"10"`` (per second)."""
+        raw = text.strip()
+        count, _, unit = raw.partition("/")
+        units = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
+        try:
+            n = float(count)
+            unit = unit.strip() or "s"
+            digits = unit.rstrip("abcdefghijklmnopqrstuvwxyz")
+            suffix = unit[len(digits) :] or "s"
+            per = (float(digits) if digits else 1.0) * units[suffix]
+        except (ValueError, KeyError):
+            raise InvalidOptions(f"rate must look like 10/s, 600/m or 5/h, got {text!r}") from None
+        return cls(int(n) if n.is_integer() else n, per=per)
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """A limiter of your own, asked before each claim of a kind how many of ``wanted``
+    attempts may start now (0 to ``wanted``; sync or async).
+
+    A limiter that raises is logged and treated as "none now": the kind asks again after a
+    back-off. The built-in limits (``rate_limit``, ``global_concurrency``, group limits) apply
+    as well, after it.
+    """
+
+    def allow(self, kind: str, wanted: int) -> int | Awaitable[int]: ...
