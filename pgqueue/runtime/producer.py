@@ -21,6 +21,7 @@ from pgqueue.options import terminal_ttl_of, worker_count_of
 from pgqueue.registry import KindSpec
 from pgqueue.runtime.completer import Result
 from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome, running_guard
+from pgqueue.runtime.limits import FlowControl
 from pgqueue.store import operations
 from pgqueue.task import Status
 
@@ -78,6 +79,8 @@ class KindWorker:
 
         self.lease_renewed_at = self.loop.time()  # when the last heartbeat was sent
         self.max_overrun = self.options.loop.max_overrun
+        # Fleet-wide limits (pgqueue/runtime/limits.py); None: the kind claims as ever.
+        self.flow = FlowControl.for_worker(self)
 
     def pause(self) -> None:
         """The kind was paused: start no more attempts; release claims not yet started."""
@@ -172,7 +175,11 @@ class KindWorker:
             size = self._current_size()
             self._read_ttl()
             self._start_buffered(size)
-            prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
+            prefetch = (
+                0
+                if self.flow is not None
+                else self.options.loop.prefetch_for(size, self.average_attempt)
+            )  # a limited kind claims only for idle workers: a buffered claim holds a slot
             room = size + prefetch - len(self.inflight) - len(self.buffer)
             if self.paused:
                 now = loop.time()
@@ -196,15 +203,20 @@ class KindWorker:
                 await self.signal.wait()
                 self.signal.clear()
                 continue
+            if self.flow is not None and await self.flow.hold():
+                continue  # held back by a limit until a token is due or a slot frees
             limit = min(room, batch_size)
             self.signal.clear()
             claimed_while_paused = self.paused
             # A notification arriving while the claim runs sets more_due again: keep it.
             self.more_due = False
             try:
-                claimed = await runtime.executor.run(
-                    operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
-                )
+                if self.flow is None:
+                    claimed = await runtime.executor.run(
+                        operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
+                    )
+                else:
+                    claimed = await self.flow.claim(limit, lease)
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
@@ -426,6 +438,8 @@ class KindWorker:
 
     def close(self) -> None:
         """Drop the deadline timer (after the last attempt ended)."""
+        if self.flow is not None:
+            self.flow.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -24,6 +24,10 @@ def workers(
     db: Database, count: int, mode: str, **env: str
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``count`` worker processes of ``flow_app``; drained (SIGTERM) and checked on exit."""
+    db.fetch(
+        "CREATE TABLE IF NOT EXISTS {schema}.runs (task_id bigint NOT NULL, pid int NOT NULL,"
+        " task_group text, started_at timestamptz NOT NULL, ended_at timestamptz)"
+    )
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "pgqueue.cli", "worker", "tests.acceptance.flow_app:queue"],
@@ -97,3 +101,129 @@ def test_prioritised_tasks_overtake_a_backlog(db: Database) -> None:
         "SELECT max(started_at) FROM {schema}.runs WHERE task_id = ANY(%s)", (urgent,)
     )
     assert first_plain_start is None or last_urgent_start <= first_plain_start
+
+
+def overlap(db: Database, group_by_group: bool = False) -> list[tuple[object, int]]:
+    """Peak number of attempts running at once (per group, or overall) from the runs table."""
+    partition = "PARTITION BY task_group" if group_by_group else ""
+    rows = db.fetch(
+        f"""SELECT task_group, max(running) FROM (
+                SELECT task_group,
+                       sum(delta) OVER ({partition} ORDER BY at, delta) AS running
+                FROM (SELECT task_group, started_at AS at, 1 AS delta FROM {{schema}}.runs
+                      UNION ALL
+                      SELECT task_group, ended_at, -1 FROM {{schema}}.runs) AS edges
+            ) AS levels
+            GROUP BY task_group"""
+        if group_by_group
+        else """SELECT NULL, max(running)::int FROM (
+                SELECT sum(delta) OVER (ORDER BY at, delta) AS running
+                FROM (SELECT started_at AS at, 1 AS delta FROM {schema}.runs
+                      UNION ALL
+                      SELECT ended_at, -1 FROM {schema}.runs) AS edges
+            ) AS levels"""
+    )
+    return [(group, int(peak)) for group, peak in rows]
+
+
+def mean_overlap(db: Database) -> float:
+    """Mean number of running attempts between the first start and the last start (while
+    work remained)."""
+    return float(
+        db.scalar(
+            """SELECT sum(extract(epoch FROM least(ended_at, last) - started_at))
+                      / extract(epoch FROM max(last) - min(first))
+               FROM {schema}.runs,
+                    (SELECT min(started_at) AS first, max(started_at) AS last
+                     FROM {schema}.runs) AS span
+               WHERE started_at < last"""
+        )
+    )
+
+
+def test_global_concurrency_holds_exactly_across_processes(db: Database) -> None:
+    """global_concurrency=5, 4 processes x 10 workers, attempts of 0.5 s: never 6 running at
+    once, and about 5 all along while work remains."""
+    push(db, [Task("flow", {"n": n}) for n in range(60)])
+    with workers(db, 4, "concurrency", WORKERS="10", HOLD="0.5"):
+        wait_until(lambda: succeeded(db) == 60, 120, "all tasks to succeed")
+    assert db.scalar("SELECT count(*) FROM {schema}.runs") == 60
+    assert db.scalar("SELECT count(DISTINCT pid) FROM {schema}.runs") >= 2
+    [(_, peak)] = overlap(db)
+    mean = mean_overlap(db)
+    print(f"global_concurrency=5: peak {peak}, mean {mean:.2f}")
+    assert peak == 5
+    assert mean >= 4.5, mean
+
+
+def test_group_concurrency_one_runs_groups_in_parallel_not_in_series(db: Database) -> None:
+    """400 tasks over 20 groups, group_concurrency=1, 4 processes: no two attempts of a group
+    overlap, and the whole takes about 20 attempts in a row, not 400."""
+    hold = 0.05
+    push(db, [Task("flow", {"group": f"g{n % 20}"}, group=f"g{n % 20}") for n in range(400)])
+    with workers(db, 4, "group", WORKERS="10", HOLD=str(hold)):
+        wait_until(lambda: succeeded(db) == 400, 120, "all tasks to succeed")
+    peaks = overlap(db, group_by_group=True)
+    assert len(peaks) == 20
+    assert all(peak == 1 for _, peak in peaks), peaks
+    span = float(
+        db.scalar("SELECT extract(epoch FROM max(ended_at) - min(started_at)) FROM {schema}.runs")
+    )
+    parallel, serial = 20 * hold, 400 * hold
+    print(f"group_concurrency=1: {span:.2f}s for 400 tasks of {hold}s in 20 groups")
+    # Each group's 20 attempts in a row take 1 s; all 400 in series would take 20 s.
+    assert span < 3 * parallel < serial, span
+
+
+@pytest.mark.parametrize(
+    ("tasks", "window"),
+    [
+        pytest.param(800, 10, id="10s"),
+        pytest.param(4000, 60, id="60s", marks=pytest.mark.minutes),
+    ],
+)
+def test_the_rate_limit_holds_fleet_wide(db: Database, tasks: int, window: int) -> None:
+    """RateLimit(50, per=1, burst=50), 8 processes x 8 workers: after the first second the
+    start rate is 50/s within 5 %, no one-second window holds more than 55 starts, and while
+    held back each process sends only a few claims a second."""
+    push(db, [Task("flow", {"n": n}) for n in range(tasks)])
+    with workers(db, 8, "rate", WORKERS="8"):
+        wait_until(
+            lambda: db.scalar("SELECT count(*) FROM {schema}.runs") >= 50 * (window + 2),
+            window + 60,
+            "the window to pass",
+        )
+    first = db.scalar("SELECT min(started_at) FROM {schema}.runs")
+    in_window = db.scalar(
+        "SELECT count(*) FROM {schema}.runs WHERE started_at >= %s + interval '1 second'"
+        " AND started_at < %s + make_interval(secs => 1 + %s)",
+        (first, first, window),
+    )
+    rate = in_window / window
+    busiest = db.scalar(
+        """SELECT max(n) FROM (
+               SELECT (SELECT count(*) FROM {schema}.runs AS o
+                       WHERE o.started_at >= r.started_at
+                         AND o.started_at < r.started_at + interval '1 second') AS n
+               FROM {schema}.runs AS r
+               WHERE r.started_at >= %s + interval '1 second'
+                 AND r.started_at < %s + make_interval(secs => %s)) AS w""",
+        (first, first, window),
+    )
+    span = float(
+        db.scalar("SELECT extract(epoch FROM max(started_at) - min(started_at)) FROM {schema}.runs")
+    )
+    # Every limited claim updates the bucket row once; the workers have exited, so their
+    # statistics are flushed.
+    claims = db.scalar(
+        "SELECT n_tup_upd FROM pg_stat_user_tables WHERE schemaname = %s"
+        " AND relname = 'kind_limits'",
+        (db.schema,),
+    )
+    per_process = claims / 8 / span
+    print(f"rate: {rate:.2f}/s over {window}s, busiest second {busiest}, "
+          f"{per_process:.1f} claims/s per process")  # fmt: skip
+    assert 47.5 <= rate <= 52.5, rate
+    assert busiest <= 55, busiest
+    assert per_process <= 10, per_process
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 1") == 0

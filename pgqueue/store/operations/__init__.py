@@ -30,6 +30,12 @@ from pgqueue.store.operations.kinds import (
     resume_kind,
     unknown_kind,
 )
+from pgqueue.store.operations.limits import (
+    LimitedClaim,
+    Limits,
+    claim_limited_tasks,
+    code_limits,
+)
 from pgqueue.store.operations.push import (
     MAX_PAYLOAD_BYTES,
     delay_seconds,
@@ -75,10 +81,14 @@ __all__ = [
     "PAYLOAD_SCAN_ROWS",
     "STATUS_LITERAL",
     "KindOverview",
+    "LimitedClaim",
+    "Limits",
     "cancel_task",
     "cancel_task_by_key",
     "check_int_range",
     "claim_due_tasks",
+    "claim_limited_tasks",
+    "code_limits",
     "count_tasks_by_status",
     "database_now",
     "delay_seconds",

@@ -682,3 +682,145 @@ FROM __schema__.tasks
 WHERE external_key IS NOT NULL AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+-- Flow control: limits decided where tasks are claimed.
+
+-- name: add_kind_limits_row
+-- Make sure a limited kind has its row in kind_limits (its lock, its bucket, its overrides).
+INSERT INTO __schema__.kind_limits (kind) VALUES (%(kind)s) ON CONFLICT (kind) DO NOTHING;
+
+-- name: lock_kind_limits
+-- Lock a limited kind's row until the claim's transaction ends, so the kind's limited claims
+-- run one at a time and each counts what the previous ones committed; return the overrides.
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency
+FROM __schema__.kind_limits
+WHERE kind = %(kind)s
+FOR UPDATE;
+
+-- name: claim_limited_tasks
+-- Claim like claim_due_tasks, within the kind's limits, after lock_kind_limits in the same
+-- transaction: at most GLOBAL_CONCURRENCY running attempts of the kind (claims holding a slot
+-- whose lease runs), at most GROUP_CONCURRENCY per task group, and one token of the kind's
+-- bucket (RATE tokens a second, BURST at most) per claimed task; NULL limits do not apply.
+-- Running attempts are counted on the clock, not the transaction's start: the lock may have
+-- been waited for. Looks at most at SCAN due tasks for groups with a free slot. Returns the
+-- claimed rows in claim order, or one row of NULLs when none, each with the tokens left
+-- (NULL: no rate limit), how many the limits allowed and how many due tasks were candidates.
+WITH bucket AS MATERIALIZED (
+    SELECT least(%(burst)s::float8,
+                 l.tokens + greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0)
+                            * %(rate)s::float8) AS tokens,
+           clock_timestamp() AS refilled_at
+    FROM __schema__.kind_limits AS l
+    WHERE l.kind = %(kind)s AND %(rate)s::float8 IS NOT NULL
+), running AS MATERIALIZED (
+    SELECT r.task_group
+    FROM __schema__.tasks AS r
+    WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
+      AND r.delayed_till > clock_timestamp()
+      AND %(counts_slots)s
+), busy AS MATERIALIZED (
+    SELECT task_group, count(*)::int AS n
+    FROM running
+    WHERE task_group IS NOT NULL
+    GROUP BY task_group
+), allowed AS MATERIALIZED (
+    SELECT greatest(0, least(
+               %(limit)s::int,
+               %(global_concurrency)s::int - (SELECT count(*) FROM running)::int,
+               floor(coalesce((SELECT tokens FROM bucket), %(burst)s::float8))::int
+           )) AS n
+), candidates AS MATERIALIZED (
+    SELECT id, task_group, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority > 0
+              AND t.delayed_till <= now()
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till <= now() AND t.priority = 0
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+            ORDER BY t.delayed_till
+            LIMIT %(scan)s
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority < 0
+              AND t.delayed_till <= now()
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS low
+    ) AS ranked
+    WHERE (SELECT n FROM allowed) > 0
+      AND NOT EXISTS (
+          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+      )
+    -- Without group limits one more than allowed tells whether work is left waiting.
+    LIMIT CASE WHEN %(group_concurrency)s::int IS NULL THEN (SELECT n FROM allowed) + 1
+               ELSE %(scan)s END
+), chosen AS (
+    SELECT c.id, c.position
+    FROM (
+        SELECT id, task_group, position,
+               row_number() OVER (PARTITION BY task_group ORDER BY position) AS nth
+        FROM candidates
+    ) AS c
+    LEFT JOIN busy AS b ON b.task_group = c.task_group
+    WHERE %(group_concurrency)s::int IS NULL OR c.task_group IS NULL
+       OR c.nth + coalesce(b.n, 0) <= %(group_concurrency)s::int
+    ORDER BY c.position
+    LIMIT (SELECT n FROM allowed)
+), due AS (
+    SELECT t.id, t.claim_token AS previous_token
+    FROM __schema__.tasks AS t
+    WHERE t.id = ANY (ARRAY(SELECT id FROM chosen))
+      AND t.status IN ('new', 'must_retry') AND t.delayed_till <= now()
+    FOR NO KEY UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE __schema__.tasks AS t
+    SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = greatest(t.attempts_left - 1, 0),
+        attempts_elapsed = t.attempts_elapsed + 1,
+        delayed_till = now() + make_interval(secs => %(lease)s),
+        claim_token = gen_random_uuid(),
+        holds_slot = %(counts_slots)s,
+        started_at = now(),
+        updated_at = now()
+    FROM due
+    JOIN chosen ON chosen.id = due.id
+    WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
+    RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
+              t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
+              nullif(t.messages, '{}') AS messages, t.started_at,
+              due.previous_token IS NOT NULL AS lease_lost, chosen.position
+), spent AS (
+    UPDATE __schema__.kind_limits AS l
+    SET tokens = b.tokens - (SELECT count(*) FROM claimed), refilled_at = b.refilled_at
+    FROM bucket AS b
+    WHERE l.kind = %(kind)s
+    RETURNING l.tokens
+)
+SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
+       c.claim_token, c.messages, c.started_at, c.lease_lost,
+       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates)
+FROM (SELECT) AS one
+LEFT JOIN claimed AS c ON true
+ORDER BY c.position;

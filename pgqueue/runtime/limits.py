@@ -1,0 +1,165 @@
+"""Flow control in the claim loop: a limited kind's claims, and how long a held-back loop waits.
+
+The database decides how many attempts may start (``claim_limited_tasks``); this side decides
+*when* to ask again: when the next token is due, when a slot of the kind frees up here (its
+result was written), or after a short recheck for slots freed in other processes. A loop held
+back sends no statement in between, and held-back tasks stay waiting in the table: no attempt
+consumed, no worker slot taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pgqueue.delayer import Backoff
+from pgqueue.events import ClaimsReleased, Event, ResultsWritten
+from pgqueue.store import operations
+from pgqueue.store.executor import Row
+
+if TYPE_CHECKING:
+    from pgqueue.runtime.producer import KindWorker
+
+log = logging.getLogger("pgqueue.worker")
+
+SLOT_RECHECK = 0.25
+"""Seconds a loop held back by full slots waits before it looks again, unless a slot of the
+kind frees up in this process first (slots freed elsewhere are found this way)."""
+MAX_HOLD = 1.0
+"""Longest wait for a token (seconds): an operator's change of the limits is obeyed within it."""
+MIN_HOLD = 0.01
+LIMITER_RETRY = 0.1
+"""Seconds before a limiter that allowed nothing is asked again."""
+
+
+class FlowControl:
+    """A limited kind's claims and hold-backs (one per :class:`KindWorker` with limits)."""
+
+    def __init__(self, worker: KindWorker) -> None:
+        self.worker = worker
+        self.kind = worker.kind
+        self.options = worker.options
+        self.limiter = worker.options.limiter
+        self.runtime = worker.runtime
+        self.loop = worker.loop
+        self.limits = operations.code_limits(self.options)
+        self.held_until = 0.0
+        self.waiting_for_slot = False
+        self.throttled: Counter[str] = Counter()  # held-back claims by reason
+        self.limiter_backoff = Backoff(self.options.loop.max_db_retry_delay)
+        self._unsubscribe: Callable[[], None] | None = self.runtime.events.subscribe(self._on_event)
+
+    @classmethod
+    def for_worker(cls, worker: KindWorker) -> FlowControl | None:
+        """The kind's flow control, or None for a kind without limits (it claims as ever)."""
+        return cls(worker) if worker.options.limited else None
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _on_event(self, event: Event) -> None:
+        """A result of this kind was written (or claims handed back): a slot may be free."""
+        if not self.waiting_for_slot:
+            return
+        if isinstance(event, ResultsWritten):
+            if not any(kind == self.kind for _, kind, _, _ in event.results):
+                return
+        elif not isinstance(event, ClaimsReleased):
+            return
+        self.waiting_for_slot = False
+        self.held_until = 0.0
+        self.worker.notify()
+
+    async def hold(self) -> bool:
+        """Wait while the kind is held back; True when it waited (the caller re-evaluates)."""
+        wait = self.held_until - self.loop.time()
+        if wait <= 0:
+            return False
+        signal = self.worker.signal
+        try:
+            async with asyncio.timeout(wait):
+                await signal.wait()
+        except TimeoutError:
+            pass
+        signal.clear()
+        return True
+
+    def _hold(self, reason: str, seconds: float, for_slot: bool = False) -> None:
+        self.throttled[reason] += 1
+        self.waiting_for_slot = for_slot
+        self.held_until = self.loop.time() + seconds
+        self.worker.more_due = True  # work waits: claim again when the hold ends
+
+    async def claim(self, limit: int, lease: float) -> list[Row]:
+        """Claim up to ``limit`` tasks within the kind's limits; hold back when they bind."""
+        if self.limiter is not None:
+            allowed = await self._ask_limiter(limit)
+            if allowed <= 0:
+                return []
+            limit = allowed
+        if not self.limits.active and self.limiter is not None:
+            runtime = self.runtime
+            return await runtime.executor.run(
+                operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
+            )
+        result = await self.runtime.executor.run(
+            operations.claim_limited_tasks(
+                self.runtime.queries, self.kind, limit, lease, self.options
+            )
+        )
+        self.limits = result.limits
+        claimed = len(result.rows)
+        if claimed < limit and (result.allowed == 0 or result.candidates > claimed):
+            self._held_back(result, limit)
+        else:
+            self.waiting_for_slot = False
+        return result.rows
+
+    def _held_back(self, result: operations.LimitedClaim, wanted: int) -> None:
+        rate = result.limits.rate_limit
+        tokens = result.tokens
+        if rate is not None and tokens is not None and tokens < 1:
+            # Wait for enough tokens for a worthwhile batch (so a fleet of loops sharing one
+            # bucket asks a few times a second, not once per token), jittered apart.
+            need = max(1.0, min(float(wanted), float(rate.capacity)))
+            seconds = (need - tokens) / rate.per_second
+            seconds = min(MAX_HOLD, max(MIN_HOLD, seconds)) * (1 + random.random() * 0.1)
+            self._hold("rate", seconds)
+        elif result.limits.counts_slots:
+            reason = "concurrency" if result.allowed < wanted else "group"
+            self._hold(reason, SLOT_RECHECK * (1 + random.random() * 0.2), for_slot=True)
+
+    async def _ask_limiter(self, wanted: int) -> int:
+        """How many of ``wanted`` the kind's limiter allows now; 0 (and a back-off) when it
+        raises or returns something that is not an int."""
+        limiter = self.limiter
+        assert limiter is not None
+        try:
+            answer = limiter.allow(self.kind, wanted)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if not isinstance(answer, int) or isinstance(answer, bool):
+                raise TypeError(f"allow() must return an int, got {answer!r}")
+        except Exception as exc:  # noqa: BLE001 - logged, treated as "none now": no loop dies
+            delay = self.limiter_backoff.next()
+            log.error(
+                "limiter of %r failed, asking again in %.2fs: %s: %s",
+                self.kind,
+                delay,
+                type(exc).__name__,
+                exc,
+            )
+            self._hold("limiter_error", delay)
+            return 0
+        self.limiter_backoff.reset()
+        allowed = max(0, min(wanted, answer))
+        if allowed == 0:
+            self._hold("limiter", LIMITER_RETRY)
+        return allowed

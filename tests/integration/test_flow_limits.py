@@ -1,0 +1,109 @@
+"""Fleet-wide limits decided in the database: the limited claim against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from pgqueue import KindOptions, Queue, RateLimit, Task
+from pgqueue.store import operations
+from pgqueue.store.operations.limits import LimitedClaim
+from pgqueue.store.queries import Queries
+from tests.conftest import Database
+
+
+def limited(queue: Queue, options: KindOptions, limit: int = 10) -> LimitedClaim:
+    return queue.executor.run(
+        operations.claim_limited_tasks(Queries(queue.schema), "k", limit, 30.0, options)
+    )
+
+
+def ids(claim: LimitedClaim) -> list[int]:
+    return [row[0] for row in claim.rows]
+
+
+@pytest.fixture
+def queue(db: Database) -> Any:
+    with Queue(db.dsn, schema=db.schema, max_connections=10) as queue:
+        queue.declare_kind("k", KindOptions(attempt_timeout=5))
+        yield queue
+
+
+def test_concurrent_claimers_never_exceed_the_global_concurrency(
+    queue: Queue, db: Database
+) -> None:
+    options = KindOptions(attempt_timeout=5, global_concurrency=5)
+    queue.push_tasks([Task("k", n) for n in range(100)])
+    claimed: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def claimer() -> None:
+        barrier.wait()
+        for _ in range(5):
+            claimed.extend(ids(limited(queue, options, limit=3)))
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == len(set(claimed)) == 5
+
+
+def test_a_slot_frees_when_the_result_is_written_or_the_lease_is_lost(
+    queue: Queue, db: Database
+) -> None:
+    options = KindOptions(attempt_timeout=5, global_concurrency=2)
+    queue.push_tasks([Task("k", n) for n in range(10)])
+    first = limited(queue, options)
+    assert len(first.rows) == 2 and first.candidates == 3  # one more: work is left
+    held = limited(queue, options)
+    assert held.rows == [] and held.allowed == 0
+    # A result written (the token cleared) frees one slot.
+    db.fetch("UPDATE {schema}.tasks SET claim_token = NULL WHERE id = %s", (first.rows[0][0],))
+    assert len(limited(queue, options).rows) == 1
+    # A lost lease frees one too.
+    db.fetch(
+        "UPDATE {schema}.tasks SET delayed_till = now() - interval '1 second' WHERE id = %s",
+        (first.rows[1][0],),
+    )
+    assert len(limited(queue, options).rows) == 1
+    assert limited(queue, options).rows == []
+
+
+def test_group_limits_leave_other_groups_and_ungrouped_tasks_flowing(
+    queue: Queue, db: Database
+) -> None:
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    pushed = queue.push_tasks(
+        [Task("k", n, group="busy") for n in range(5)]
+        + [Task("k", 10, group="other"), Task("k", 11), Task("k", 12)]
+    )
+    first = limited(queue, options)
+    assert ids(first) == [pushed[0], pushed[5], pushed[6], pushed[7]]
+    assert first.candidates == 8  # the busy group's other tasks were looked at, not claimed
+    assert limited(queue, options).rows == []  # both groups hold their slot
+    db.fetch("UPDATE {schema}.tasks SET claim_token = NULL WHERE id = %s", (pushed[0],))
+    assert ids(limited(queue, options)) == [pushed[1]]
+
+
+def test_the_token_bucket_starts_full_and_refills_at_the_rate(queue: Queue, db: Database) -> None:
+    options = KindOptions(attempt_timeout=5, rate_limit=RateLimit(10, per=1.0, burst=3))
+    queue.push_tasks([Task("k", n) for n in range(20)])
+    first = limited(queue, options)
+    assert len(first.rows) == 3
+    assert first.tokens is not None and first.tokens < 1
+    # Two seconds ago, as far as the bucket knows: 20 tokens' worth, capped at the burst.
+    db.fetch("UPDATE {schema}.kind_limits SET refilled_at = refilled_at - interval '2 seconds'")
+    again = limited(queue, options)
+    assert len(again.rows) == 3
+    # Held-back tasks consumed no attempt.
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed = 0") == 14
+
+
+def test_an_unlimited_claim_does_not_mark_slots(queue: Queue, db: Database) -> None:
+    queue.push_tasks([Task("k", n) for n in range(3)])
+    queue.executor.run(operations.claim_due_tasks(Queries(queue.schema), "k", 3, 30.0))
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE holds_slot") == 0
