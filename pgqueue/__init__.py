@@ -21,6 +21,7 @@ from pgqueue.limits import Limiter, RateLimit
 from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
+from pgqueue.store.operations import LimitOverrides
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "JitterDelayer",
     "KindInfo",
     "KindOptions",
+    "LimitOverrides",
     "Limiter",
     "LoopOptions",
     "MustCancelTask",

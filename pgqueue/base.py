@@ -14,9 +14,18 @@ from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.registry import Handler, KindRegistry
 from pgqueue.store import operations
-from pgqueue.store.executor import Operation
+from pgqueue.store.executor import Operation, Steps
+from pgqueue.store.operations import LimitOverrides
 from pgqueue.store.queries import DEFAULT_SCHEMA, Queries
-from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint, encode_payload
+from pgqueue.task import (
+    KindInfo,
+    Status,
+    Task,
+    TaskInfo,
+    ThroughputPoint,
+    encode_payload,
+    validate_kind_name,
+)
 
 
 class QueueState(enum.StrEnum):
@@ -206,6 +215,21 @@ class QueueBase:
         self._check_open()
         build = operations.pause_kind if pause else operations.resume_kind
         return build(self.queries, kind, kind in self.registry)
+
+    def _set_limits_op(self, kind: str, changes: dict[str, Any]) -> Operation[LimitOverrides]:
+        self._check_open()
+        return operations.set_kind_limits(self.queries, kind, kind in self.registry, **changes)
+
+    def _limits_op(self, kind: str) -> Operation[LimitOverrides]:
+        self._check_open()
+        validate_kind_name(kind)
+        read = operations.read_kind_limits(self.queries, [kind])
+
+        def steps() -> Steps[LimitOverrides]:
+            found = yield from read.steps
+            return found.get(kind) or LimitOverrides()
+
+        return Operation(steps(), readonly=True)
 
     def _list_kinds_op(self) -> Operation[list[KindInfo]]:
         self._check_open()

@@ -12,6 +12,7 @@ from pgqueue.errors import InvalidTask
 
 if TYPE_CHECKING:
     from pgqueue.options import KindOptions
+    from pgqueue.store.operations.limits import LimitOverrides
 
 MAX_KIND_LENGTH = 100
 MAX_EXTERNAL_KEY_LENGTH = 512
@@ -113,7 +114,8 @@ class KindInfo:
     (``succeeded``, ``cancelled``) are exact while the table is small and estimated from
     PostgreSQL's statistics in a large one (``finished_estimated`` is then True).
     ``oldest_due_seconds`` is the age of the oldest due, unclaimed task (None when none is due).
-    ``options`` are the kind's options when it is declared or registered in this process.
+    ``options`` are the kind's options when it is declared or registered in this process;
+    ``limit_overrides`` the operators' overrides of its limits (None when it has none).
     """
 
     kind: str
@@ -123,6 +125,7 @@ class KindInfo:
     paused_at: datetime | None = None
     finished_estimated: bool = False
     options: KindOptions | None = None
+    limit_overrides: LimitOverrides | None = None
 
 
 @dataclass(frozen=True, slots=True)

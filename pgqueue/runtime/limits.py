@@ -35,10 +35,17 @@ MAX_HOLD = 1.0
 MIN_HOLD = 0.01
 LIMITER_RETRY = 0.1
 """Seconds before a limiter that allowed nothing is asked again."""
+OVERRIDE_CHECK = 0.5
+"""A kind without limits of its own reads the operators' overrides at most this often (seconds),
+and only while it claims: an idle kind costs nothing, a busy one two statements a second."""
 
 
 class FlowControl:
-    """A limited kind's claims and hold-backs (one per :class:`KindWorker` with limits)."""
+    """A kind's limits in the claim loop (one per :class:`KindWorker`).
+
+    While the kind has no limit (in its options or an operator's override) and no limiter, the
+    loop claims with the plain statement and only asks :meth:`overridden` now and then.
+    """
 
     def __init__(self, worker: KindWorker) -> None:
         self.worker = worker
@@ -52,12 +59,33 @@ class FlowControl:
         self.waiting_for_slot = False
         self.throttled: Counter[str] = Counter()  # held-back claims by reason
         self.limiter_backoff = Backoff(self.options.loop.max_db_retry_delay)
-        self._unsubscribe: Callable[[], None] | None = self.runtime.events.subscribe(self._on_event)
+        self.next_override_check = 0.0
+        # Subscribed to result events only while held back for a slot: listeners make every
+        # kind of the process emit events.
+        self._unsubscribe: Callable[[], None] | None = None
 
-    @classmethod
-    def for_worker(cls, worker: KindWorker) -> FlowControl | None:
-        """The kind's flow control, or None for a kind without limits (it claims as ever)."""
-        return cls(worker) if worker.options.limited else None
+    @property
+    def limited(self) -> bool:
+        """True when the kind's claims go through :meth:`claim`."""
+        return self.limiter is not None or self.limits.active
+
+    async def overridden(self) -> bool:
+        """For a kind without limits: read the operators' overrides (at most every
+        :data:`OVERRIDE_CHECK`); True when they now limit the kind."""
+        now = self.loop.time()
+        if now < self.next_override_check:
+            return False
+        self.next_override_check = now + OVERRIDE_CHECK
+        runtime = self.runtime
+        try:
+            found = await runtime.executor.run(
+                operations.read_kind_limits(runtime.queries, [self.kind])
+            )
+        except Exception as exc:  # noqa: BLE001 - the claim that follows reports the database
+            log.debug("reading the limit overrides of %r failed: %s", self.kind, exc)
+            return False
+        self.limits = operations.limits_with_overrides(self.options, found.get(self.kind))
+        return self.limits.active
 
     def close(self) -> None:
         if self._unsubscribe is not None:
@@ -94,6 +122,8 @@ class FlowControl:
     def _hold(self, reason: str, seconds: float, for_slot: bool = False) -> None:
         self.throttled[reason] += 1
         self.waiting_for_slot = for_slot
+        if for_slot and self._unsubscribe is None:
+            self._unsubscribe = self.runtime.events.subscribe(self._on_event)
         self.held_until = self.loop.time() + seconds
         self.worker.more_due = True  # work waits: claim again when the hold ends
 
@@ -115,6 +145,8 @@ class FlowControl:
             )
         )
         self.limits = result.limits
+        if not self.limits.active:
+            self.next_override_check = self.loop.time() + OVERRIDE_CHECK
         claimed = len(result.rows)
         if claimed < limit and (result.allowed == 0 or result.candidates > claimed):
             self._held_back(result, limit)

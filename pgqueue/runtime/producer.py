@@ -79,8 +79,8 @@ class KindWorker:
 
         self.lease_renewed_at = self.loop.time()  # when the last heartbeat was sent
         self.max_overrun = self.options.loop.max_overrun
-        # Fleet-wide limits (pgqueue/runtime/limits.py); None: the kind claims as ever.
-        self.flow = FlowControl.for_worker(self)
+        # Fleet-wide limits (pgqueue/runtime/limits.py); unlimited kinds claim as ever.
+        self.flow = FlowControl(self)
 
     def pause(self) -> None:
         """The kind was paused: start no more attempts; release claims not yet started."""
@@ -177,7 +177,7 @@ class KindWorker:
             self._start_buffered(size)
             prefetch = (
                 0
-                if self.flow is not None
+                if self.flow.limited
                 else self.options.loop.prefetch_for(size, self.average_attempt)
             )  # a limited kind claims only for idle workers: a buffered claim holds a slot
             room = size + prefetch - len(self.inflight) - len(self.buffer)
@@ -203,7 +203,7 @@ class KindWorker:
                 await self.signal.wait()
                 self.signal.clear()
                 continue
-            if self.flow is not None and await self.flow.hold():
+            if self.flow.limited and await self.flow.hold():
                 continue  # held back by a limit until a token is due or a slot frees
             limit = min(room, batch_size)
             self.signal.clear()
@@ -211,12 +211,12 @@ class KindWorker:
             # A notification arriving while the claim runs sets more_due again: keep it.
             self.more_due = False
             try:
-                if self.flow is None:
+                if self.flow.limited or await self.flow.overridden():
+                    claimed = await self.flow.claim(limit, lease)
+                else:
                     claimed = await runtime.executor.run(
                         operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
                     )
-                else:
-                    claimed = await self.flow.claim(limit, lease)
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
@@ -438,8 +438,7 @@ class KindWorker:
 
     def close(self) -> None:
         """Drop the deadline timer (after the last attempt ended)."""
-        if self.flow is not None:
-            self.flow.close()
+        self.flow.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

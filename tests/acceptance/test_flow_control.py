@@ -227,3 +227,56 @@ def test_the_rate_limit_holds_fleet_wide(db: Database, tasks: int, window: int) 
     assert busiest <= 55, busiest
     assert per_process <= 10, per_process
     assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 1") == 0
+
+
+def peak_after(db: Database, since: object) -> int:
+    """Peak overlap of the attempts that started after ``since``."""
+    return int(
+        db.scalar(
+            """SELECT coalesce(max(running), 0) FROM (
+                   SELECT sum(delta) OVER (ORDER BY at, delta) AS running
+                   FROM (SELECT started_at AS at, 1 AS delta FROM {schema}.runs
+                         WHERE started_at > %(since)s
+                         UNION ALL
+                         SELECT coalesce(ended_at, 'infinity'), -1 FROM {schema}.runs
+                         WHERE started_at > %(since)s) AS edges) AS levels""",
+            {"since": since},
+        )
+    )
+
+
+def started_after(db: Database, since: object) -> int:
+    return int(db.scalar("SELECT count(*) FROM {schema}.runs WHERE started_at > %s", (since,)))
+
+
+def cli(db: Database, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgqueue", *args], env=db.env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_live_override_takes_effect_within_a_second_and_clear_undoes_it(
+    db: Database,
+) -> None:
+    """A running fleet of an unlimited kind: ``pgqueue kinds limit --concurrency 1`` holds
+    every attempt started a second later to one at a time; ``--clear`` lifts it; audited."""
+    push(db, [Task("flow", {"n": n}) for n in range(2000)])
+    with workers(db, 2, "priority", WORKERS="4", HOLD="0.1"):
+        wait_until(lambda: started_after(db, "-infinity") >= 40, 60, "the fleet to run")
+        assert peak_after(db, "-infinity") > 1
+        assert "max 1*" in cli(db, "kinds", "limit", "flow", "--concurrency", "1")
+        limited_at = db.scalar("SELECT now() + interval '1 second'")
+        wait_until(lambda: started_after(db, limited_at) >= 15, 30, "limited attempts")
+        assert peak_after(db, limited_at) == 1
+        assert "cleared" in cli(db, "kinds", "limit", "flow", "--clear")
+        cleared_at = db.scalar("SELECT now() + interval '1 second'")
+        wait_until(lambda: started_after(db, cleared_at) >= 40, 30, "unlimited attempts again")
+        assert peak_after(db, cleared_at) > 1
+    audit = db.fetch("SELECT actor, limits FROM {schema}.limit_changes ORDER BY id")
+    assert [limits for _, limits in audit] == [
+        {"global_concurrency": 1},
+        {"rate_limit": None, "global_concurrency": None, "group_concurrency": None},
+    ]
+    assert all(actor and actor.startswith("cli:") for actor, _ in audit), audit

@@ -69,9 +69,12 @@ def require_known_kind(registry: KindRegistry, queries: Queries, kind: str) -> O
 def list_kinds(registry: KindRegistry, queries: Queries) -> Operation[list[KindInfo]]:
     """Every kind known to the database or this process, sorted by name."""
 
+    from pgqueue.store.operations.limits import read_kind_limits  # it imports this module
+
     def steps() -> Steps[list[KindInfo]]:
         overview = yield from read_kind_overview(queries).steps
         names = sorted(overview.kinds | {spec.kind for spec in registry})
+        overrides = yield from read_kind_limits(queries, names).steps
         return [
             KindInfo(
                 kind=name,
@@ -81,6 +84,7 @@ def list_kinds(registry: KindRegistry, queries: Queries) -> Operation[list[KindI
                 paused_at=overview.paused.get(name),
                 finished_estimated=overview.estimated,
                 options=registry.get(name).options if name in registry else None,
+                limit_overrides=overrides.get(name),
             )
             for name in names
         ]

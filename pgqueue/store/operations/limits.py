@@ -9,12 +9,19 @@ count and the claim are in one statement; the lock makes them exact across proce
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from pgqueue.errors import InvalidOptions
 from pgqueue.limits import RateLimit
-from pgqueue.options import KindOptions
+from pgqueue.options import KindOptions, check_int
 from pgqueue.store.executor import Operation, Row, Statement, Steps
+from pgqueue.store.operations.kinds import unknown_kind
 from pgqueue.store.queries import Queries
+from pgqueue.task import validate_kind_name
 
 SCAN_FACTOR = 4
 """A group-limited claim of N tasks looks at up to this many times N (and at least
@@ -44,19 +51,19 @@ def code_limits(options: KindOptions) -> Limits:
     return Limits(options.rate_limit, options.global_concurrency, options.group_concurrency)
 
 
-def limits_with_overrides(options: KindOptions, row: Row | None) -> Limits:
-    """The code's limits with the overrides of a ``lock_kind_limits`` row applied."""
+def limits_with_overrides(options: KindOptions, overrides: LimitOverrides | None) -> Limits:
+    """The code's limits with an operator's overrides applied (they win until cleared)."""
     limits = code_limits(options)
-    if row is None:
+    if overrides is None:
         return limits
-    rate, per, burst, global_concurrency, group_concurrency = row[:5]
-    rate_limit = limits.rate_limit
-    if rate is not None:
-        rate_limit = RateLimit(rate, per=per or 1.0, burst=burst)
     return Limits(
-        rate_limit,
-        limits.global_concurrency if global_concurrency is None else global_concurrency,
-        limits.group_concurrency if group_concurrency is None else group_concurrency,
+        limits.rate_limit if overrides.rate_limit is None else overrides.rate_limit,
+        limits.global_concurrency
+        if overrides.global_concurrency is None
+        else overrides.global_concurrency,
+        limits.group_concurrency
+        if overrides.group_concurrency is None
+        else overrides.group_concurrency,
     )
 
 
@@ -86,7 +93,7 @@ def claim_limited_tasks(
         if not locked:
             yield Statement(queries["add_kind_limits_row"], {"kind": kind})
             locked = yield Statement(queries["lock_kind_limits"], {"kind": kind})
-        limits = limits_with_overrides(options, locked[0] if locked else None)
+        limits = limits_with_overrides(options, _overrides(locked[0]) if locked else None)
         rate = limits.rate_limit
         rows = yield Statement(
             queries["claim_limited_tasks"],
@@ -108,3 +115,136 @@ def claim_limited_tasks(
         return LimitedClaim(claimed, int(first[11]), int(first[12]), tokens, limits)
 
     return Operation(steps(), transactional=True)
+
+
+class _Unchanged:
+    """The default of :meth:`set_limits` arguments: keep the current override."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverrides:
+    """An operator's overrides of a kind's limits (``None``: the code's value applies)."""
+
+    rate_limit: RateLimit | None = None
+    global_concurrency: int | None = None
+    group_concurrency: int | None = None
+    overridden_at: datetime | None = None
+
+    @property
+    def any(self) -> bool:
+        return (
+            self.rate_limit is not None
+            or self.global_concurrency is not None
+            or self.group_concurrency is not None
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.rate_limit
+        return {
+            "rate_limit": None
+            if rate is None
+            else {"n": rate.n, "per": rate.per, "burst": rate.capacity},
+            "global_concurrency": self.global_concurrency,
+            "group_concurrency": self.group_concurrency,
+        }
+
+
+def _overrides(row: Row) -> LimitOverrides:
+    rate, per, burst, global_concurrency, group_concurrency, at = row[:6]
+    rate_limit = None if rate is None else RateLimit(_number(rate), per=per or 1.0, burst=burst)
+    return LimitOverrides(rate_limit, global_concurrency, group_concurrency, at)
+
+
+def _number(value: float) -> float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def set_kind_limits(
+    queries: Queries,
+    kind: str,
+    registered: bool,
+    *,
+    rate_limit: Any = UNCHANGED,
+    global_concurrency: Any = UNCHANGED,
+    group_concurrency: Any = UNCHANGED,
+    actor: str | None = None,
+) -> Operation[LimitOverrides]:
+    """Override ``kind``'s limits fleet-wide (``None`` clears an override, an argument left
+    out keeps it); validated before any SQL. Unknown kinds raise ``UnknownKind``."""
+    validate_kind_name(kind)
+    if rate_limit is not UNCHANGED and not isinstance(rate_limit, RateLimit | None):
+        raise InvalidOptions(f"rate_limit must be a RateLimit or None, got {rate_limit!r}")
+    for name, value in (
+        ("global_concurrency", global_concurrency),
+        ("group_concurrency", group_concurrency),
+    ):
+        if value is not UNCHANGED:
+            check_int(name, value, minimum=1, optional=True)
+    if actor is not None and (not isinstance(actor, str) or len(actor) > 200):
+        raise InvalidOptions(f"actor must be a string of at most 200 characters, got {actor!r}")
+    change: dict[str, Any] = {}
+    rate = None if rate_limit is UNCHANGED else rate_limit
+    if rate_limit is not UNCHANGED:
+        change["rate_limit"] = (
+            None if rate is None else {"n": rate.n, "per": rate.per, "burst": rate.capacity}
+        )
+    if global_concurrency is not UNCHANGED:
+        change["global_concurrency"] = global_concurrency
+    if group_concurrency is not UNCHANGED:
+        change["group_concurrency"] = group_concurrency
+    params = {
+        "kind": kind,
+        "rate": None if rate is None else float(rate.n),
+        "rate_per": None if rate is None else float(rate.per),
+        "rate_burst": None if rate is None else rate.capacity,
+        "set_rate": rate_limit is not UNCHANGED,
+        "global_concurrency": None if global_concurrency is UNCHANGED else global_concurrency,
+        "set_global": global_concurrency is not UNCHANGED,
+        "group_concurrency": None if group_concurrency is UNCHANGED else group_concurrency,
+        "set_group": group_concurrency is not UNCHANGED,
+        "actor": actor,
+        "change": json.dumps(change),
+        "channel": queries.channel,
+    }
+
+    def steps() -> Steps[LimitOverrides]:
+        if not registered:
+            known = yield Statement(queries["kind_exists"], {"kind": kind})
+            if not known[0][0]:
+                raise unknown_kind(kind)
+        rows = yield Statement(queries["set_kind_limits"], params)
+        return _overrides(rows[0])
+
+    return Operation(steps(), transactional=True)
+
+
+def read_kind_limits(
+    queries: Queries, kinds: Sequence[str]
+) -> Operation[dict[str, LimitOverrides]]:
+    """The overrides of ``kinds`` (kinds without any are left out)."""
+
+    def steps() -> Steps[dict[str, LimitOverrides]]:
+        rows = yield Statement(queries["read_kind_limits"], {"kinds": list(kinds)})
+        return {row[0]: _overrides(row[1:]) for row in rows}
+
+    return Operation(steps(), readonly=True)
+
+
+def list_limit_changes(
+    queries: Queries, kind: str, limit: int = 20
+) -> Operation[list[tuple[datetime, str | None, dict[str, Any]]]]:
+    """The newest changes of ``kind``'s overrides: (when, who, what), newest first."""
+    validate_kind_name(kind)
+    check_int("limit", limit, minimum=1, maximum=1000)
+
+    def steps() -> Steps[list[tuple[datetime, str | None, dict[str, Any]]]]:
+        rows = yield Statement(queries["list_limit_changes"], {"kind": kind, "limit": limit})
+        return [(at, actor, json.loads(text)) for at, actor, text in rows]
+
+    return Operation(steps(), readonly=True)

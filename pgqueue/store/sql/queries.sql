@@ -691,7 +691,7 @@ INSERT INTO __schema__.kind_limits (kind) VALUES (%(kind)s) ON CONFLICT (kind) D
 -- name: lock_kind_limits
 -- Lock a limited kind's row until the claim's transaction ends, so the kind's limited claims
 -- run one at a time and each counts what the previous ones committed; return the overrides.
-SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
 FROM __schema__.kind_limits
 WHERE kind = %(kind)s
 FOR UPDATE;
@@ -824,3 +824,45 @@ SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.m
 FROM (SELECT) AS one
 LEFT JOIN claimed AS c ON true
 ORDER BY c.position;
+
+-- name: set_kind_limits
+-- Store an operator's overrides of a kind's limits (a field not SET_ keeps its override, NULL
+-- goes back to the code's value), record the change in limit_changes, and wake the kind's
+-- workers, which read the overrides on their next claim.
+WITH changed AS (
+    INSERT INTO __schema__.kind_limits AS l
+        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at)
+    VALUES (%(kind)s, %(rate)s, %(rate_per)s, %(rate_burst)s, %(global_concurrency)s,
+            %(group_concurrency)s, now())
+    ON CONFLICT (kind) DO UPDATE
+    SET rate = CASE WHEN %(set_rate)s THEN excluded.rate ELSE l.rate END,
+        rate_per = CASE WHEN %(set_rate)s THEN excluded.rate_per ELSE l.rate_per END,
+        rate_burst = CASE WHEN %(set_rate)s THEN excluded.rate_burst ELSE l.rate_burst END,
+        global_concurrency = CASE WHEN %(set_global)s THEN excluded.global_concurrency
+                                  ELSE l.global_concurrency END,
+        group_concurrency = CASE WHEN %(set_group)s THEN excluded.group_concurrency
+                                 ELSE l.group_concurrency END,
+        overridden_at = now()
+    RETURNING l.kind, l.rate, l.rate_per, l.rate_burst, l.global_concurrency,
+              l.group_concurrency, l.overridden_at
+), audited AS (
+    INSERT INTO __schema__.limit_changes (kind, actor, limits)
+    SELECT kind, %(actor)s, %(change)s::jsonb FROM changed
+)
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       pg_notify(%(channel)s, 'p:' || kind)
+FROM changed;
+
+-- name: read_kind_limits
+-- The operators' overrides of the given kinds' limits (kinds without a row have none).
+SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+FROM __schema__.kind_limits
+WHERE kind = ANY (%(kinds)s::text[]);
+
+-- name: list_limit_changes
+-- The newest changes of a kind's limit overrides (the audit trail), newest first.
+SELECT changed_at, actor, limits::text
+FROM __schema__.limit_changes
+WHERE kind = %(kind)s
+ORDER BY id DESC
+LIMIT %(limit)s;
