@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -107,3 +108,46 @@ def test_an_unlimited_claim_does_not_mark_slots(queue: Queue, db: Database) -> N
     queue.push_tasks([Task("k", n) for n in range(3)])
     queue.executor.run(operations.claim_due_tasks(Queries(queue.schema), "k", 3, 30.0))
     assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE holds_slot") == 0
+
+
+def test_held_back_claims_are_counted_and_limits_shown_in_metrics(db: Database) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from pgqueue import LoopOptions
+    from pgqueue.metrics import instrument
+    from tests.helpers import Recorder
+    from tests.integration.test_metrics import samples, value
+
+    registry = CollectorRegistry()
+    release = threading.Event()
+    options = KindOptions(
+        attempt_timeout=10,
+        worker_count=4,
+        global_concurrency=1,
+        rate_limit=RateLimit(100, per=1.0),
+        loop=LoopOptions(poll_period=0.2),
+    )
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", lambda envelope: release.wait(10), options)
+        metrics = instrument(queue, registry)
+        recorder = Recorder(queue)
+        queue.push_tasks([Task("k", n) for n in range(3)])
+        queue.start()
+        recorder.wait(lambda r: len(r.claimed) == 1)
+        # One runs; the loop is held back for the slot, a few times a second.
+        assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed = 0") == 2
+        # What is measured is how often a held-back loop asks in a while: no event to await.
+        time.sleep(0.6)
+        found = samples(registry)
+        throttled = value(found, "pgqueue_throttled_total", kind="k", reason="concurrency")
+        assert 1 <= throttled <= 6, throttled
+        assert value(found, "pgqueue_kind_limit", kind="k", limit="global_concurrency") == 1
+        assert value(found, "pgqueue_kind_limit", kind="k", limit="rate_per_second") == 100
+        queue.set_limits("k", global_concurrency=3)
+        recorder.wait(lambda r: len(r.claimed) == 3)
+        assert (
+            value(samples(registry), "pgqueue_kind_limit", kind="k", limit="global_concurrency")
+            == 3
+        )
+        release.set()
+        metrics.close()
