@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pgqueue.errors import InvalidOptions
 
@@ -92,3 +92,28 @@ class Limiter(Protocol):
     """
 
     def allow(self, kind: str, wanted: int) -> int | Awaitable[int]: ...
+
+
+def describe_limits(overrides: Any, options: Any) -> str:
+    """A kind's limits in a few words (``rate 10/s*, max 5, group 1``): an operator's overrides,
+    marked ``*``, else its code's options when known (either may be None)."""
+    labels = {"rate_limit": "rate", "global_concurrency": "max", "group_concurrency": "group"}
+    parts = []
+    for name, label in labels.items():
+        value = getattr(overrides, name, None)
+        mark = "*" if value is not None else ""
+        if value is None:
+            value = getattr(options, name, None)
+        if value is None:
+            continue
+        shown = describe_rate(value) if isinstance(value, RateLimit) else str(value)
+        parts.append(f"{label} {shown}{mark}")
+    return ", ".join(parts)
+
+
+def describe_rate(rate: RateLimit) -> str:
+    """``10/s``, ``600/m``, ``5/h`` or ``3/2.5s``, with ``(burst N)`` when it is not the count."""
+    per = float(rate.per)
+    unit = {1.0: "s", 60.0: "m", 3600.0: "h", 86_400.0: "d"}.get(per, f"{per:g}s")
+    burst = "" if rate.capacity == max(1, math.ceil(rate.n)) else f" (burst {rate.capacity})"
+    return f"{rate.n:g}/{unit}{burst}"

@@ -124,28 +124,9 @@ def _kind_dict(kind: KindInfo) -> dict[str, Any]:
 
 
 def _limits_text(kind: KindInfo) -> str:
-    """The kind's limits: an operator's overrides (marked ``*``), else its code's options when
-    this process knows them."""
-    parts = []
-    overrides = kind.limit_overrides
-    options = kind.options
-    for name in ("rate_limit", "global_concurrency", "group_concurrency"):
-        value = getattr(overrides, name) if overrides is not None else None
-        mark = "*" if value is not None else ""
-        if value is None and options is not None:
-            value = getattr(options, name)
-        if value is None:
-            continue
-        label = {"rate_limit": "rate", "global_concurrency": "max", "group_concurrency": "group"}
-        shown = _rate_text(value) if name == "rate_limit" else str(value)
-        parts.append(f"{label[name]} {shown}{mark}")
-    return ", ".join(parts)
+    from pgqueue.limits import describe_limits
 
-
-def _rate_text(rate: Any) -> str:
-    per = float(rate.per)
-    unit = "s" if per == 1 else "m" if per == 60 else "h" if per == 3600 else f"{per:g}s"
-    return f"{rate.n:g}/{unit}"
+    return describe_limits(kind.limit_overrides, kind.options)
 
 
 def _table(**kwargs: Any) -> Table:

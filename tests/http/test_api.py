@@ -314,3 +314,39 @@ def test_unknown_route_and_method_use_the_error_shape(server: Server) -> None:
     assert missing.status_code == 404 and set(missing.json()) == {"error", "code"}
     wrong = server.client.get("/enqueue")
     assert wrong.status_code == 405 and set(wrong.json()) == {"error", "code"}
+
+
+def test_the_dashboard_kinds_page_shows_and_sets_limits(server: Server) -> None:
+    import re
+
+    server.client.put("/kinds/email/limits", json={"rate_limit": {"n": 5, "per": 60}})
+    page = server.client.get("/ui/kinds").text
+    row = page[page.index('data-kind="email"') :]
+    row = row[: row.index("</tr>")]
+    assert "rate 5/m*" in row and 'class="inline limits-form"' in row
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match
+    origin = {"origin": str(server.client.base_url).rstrip("/")}
+    response = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "concurrency": "2", "action": "set", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert response.status_code in (302, 303), response.text
+    row = server.client.get("/ui/kinds").text
+    assert "rate 5/m*, max 2*" in row
+    response = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "action": "clear", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert response.status_code in (302, 303), response.text
+    body = server.client.get("/kinds").json()
+    email = {k["kind"]: k for k in body}["email"]
+    assert email["limit_overrides"]["rate_limit"] is None
+    bad = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "rate": "fast", "action": "set", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert bad.status_code == 400
