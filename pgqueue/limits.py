@@ -64,6 +64,15 @@ class RateLimit:
             return self.burst
         return max(1, min(MAX_BURST, math.ceil(self.n)))
 
+    def divided(self, parts: int) -> RateLimit:
+        """This limit shared by ``parts`` (the shards of a sharded queue, where each shard
+        enforces its own): ``n / parts`` per ``per``, the burst split likewise (at least 1)."""
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+            raise InvalidOptions(f"parts must be an int >= 1, got {parts!r}")
+        return RateLimit(
+            self.n / parts, per=self.per, burst=max(1, math.ceil(self.capacity / parts))
+        )
+
     @classmethod
     def parse(cls, text: str) -> RateLimit:
         """Read ``"10/s"``, ``"600/m"``, ``"5/h"``, ``"100/2.5s"`` or ``"10"`` (per second)."""

@@ -167,6 +167,10 @@ class FlowControl:
         elif result.limits.counts_slots:
             reason = "concurrency" if result.allowed < wanted else "group"
             self._hold(reason, SLOT_RECHECK * (1 + random.random() * 0.2), for_slot=True)
+        elif result.limits.group_rate_limit is not None:
+            # Groups out of tokens: the next one is due within a token's time.
+            seconds = min(MAX_HOLD, 1 / result.limits.group_rate_limit.per_second)
+            self._hold("group_rate", max(MIN_HOLD, seconds) * (1 + random.random() * 0.1))
 
     async def _ask_limiter(self, wanted: int) -> int:
         """How many of ``wanted`` the kind's limiter allows now; 0 (and a back-off) when it

@@ -151,3 +151,26 @@ def test_held_back_claims_are_counted_and_limits_shown_in_metrics(db: Database) 
         )
         release.set()
         metrics.close()
+
+
+def test_a_group_rate_limit_holds_per_group(queue: Queue, db: Database) -> None:
+    options = KindOptions(attempt_timeout=5, group_rate_limit=RateLimit(2, per=60.0))
+    pushed = queue.push_tasks(
+        [Task("k", n, group="a") for n in range(4)]
+        + [Task("k", 10, group="b"), Task("k", 11), Task("k", 12)]
+    )
+    first = limited(queue, options)
+    # Two of group a (its burst), the one of b, and the ungrouped ones.
+    assert sorted(ids(first)) == sorted([pushed[0], pushed[1], pushed[4], pushed[5], pushed[6]])
+    assert limited(queue, options).rows == []  # a is out of tokens
+    assert db.fetch("SELECT task_group, tokens FROM {schema}.group_buckets ORDER BY 1") == [
+        ("a", 0.0),
+        ("b", 1.0),
+    ]
+    # Half a minute later group a has one token again.
+    db.fetch("UPDATE {schema}.group_buckets SET refilled_at = refilled_at - interval '30 s'")
+    assert ids(limited(queue, options)) == [pushed[2]]
+    # A bucket full again is dropped.
+    db.fetch("UPDATE {schema}.group_buckets SET refilled_at = refilled_at - interval '1 hour'")
+    limited(queue, options)
+    assert db.fetch("SELECT task_group FROM {schema}.group_buckets") == [("a",)]

@@ -36,6 +36,7 @@ class Limits:
     rate_limit: RateLimit | None = None
     global_concurrency: int | None = None
     group_concurrency: int | None = None
+    group_rate_limit: RateLimit | None = None
 
     @property
     def counts_slots(self) -> bool:
@@ -43,12 +44,17 @@ class Limits:
 
     @property
     def active(self) -> bool:
-        return self.rate_limit is not None or self.counts_slots
+        return self.rate_limit is not None or self.counts_slots or self.group_rate_limit is not None
 
 
 def code_limits(options: KindOptions) -> Limits:
     """The limits a kind's ``KindOptions`` set."""
-    return Limits(options.rate_limit, options.global_concurrency, options.group_concurrency)
+    return Limits(
+        options.rate_limit,
+        options.global_concurrency,
+        options.group_concurrency,
+        options.group_rate_limit,
+    )
 
 
 def limits_with_overrides(options: KindOptions, overrides: LimitOverrides | None) -> Limits:
@@ -64,6 +70,7 @@ def limits_with_overrides(options: KindOptions, overrides: LimitOverrides | None
         limits.group_concurrency
         if overrides.group_concurrency is None
         else overrides.group_concurrency,
+        limits.group_rate_limit,
     )
 
 
@@ -95,6 +102,7 @@ def claim_limited_tasks(
             locked = yield Statement(queries["lock_kind_limits"], {"kind": kind})
         limits = limits_with_overrides(options, _overrides(locked[0]) if locked else None)
         rate = limits.rate_limit
+        group_rate = limits.group_rate_limit
         rows = yield Statement(
             queries["claim_limited_tasks"],
             {
@@ -106,6 +114,8 @@ def claim_limited_tasks(
                 "global_concurrency": limits.global_concurrency,
                 "group_concurrency": limits.group_concurrency,
                 "counts_slots": limits.counts_slots,
+                "group_rate": None if group_rate is None else group_rate.per_second,
+                "group_burst": None if group_rate is None else float(group_rate.capacity),
                 "scan": max(MIN_SCAN, SCAN_FACTOR * limit),
             },
         )

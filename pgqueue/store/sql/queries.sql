@@ -699,8 +699,10 @@ FOR UPDATE;
 -- name: claim_limited_tasks
 -- Claim like claim_due_tasks, within the kind's limits, after lock_kind_limits in the same
 -- transaction: at most GLOBAL_CONCURRENCY running attempts of the kind (claims holding a slot
--- whose lease runs), at most GROUP_CONCURRENCY per task group, and one token of the kind's
--- bucket (RATE tokens a second, BURST at most) per claimed task; NULL limits do not apply.
+-- whose lease runs), at most GROUP_CONCURRENCY per task group, one token of the kind's
+-- bucket (RATE tokens a second, BURST at most) per claimed task, and one token of its group's
+-- bucket (GROUP_RATE, GROUP_BURST; a group without a row has a full one); NULL limits do not
+-- apply. Group buckets that are surely full again are deleted.
 -- Running attempts are counted on the clock, not the transaction's start: the lock may have
 -- been waited for. Looks at most at SCAN due tasks for groups with a free slot. Returns the
 -- claimed rows in claim order, or one row of NULLs when none, each with the tokens left
@@ -723,6 +725,13 @@ WITH bucket AS MATERIALIZED (
     FROM running
     WHERE task_group IS NOT NULL
     GROUP BY task_group
+), group_tokens AS MATERIALIZED (
+    SELECT g.task_group,
+           least(%(group_burst)s::float8,
+                 g.tokens + greatest(extract(epoch FROM clock_timestamp() - g.refilled_at), 0)
+                            * %(group_rate)s::float8) AS tokens
+    FROM __schema__.group_buckets AS g
+    WHERE g.kind = %(kind)s AND %(group_rate)s::float8 IS NOT NULL
 ), allowed AS MATERIALIZED (
     SELECT greatest(0, least(
                %(limit)s::int,
@@ -740,6 +749,9 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM busy AS b
                   WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS high
@@ -752,6 +764,9 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM busy AS b
                   WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
             ORDER BY t.delayed_till
             LIMIT %(scan)s
         ) AS plain
@@ -764,6 +779,9 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM busy AS b
                   WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS low
@@ -773,7 +791,8 @@ WITH bucket AS MATERIALIZED (
           SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
       )
     -- Without group limits one more than allowed tells whether work is left waiting.
-    LIMIT CASE WHEN %(group_concurrency)s::int IS NULL THEN (SELECT n FROM allowed) + 1
+    LIMIT CASE WHEN %(group_concurrency)s::int IS NULL AND %(group_rate)s::float8 IS NULL
+               THEN (SELECT n FROM allowed) + 1
                ELSE %(scan)s END
 ), chosen AS (
     SELECT c.id, c.position
@@ -783,8 +802,11 @@ WITH bucket AS MATERIALIZED (
         FROM candidates
     ) AS c
     LEFT JOIN busy AS b ON b.task_group = c.task_group
-    WHERE %(group_concurrency)s::int IS NULL OR c.task_group IS NULL
-       OR c.nth + coalesce(b.n, 0) <= %(group_concurrency)s::int
+    LEFT JOIN group_tokens AS gt ON gt.task_group = c.task_group
+    WHERE (%(group_concurrency)s::int IS NULL OR c.task_group IS NULL
+           OR c.nth + coalesce(b.n, 0) <= %(group_concurrency)s::int)
+      AND (%(group_rate)s::float8 IS NULL OR c.task_group IS NULL
+           OR c.nth <= floor(coalesce(gt.tokens, %(group_burst)s::float8)))
     ORDER BY c.position
     LIMIT (SELECT n FROM allowed)
 ), due AS (
@@ -810,7 +832,24 @@ WITH bucket AS MATERIALIZED (
     RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
-              due.previous_token IS NOT NULL AS lease_lost, chosen.position
+              due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group
+), group_spent AS (
+    INSERT INTO __schema__.group_buckets AS g (kind, task_group, tokens, refilled_at)
+    SELECT %(kind)s, c.task_group,
+           coalesce(min(gt.tokens), %(group_burst)s::float8) - count(*), clock_timestamp()
+    FROM claimed AS c
+    LEFT JOIN group_tokens AS gt ON gt.task_group = c.task_group
+    WHERE c.task_group IS NOT NULL AND %(group_rate)s::float8 IS NOT NULL
+    GROUP BY c.task_group
+    ORDER BY c.task_group
+    ON CONFLICT (kind, task_group) DO UPDATE
+    SET tokens = excluded.tokens, refilled_at = excluded.refilled_at
+), groups_refilled AS (
+    DELETE FROM __schema__.group_buckets AS g
+    USING group_tokens AS gt
+    WHERE g.kind = %(kind)s AND g.task_group = gt.task_group
+      AND gt.tokens >= %(group_burst)s::float8
+      AND NOT EXISTS (SELECT FROM claimed AS c WHERE c.task_group = g.task_group)
 ), spent AS (
     UPDATE __schema__.kind_limits AS l
     SET tokens = b.tokens - (SELECT count(*) FROM claimed), refilled_at = b.refilled_at
