@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, cast
 
@@ -11,6 +12,7 @@ from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.limits import RateLimit
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
 from pgqueue.store.operations import UNCHANGED, LimitOverrides
 from pgqueue.store.queries import DEFAULT_SCHEMA
@@ -193,6 +195,14 @@ class AsyncQueue(QueueBase):
     async def get_limits(self, kind: str) -> LimitOverrides:
         """The operators' overrides of ``kind``'s limits (all ``None`` when there are none)."""
         return await self.executor.run(self._limits_op(kind))
+
+    async def limit_changes(
+        self, kind: str, limit: int = 20
+    ) -> list[tuple[datetime, str | None, dict[str, Any]]]:
+        """The audit trail of ``kind``'s limit overrides: (when, who, what changed), newest
+        first."""
+        self._check_open()
+        return await self.executor.run(operations.list_limit_changes(self.queries, kind, limit))
 
     async def list_kinds(self) -> list[KindInfo]:
         """Every kind the database or this queue knows: pause state, counts per status, lag."""

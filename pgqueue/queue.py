@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -18,6 +19,7 @@ from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.limits import RateLimit
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.store import operations
 from pgqueue.store.executor import SyncExecutor
 from pgqueue.store.operations import UNCHANGED, LimitOverrides
 from pgqueue.store.queries import DEFAULT_SCHEMA
@@ -213,6 +215,14 @@ class Queue(QueueBase):
     def get_limits(self, kind: str) -> LimitOverrides:
         """The operators' overrides of ``kind``'s limits (all ``None`` when there are none)."""
         return self.executor.run(self._limits_op(kind))
+
+    def limit_changes(
+        self, kind: str, limit: int = 20
+    ) -> list[tuple[datetime, str | None, dict[str, Any]]]:
+        """The audit trail of ``kind``'s limit overrides: (when, who, what changed), newest
+        first."""
+        self._check_open()
+        return self.executor.run(operations.list_limit_changes(self.queries, kind, limit))
 
     def list_kinds(self) -> list[KindInfo]:
         """Every kind the database or this queue knows: pause state, counts per status, lag."""

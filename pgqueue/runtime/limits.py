@@ -79,7 +79,7 @@ class FlowControl:
         runtime = self.runtime
         try:
             found = await runtime.executor.run(
-                operations.read_kind_limits(runtime.queries, [self.kind])
+                operations.read_kind_limits(runtime.queries, [self.kind], replica_ok=False)
             )
         except Exception as exc:  # noqa: BLE001 - the claim that follows reports the database
             log.debug("reading the limit overrides of %r failed: %s", self.kind, exc)

@@ -174,3 +174,26 @@ def test_a_group_rate_limit_holds_per_group(queue: Queue, db: Database) -> None:
     db.fetch("UPDATE {schema}.group_buckets SET refilled_at = refilled_at - interval '1 hour'")
     limited(queue, options)
     assert db.fetch("SELECT task_group FROM {schema}.group_buckets") == [("a",)]
+
+
+def test_set_limits_is_audited_and_validated(queue: Queue, db: Database) -> None:
+    from pgqueue import InvalidOptions, UnknownKind
+
+    overrides = queue.set_limits("k", rate_limit=RateLimit(5, per=60), actor="ops")
+    assert overrides.rate_limit == RateLimit(5, per=60.0, burst=5)
+    assert overrides.global_concurrency is None and overrides.overridden_at is not None
+    queue.set_limits("k", global_concurrency=2)
+    assert queue.get_limits("k").rate_limit is not None  # left out: kept
+    queue.clear_limits("k", actor="ops")
+    assert not queue.get_limits("k").any
+    changes = queue.limit_changes("k")
+    assert [(actor, what) for _, actor, what in changes] == [
+        ("ops", {"rate_limit": None, "global_concurrency": None, "group_concurrency": None}),
+        (None, {"global_concurrency": 2}),
+        ("ops", {"rate_limit": {"n": 5, "per": 60.0, "burst": 5}}),
+    ]
+    with pytest.raises(UnknownKind):
+        queue.set_limits("nope", global_concurrency=1)
+    with pytest.raises(InvalidOptions, match=r"^global_concurrency must"):
+        queue.set_limits("k", global_concurrency=0)
+    assert db.scalar("SELECT count(*) FROM {schema}.limit_changes") == 3

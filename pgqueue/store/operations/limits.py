@@ -235,15 +235,16 @@ def set_kind_limits(
 
 
 def read_kind_limits(
-    queries: Queries, kinds: Sequence[str]
+    queries: Queries, kinds: Sequence[str], *, replica_ok: bool = True
 ) -> Operation[dict[str, LimitOverrides]]:
-    """The overrides of ``kinds`` (kinds without any are left out)."""
+    """The overrides of ``kinds`` (kinds without any are left out); ``replica_ok=False`` for
+    workers, which must see a change within a second (a replica may lag more)."""
 
     def steps() -> Steps[dict[str, LimitOverrides]]:
         rows = yield Statement(queries["read_kind_limits"], {"kinds": list(kinds)})
         return {row[0]: _overrides(row[1:]) for row in rows}
 
-    return Operation(steps(), readonly=True)
+    return Operation(steps(), readonly=replica_ok)
 
 
 def list_limit_changes(
