@@ -91,7 +91,8 @@ def test_prioritised_tasks_overtake_a_backlog(db: Database) -> None:
     )
     assert later > 0  # the backlog kept being claimed after the push
     assert overtaken == 0, f"{overtaken} priority-0 claims after the push came before an urgent one"
-    # Handlers started them in claim order too.
+    # Handlers start in claim order; the four worker threads record their start with a few
+    # milliseconds of jitter between them.
     first_plain_start = db.scalar(
         "SELECT min(r.started_at) FROM {schema}.runs r JOIN {schema}.tasks t ON t.id = r.task_id"
         " WHERE t.priority = 0 AND t.started_at > %s",
@@ -100,7 +101,8 @@ def test_prioritised_tasks_overtake_a_backlog(db: Database) -> None:
     last_urgent_start = db.scalar(
         "SELECT max(started_at) FROM {schema}.runs WHERE task_id = ANY(%s)", (urgent,)
     )
-    assert first_plain_start is None or last_urgent_start <= first_plain_start
+    assert first_plain_start is not None
+    assert (last_urgent_start - first_plain_start).total_seconds() < 0.05
 
 
 def overlap(db: Database, group_by_group: bool = False) -> list[tuple[object, int]]:
