@@ -81,10 +81,10 @@ class FlowControl:
             found = await runtime.executor.run(
                 operations.read_kind_limits(runtime.queries, [self.kind], replica_ok=False)
             )
+            self.limits = operations.limits_with_overrides(self.options, found.get(self.kind))
         except Exception as exc:  # noqa: BLE001 - the claim that follows reports the database
             log.debug("reading the limit overrides of %r failed: %s", self.kind, exc)
             return False
-        self.limits = operations.limits_with_overrides(self.options, found.get(self.kind))
         return self.limits.active
 
     def close(self) -> None:

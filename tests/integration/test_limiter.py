@@ -7,8 +7,6 @@ import logging
 import threading
 from typing import Any
 
-import pytest
-
 from pgqueue import AsyncQueue, KindOptions, Limiter, LoopOptions, Queue, Task
 from tests.conftest import Database
 from tests.helpers import Recorder
@@ -101,9 +99,18 @@ def test_an_async_limiter_works_under_the_async_queue(db: Database) -> None:
     assert budget.asked and len(budget.asked) >= 5
 
 
-def test_a_limiter_that_raises_is_logged_and_the_loop_goes_on(
-    db: Database, caplog: pytest.LogCaptureFixture
-) -> None:
+class Captured(logging.Handler):
+    """Records of one logger, whatever other tests did to the logging configuration."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_limiter_that_raises_is_logged_and_the_loop_goes_on(db: Database) -> None:
     class Flaky:
         def __init__(self) -> None:
             self.calls = 0
@@ -123,10 +130,15 @@ def test_a_limiter_that_raises_is_logged_and_the_loop_goes_on(
         )
         recorder = Recorder(queue)
         ids = queue.push_tasks([Task("k", n) for n in range(3)])
-        with caplog.at_level(logging.ERROR, logger="pgqueue.worker"):
+        captured = Captured()
+        logger = logging.getLogger("pgqueue.worker")
+        logger.addHandler(captured)
+        try:
             queue.start()
             recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids if i))
-    failures = [r for r in caplog.records if "limiter of 'k' failed" in r.getMessage()]
+        finally:
+            logger.removeHandler(captured)
+    failures = [r for r in captured.records if "limiter of 'k' failed" in r.getMessage()]
     assert len(failures) == 4, [r.getMessage() for r in failures]
     assert "quota service down" in failures[0].getMessage()
     assert db.scalar("SELECT max(attempts_elapsed) FROM {schema}.tasks") == 1
