@@ -132,6 +132,9 @@ def test_a_limiter_that_raises_is_logged_and_the_loop_goes_on(db: Database) -> N
         ids = queue.push_tasks([Task("k", n) for n in range(3)])
         captured = Captured()
         logger = logging.getLogger("pgqueue.worker")
+        # A host Alembic project run in this process (the migration tests) applies its logging
+        # file, which disables the loggers that existed then.
+        logger.disabled = False
         logger.addHandler(captured)
         try:
             queue.start()

@@ -824,7 +824,8 @@ WITH bucket AS MATERIALIZED (
         delayed_till = now() + make_interval(secs => %(lease)s),
         claim_token = gen_random_uuid(),
         holds_slot = %(counts_slots)s,
-        started_at = now(),
+        -- When the claim took its tokens (the transaction may have begun before the lock).
+        started_at = clock_timestamp(),
         updated_at = now()
     FROM due
     JOIN chosen ON chosen.id = due.id
