@@ -30,5 +30,10 @@ queue = Queue(os.environ["PGQUEUE_DSN"], schema=os.environ["PGQUEUE_SCHEMA"])
 queue.register_kind(
     "bench",
     noop,
-    KindOptions(attempt_timeout=30, worker_count=10, loop=LoopOptions(poll_period=0.5), **limits),
+    KindOptions(
+        attempt_timeout=30,
+        worker_count=int(os.environ.get("WORKERS", "50")),
+        loop=LoopOptions(poll_period=0.5),
+        **limits,
+    ),
 )

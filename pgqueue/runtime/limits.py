@@ -69,6 +69,19 @@ class FlowControl:
         """True when the kind's claims go through :meth:`claim`."""
         return self.limiter is not None or self.limits.active
 
+    @property
+    def claims_ahead(self) -> bool:
+        """Whether the loop may claim ahead of idle workers (prefetch). Not under a rate, a
+        global concurrency or a limiter: a buffered claim took a token or holds one of few
+        slots without running. Group limits alone allow it: a buffered task holds only its
+        own group's slot, and with many groups claiming ahead keeps batches large."""
+        limits = self.limits
+        return not (
+            self.limiter is not None
+            or limits.rate_limit is not None
+            or limits.global_concurrency is not None
+        )
+
     async def overridden(self) -> bool:
         """For a kind without limits: read the operators' overrides (at most every
         :data:`OVERRIDE_CHECK`); True when they now limit the kind."""

@@ -176,10 +176,10 @@ class KindWorker:
             self._read_ttl()
             self._start_buffered(size)
             prefetch = (
-                0
-                if self.flow.limited
-                else self.options.loop.prefetch_for(size, self.average_attempt)
-            )  # a limited kind claims only for idle workers: a buffered claim holds a slot
+                self.options.loop.prefetch_for(size, self.average_attempt)
+                if self.flow.claims_ahead
+                else 0
+            )  # most limited kinds claim only for idle workers: a buffered claim holds a slot
             room = size + prefetch - len(self.inflight) - len(self.buffer)
             if self.paused:
                 now = loop.time()
