@@ -35,6 +35,7 @@ from pgqueue.periodic import periodic_key
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
 from pgqueue.store.executor import Operation, Statement, single
+from pgqueue.store.operations import LimitOverrides
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import Task, TaskInfo
 
@@ -269,6 +270,21 @@ class AsyncShardedQueue:
             revived += await self._on(shard, queue.retry_tasks(kind, attempts, limit - revived))
         return revived
 
+    async def set_limits(self, kind: str, **changes: Any) -> list[LimitOverrides]:
+        """Override ``kind``'s limits on every shard (same arguments as
+        :meth:`AsyncQueue.set_limits`). Limits hold per shard: each shard's database decides
+        its own claims, so a fleet-wide cap is the per-shard value times the shards (see
+        ``RateLimit.divided``). Returns each shard's overrides."""
+        return await self._fan_out(lambda q: q.set_limits(kind, **changes))
+
+    async def clear_limits(self, kind: str, *, actor: str | None = None) -> list[LimitOverrides]:
+        """Drop every override of ``kind``'s limits on every shard."""
+        return await self._fan_out(lambda q: q.clear_limits(kind, actor=actor))
+
+    async def get_limits(self, kind: str) -> list[LimitOverrides]:
+        """Each shard's overrides of ``kind``'s limits."""
+        return await self._fan_out(lambda q: q.get_limits(kind))
+
     async def count_tasks(self) -> dict[tuple[str, str], int]:
         """Tasks per ``(kind, status)`` over every shard."""
         return merge_counts(await self._fan_out(lambda q: q.count_tasks()))
@@ -397,6 +413,15 @@ class ShardedQueue:
 
     def retry_tasks(self, kind: str, attempts: int = 1, limit: int = 1000) -> int:
         return self._thread.call(self._queue.retry_tasks(kind, attempts, limit))
+
+    def set_limits(self, kind: str, **changes: Any) -> list[LimitOverrides]:
+        return self._thread.call(self._queue.set_limits(kind, **changes))
+
+    def clear_limits(self, kind: str, *, actor: str | None = None) -> list[LimitOverrides]:
+        return self._thread.call(self._queue.clear_limits(kind, actor=actor))
+
+    def get_limits(self, kind: str) -> list[LimitOverrides]:
+        return self._thread.call(self._queue.get_limits(kind))
 
     def count_tasks(self) -> dict[tuple[str, str], int]:
         return self._thread.call(self._queue.count_tasks())

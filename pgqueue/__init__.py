@@ -17,6 +17,7 @@ from pgqueue.errors import (
     SchemaNotMigrated,
     UnknownKind,
 )
+from pgqueue.limits import Limiter, LimitOverrides, RateLimit
 from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
@@ -42,6 +43,8 @@ __all__ = [
     "JitterDelayer",
     "KindInfo",
     "KindOptions",
+    "LimitOverrides",
+    "Limiter",
     "LoopOptions",
     "MustCancelTask",
     "NotInTransaction",
@@ -50,6 +53,7 @@ __all__ = [
     "QueueClosed",
     "QueueState",
     "QueueTask",
+    "RateLimit",
     "SchemaNotMigrated",
     "Stamp",
     "Status",

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pgqueue.audit import AuditEntry
+from pgqueue.audit import AuditEntry, current_actor
 from pgqueue.envelope import Stamp
 from pgqueue.errors import InvalidOptions, InvalidTask, QueueClosed
 from pgqueue.events import EventBus, Listener, TasksPushed
@@ -15,9 +15,18 @@ from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.registry import Handler, KindRegistry
 from pgqueue.store import operations
-from pgqueue.store.executor import Operation
+from pgqueue.store.executor import Operation, Steps
+from pgqueue.store.operations import LimitOverrides
 from pgqueue.store.queries import DEFAULT_SCHEMA, Queries
-from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint, encode_payload
+from pgqueue.task import (
+    KindInfo,
+    Status,
+    Task,
+    TaskInfo,
+    ThroughputPoint,
+    encode_payload,
+    validate_kind_name,
+)
 
 
 class QueueState(enum.StrEnum):
@@ -222,6 +231,27 @@ class QueueBase:
         op = build(self.queries, kind, kind in self.registry)
         action = operations.Action("pause_kind" if pause else "resume_kind", kind)
         return operations.audited(self.queries, op, action, lambda _: 1)
+
+    def _set_limits_op(self, kind: str, changes: dict[str, Any]) -> Operation[LimitOverrides]:
+        self._check_open()
+        op = operations.set_kind_limits(self.queries, kind, kind in self.registry, **changes)
+        actor = current_actor()  # the audit log's entry names the overrides now in force
+        return operations.audited_entries(
+            self.queries,
+            op,
+            lambda now: [(actor, operations.Action("set_limits", kind, detail=now.as_dict()), 1)],
+        )
+
+    def _limits_op(self, kind: str) -> Operation[LimitOverrides]:
+        self._check_open()
+        validate_kind_name(kind)
+        read = operations.read_kind_limits(self.queries, [kind])
+
+        def steps() -> Steps[LimitOverrides]:
+            found = yield from read.steps
+            return found.get(kind) or LimitOverrides()
+
+        return Operation(steps(), readonly=True)
 
     def _list_kinds_op(self) -> Operation[list[KindInfo]]:
         self._check_open()

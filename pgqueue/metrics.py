@@ -18,6 +18,12 @@
 - ``pgqueue_tasks_pushed_total{kind}``, ``pgqueue_tasks_claimed_total{kind}``,
   ``pgqueue_lost_leases_total{kind}`` (a task claimed again after its lease expired).
 - ``pgqueue_workers{kind}``, ``pgqueue_workers_busy{kind}``: worker slots and running attempts.
+- ``pgqueue_throttled_total{kind,reason}``: claims of this process held back by a limit
+  (``rate``, ``concurrency``, ``group``, ``limiter``, ``limiter_error``).
+- ``pgqueue_kind_limit{kind,limit}``: the limits in force (overrides included) as this process
+  last read them: ``rate_per_second``, ``burst``, ``global_concurrency``, ``group_concurrency``.
+  Their fleet-wide use is ``pgqueue_tasks{status="processing"}`` (running attempts) and
+  ``pgqueue_tasks{status="due"}`` (tasks waiting, on a limit or for a worker).
 
 Counters and the histogram are fed by the queue's runtime events (:meth:`Queue.subscribe`).
 """
@@ -32,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pgqueue.events import AttemptFinished, Event, TasksClaimed, TasksPushed
@@ -224,6 +230,46 @@ class WorkerCollector(Collector):
         yield busy
 
 
+class FlowCollector(Collector):
+    """``pgqueue_throttled_total`` and ``pgqueue_kind_limit`` of this process."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        throttled = CounterMetricFamily(
+            "pgqueue_throttled",
+            "Claims of this process held back by a limit, by reason.",
+            labels=["kind", "reason"],
+        )
+        limits = GaugeMetricFamily(
+            "pgqueue_kind_limit",
+            "Fleet-wide limits of the kind in force (operators' overrides included).",
+            labels=["kind", "limit"],
+        )
+        runtime = getattr(self.queue, "_runtime", None)
+        workers = dict(getattr(runtime, "workers", None) or {})
+        for kind, worker in sorted(workers.items()):
+            flow = getattr(worker, "flow", None)
+            if flow is None:
+                continue
+            for reason, count in sorted(flow.throttled.items()):
+                throttled.add_metric([kind, reason], float(count))
+            current = flow.limits
+            if current.rate_limit is not None:
+                limits.add_metric([kind, "rate_per_second"], current.rate_limit.per_second)
+                limits.add_metric([kind, "burst"], float(current.rate_limit.capacity))
+            for name in ("global_concurrency", "group_concurrency"):
+                value = getattr(current, name)
+                if value is not None:
+                    limits.add_metric([kind, name], float(value))
+        yield throttled
+        yield limits
+
+
 class QueueMetrics:
     """The metrics of one queue in one registry; built by :func:`instrument`."""
 
@@ -264,8 +310,10 @@ class QueueMetrics:
         )
         self._database = DatabaseCollector(self.reader)
         self._workers = WorkerCollector(queue)
+        self._flow = FlowCollector(queue)
         registry.register(self._database)
         registry.register(self._workers)
+        registry.register(self._flow)
         for spec in queue.registry:
             self.pushed.labels(spec.kind)
             if spec.handler is not None:
@@ -296,6 +344,7 @@ class QueueMetrics:
         for collector in (
             self._database,
             self._workers,
+            self._flow,
             self.pushed,
             self.claimed,
             self.lost_leases,

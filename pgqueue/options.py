@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 from pgqueue.bounds import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS, MAX_WORKER_COUNT
 from pgqueue.delayer import Delayer, ExpBackoffDelayer
 from pgqueue.errors import InvalidOptions
+from pgqueue.limits import Limiter, RateLimit
 
 if TYPE_CHECKING:
     from pgqueue.envelope import Decision, Envelope, Stamp
@@ -148,6 +149,11 @@ class KindOptions:
     - ``before``, ``after``, ``success`` (take the envelope) and ``failure`` (takes the
       envelope and the error, may return a :class:`Decision`): hooks around each attempt.
     - ``stamps``: middleware around this kind's handler (after the queue's stamps).
+    - ``priority``: the priority of tasks pushed without one (-100 to 100, higher first).
+    - ``rate_limit``: a :class:`RateLimit` on attempt starts, fleet-wide.
+    - ``global_concurrency``: at most this many attempts running at once, fleet-wide.
+    - ``group_concurrency``, ``group_rate_limit``: the same per ``Task.group``.
+    - ``limiter``: a :class:`~pgqueue.limits.Limiter` of your own, asked before each claim.
     """
 
     attempt_timeout: Seconds
@@ -163,6 +169,12 @@ class KindOptions:
     failure: FailureHook | None = None
     success: Hook | None = None
     stamps: Sequence[Stamp] = ()
+    priority: int = 0
+    rate_limit: RateLimit | None = None
+    global_concurrency: int | None = None
+    group_concurrency: int | None = None
+    group_rate_limit: RateLimit | None = None
+    limiter: Limiter | None = None
 
     def validate(self) -> KindOptions:
         """Check every static option and the current value of every provider."""
@@ -181,10 +193,32 @@ class KindOptions:
         for stamp in self.stamps:
             if not callable(stamp):
                 raise InvalidOptions(f"stamps must be callables, got {stamp!r}")
+        check_int("priority", self.priority, minimum=-100, maximum=100)
+        check_int("global_concurrency", self.global_concurrency, minimum=1, optional=True)
+        check_int("group_concurrency", self.group_concurrency, minimum=1, optional=True)
+        for name in ("rate_limit", "group_rate_limit"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, RateLimit):
+                raise InvalidOptions(f"{name} must be a RateLimit or None, got {value!r}")
+        if self.limiter is not None and not callable(getattr(self.limiter, "allow", None)):
+            raise InvalidOptions(
+                f"limiter must have an allow(kind, wanted) method, got {self.limiter!r}"
+            )
         if not isinstance(self.loop, LoopOptions):
             raise InvalidOptions("loop must be a LoopOptions")
         self.loop.validate()
         return self
+
+    @property
+    def limited(self) -> bool:
+        """True when a fleet-wide limit or a limiter applies to the kind's claims."""
+        return (
+            self.rate_limit is not None
+            or self.global_concurrency is not None
+            or self.group_concurrency is not None
+            or self.group_rate_limit is not None
+            or self.limiter is not None
+        )
 
     @property
     def attempt_timeout_seconds(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -17,10 +18,12 @@ from pgqueue.aio import wait_event
 from pgqueue.audit import AuditEntry
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
+from pgqueue.limits import RateLimit
 from pgqueue.options import KindOptions
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.store import operations
 from pgqueue.store.executor import SyncExecutor
-from pgqueue.store.operations import TableHealth
+from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
@@ -201,6 +204,46 @@ class Queue(QueueBase):
     def resume_kind(self, kind: str) -> None:
         """Resume a paused kind in every process; its workers claim at once."""
         self.executor.run(self._pause_op(kind, False))
+
+    def set_limits(
+        self,
+        kind: str,
+        *,
+        rate_limit: RateLimit | None = UNCHANGED,
+        global_concurrency: int | None = UNCHANGED,
+        group_concurrency: int | None = UNCHANGED,
+        actor: str | None = None,
+    ) -> LimitOverrides:
+        """Override ``kind``'s limits in every process, until cleared: each worker obeys
+        within a second, without a restart. ``None`` clears an override (back to the code's
+        ``KindOptions``); an argument left out keeps its override. The change is recorded
+        with ``actor`` in the audit trail. Returns the overrides now in force."""
+        changes: dict[str, Any] = {"actor": actor}
+        if rate_limit is not UNCHANGED:
+            changes["rate_limit"] = rate_limit
+        if global_concurrency is not UNCHANGED:
+            changes["global_concurrency"] = global_concurrency
+        if group_concurrency is not UNCHANGED:
+            changes["group_concurrency"] = group_concurrency
+        return self.executor.run(self._set_limits_op(kind, changes))
+
+    def clear_limits(self, kind: str, *, actor: str | None = None) -> LimitOverrides:
+        """Drop every override of ``kind``'s limits: the code's ``KindOptions`` apply again."""
+        return self.set_limits(
+            kind, rate_limit=None, global_concurrency=None, group_concurrency=None, actor=actor
+        )
+
+    def get_limits(self, kind: str) -> LimitOverrides:
+        """The operators' overrides of ``kind``'s limits (all ``None`` when there are none)."""
+        return self.executor.run(self._limits_op(kind))
+
+    def limit_changes(
+        self, kind: str, limit: int = 20
+    ) -> list[tuple[datetime, str | None, dict[str, Any]]]:
+        """The audit trail of ``kind``'s limit overrides: (when, who, what changed), newest
+        first."""
+        self._check_open()
+        return self.executor.run(operations.list_limit_changes(self.queries, kind, limit))
 
     def list_kinds(self) -> list[KindInfo]:
         """Every kind the database or this queue knows: pause state, counts per status, lag."""

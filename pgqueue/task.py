@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pgqueue.errors import InvalidTask
 
 if TYPE_CHECKING:
+    from pgqueue.limits import LimitOverrides
     from pgqueue.options import KindOptions
 
 MAX_KIND_LENGTH = 100
@@ -45,13 +46,25 @@ STORED_STATUSES: tuple[Status, ...] = (
 )
 
 
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+MAX_GROUP_LENGTH = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
-    """A unit of work to push: a kind, a JSON payload and an optional idempotency key."""
+    """A unit of work to push: a kind, a JSON payload and an optional idempotency key.
+
+    ``group`` is the partition key of the kind's group limits (``None``: in no group);
+    ``priority`` (-100 to 100, higher first) orders due tasks of a kind, ``None`` takes the
+    kind's ``KindOptions.priority``.
+    """
 
     kind: str
     payload: Any = None
     external_key: str | None = None
+    group: str | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,8 @@ class KindInfo:
     (``succeeded``, ``cancelled``) are exact while the table is small and estimated from
     PostgreSQL's statistics in a large one (``finished_estimated`` is then True).
     ``oldest_due_seconds`` is the age of the oldest due, unclaimed task (None when none is due).
-    ``options`` are the kind's options when it is declared or registered in this process.
+    ``options`` are the kind's options when it is declared or registered in this process;
+    ``limit_overrides`` the operators' overrides of its limits (None when it has none).
     """
 
     kind: str
@@ -111,6 +125,7 @@ class KindInfo:
     paused_at: datetime | None = None
     finished_estimated: bool = False
     options: KindOptions | None = None
+    limit_overrides: LimitOverrides | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +199,30 @@ def validate_external_key(key: object) -> str | None:
     if "\x00" in key:
         raise InvalidTask("external_key must not contain NUL characters")
     return key
+
+
+def validate_priority(priority: object, what: str = "priority") -> int:
+    """Return ``priority`` if it is an int from -100 to 100, else raise :class:`InvalidTask`."""
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not MIN_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        raise InvalidTask(
+            f"{what} must be an int from {MIN_PRIORITY} to {MAX_PRIORITY}, got {priority!r}"
+        )
+    return priority
+
+
+def validate_group(group: object) -> str | None:
+    """Return the group if it is ``None`` or a string within the size limit."""
+    if group is None:
+        return None
+    if not isinstance(group, str):
+        raise InvalidTask(f"group must be a string or None, got {type(group).__name__}")
+    size = len(group.encode())
+    if size > MAX_GROUP_LENGTH:
+        raise InvalidTask(f"group is {size} bytes long; the limit is {MAX_GROUP_LENGTH}")
+    if "\x00" in group:
+        raise InvalidTask("group must not contain NUL characters")
+    return group

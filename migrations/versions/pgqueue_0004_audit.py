@@ -1,7 +1,7 @@
 """pgqueue: the audit log of operator actions.
 
 Revision ID: pgqueue_0004
-Revises: pgqueue_0002
+Revises: pgqueue_0003
 Create Date: 2026-12-06
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from pgqueue.migrate import migration_schema
 
 revision = "pgqueue_0004"
-down_revision = "pgqueue_0002"
+down_revision = "pgqueue_0003"
 branch_labels = None
 depends_on = None
 

@@ -8,6 +8,7 @@ are recorded in the audit log under the OS user, with source ``cli``.
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 tasks_app = typer.Typer(help="List, show, cancel and retry tasks.", no_args_is_help=True)
-kinds_app = typer.Typer(help="List, pause and resume kinds.", no_args_is_help=True)
+kinds_app = typer.Typer(help="List, pause, resume and limit kinds.", no_args_is_help=True)
 
 DsnOption = Annotated[
     str, typer.Option(envvar="PGQUEUE_DSN", help="PostgreSQL DSN (default: $PGQUEUE_DSN).")
@@ -125,7 +126,14 @@ def _kind_dict(kind: KindInfo) -> dict[str, Any]:
         "counts": kind.counts,
         "oldest_due_seconds": kind.oldest_due_seconds,
         "finished_estimated": kind.finished_estimated,
+        "limit_overrides": None if kind.limit_overrides is None else kind.limit_overrides.as_dict(),
     }
+
+
+def _limits_text(kind: KindInfo) -> str:
+    from pgqueue.limits import describe_limits
+
+    return describe_limits(kind.limit_overrides, kind.options)
 
 
 def _table(**kwargs: Any) -> Table:
@@ -185,6 +193,7 @@ def status(
     for name in COUNTED_STATUSES:
         table.add_column(name, justify="right")
     table.add_column("lag", justify="right")
+    table.add_column("limits")
     table.add_column("ok/min", justify="right")
     table.add_column("failed/min", justify="right")
     for kind in kinds:
@@ -199,6 +208,7 @@ def status(
                 for name in COUNTED_STATUSES
             ),
             _lag(kind.oldest_due_seconds),
+            _limits_text(kind),
             f"{total.get('succeeded', 0) / minutes:.1f}",
             f"{failed / minutes:.1f}",
         )
@@ -350,7 +360,7 @@ def list_kinds(
         _print_json([_kind_dict(k) for k in kinds])
         return
     table = _table()
-    for column in ("kind", "paused", "paused since", "open", "lag"):
+    for column in ("kind", "paused", "paused since", "open", "lag", "limits"):
         table.add_column(column)
     for kind in kinds:
         open_tasks = sum(kind.counts[s] for s in ("new", "must_retry", "processing"))
@@ -360,6 +370,7 @@ def list_kinds(
             kind.paused_at.isoformat(timespec="seconds") if kind.paused_at else "",
             str(open_tasks),
             _lag(kind.oldest_due_seconds),
+            _limits_text(kind),
         )
     _print(table)
 
@@ -439,6 +450,63 @@ def audit(
     _print(table)
     if len(entries) == limit:
         typer.echo(f"next page: --before-id {entries[-1].id}")
+
+
+@kinds_app.command("limit")
+def limit_kind(
+    kind: Annotated[str, typer.Argument(help="Kind whose limits to override fleet-wide.")],
+    dsn: DsnOption,
+    schema: SchemaOption = DEFAULT_SCHEMA,
+    rate: Annotated[
+        str | None, typer.Option(help="Rate limit: 10/s, 600/m, 5/h (burst = the count).")
+    ] = None,
+    burst: Annotated[int | None, typer.Option(help="Burst of the rate limit.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Most attempts running at once, fleet-wide.")
+    ] = None,
+    group_concurrency: Annotated[
+        int | None, typer.Option(help="Most attempts running at once per task group.")
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Drop every override: the code's limits apply.")
+    ] = False,
+    actor: Annotated[str | None, typer.Option(help="Who makes the change (audit).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Override KIND's limits in every worker process within a second, until --clear."""
+    from pgqueue.limits import RateLimit
+
+    changes: dict[str, Any] = {}
+    try:
+        if rate is not None:
+            parsed = RateLimit.parse(rate)
+            changes["rate_limit"] = RateLimit(parsed.n, per=parsed.per, burst=burst)
+        elif burst is not None:
+            raise OperatorError("--burst needs --rate")
+        if concurrency is not None:
+            changes["global_concurrency"] = concurrency
+        if group_concurrency is not None:
+            changes["group_concurrency"] = group_concurrency
+    except (PgQueueError, OperatorError) as exc:
+        _fail(str(exc))
+    if clear and changes:
+        _fail("--clear takes no other limit")
+    if not clear and not changes:
+        _fail("give --rate, --concurrency or --group-concurrency, or --clear")
+    if actor is None:
+        actor = f"cli:{getpass.getuser()}"
+    with operator_queue(dsn, schema) as queue:
+        if clear:
+            overrides = queue.clear_limits(kind, actor=actor)
+        else:
+            overrides = queue.set_limits(kind, actor=actor, **changes)
+    if as_json:
+        _print_json({"kind": kind, **overrides.as_dict()})
+    elif not overrides.any:
+        typer.echo(f"cleared the limit overrides of {kind!r}")
+    else:
+        info = KindInfo(kind, False, {}, limit_overrides=overrides)
+        typer.echo(f"limited {kind!r}: {_limits_text(info)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -41,7 +41,10 @@ from pgqueue.http.models import (
     HealthOut,
     KindOptionsOut,
     KindOut,
+    LimitsOut,
+    LimitsRequest,
     PauseResponse,
+    RateLimitOut,
     RetryRequest,
     RetryResponse,
     RetryTaskRequest,
@@ -49,8 +52,10 @@ from pgqueue.http.models import (
     ThroughputOut,
 )
 from pgqueue.http.settings import HttpSettings
+from pgqueue.limits import RateLimit
 from pgqueue.options import worker_count_of
 from pgqueue.store import operations
+from pgqueue.store.operations import LimitOverrides
 from pgqueue.task import JSON_ENCODER, KindInfo, Status, Task
 
 router = APIRouter()
@@ -290,6 +295,49 @@ async def resume_kind(kind: KindPath, queue: QueueDep, actor: ActorDep) -> Pause
     return PauseResponse(kind=kind, paused=False)
 
 
+@router.put(
+    "/kinds/{kind}/limits",
+    response_model=LimitsOut,
+    dependencies=operate,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="Override a kind's limits fleet-wide",
+    openapi_extra=body_schema(LimitsRequest),
+)
+async def set_kind_limits(
+    kind: KindPath,
+    queue: QueueDep,
+    request: Request,
+    actor: ActorDep,
+    body: LimitsRequest = json_body(LimitsRequest),
+) -> LimitsOut:
+    """Every worker obeys within a second until the override is cleared: a field left out
+    keeps its override, ``null`` goes back to the code's value. Audited."""
+    await known_kind(queue, kind)
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if name == "rate_limit" and value is not None:
+            value = RateLimit(value.n, per=value.per, burst=value.burst)
+        changes[name] = value
+    client = request.client.host if request.client else None
+    with acting_as(actor):
+        overrides = await queue.set_limits(kind, actor=f"api:{client}", **changes)
+    return limits_out(kind, overrides)
+
+
+def limits_out(kind: str, overrides: LimitOverrides) -> LimitsOut:
+    rate = overrides.rate_limit
+    return LimitsOut(
+        kind=kind,
+        rate_limit=None
+        if rate is None
+        else RateLimitOut(n=float(rate.n), per=float(rate.per), burst=rate.capacity),
+        global_concurrency=overrides.global_concurrency,
+        group_concurrency=overrides.group_concurrency,
+        overridden_at=overrides.overridden_at,
+    )
+
+
 @router.get(
     "/kinds",
     response_model=list[KindOut],
@@ -326,6 +374,9 @@ def kind_out(info: KindInfo, queue: AsyncQueue, settings: HttpSettings) -> KindO
         registered=info.options is not None,
         handled=handled,
         options=options,
+        limit_overrides=None
+        if info.limit_overrides is None
+        else limits_out(info.kind, info.limit_overrides),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from pgqueue.bounds import MAX_SECONDS
 from pgqueue.task import MAX_EXTERNAL_KEY_LENGTH, MAX_KIND_LENGTH, Status, TaskInfo
 
 MAX_BATCH_TASKS = 10_000
@@ -148,6 +149,40 @@ class PauseResponse(BaseModel):
     paused: bool
 
 
+class RateLimitIn(BaseModel):
+    model_config = _STRICT
+
+    n: Annotated[float, Field(gt=0, le=1e9, description="Attempt starts per period.")]
+    per: Annotated[float, Field(gt=0, le=MAX_SECONDS, description="The period, seconds.")] = 1.0
+    burst: Annotated[int | None, Field(ge=1, le=1_000_000)] = None
+
+
+class LimitsRequest(BaseModel):
+    """Overrides of a kind's limits; a field left out keeps its override, null clears it."""
+
+    model_config = _STRICT
+
+    rate_limit: RateLimitIn | None = None
+    global_concurrency: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+    group_concurrency: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+
+
+class RateLimitOut(BaseModel):
+    n: float
+    per: float
+    burst: int
+
+
+class LimitsOut(BaseModel):
+    """A kind's limits: the operators' overrides, and the code's where this service knows it."""
+
+    kind: str
+    rate_limit: RateLimitOut | None = None
+    global_concurrency: int | None = None
+    group_concurrency: int | None = None
+    overridden_at: datetime | None = None
+
+
 class KindOptionsOut(BaseModel):
     """The options this service knows for a kind (declared or registered here)."""
 
@@ -173,6 +208,9 @@ class KindOut(BaseModel):
     registered: bool = Field(description="This service knows the kind's options.")
     handled: bool = Field(description="This process runs workers for the kind.")
     options: KindOptionsOut | None = None
+    limit_overrides: LimitsOut | None = Field(
+        None, description="Operators' overrides of the kind's limits (None: none)."
+    )
 
 
 class ThroughputOut(BaseModel):

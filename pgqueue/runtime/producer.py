@@ -20,6 +20,7 @@ from pgqueue.runtime.attempts import Attempt, AttemptLifecycle, log_extra
 from pgqueue.runtime.completer import ResultWriter
 from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import AttemptRunner
+from pgqueue.runtime.limits import FlowControl
 from pgqueue.store import operations
 
 log = logging.getLogger("pgqueue.worker")
@@ -58,6 +59,8 @@ class KindWorker(AttemptLifecycle):
 
         self.lease_renewed_at = self.loop.time()  # when the last heartbeat was sent
         self.max_overrun = self.options.loop.max_overrun
+        # Fleet-wide limits (pgqueue/runtime/limits.py); unlimited kinds claim as ever.
+        self.flow = FlowControl(self)
 
     def pause(self) -> None:
         """The kind was paused: start no more attempts; release claims not yet started."""
@@ -152,7 +155,11 @@ class KindWorker(AttemptLifecycle):
             size = self._current_size()
             self._read_ttl()
             self._start_buffered(size)
-            prefetch = self.options.loop.prefetch_for(size, self.average_attempt)
+            prefetch = (
+                self.options.loop.prefetch_for(size, self.average_attempt)
+                if self.flow.claims_ahead
+                else 0
+            )  # most limited kinds claim only for idle workers: a buffered claim holds a slot
             room = size + prefetch - len(self.inflight) - len(self.buffer)
             if self.paused:
                 now = loop.time()
@@ -176,15 +183,20 @@ class KindWorker(AttemptLifecycle):
                 await self.signal.wait()
                 self.signal.clear()
                 continue
+            if self.flow.limited and await self.flow.hold():
+                continue  # held back by a limit until a token is due or a slot frees
             limit = min(room, batch_size)
             self.signal.clear()
             claimed_while_paused = self.paused
             # A notification arriving while the claim runs sets more_due again: keep it.
             self.more_due = False
             try:
-                claimed = await runtime.executor.run(
-                    operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
-                )
+                if self.flow.limited or await self.flow.overridden():
+                    claimed = await self.flow.claim(limit, lease)
+                else:
+                    claimed = await runtime.executor.run(
+                        operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
+                    )
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)
@@ -243,6 +255,7 @@ class KindWorker(AttemptLifecycle):
 
     def close(self) -> None:
         """Drop the deadline timer (after the last attempt ended)."""
+        self.flow.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -23,6 +23,7 @@ from pgqueue import (
     JitterDelayer,
     KindOptions,
     LoopOptions,
+    RateLimit,
     Status,
     Task,
 )
@@ -270,3 +271,50 @@ def test_a_periodic_kind_makes_one_task_per_slot_in_the_fleet(
         for key in shard_keys:
             assert key.startswith("periodic:")
             assert queue.shard_for("tick", key) == shard, (key, shard)
+
+
+def test_limits_hold_per_shard_and_overrides_fan_out(
+    shard_servers: list[PostgresServer], schema: str
+) -> None:
+    """global_concurrency=1 on three shards: one attempt at a time on each shard, so up to
+    three in the fleet; set_limits and clear_limits reach every shard."""
+    import threading
+
+    running: Counter[int] = Counter()
+    peak: Counter[int] = Counter()
+    overall: list[int] = []
+    lock = threading.Lock()
+
+    def handler(envelope: Any) -> None:
+        shard = envelope.payload["shard"]
+        with lock:
+            running[shard] += 1
+            peak[shard] = max(peak[shard], running[shard])
+            overall.append(sum(running.values()))
+        time.sleep(0.05)  # the attempt's work: overlap is what is measured
+        with lock:
+            running[shard] -= 1
+
+    dsns = [s.dsn for s in shard_servers]
+    options = KindOptions(attempt_timeout=10.0, worker_count=6, global_concurrency=1, loop=FAST)
+    with ShardedQueue(dsns, schema=schema) as queue:
+        queue.register_kind("job", handler, options)
+        tasks = [
+            Task("job", {"shard": queue.shard_for("job", f"k{n}")}, f"k{n}") for n in range(60)
+        ]
+        queue.push_tasks(tasks)
+        queue.start()
+        wait_for(lambda: sum(count_on(s, schema, "status = 'succeeded'") for s in shard_servers)
+                 == 60, 60)  # fmt: skip
+        overrides = queue.set_limits("job", global_concurrency=2, actor="test")
+        assert [o.global_concurrency for o in overrides] == [2, 2, 2]
+        assert [o.global_concurrency for o in queue.get_limits("job")] == [2, 2, 2]
+        queue.clear_limits("job")
+        assert not any(o.any for o in queue.get_limits("job"))
+    assert set(peak.values()) == {1}, peak
+    assert max(overall) > 1  # the shards ran side by side
+    for server in shard_servers:
+        audited = server.execute(f"SELECT count(*) FROM {schema}.limit_changes")
+        assert audited[0][0] == 2  # type: ignore[index]
+    half = RateLimit(50, per=1.0).divided(3)
+    assert half.per_second == pytest.approx(50 / 3) and half.capacity == 17

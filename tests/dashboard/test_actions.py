@@ -98,6 +98,23 @@ def test_pause_and_resume_a_kind(site: Site) -> None:
     assert site.db.scalar("SELECT paused_at IS NULL FROM {schema}.kinds WHERE kind = 'send-email'")
 
 
+def test_limit_a_kind_and_clear_it(site: Site) -> None:
+    seed(site.db.dsn, site.db.schema, "send-email", "new", 1)
+    site.open("/ui/kinds")
+    row = 'tr[data-kind="send-email"]'
+    site.driver.find_element(By.CSS_SELECTOR, f'{row} input[name="rate"]').send_keys("10/s")
+    site.driver.find_element(By.CSS_SELECTOR, f'{row} input[name="concurrency"]').send_keys("3")
+    site.click_to_new_page(f'{row} button[value="set"]')
+    assert "rate 10/s*, max 3*" in site.text_of(f"{row} .limits")
+    assert site.db.fetch(
+        "SELECT rate, global_concurrency FROM {schema}.kind_limits WHERE kind = 'send-email'"
+    ) == [(10.0, 3)]
+    site.click_to_new_page(f'{row} button[value="clear"]')
+    assert "none" in site.text_of(f"{row} .limits")
+    actors = site.db.fetch("SELECT actor FROM {schema}.limit_changes ORDER BY id")
+    assert actors == [("dashboard",), ("dashboard",)]
+
+
 def test_enqueue_form(site: Site) -> None:
     site.open("/ui/enqueue")
     site.driver.find_element(By.ID, "enqueue-kind").send_keys("send-email")

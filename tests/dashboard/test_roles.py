@@ -13,7 +13,7 @@ from tests.dashboard.seed import seed
 
 ACTION_SELECTORS = (
     "#cancel-task", "#retry-task", "#bulk-actions", "#bulk-retry", "#bulk-cancel",
-    ".kind-toggle", "#enqueue-form", 'a[href="/ui/enqueue"]',
+    ".kind-toggle", ".limits-form", "#enqueue-form", 'a[href="/ui/enqueue"]',
 )  # fmt: skip
 
 
@@ -55,6 +55,7 @@ def test_every_action_answers_403_to_the_read_token(site: Site) -> None:
             "/ui/bulk": {"action": "retry", "kind": "send-email", "expected": "2"},
             "/ui/kinds/pause": {"kind": "send-email"},
             "/ui/kinds/resume": {"kind": "send-email"},
+            "/ui/kinds/limits": {"kind": "send-email", "concurrency": "2"},
             "/ui/enqueue": {"kind": "send-email", "payload": "{}"},
         }
         for path, form in posts.items():

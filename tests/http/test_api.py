@@ -202,6 +202,42 @@ def test_kinds_pause_resume(server: Server) -> None:
     assert {k["kind"]: k for k in server.client.get("/kinds").json()}["email"]["paused"] is False
 
 
+def test_kind_limits_are_overridden_and_cleared(server: Server, module_db: Database) -> None:
+    response = server.client.put(
+        "/kinds/email/limits",
+        json={"rate_limit": {"n": 10, "per": 1}, "global_concurrency": 4},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["rate_limit"] == {"n": 10.0, "per": 1.0, "burst": 10}
+    assert body["global_concurrency"] == 4 and body["group_concurrency"] is None
+    # A field left out keeps its override; null clears one.
+    body = server.client.put("/kinds/email/limits", json={"global_concurrency": None}).json()
+    assert body["rate_limit"]["n"] == 10.0 and body["global_concurrency"] is None
+    listed = {k["kind"]: k for k in server.client.get("/kinds").json()}["email"]
+    assert listed["limit_overrides"]["rate_limit"]["n"] == 10.0
+    audit = module_db.fetch(
+        "SELECT actor, limits FROM {schema}.limit_changes WHERE kind = 'email' ORDER BY id"
+    )
+    assert [limits for _, limits in audit[-2:]] == [
+        {"rate_limit": {"n": 10, "per": 1.0, "burst": 10}, "global_concurrency": 4},
+        {"global_concurrency": None},
+    ]
+    assert all(actor.startswith("api:") for actor, _ in audit)
+    server.client.put("/kinds/email/limits", json={"rate_limit": None})
+    for bad in (
+        {"rate_limit": {"n": 0}},
+        {"rate_limit": {"n": -1}},
+        {"rate_limit": {"n": "10"}},
+        {"global_concurrency": 0},
+        {"group_concurrency": True},
+        {"burst": 3},
+    ):
+        response = server.client.put("/kinds/email/limits", json=bad)
+        assert response.status_code == 400, (bad, response.text)
+    assert server.client.put("/kinds/nope/limits", json={}).status_code == 404
+
+
 def test_unknown_kind_in_path_is_404(server: Server) -> None:
     for action in ("pause", "resume", "retry"):
         response = server.client.post(f"/kinds/no-such-kind/{action}")
@@ -278,3 +314,39 @@ def test_unknown_route_and_method_use_the_error_shape(server: Server) -> None:
     assert missing.status_code == 404 and set(missing.json()) == {"error", "code"}
     wrong = server.client.get("/enqueue")
     assert wrong.status_code == 405 and set(wrong.json()) == {"error", "code"}
+
+
+def test_the_dashboard_kinds_page_shows_and_sets_limits(server: Server) -> None:
+    import re
+
+    server.client.put("/kinds/email/limits", json={"rate_limit": {"n": 5, "per": 60}})
+    page = server.client.get("/ui/kinds").text
+    row = page[page.index('data-kind="email"') :]
+    row = row[: row.index("</tr>")]
+    assert "rate 5/m*" in row and 'class="inline limits-form"' in row
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match
+    origin = {"origin": str(server.client.base_url).rstrip("/")}
+    response = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "concurrency": "2", "action": "set", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert response.status_code in (302, 303), response.text
+    row = server.client.get("/ui/kinds").text
+    assert "rate 5/m*, max 2*" in row
+    response = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "action": "clear", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert response.status_code in (302, 303), response.text
+    body = server.client.get("/kinds").json()
+    email = {k["kind"]: k for k in body}["email"]
+    assert email["limit_overrides"]["rate_limit"] is None
+    bad = server.client.post(
+        "/ui/kinds/limits",
+        data={"kind": "email", "rate": "fast", "action": "set", "csrf": match.group(1)},
+        headers=origin,
+    )
+    assert bad.status_code == 400

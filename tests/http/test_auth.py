@@ -14,7 +14,7 @@ READS = [("GET", "/tasks"), ("GET", "/kinds"), ("GET", "/task?id=1"), ("GET", "/
 WRITES = [("POST", "/enqueue"), ("POST", "/enqueue/batch"), ("POST", "/tasks/1/cancel"),
           ("POST", "/tasks/1/retry"),
           ("POST", "/kinds/email/retry"), ("POST", "/kinds/email/pause"),
-          ("POST", "/kinds/email/resume")]  # fmt: skip
+          ("POST", "/kinds/email/resume"), ("PUT", "/kinds/email/limits")]  # fmt: skip
 
 
 def call(server: Server, method: str, path: str, token: str | None) -> httpx.Response:
@@ -22,6 +22,8 @@ def call(server: Server, method: str, path: str, token: str | None) -> httpx.Res
     body = {"tasks": [{"kind": "email"}]} if path.endswith("batch") else {"kind": "email"}
     if method == "GET":
         return server.client.get(path, headers=headers)
+    if method == "PUT":
+        return server.client.put(path, json={"global_concurrency": 3}, headers=headers)
     if path.endswith(("pause", "resume", "cancel", "retry")):
         return server.client.post(path, headers=headers)
     return server.client.post(path, json=body, headers=headers)

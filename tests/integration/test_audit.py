@@ -98,3 +98,24 @@ def test_the_sweep_prunes_audit_entries_past_the_throughput_window(db: Database)
         )
         queue.executor.run(sweep)
         assert [e.action for e in queue.audit_log()] == ["resume_kind"]
+
+
+def test_limit_overrides_are_recorded_with_the_overrides_in_force(db: Database) -> None:
+    from pgqueue import RateLimit
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("k", OPTIONS)
+        with acting_as(Actor("cli", "ops")):
+            queue.set_limits("k", rate_limit=RateLimit(10, per=1.0), global_concurrency=5)
+        queue.clear_limits("k")
+        entries = queue.audit_log(action="set_limits")
+    cleared, set_ = entries  # newest first
+    assert (set_.source, set_.actor, set_.kind, set_.rows) == ("cli", "ops", "k", 1)
+    assert set_.detail["global_concurrency"] == 5
+    assert set_.detail["rate_limit"]["n"] == 10
+    assert cleared.detail == {
+        "rate_limit": None,
+        "global_concurrency": None,
+        "group_concurrency": None,
+    }
+    assert (cleared.source, cleared.actor) == ("python", os_user())

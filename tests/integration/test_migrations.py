@@ -130,6 +130,31 @@ def test_downgrade_below_the_audit_revision_drops_the_audit_log(empty_schema: Da
     assert empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.throughput",))
 
 
+def test_downgrade_to_the_second_revision_removes_flow_control(empty_schema: Database) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    empty_schema.fetch(
+        "INSERT INTO {schema}.tasks (kind, attempts_left, max_attempts, priority, task_group)"
+        " VALUES ('k', 1, 1, 5, 'g')"
+    )
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema, "pgqueue_0002")
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    for table in ("kind_limits", "group_buckets", "limit_changes"):
+        name = f"{empty_schema.schema}.{table}"
+        assert empty_schema.scalar("SELECT to_regclass(%s)", (name,)) is None, table
+    columns = {
+        row[0]
+        for row in empty_schema.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'tasks'",
+            (empty_schema.schema,),
+        )
+    }
+    assert not columns & {"priority", "task_group", "holds_slot"}, columns
+    assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 1
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert empty_schema.scalar("SELECT priority FROM {schema}.tasks") == 0
+
+
 def test_cli_migrate_and_sql(empty_schema: Database) -> None:
     env = empty_schema.env()
     up = subprocess.run(
@@ -181,6 +206,7 @@ def downgrade():
     assert [p.name for p in copied] == [
         "pgqueue_0001_initial.py",
         "pgqueue_0002_operations.py",
+        "pgqueue_0003_flow_control.py",
         "pgqueue_0004_audit.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)

@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from pgqueue.limits import describe_limits
+
 STATUSES = ("new", "must_retry", "processing", "no_attempts_left", "cancelled", "succeeded")
 PAGE_SIZE = 50
 # Bulk actions walk the filter page by page; this bounds one confirmation's work.
@@ -90,6 +92,7 @@ class KindRow:
     options: dict[str, str] = field(default_factory=dict)
     finished_estimated: bool = False
     max_attempts: int | None = None
+    limits: str = ""  # the limits in force: operators' overrides (marked *) or the code's
 
 
 _SHOWN_OPTIONS = (
@@ -201,6 +204,9 @@ class QueueAccess:
                     options=_shown_options(getattr(info, "options", None)),
                     finished_estimated=bool(getattr(info, "finished_estimated", False)),
                     max_attempts=getattr(getattr(info, "options", None), "max_attempts", None),
+                    limits=describe_limits(
+                        getattr(info, "limit_overrides", None), getattr(info, "options", None)
+                    ),
                 )
             )
         return rows

@@ -31,6 +31,7 @@ from pgqueue.http.dashboard.security import (
 )
 from pgqueue.http.dashboard.templating import environment
 from pgqueue.http.dashboard.throttle import LoginThrottle
+from pgqueue.limits import RateLimit
 from pgqueue.store.operations import Action
 from pgqueue.task import Task
 
@@ -348,6 +349,38 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             await _act(access, "resume_kind", kind)
         return _redirect("/ui/kinds")
 
+    @router.post("/ui/kinds/limits")
+    async def limit_kind(
+        request: Request,
+        kind: str = Form(""),
+        rate: str = Form(""),
+        concurrency: str = Form(""),
+        group_concurrency: str = Form(""),
+        action: str = Form("set"),
+        csrf: str = Form(""),
+    ) -> Response:
+        """Override a kind's limits (the fields given) or clear every override."""
+        viewer = dashboard.operator(request, csrf)
+        changes: dict[str, Any] = {"actor": "dashboard"}
+        if action == "clear":
+            with dashboard.acting(request, viewer):
+                await _act_with(access, "clear_limits", kind, actor="dashboard")
+            return _redirect("/ui/kinds")
+        try:
+            if rate.strip():
+                changes["rate_limit"] = RateLimit.parse(rate)
+            for name, text in (
+                ("global_concurrency", concurrency),
+                ("group_concurrency", group_concurrency),
+            ):
+                if text.strip():
+                    changes[name] = int(text)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        with dashboard.acting(request, viewer):
+            await _act_with(access, "set_limits", kind, **changes)
+        return _redirect("/ui/kinds")
+
     @router.get("/ui/enqueue", response_class=HTMLResponse)
     async def enqueue_form(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
         if not viewer.is_operator:
@@ -444,6 +477,14 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         return response
 
     return router
+
+
+async def _act_with(access: QueueAccess, method: str, *args: Any, **kwargs: Any) -> Any:
+    """:func:`_act` with keyword arguments."""
+    try:
+        return await access.call(method, *args, **kwargs)
+    except (ValueError, PgQueueError) as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 async def _act(access: QueueAccess, method: str, *args: Any) -> Any:

@@ -7,6 +7,7 @@ them), :mod:`.kinds` (pause, resume, listing), :mod:`.throughput`, :mod:`.retent
 This package gathers their public names so callers write ``operations.claim_due_tasks``.
 """
 
+from pgqueue.limits import LimitOverrides
 from pgqueue.store.operations.audit import (
     MAX_AUDIT_PAGE,
     Action,
@@ -17,6 +18,7 @@ from pgqueue.store.operations.audit import (
 )
 from pgqueue.store.operations.checks import (
     check_int_range,
+    unknown_kind,
 )
 from pgqueue.store.operations.claims import (
     claim_due_tasks,
@@ -41,7 +43,17 @@ from pgqueue.store.operations.kinds import (
     read_kind_overview,
     require_known_kind,
     resume_kind,
-    unknown_kind,
+)
+from pgqueue.store.operations.limits import (
+    UNCHANGED,
+    LimitedClaim,
+    Limits,
+    claim_limited_tasks,
+    code_limits,
+    limits_with_overrides,
+    list_limit_changes,
+    read_kind_limits,
+    set_kind_limits,
 )
 from pgqueue.store.operations.push import (
     MAX_PAYLOAD_BYTES,
@@ -90,8 +102,12 @@ __all__ = [
     "MAX_THROUGHPUT_MINUTES",
     "PAYLOAD_SCAN_ROWS",
     "STATUS_LITERAL",
+    "UNCHANGED",
     "Action",
     "KindOverview",
+    "LimitOverrides",
+    "LimitedClaim",
+    "Limits",
     "Pushed",
     "TableHealth",
     "audited",
@@ -100,6 +116,8 @@ __all__ = [
     "cancel_task_by_key",
     "check_int_range",
     "claim_due_tasks",
+    "claim_limited_tasks",
+    "code_limits",
     "count_tasks_by_status",
     "database_now",
     "delay_seconds",
@@ -109,8 +127,10 @@ __all__ = [
     "find_task_id_by_key",
     "get_task",
     "int_array",
+    "limits_with_overrides",
     "list_audit_entries",
     "list_kinds",
+    "list_limit_changes",
     "list_tasks",
     "notify_kinds",
     "pause_kind",
@@ -118,6 +138,7 @@ __all__ = [
     "push_periodic_task",
     "push_tasks",
     "push_tasks_returning_times",
+    "read_kind_limits",
     "read_kind_overview",
     "read_table_health",
     "read_throughput",
@@ -127,6 +148,7 @@ __all__ = [
     "resume_kind",
     "retry_task",
     "retry_tasks",
+    "set_kind_limits",
     "sweep_terminal_tasks",
     "task_info",
     "unknown_kind",

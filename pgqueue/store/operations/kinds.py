@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pgqueue.errors import UnknownKind
 from pgqueue.registry import KindRegistry
 from pgqueue.store.executor import Operation, Statement, Steps
+from pgqueue.store.operations.checks import unknown_kind
+from pgqueue.store.operations.limits import read_kind_limits
 from pgqueue.store.queries import Queries
 from pgqueue.task import (
     COUNTED_STATUSES,
@@ -46,10 +47,6 @@ def _set_paused(queries: Queries, name: str, kind: str, registered: bool) -> Ope
     return Operation(steps())
 
 
-def unknown_kind(kind: str) -> UnknownKind:
-    return UnknownKind(f"kind {kind!r} is unknown: no process declared it and it has no tasks")
-
-
 def require_known_kind(registry: KindRegistry, queries: Queries, kind: str) -> Operation[None]:
     """Raise :class:`UnknownKind` unless the kind is in ``registry`` or in the database."""
     validate_kind_name(kind)
@@ -72,6 +69,7 @@ def list_kinds(registry: KindRegistry, queries: Queries) -> Operation[list[KindI
     def steps() -> Steps[list[KindInfo]]:
         overview = yield from read_kind_overview(queries).steps
         names = sorted(overview.kinds | {spec.kind for spec in registry})
+        overrides = yield from read_kind_limits(queries, names).steps
         return [
             KindInfo(
                 kind=name,
@@ -81,6 +79,7 @@ def list_kinds(registry: KindRegistry, queries: Queries) -> Operation[list[KindI
                 paused_at=overview.paused.get(name),
                 finished_estimated=overview.estimated,
                 options=registry.get(name).options if name in registry else None,
+                limit_overrides=overrides.get(name),
             )
             for name in names
         ]

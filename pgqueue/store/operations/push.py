@@ -18,7 +18,9 @@ from pgqueue.task import (
     Task,
     encode_payload,
     validate_external_key,
+    validate_group,
     validate_kind_name,
+    validate_priority,
 )
 
 MAX_PAYLOAD_BYTES = 1_048_576
@@ -62,7 +64,7 @@ def push_tasks(
         single = _push_uncapped_one(registry, queries, tasks[0], seconds)
         if single is not None:
             return single
-    rows: list[tuple[str, Any, str | None, int]] = []
+    rows: list[tuple[str, Any, str | None, int, int, str | None]] = []
     specs: dict[str, KindSpec] = {}
     for task in tasks:
         if not isinstance(task, Task):
@@ -73,7 +75,8 @@ def push_tasks(
             spec = specs[kind] = registry.get(validate_kind_name(kind))
         if key is not None:
             validate_external_key(key)
-        rows.append((kind, task.payload, key, spec.options.max_attempts))
+        priority, group = _priority_and_group(task, spec)
+        rows.append((kind, task.payload, key, spec.options.max_attempts, priority, group))
     document = _encode_batch(rows)
     capped_kinds = {kind for kind, spec in specs.items() if spec.options.max_pending is not None}
     capped = sorted(Counter(row[0] for row in rows if row[0] in capped_kinds).items())
@@ -95,10 +98,11 @@ def push_tasks(
             if pending + requested > cap:
                 raise CapacityExceeded(kind, cap, pending, requested)
         if single_task:
-            kind, _, key, max_attempts = rows[0]
+            kind, _, key, max_attempts, priority, group = rows[0]
             statement = _single_push(
-                queries, kind, document[1], key, max_attempts, seconds, notify_within
-            )
+                queries, kind, document[1], key, max_attempts, seconds, notify_within,
+                priority, group,
+            )  # fmt: skip
             inserted = yield statement
             return [inserted[0][0] if inserted else None]
         inserted = yield Statement(
@@ -164,6 +168,8 @@ def _single_push(
     max_attempts: int,
     seconds: float,
     notify_within: float,
+    priority: int,
+    group: str | None,
 ) -> Statement:
     """The statement that inserts one task: a plain INSERT unless it has a key to dedupe on."""
     return Statement(
@@ -176,8 +182,23 @@ def _single_push(
             "delay": seconds,
             "notify_within": notify_within,
             "channel": queries.channel,
+            "priority": priority,
+            "task_group": group,
         },
     )
+
+
+def _priority_and_group(task: Task, spec: KindSpec) -> tuple[int, str | None]:
+    """The task's priority (the kind's default when it has none) and group, validated."""
+    priority = task.priority
+    if priority is None:
+        priority = spec.options.priority
+    else:
+        validate_priority(priority)
+    group = task.group
+    if group is not None:
+        validate_group(group)
+    return priority, group
 
 
 def _push_uncapped_one(
@@ -192,6 +213,7 @@ def _push_uncapped_one(
         return None
     if key is not None:
         validate_external_key(key)
+    priority, group = _priority_and_group(task, spec)
     payload = _encode_checked(None, task.payload)
     statement = _single_push(
         queries,
@@ -201,6 +223,8 @@ def _push_uncapped_one(
         spec.options.max_attempts,
         seconds,
         float(spec.options.loop.poll_period),
+        priority,
+        group,
     )
 
     def steps() -> Steps[list[int | None]]:
@@ -210,7 +234,9 @@ def _push_uncapped_one(
     return Operation(steps())
 
 
-def _encode_batch(rows: list[tuple[str, Any, str | None, int]]) -> tuple[str, str | None]:
+def _encode_batch(
+    rows: list[tuple[str, Any, str | None, int, int, str | None]],
+) -> tuple[str, str | None]:
     """JSON for a batch, or for one task its payload alone; validated either way.
 
     A batch is encoded at once; only when that fails or comes out large are payloads encoded

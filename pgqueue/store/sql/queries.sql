@@ -8,9 +8,10 @@
 -- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
 WITH inserted AS (
     INSERT INTO __schema__.tasks
-        (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+        (kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
+         task_group)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
-            now() + make_interval(secs => %(delay)s))
+            now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
     RETURNING id, kind, delayed_till, created_at
 )
@@ -25,9 +26,10 @@ FROM inserted;
 -- name: push_keyless_task
 -- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check);
 -- notifies as push_task does.
-INSERT INTO __schema__.tasks (kind, payload, attempts_left, max_attempts, delayed_till)
+INSERT INTO __schema__.tasks
+    (kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
 VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
-        now() + make_interval(secs => %(delay)s))
+        now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
 RETURNING id,
           CASE WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
@@ -37,7 +39,8 @@ RETURNING id,
           created_at, delayed_till;
 
 -- name: push_tasks
--- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts]; a
+-- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts,
+-- priority, group]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
 -- per input position with the new id, or NULL for a duplicate; the first row also carries the
 -- created_at and delayed_till every inserted row got (one now() per transaction). Notifies once
@@ -48,13 +51,16 @@ WITH input AS (
            i.t ->> 0 AS kind,
            nullif(i.t -> 1, 'null'::jsonb) AS payload,
            i.t ->> 2 AS external_key,
-           (i.t ->> 3)::int AS max_attempts
+           (i.t ->> 3)::int AS max_attempts,
+           (i.t ->> 4)::smallint AS priority,
+           i.t ->> 5 AS task_group
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
-        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till)
+        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
+         task_group)
     SELECT id, kind, payload, external_key, max_attempts, max_attempts,
-           now() + make_interval(secs => %(delay)s)
+           now() + make_interval(secs => %(delay)s), priority, task_group
     FROM input
     ORDER BY ord
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
@@ -84,9 +90,9 @@ WITH input AS MATERIALIZED (
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
-        (id, kind, payload, attempts_left, max_attempts, delayed_till)
+        (id, kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
     SELECT id, t ->> 0, nullif(t -> 1, 'null'::jsonb), (t ->> 3)::int, (t ->> 3)::int,
-           now() + make_interval(secs => %(delay)s)
+           now() + make_interval(secs => %(delay)s), (t ->> 4)::smallint, t ->> 5
     FROM input
     ORDER BY ord
     RETURNING kind
@@ -118,38 +124,74 @@ WHERE kind = %(kind)s
        OR (status = 'no_attempts_left' AND claim_token IS NOT NULL AND delayed_till > now()));
 
 -- name: claim_due_tasks
--- Claim up to LIMIT due tasks of an unpaused kind: consume an attempt, lease the row, hand out a
--- token. The pause check is part of the statement, so no claim sees a committed pause late.
+-- Claim up to LIMIT due tasks of an unpaused kind, highest priority first, then oldest due:
+-- consume an attempt, lease the row, hand out a token. The pause check is part of the
+-- statement, so no claim sees a committed pause late. Priorities come in three parts, each an
+-- index range read in order: above 0 (tasks_open_priority_idx, which holds only rows with a
+-- priority), 0 (tasks_open_idx), below 0; a later part runs only when the earlier ones did not
+-- fill the limit, so a queue without priorities pays one probe of an empty index.
 -- The id array lets the update reach its rows through the primary key whatever the limit: a
 -- plain join to ``due`` let the planner hash a sequential scan of the whole table for large
 -- claims.
 WITH due AS (
-    SELECT id, claim_token AS previous_token
-    FROM __schema__.tasks
-    WHERE kind = %(kind)s
-      AND status IN ('new', 'must_retry')
-      AND delayed_till <= now()
-      AND NOT EXISTS (
-          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
-      )
-    ORDER BY delayed_till
+    SELECT id, previous_token, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority > 0
+              AND delayed_till <= now()
+            ORDER BY priority DESC, delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND delayed_till <= now()
+              AND priority = 0
+            ORDER BY delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT id, claim_token AS previous_token
+            FROM __schema__.tasks
+            WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority < 0
+              AND delayed_till <= now()
+            ORDER BY priority DESC, delayed_till
+            LIMIT %(limit)s
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS low
+    ) AS ranked
+    WHERE NOT EXISTS (
+        SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+    )
     LIMIT %(limit)s
-    FOR NO KEY UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE __schema__.tasks AS t
+    SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = greatest(t.attempts_left - 1, 0),
+        attempts_elapsed = t.attempts_elapsed + 1,
+        delayed_till = now() + make_interval(secs => %(lease)s),
+        claim_token = gen_random_uuid(),
+        started_at = now(),
+        updated_at = now()
+    FROM due
+    WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
+    RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
+              t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
+              nullif(t.messages, '{}') AS messages, t.started_at,
+              due.previous_token IS NOT NULL AS lease_lost, due.position
 )
-UPDATE __schema__.tasks AS t
-SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
-                  ELSE 'must_retry' END::__schema__.task_status,
-    attempts_left = greatest(t.attempts_left - 1, 0),
-    attempts_elapsed = t.attempts_elapsed + 1,
-    delayed_till = now() + make_interval(secs => %(lease)s),
-    claim_token = gen_random_uuid(),
-    started_at = now(),
-    updated_at = now()
-FROM due
-WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
-RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_left,
-          t.max_attempts, t.claim_token::text, nullif(t.messages, '{}'), t.started_at,
-          due.previous_token IS NOT NULL AS lease_lost;
+-- In claim order, so the worker starts them by priority.
+SELECT id, payload, external_key, attempts_elapsed, attempts_left, max_attempts, claim_token,
+       messages, started_at, lease_lost
+FROM claimed
+ORDER BY position;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
@@ -712,3 +754,227 @@ LIMIT %(limit)s;
 -- the kind's throughput rows.
 DELETE FROM __schema__.audit_log
 WHERE (kind = %(kind)s OR kind IS NULL) AND at < now() - make_interval(secs => %(window)s);
+-- Flow control: limits decided where tasks are claimed.
+
+-- name: add_kind_limits_row
+-- Make sure a limited kind has its row in kind_limits (its lock, its bucket, its overrides).
+INSERT INTO __schema__.kind_limits (kind) VALUES (%(kind)s) ON CONFLICT (kind) DO NOTHING;
+
+-- name: lock_kind_limits
+-- Lock a limited kind's row until the claim's transaction ends, so the kind's limited claims
+-- run one at a time and each counts what the previous ones committed; return the overrides.
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+FROM __schema__.kind_limits
+WHERE kind = %(kind)s
+FOR UPDATE;
+
+-- name: claim_limited_tasks
+-- Claim like claim_due_tasks, within the kind's limits, after lock_kind_limits in the same
+-- transaction: at most GLOBAL_CONCURRENCY running attempts of the kind (claims holding a slot
+-- whose lease runs), at most GROUP_CONCURRENCY per task group, one token of the kind's
+-- bucket (RATE tokens a second, BURST at most) per claimed task, and one token of its group's
+-- bucket (GROUP_RATE, GROUP_BURST; a group without a row has a full one); NULL limits do not
+-- apply. Group buckets that are surely full again are deleted.
+-- Running attempts are counted on the clock, not the transaction's start: the lock may have
+-- been waited for. Looks at most at SCAN due tasks for groups with a free slot. Returns the
+-- claimed rows in claim order, or one row of NULLs when none, each with the tokens left
+-- (NULL: no rate limit), how many the limits allowed and how many due tasks were candidates.
+WITH bucket AS MATERIALIZED (
+    SELECT least(%(burst)s::float8,
+                 l.tokens + greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0)
+                            * %(rate)s::float8) AS tokens,
+           clock_timestamp() AS refilled_at
+    FROM __schema__.kind_limits AS l
+    WHERE l.kind = %(kind)s AND %(rate)s::float8 IS NOT NULL
+), running AS MATERIALIZED (
+    SELECT r.task_group
+    FROM __schema__.tasks AS r
+    WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
+      AND r.delayed_till > clock_timestamp()
+      AND %(counts_slots)s
+), busy AS MATERIALIZED (
+    SELECT task_group, count(*)::int AS n
+    FROM running
+    WHERE task_group IS NOT NULL
+    GROUP BY task_group
+), group_tokens AS MATERIALIZED (
+    SELECT g.task_group,
+           least(%(group_burst)s::float8,
+                 g.tokens + greatest(extract(epoch FROM clock_timestamp() - g.refilled_at), 0)
+                            * %(group_rate)s::float8) AS tokens
+    FROM __schema__.group_buckets AS g
+    WHERE g.kind = %(kind)s AND %(group_rate)s::float8 IS NOT NULL
+), allowed AS MATERIALIZED (
+    SELECT greatest(0, least(
+               %(limit)s::int,
+               %(global_concurrency)s::int - (SELECT count(*) FROM running)::int,
+               floor(coalesce((SELECT tokens FROM bucket), %(burst)s::float8))::int
+           )) AS n
+), candidates AS MATERIALIZED (
+    SELECT id, task_group, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority > 0
+              AND t.delayed_till <= now()
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till <= now() AND t.priority = 0
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+            ORDER BY t.delayed_till
+            LIMIT %(scan)s
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.id, t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority < 0
+              AND t.delayed_till <= now()
+              AND (%(group_concurrency)s::int IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM busy AS b
+                  WHERE b.task_group = t.task_group AND b.n >= %(group_concurrency)s::int))
+              AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
+                  SELECT FROM group_tokens AS gt
+                  WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS low
+    ) AS ranked
+    WHERE (SELECT n FROM allowed) > 0
+      AND NOT EXISTS (
+          SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+      )
+    -- Without group limits one more than allowed tells whether work is left waiting.
+    LIMIT CASE WHEN %(group_concurrency)s::int IS NULL AND %(group_rate)s::float8 IS NULL
+               THEN (SELECT n FROM allowed) + 1
+               ELSE %(scan)s END
+), chosen AS (
+    SELECT c.id, c.position
+    FROM (
+        SELECT id, task_group, position,
+               row_number() OVER (PARTITION BY task_group ORDER BY position) AS nth
+        FROM candidates
+    ) AS c
+    LEFT JOIN busy AS b ON b.task_group = c.task_group
+    LEFT JOIN group_tokens AS gt ON gt.task_group = c.task_group
+    WHERE (%(group_concurrency)s::int IS NULL OR c.task_group IS NULL
+           OR c.nth + coalesce(b.n, 0) <= %(group_concurrency)s::int)
+      AND (%(group_rate)s::float8 IS NULL OR c.task_group IS NULL
+           OR c.nth <= floor(coalesce(gt.tokens, %(group_burst)s::float8)))
+    ORDER BY c.position
+    LIMIT (SELECT n FROM allowed)
+), due AS (
+    SELECT t.id, t.claim_token AS previous_token
+    FROM __schema__.tasks AS t
+    WHERE t.id = ANY (ARRAY(SELECT id FROM chosen))
+      AND t.status IN ('new', 'must_retry') AND t.delayed_till <= now()
+    FOR NO KEY UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE __schema__.tasks AS t
+    SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = greatest(t.attempts_left - 1, 0),
+        attempts_elapsed = t.attempts_elapsed + 1,
+        delayed_till = now() + make_interval(secs => %(lease)s),
+        claim_token = gen_random_uuid(),
+        holds_slot = %(counts_slots)s,
+        -- When the claim took its tokens (the transaction may have begun before the lock).
+        started_at = clock_timestamp(),
+        updated_at = now()
+    FROM due
+    JOIN chosen ON chosen.id = due.id
+    WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
+    RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
+              t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
+              nullif(t.messages, '{}') AS messages, t.started_at,
+              due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group
+), group_spent AS (
+    INSERT INTO __schema__.group_buckets AS g (kind, task_group, tokens, refilled_at)
+    SELECT %(kind)s, c.task_group,
+           coalesce(min(gt.tokens), %(group_burst)s::float8) - count(*), clock_timestamp()
+    FROM claimed AS c
+    LEFT JOIN group_tokens AS gt ON gt.task_group = c.task_group
+    WHERE c.task_group IS NOT NULL AND %(group_rate)s::float8 IS NOT NULL
+    GROUP BY c.task_group
+    ORDER BY c.task_group
+    ON CONFLICT (kind, task_group) DO UPDATE
+    SET tokens = excluded.tokens, refilled_at = excluded.refilled_at
+), groups_refilled AS (
+    DELETE FROM __schema__.group_buckets AS g
+    USING group_tokens AS gt
+    WHERE g.kind = %(kind)s AND g.task_group = gt.task_group
+      AND gt.tokens >= %(group_burst)s::float8
+      AND NOT EXISTS (SELECT FROM claimed AS c WHERE c.task_group = g.task_group)
+), spent AS (
+    UPDATE __schema__.kind_limits AS l
+    SET tokens = b.tokens - (SELECT count(*) FROM claimed), refilled_at = b.refilled_at
+    FROM bucket AS b
+    WHERE l.kind = %(kind)s
+    RETURNING l.tokens
+)
+SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
+       c.claim_token, c.messages, c.started_at, c.lease_lost,
+       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates)
+FROM (SELECT) AS one
+LEFT JOIN claimed AS c ON true
+ORDER BY c.position;
+
+-- name: set_kind_limits
+-- Store an operator's overrides of a kind's limits (a field not SET_ keeps its override, NULL
+-- goes back to the code's value), record the change in limit_changes, and wake the kind's
+-- workers, which read the overrides on their next claim.
+WITH changed AS (
+    INSERT INTO __schema__.kind_limits AS l
+        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at)
+    VALUES (%(kind)s, %(rate)s, %(rate_per)s, %(rate_burst)s, %(global_concurrency)s,
+            %(group_concurrency)s, now())
+    ON CONFLICT (kind) DO UPDATE
+    SET rate = CASE WHEN %(set_rate)s THEN excluded.rate ELSE l.rate END,
+        rate_per = CASE WHEN %(set_rate)s THEN excluded.rate_per ELSE l.rate_per END,
+        rate_burst = CASE WHEN %(set_rate)s THEN excluded.rate_burst ELSE l.rate_burst END,
+        global_concurrency = CASE WHEN %(set_global)s THEN excluded.global_concurrency
+                                  ELSE l.global_concurrency END,
+        group_concurrency = CASE WHEN %(set_group)s THEN excluded.group_concurrency
+                                 ELSE l.group_concurrency END,
+        overridden_at = now()
+    RETURNING l.kind, l.rate, l.rate_per, l.rate_burst, l.global_concurrency,
+              l.group_concurrency, l.overridden_at
+), audited AS (
+    INSERT INTO __schema__.limit_changes (kind, actor, limits)
+    SELECT kind, %(actor)s, %(change)s::jsonb FROM changed
+)
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       pg_notify(%(channel)s, 'p:' || kind)
+FROM changed;
+
+-- name: read_kind_limits
+-- The operators' overrides of the given kinds' limits (kinds without a row have none).
+SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+FROM __schema__.kind_limits
+WHERE kind = ANY (%(kinds)s::text[]);
+
+-- name: list_limit_changes
+-- The newest changes of a kind's limit overrides (the audit trail), newest first.
+SELECT changed_at, actor, limits::text
+FROM __schema__.limit_changes
+WHERE kind = %(kind)s
+ORDER BY id DESC
+LIMIT %(limit)s;

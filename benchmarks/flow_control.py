@@ -1,0 +1,126 @@
+"""Flow control under load, with real ``pgqueue worker`` processes on one database.
+
+Usage: python benchmarks/flow_control.py [--dsn URL] [--processes 4] [--tasks 20000]
+       [--rate 1000] [--window 10] [--groups 1000]
+
+Three runs, each on a fresh schema with ``--tasks`` due tasks and ``--processes`` workers of
+``benchmarks/flow_app.py``:
+
+- ``unlimited``: the drain rate (tasks / seconds from the first claim to the last);
+- ``rate``: ``RateLimit(--rate, per=1)``: the claim rate over ``--window`` seconds after the
+  first (the first second holds the burst), which must be within 2 % of ``--rate``;
+- ``group``: ``group_concurrency=1`` with the tasks spread over ``--groups`` groups: its drain
+  rate, which must be at least half the unlimited one.
+
+Claim times are the tasks' ``started_at`` (the database clock). Exits non-zero when a check
+fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from pgqueue import KindOptions, Queue, Task
+from pgqueue.store.queries import schema_ddl
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def run(dsn: str, mode: str, processes: int, tasks: int, groups: int, rate: float,
+        stop_after: int | None) -> list[float]:  # fmt: skip
+    """Claim times (epoch seconds, sorted) of one run."""
+    schema = f"bench_flow_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema_ddl(schema))
+    try:
+        with Queue(dsn, schema=schema) as producer:
+            producer.declare_kind("bench", KindOptions(attempt_timeout=30))
+            for start in range(0, tasks, 1000):
+                producer.push_tasks(
+                    [Task("bench", n, group=f"g{n % groups}" if mode == "group" else None)
+                     for n in range(start, min(tasks, start + 1000))]
+                )  # fmt: skip
+        env = {**os.environ, "PGQUEUE_DSN": dsn, "PGQUEUE_SCHEMA": schema, "MODE": mode,
+               "RATE": str(rate), "PYTHONPATH": str(ROOT / "benchmarks")}  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pgqueue.cli", "worker", "flow_app:queue"],
+                cwd=ROOT / "benchmarks",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(processes)
+        ]
+        target = stop_after if stop_after is not None else tasks
+        deadline = time.monotonic() + 600
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                (claimed,) = conn.execute(
+                    f"SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 0"
+                ).fetchone() or (0,)
+                if claimed >= target:
+                    break
+                time.sleep(0.2)
+            for worker in workers:
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers:
+                worker.wait(60)
+            rows = conn.execute(
+                f"SELECT extract(epoch FROM started_at)::float8 FROM {schema}.tasks"
+                " WHERE started_at IS NOT NULL ORDER BY 1"
+            ).fetchall()
+        return [row[0] for row in rows]
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def drain_rate(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_BENCH_DSN", DEFAULT_DSN))
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--groups", type=int, default=1000)
+    args = parser.parse_args()
+    ok = True
+
+    unlimited = drain_rate(run(args.dsn, "unlimited", args.processes, args.tasks, 1, 0, None))
+    print(f"unlimited: {unlimited:,.0f} tasks/s ({args.processes} processes, {args.tasks:,})")
+
+    needed = int(args.rate * (args.window + 2))
+    times = run(args.dsn, "rate", args.processes, needed + 1000, 1, args.rate, needed)
+    start = times[0] + 1.0
+    in_window = sum(1 for t in times if start <= t < start + args.window)
+    measured = in_window / args.window
+    within = abs(measured - args.rate) <= 0.02 * args.rate
+    ok &= within
+    print(f"rate {args.rate:,.0f}/s: {measured:,.1f}/s over {args.window}s after the first"
+          f" ({'ok' if within else 'outside 2 %'})")  # fmt: skip
+
+    grouped = drain_rate(run(args.dsn, "group", args.processes, args.tasks, args.groups, 0, None))
+    ratio = grouped / unlimited
+    ok &= ratio >= 0.5
+    print(f"group_concurrency=1 over {args.groups:,} groups: {grouped:,.0f} tasks/s,"
+          f" {ratio:.0%} of unlimited ({'ok' if ratio >= 0.5 else 'below 50 %'})")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
