@@ -91,6 +91,11 @@ class AttemptTimeout(PgQueueError, TimeoutError):
     """The attempt ran past its deadline (recorded in the task's error ring)."""
 
 
+class InvalidResult(PgQueueError, ValueError):
+    """A handler returned a value that cannot be stored as the task's result (not JSON, or over
+    ``KindOptions.max_result_bytes``): the attempt fails with this error."""
+
+
 # SQLSTATEs of a statement that names a missing relation, type or schema of pgqueue's.
 _MISSING_OBJECT_STATES = {"42P01", "42704", "3F000"}
 _QUALIFIED_NAME = re.compile(r'"([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)"')

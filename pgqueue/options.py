@@ -26,6 +26,8 @@ FailureHook = Callable[
 
 SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
 PREFETCH_WINDOW = 0.025  # seconds of work (at the average attempt length) claimed ahead
+DEFAULT_MAX_RESULT_BYTES = 1_048_576  # 1 MiB, like payloads
+MAX_RESULT_BYTES = 64 * 1_048_576  # the ceiling of max_result_bytes (jsonb holds ~255 MB)
 
 
 def resolve(value: Provider[T]) -> T:
@@ -148,6 +150,8 @@ class KindOptions:
     - ``before``, ``after``, ``success`` (take the envelope) and ``failure`` (takes the
       envelope and the error, may return a :class:`Decision`): hooks around each attempt.
     - ``stamps``: middleware around this kind's handler (after the queue's stamps).
+    - ``max_result_bytes``: the largest result (the handler's return value as JSON) stored
+      with a success; a larger one, or one that is not JSON, fails the attempt.
     """
 
     attempt_timeout: Seconds
@@ -163,6 +167,7 @@ class KindOptions:
     failure: FailureHook | None = None
     success: Hook | None = None
     stamps: Sequence[Stamp] = ()
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
     def validate(self) -> KindOptions:
         """Check every static option and the current value of every provider."""
@@ -172,6 +177,7 @@ class KindOptions:
         check_int("max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS)
         check_int("max_task_error_messages", self.max_task_error_messages, minimum=0)
         check_int("max_pending", self.max_pending, minimum=1, optional=True)
+        check_int("max_result_bytes", self.max_result_bytes, minimum=0, maximum=MAX_RESULT_BYTES)
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):

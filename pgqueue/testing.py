@@ -78,6 +78,7 @@ class DrainedTask:
     status: Status
     error: str | None = None
     delay: float = 0.0
+    result: Any = None  # what the handler returned (as stored: decoded from its JSON)
 
 
 # --- assertions -------------------------------------------------------------------------------
@@ -275,6 +276,7 @@ def _drained(result: Result, row: Row) -> DrainedTask:
         outcome.status,
         outcome.error,
         outcome.delay,
+        None if outcome.result is None else json_loads(outcome.result),
     )
 
 

@@ -111,6 +111,7 @@ async def enqueue(
         "updated_at": None,
         "started_at": None,
         "finished_at": None,
+        "result": None,
     }
     return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 

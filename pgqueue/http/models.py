@@ -103,6 +103,7 @@ class TaskOut(BaseModel):
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: Any = Field(None, description="What the handler returned, stored with the success.")
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskOut:
@@ -122,6 +123,7 @@ class TaskOut(BaseModel):
             updated_at=info.updated_at,
             started_at=info.started_at,
             finished_at=info.finished_at,
+            result=info.result,
         )
 
 

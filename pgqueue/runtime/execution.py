@@ -20,7 +20,7 @@ from pgqueue.errors import AttemptTimeout, MustCancelTask
 from pgqueue.options import is_async_callable
 from pgqueue.registry import KindSpec
 from pgqueue.runtime.threads import Job, SyncThreadPool
-from pgqueue.task import Status
+from pgqueue.task import Status, encode_result
 
 log = logging.getLogger("pgqueue.execution")
 
@@ -36,6 +36,7 @@ class Outcome:
     status: Status
     delay: float = 0.0
     error: str | None = None
+    result: str | None = None  # a success's result as JSON text
 
 
 SUCCEEDED = Outcome(Status.SUCCEEDED)
@@ -195,6 +196,7 @@ class AttemptRunner:
         options = self.options
         error: BaseException | None = None
         cancelled = False
+        result: str | None = None
         if options.before is not None:
             try:
                 await self._call_hook(
@@ -216,11 +218,13 @@ class AttemptRunner:
                 guard.enter()
                 try:
                     try:
-                        await self.invoker(envelope)
+                        value = await self.invoker(envelope)
                     finally:
                         fired = guard.leave()
                     if fired:  # it swallowed the cancellation and returned late
                         raise asyncio.CancelledError
+                    if value is not None:
+                        result = encode_result(value, options.max_result_bytes)
                 except asyncio.CancelledError:
                     if not fired:
                         raise
@@ -257,7 +261,7 @@ class AttemptRunner:
                     log.warning(
                         "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                     )
-            return SUCCEEDED
+            return SUCCEEDED if result is None else Outcome(Status.SUCCEEDED, result=result)
         return await self._failed(envelope, error)
 
     async def _failed(self, envelope: Envelope, error: BaseException) -> Outcome:

@@ -278,3 +278,18 @@ def test_unknown_route_and_method_use_the_error_shape(server: Server) -> None:
     assert missing.status_code == 404 and set(missing.json()) == {"error", "code"}
     wrong = server.client.get("/enqueue")
     assert wrong.status_code == 405 and set(wrong.json()) == {"error", "code"}
+
+
+def test_task_body_and_dashboard_page_show_the_result(server: Server, module_db: Database) -> None:
+    created = enqueue(server, kind="email", payload=None)
+    module_db.fetch(
+        "UPDATE {schema}.tasks SET status = 'succeeded', finished_at = now(),"
+        ' result = \'{"sent": "<b>ok</b>"}\' WHERE id = %s',
+        (created["id"],),
+    )
+    assert created["result"] is None
+    body = server.client.get(f"/tasks/{created['id']}").json()
+    assert body["result"] == {"sent": "<b>ok</b>"}
+    page = server.client.get(f"/ui/tasks/{created['id']}")
+    assert page.status_code == 200
+    assert 'id="task-result"' in page.text and "&lt;b&gt;ok&lt;/b&gt;" in page.text

@@ -60,7 +60,7 @@ def test_migrations_produce_exactly_the_declared_schema(
     empty_schema: Database, server_dsn: str
 ) -> None:
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"
     declared = empty_schema.schema + "_declared"
     try:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
@@ -113,7 +113,7 @@ def test_downgrade_to_the_first_revision_removes_the_operations_schema(
     }
     assert "paused_at" not in columns and "swept_at" in columns
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"
 
 
 def test_cli_migrate_and_sql(empty_schema: Database) -> None:
@@ -122,7 +122,7 @@ def test_cli_migrate_and_sql(empty_schema: Database) -> None:
         [sys.executable, "-m", "pgqueue", "migrate"], env=env, capture_output=True, text=True
     )
     assert up.returncode == 0, up.stderr
-    assert "pgqueue_0002" in up.stdout
+    assert "pgqueue_0005" in up.stdout
     down = subprocess.run(
         [sys.executable, "-m", "pgqueue", "migrate", "--down"],
         env=env, capture_output=True, text=True,
@@ -164,7 +164,11 @@ def downgrade():
 """
     )
     copied = migrate.copy_migrations(project / "versions")
-    assert [p.name for p in copied] == ["pgqueue_0001_initial.py", "pgqueue_0002_operations.py"]
+    assert [p.name for p in copied] == [
+        "pgqueue_0001_initial.py",
+        "pgqueue_0002_operations.py",
+        "pgqueue_0005_results.py",
+    ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
     env_py = (project / "env.py").read_text()
@@ -178,6 +182,6 @@ def downgrade():
         assert empty_schema.scalar("SELECT count(*) FROM {schema}.tasks") == 0
         assert empty_schema.scalar(f"SELECT count(*) FROM {host_table}") == 0
         heads = {row[0] for row in empty_schema.fetch(f"SELECT version_num FROM {version_table}")}
-        assert heads == {"host_0001", "pgqueue_0002"}
+        assert heads == {"host_0001", "pgqueue_0005"}
     finally:
         empty_schema.fetch(f"DROP TABLE IF EXISTS {host_table}, {version_table}")

@@ -49,7 +49,13 @@ def cancel_task_by_key(
         yield from known.steps
         rows = yield Statement(
             queries["cancel_task"],
-            {"id": None, "kind": kind, "external_key": external_key, "channel": queries.channel},
+            {
+                "id": None,
+                "kind": kind,
+                "external_key": external_key,
+                "channel": queries.channel,
+                "finished_channel": queries.finished_channel,
+            },
         )
         return bool(rows)
 
@@ -107,7 +113,7 @@ def _check_task_id(value: object, name: str) -> int:
 def task_info(row: Sequence[Any]) -> TaskInfo:
     """A :class:`TaskInfo` from a row of ``get_task``'s columns."""
     (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
-     delayed_till, created_at, updated_at, started_at, finished_at) = row  # fmt: skip
+     delayed_till, created_at, updated_at, started_at, finished_at, result) = row  # fmt: skip
     stored = Status(status)
     return TaskInfo(
         id=id_,
@@ -125,6 +131,7 @@ def task_info(row: Sequence[Any]) -> TaskInfo:
         updated_at=updated_at,
         started_at=started_at,
         finished_at=finished_at,
+        result=decode_payload(result),
     )
 
 
@@ -210,7 +217,13 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     def steps() -> Steps[bool]:
         rows = yield Statement(
             queries["cancel_task"],
-            {"id": task_id, "kind": None, "external_key": None, "channel": queries.channel},
+            {
+                "id": task_id,
+                "kind": None,
+                "external_key": None,
+                "channel": queries.channel,
+                "finished_channel": queries.finished_channel,
+            },
         )
         return bool(rows)
 

@@ -144,7 +144,8 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
--- The applied outcomes are added to the per-minute throughput rollup in the same statement.
+-- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
+-- the ended ones are announced to waiters ('f:<id><status letter>,…', at most 300 a message).
 WITH updated AS (
     UPDATE __schema__.tasks AS t
     SET status = r.status::__schema__.task_status,
@@ -157,10 +158,12 @@ WITH updated AS (
             ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
         END,
         finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
+        result = r.result::jsonb,
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
-                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
-         AS r(id, token, status, delay, error, keep)
+                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[],
+                %(results)s::text[])
+         AS r(id, token, status, delay, error, keep, result)
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
     RETURNING t.id, t.kind, r.status
 ), rollup AS (
@@ -178,23 +181,31 @@ WITH updated AS (
         failed = tp.failed + excluded.failed,
         exhausted = tp.exhausted + excluded.exhausted,
         cancelled = tp.cancelled + excluded.cancelled
+), announced AS (
+    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || left(status, 1), ','))
+    FROM (SELECT id, status, (row_number() OVER () - 1) / 300 AS chunk
+          FROM updated WHERE status <> 'must_retry') AS ended
+    GROUP BY chunk
 )
-SELECT id FROM updated;
+SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
 -- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
--- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
+-- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement;
+-- their non-null results go to finished_results (pruning those older than five minutes), and
+-- waiters hear 'F:<id><status letter in upper case>,…:<kind>' (at most 300 a message).
 WITH deleted AS (
     DELETE FROM __schema__.tasks AS t
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
     RETURNING t.id, t.kind
 ), outcomes AS (
-    SELECT deleted.id, deleted.kind, r.status
+    SELECT deleted.id, deleted.kind, r.status, r.result
     FROM deleted
-    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS r(id, status) ON r.id = deleted.id
+    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[], %(results)s::text[])
+         AS r(id, status, result) ON r.id = deleted.id
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()),
@@ -206,8 +217,27 @@ WITH deleted AS (
     ON CONFLICT (kind, minute) DO UPDATE
     SET succeeded = tp.succeeded + excluded.succeeded,
         cancelled = tp.cancelled + excluded.cancelled
+), kept_results AS (
+    INSERT INTO __schema__.finished_results (id, result)
+    SELECT id, result::jsonb FROM outcomes WHERE result IS NOT NULL
+    ON CONFLICT (id) DO UPDATE SET result = excluded.result, finished_at = now()
+), pruned_results AS (
+    DELETE FROM __schema__.finished_results
+    WHERE %(results)s::text[] IS NOT NULL
+      AND id IN (SELECT id FROM __schema__.finished_results
+                 WHERE finished_at < now() - interval '5 minutes'
+                 ORDER BY finished_at
+                 LIMIT 10000
+                 FOR UPDATE SKIP LOCKED)
+), announced AS (
+    SELECT pg_notify(%(finished_channel)s,
+                     'F:' || string_agg(id::text || upper(left(status, 1)), ',') || ':' || kind)
+    FROM (SELECT id, kind, status,
+                 (row_number() OVER (PARTITION BY kind) - 1) / 300 AS chunk
+          FROM outcomes) AS ended
+    GROUP BY kind, chunk
 )
-SELECT id FROM deleted;
+SELECT id FROM deleted CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
 -- name: release_claims
 -- Hand claimed tasks back at once with the attempt refunded (stop in abort mode).
@@ -320,7 +350,7 @@ SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM revived;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, result::text
 FROM __schema__.tasks
 WHERE id = %(id)s;
 
@@ -413,7 +443,8 @@ WITH target AS (
     RETURNING t.id, target.was_running
 )
 SELECT id, was_running,
-       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
+       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END,
+       pg_notify(%(finished_channel)s, 'f:' || id::text || 'c')
 FROM cancelled;
 
 -- name: get_task_id_by_key
@@ -555,7 +586,7 @@ SELECT kind, NULL, 0, 0, NULL, false, paused_at FROM __schema__.kinds;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, result::text
 FROM __schema__.tasks
 WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
@@ -571,13 +602,14 @@ LIMIT %(limit)s;
 -- Like list_tasks, and the payload contains a JSON value; only the SCAN newest matching rows
 -- below the cursor are searched, so the cost is bounded.
 SELECT id, kind, payload, external_key, status, processing, attempts_elapsed, attempts_left,
-       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at
+       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at,
+       result
 FROM (
     SELECT id, kind, payload::text AS payload, payload AS document, external_key,
            status::text AS status,
            claim_token IS NOT NULL AND delayed_till > now() AS processing,
            attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-           created_at, updated_at, started_at, finished_at
+           created_at, updated_at, started_at, finished_at, result::text AS result
     FROM __schema__.tasks
     WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
       AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)

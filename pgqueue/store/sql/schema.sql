@@ -24,7 +24,11 @@ CREATE TABLE __schema__.tasks (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
-    finished_at      timestamptz
+    finished_at      timestamptz,
+    -- The handler's return value (JSON), written with the success.
+    result           jsonb,
+    -- Times a handler snoozed the task (raise Snooze): counted apart from attempts.
+    snoozes          integer NOT NULL DEFAULT 0
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -73,6 +77,16 @@ CREATE TABLE __schema__.throughput (
     cancelled bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, minute)
 );
+
+-- Results of tasks deleted at once (a retention of 0), kept a few minutes for the processes
+-- that wait on them; only non-null results are written here. The statement that writes them
+-- also deletes those older than five minutes.
+CREATE TABLE __schema__.finished_results (
+    id          bigint PRIMARY KEY,
+    result      jsonb NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX finished_results_finished_at_idx ON __schema__.finished_results (finished_at);
 
 -- Joint (kind, status) statistics: the planner's estimate of finished tasks per kind, read by
 -- metrics instead of counting millions of rows.
