@@ -17,6 +17,8 @@ from pgqueue.errors import (
     QueueClosed,
     SchemaNotMigrated,
     UnknownKind,
+    UnknownTask,
+    WaitTimeout,
 )
 from pgqueue.options import KindOptions, LoopOptions
 from pgqueue.queue import Queue
@@ -57,4 +59,6 @@ __all__ = [
     "TaskInfo",
     "ThroughputPoint",
     "UnknownKind",
+    "UnknownTask",
+    "WaitTimeout",
 ]

@@ -11,6 +11,7 @@ from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store.executor import AsyncExecutor
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
@@ -75,6 +76,7 @@ class AsyncQueue(QueueBase):
         super().__init__(schema=schema, stamps=stamps)
         self.executor = async_executor_for(target, max_connections, listen_dsn)
         self._runtime: Runtime | None = None
+        self._waiters: TaskWaiters | None = None
 
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
@@ -215,6 +217,20 @@ class AsyncQueue(QueueBase):
             self._runtime = None
             self._state = QueueState.STOPPED
 
+    async def wait(self, task_id: int, timeout: float | None = None) -> TaskInfo:  # noqa: ASYNC109 - as Queue
+        """Wait until the task with this id has ended and return it, with its ``result``.
+
+        Ended means ``succeeded``, ``cancelled`` or ``no_attempts_left`` (not running); a task
+        deleted as it ended (a retention of 0) still reports its outcome and result. One LISTEN
+        connection serves every wait of the queue. Raises :class:`~pgqueue.errors.UnknownTask`
+        at once when there is no such task, and :class:`~pgqueue.errors.WaitTimeout` (a
+        ``TimeoutError``) when it has not ended within ``timeout`` seconds.
+        """
+        self._check_open()
+        if self._waiters is None:
+            self._waiters = TaskWaiters(self.executor, self.queries)
+        return await self._waiters.wait(task_id, timeout)
+
     async def wait_listening(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - as Queue
         """Wait until the running queue listens for push notifications (for tests and tools);
         ``TimeoutError`` after ``timeout`` seconds."""
@@ -226,6 +242,8 @@ class AsyncQueue(QueueBase):
         if self._state is QueueState.CLOSED:
             return
         await self.stop(mode)
+        if self._waiters is not None:
+            await self._waiters.close()
         await self.executor.close()
         self._state = QueueState.CLOSED
 

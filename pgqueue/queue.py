@@ -18,6 +18,7 @@ from pgqueue.aio import wait_event
 from pgqueue.base import Delay, QueueBase, QueueState
 from pgqueue.envelope import Stamp
 from pgqueue.runtime import Runtime, StopMode
+from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store.executor import SyncExecutor
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
@@ -96,6 +97,7 @@ class Queue(QueueBase):
         self._loop_thread: _LoopThread | None = None
         self._runtime: Runtime | None = None
         self._runtime_executor: Any = None
+        self._waiters: TaskWaiters | None = None
         self._lock = threading.Lock()
 
     def push_task(self, task: Task, delay: Delay = 0) -> int | None:
@@ -208,7 +210,8 @@ class Queue(QueueBase):
             self._runtime = self._loop_thread.call(self._start_runtime())
             self._state = QueueState.RUNNING
 
-    async def _start_runtime(self) -> Runtime:
+    def _async_executor(self) -> Any:
+        """The executor of the workers and waiters, on the loop thread (built on first use)."""
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
         if self._runtime_executor is None:
@@ -220,7 +223,17 @@ class Queue(QueueBase):
                     self._conninfo, max_size=self._max_connections, listen_dsn=self._listen_dsn
                 )
             )
-        await self._runtime_executor.run(check_schema(self.queries))
+        return self._runtime_executor
+
+    def _loop(self) -> _LoopThread:
+        with self._lock:
+            self._check_open()
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+            return self._loop_thread
+
+    async def _start_runtime(self) -> Runtime:
+        await self._async_executor().run(check_schema(self.queries))
         runtime = Runtime(
             self.registry,
             self.queries,
@@ -231,6 +244,22 @@ class Queue(QueueBase):
         )
         await runtime.start()
         return runtime
+
+    def wait(self, task_id: int, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task with this id has ended and return it, with its ``result``.
+
+        Ended means ``succeeded``, ``cancelled`` or ``no_attempts_left`` (not running); a task
+        deleted as it ended (a retention of 0) still reports its outcome and result. One LISTEN
+        connection serves every wait of the queue. Raises :class:`~pgqueue.errors.UnknownTask`
+        at once when there is no such task, and :class:`~pgqueue.errors.WaitTimeout` (a
+        ``TimeoutError``) when it has not ended within ``timeout`` seconds.
+        """
+        return self._loop().call(self._wait(task_id, timeout))
+
+    async def _wait(self, task_id: int, timeout: float | None) -> TaskInfo:  # noqa: ASYNC109 - passed on
+        if self._waiters is None:
+            self._waiters = TaskWaiters(self._async_executor(), self.queries)
+        return await self._waiters.wait(task_id, timeout)
 
     def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back.
@@ -274,6 +303,8 @@ class Queue(QueueBase):
         self.stop(mode)
         with self._lock:
             if self._loop_thread is not None:
+                if self._waiters is not None:
+                    self._loop_thread.call(self._waiters.close())
                 if self._runtime_executor is not None:
                     self._loop_thread.call(self._runtime_executor.close())
                 self._loop_thread.close()

@@ -102,7 +102,41 @@ def get_task(
     return Operation(steps(), readonly=replica_ok)
 
 
-def _check_task_id(value: object, name: str) -> int:
+def get_tasks(queries: Queries, task_ids: Sequence[int]) -> Operation[list[TaskInfo]]:
+    """Read the tasks with these ids that exist (in no particular order)."""
+
+    def steps() -> Steps[list[TaskInfo]]:
+        rows = yield Statement(queries["get_tasks"], {"ids": list(task_ids)})
+        return [task_info(row) for row in rows]
+
+    return Operation(steps())
+
+
+def get_finished_results(queries: Queries, task_ids: Sequence[int]) -> Operation[dict[int, Any]]:
+    """The kept results of tasks deleted as they ended, by id (ids without one are absent)."""
+
+    def steps() -> Steps[dict[int, Any]]:
+        rows = yield Statement(queries["get_finished_results"], {"ids": list(task_ids)})
+        return {row[0]: decode_payload(row[1]) for row in rows}
+
+    return Operation(steps())
+
+
+def announce_finished_echo(queries: Queries, payload: str) -> Operation[None]:
+    """Send ``payload`` on the channel of ended tasks, from a connection other than the
+    waiters' listener: once it hears it back, it heard everything committed before."""
+
+    def steps() -> Steps[None]:
+        yield Statement(
+            queries["listener_ping"], {"channel": queries.finished_channel, "payload": payload}
+        )
+        return None
+
+    return Operation(steps())
+
+
+def check_task_id(value: object, name: str) -> int:
+    """Return ``value`` if it is a positive 64-bit int; raise :class:`InvalidTask` otherwise."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidTask(f"{name} must be an int, got {value!r}")
     if not 1 <= value <= 2**63 - 1:
@@ -158,7 +192,7 @@ def list_tasks(
         "kind": None if kind is None else validate_kind_name(kind),
         "status": _check_status_filter(status),
         "key_prefix": None if key_prefix is None else _check_key_prefix(key_prefix),
-        "before_id": None if before_id is None else _check_task_id(before_id, "before_id"),
+        "before_id": None if before_id is None else check_task_id(before_id, "before_id"),
         "limit": check_int_range("limit", limit, 1, MAX_LIST_LIMIT),
     }
     name = "list_tasks"
@@ -212,7 +246,7 @@ def _check_key_prefix(prefix: object) -> str:
 
 def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     """Cancel the waiting or running task with this id; True when it was cancelled."""
-    _check_task_id(task_id, "task id")
+    check_task_id(task_id, "task id")
 
     def steps() -> Steps[bool]:
         rows = yield Statement(
@@ -233,7 +267,7 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
 def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]:
     """Make the task with this id due now unless it is running: an ended one (out of attempts,
     cancelled or succeeded) gets ``attempts`` fresh attempts; True when the task changed."""
-    _check_task_id(task_id, "task id")
+    check_task_id(task_id, "task id")
     check_int_range("attempts", attempts, 1, MAX_ATTEMPTS)
 
     def steps() -> Steps[bool]:

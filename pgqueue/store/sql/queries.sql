@@ -145,7 +145,8 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
 -- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
--- the ended ones are announced to waiters ('f:<id><status letter>,…', at most 300 a message).
+-- the ended ones are announced to waiters: 'f:' and runs of consecutive ids that ended alike,
+-- '<first id>[-<last id>]<status letter>,…' (s, c or n), at most 150 runs a message.
 WITH updated AS (
     UPDATE __schema__.tasks AS t
     SET status = r.status::__schema__.task_status,
@@ -182,9 +183,17 @@ WITH updated AS (
         exhausted = tp.exhausted + excluded.exhausted,
         cancelled = tp.cancelled + excluded.cancelled
 ), announced AS (
-    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || left(status, 1), ','))
-    FROM (SELECT id, status, (row_number() OVER () - 1) / 300 AS chunk
-          FROM updated WHERE status <> 'must_retry') AS ended
+    -- Runs of consecutive ids with one outcome, as '<first>[-<last>]<letter>', 150 a message.
+    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(span, ','))
+    FROM (SELECT span, (row_number() OVER () - 1) / 150 AS chunk
+          FROM (SELECT min(id)::text
+                       || CASE WHEN max(id) > min(id) THEN '-' || max(id)::text ELSE '' END
+                       || left(status, 1) AS span
+                FROM (SELECT id, status,
+                             id - row_number() OVER (PARTITION BY status ORDER BY id) AS run
+                      FROM updated
+                      WHERE status IN ('succeeded', 'cancelled', 'no_attempts_left')) AS ended
+                GROUP BY status, run) AS spans) AS chunks
     GROUP BY chunk
 )
 SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
@@ -196,7 +205,7 @@ SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 -- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
 -- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement;
 -- their non-null results go to finished_results (pruning those older than five minutes), and
--- waiters hear 'F:<id><status letter in upper case>,…:<kind>' (at most 300 a message).
+-- waiters hear 'F:<runs as in record_outcomes, letters in upper case>:<kind>'.
 WITH deleted AS (
     DELETE FROM __schema__.tasks AS t
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
@@ -230,11 +239,16 @@ WITH deleted AS (
                  LIMIT 10000
                  FOR UPDATE SKIP LOCKED)
 ), announced AS (
-    SELECT pg_notify(%(finished_channel)s,
-                     'F:' || string_agg(id::text || upper(left(status, 1)), ',') || ':' || kind)
-    FROM (SELECT id, kind, status,
-                 (row_number() OVER (PARTITION BY kind) - 1) / 300 AS chunk
-          FROM outcomes) AS ended
+    -- As in record_outcomes, with upper-case letters and the kind at the end.
+    SELECT pg_notify(%(finished_channel)s, 'F:' || string_agg(span, ',') || ':' || kind)
+    FROM (SELECT kind, span, (row_number() OVER (PARTITION BY kind) - 1) / 150 AS chunk
+          FROM (SELECT kind, min(id)::text
+                             || CASE WHEN max(id) > min(id) THEN '-' || max(id)::text ELSE '' END
+                             || upper(left(status, 1)) AS span
+                FROM (SELECT id, kind, status,
+                             id - row_number() OVER (PARTITION BY kind, status ORDER BY id) AS run
+                      FROM outcomes) AS ended
+                GROUP BY kind, status, run) AS spans) AS chunks
     GROUP BY kind, chunk
 )
 SELECT id FROM deleted CROSS JOIN (SELECT count(*) FROM announced) AS n;
@@ -353,6 +367,19 @@ SELECT id, kind, payload::text, external_key, status::text,
        created_at, updated_at, started_at, finished_at, result::text
 FROM __schema__.tasks
 WHERE id = %(id)s;
+
+-- name: get_tasks
+-- Read tasks by id, with their derived status (the waiters of ended tasks).
+SELECT id, kind, payload::text, external_key, status::text,
+       claim_token IS NOT NULL AND delayed_till > now() AS processing,
+       attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+       created_at, updated_at, started_at, finished_at, result::text
+FROM __schema__.tasks
+WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: get_finished_results
+-- The kept results of tasks that were deleted as they ended (a retention of 0).
+SELECT id, result::text FROM __schema__.finished_results WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: register_kind_row
 -- Make sure the kind has its maintenance row.

@@ -12,10 +12,11 @@ import pgqueue
 
 TOP_LEVEL = [
     "AsyncQueue", "AttemptTimeout", "CapacityExceeded", "DatabaseUnavailable", "Decision",
-    "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidResult", "InvalidTask", "Invoker",
-    "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions", "MustCancelTask",
-    "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueState", "SchemaNotMigrated",
-    "Stamp", "Status", "StopMode", "Task", "TaskInfo", "ThroughputPoint", "UnknownKind",
+    "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidResult", "InvalidTask",
+    "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
+    "MustCancelTask", "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueState",
+    "SchemaNotMigrated", "Stamp", "Status", "StopMode", "Task", "TaskInfo", "ThroughputPoint",
+    "UnknownKind", "UnknownTask", "WaitTimeout",
 ]  # fmt: skip
 
 MODULE_NAMES = {
