@@ -116,9 +116,7 @@ async def measure(dsn: str, schema: str, waiters: int, rate: float, ttl: float) 
         spawn = multiprocessing.get_context("spawn")
         ready, stop = spawn.Event(), spawn.Event()
         path = f"/tmp/{schema}.announcements"
-        recorder = spawn.Process(
-            target=record_announcements, args=(dsn, schema, path, ready, stop)
-        )
+        recorder = spawn.Process(target=record_announcements, args=(dsn, schema, path, ready, stop))
         recorder.start()
         ready.wait(30)
         await asyncio.sleep(0.5)  # every waiter registered and the listener up

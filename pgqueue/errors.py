@@ -90,7 +90,7 @@ class MustCancelTask(Exception):
     """Raised by a handler or hook: end the task as ``cancelled``, with no further attempts."""
 
 
-class Snooze(Exception):  # noqa: N818 - a request, like MustCancelTask, not an error
+class Snooze(Exception):
     """Raised by a handler: put the task back to waiting for ``seconds`` without consuming an
     attempt (``Snooze(30)``, or a ``timedelta``). Each snooze is counted on the task's row; past
     the kind's ``max_snoozes`` a snooze is a failure like an exception.
@@ -111,6 +111,11 @@ class Snooze(Exception):  # noqa: N818 - a request, like MustCancelTask, not an 
             )
         super().__init__(f"snoozed for {float(value):g}s")
         self.seconds = float(value)
+
+
+class SnoozeLimit(PgQueueError):
+    """A handler snoozed a task more than its kind's ``max_snoozes``: that snooze is recorded
+    as a failure with this error."""
 
 
 class AttemptTimeout(PgQueueError, TimeoutError):

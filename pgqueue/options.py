@@ -152,6 +152,8 @@ class KindOptions:
     - ``stamps``: middleware around this kind's handler (after the queue's stamps).
     - ``max_result_bytes``: the largest result (the handler's return value as JSON) stored
       with a success; a larger one, or one that is not JSON, fails the attempt.
+    - ``max_snoozes``: how many times a task may ``raise Snooze(...)``; the next snooze is a
+      failure (it consumes the attempt, and the failure hook and delayer decide).
     """
 
     attempt_timeout: Seconds
@@ -168,6 +170,7 @@ class KindOptions:
     success: Hook | None = None
     stamps: Sequence[Stamp] = ()
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_snoozes: int = 100
 
     def validate(self) -> KindOptions:
         """Check every static option and the current value of every provider."""
@@ -178,6 +181,7 @@ class KindOptions:
         check_int("max_task_error_messages", self.max_task_error_messages, minimum=0)
         check_int("max_pending", self.max_pending, minimum=1, optional=True)
         check_int("max_result_bytes", self.max_result_bytes, minimum=0, maximum=MAX_RESULT_BYTES)
+        check_int("max_snoozes", self.max_snoozes, minimum=0)
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):

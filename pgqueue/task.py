@@ -61,7 +61,8 @@ class TaskInfo:
     ``status`` is ``processing`` while a worker holds the task's lease, else ``stored_status``;
     ``messages`` holds the error messages of the latest failed attempts (newest last);
     ``delayed_till`` is when the task is due (or its lease ends, while it is processing);
-    ``result`` is what the handler returned, stored with the success (``None`` otherwise).
+    ``result`` is what the handler returned, stored with the success (``None`` otherwise);
+    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt).
     """
 
     id: int
@@ -80,6 +81,7 @@ class TaskInfo:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: Any = None
+    snoozes: int = 0
 
 
 COUNTED_STATUSES: tuple[str, ...] = (

@@ -112,6 +112,7 @@ async def enqueue(
         "started_at": None,
         "finished_at": None,
         "result": None,
+        "snoozes": 0,
     }
     return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 

@@ -104,6 +104,7 @@ class TaskOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: Any = Field(None, description="What the handler returned, stored with the success.")
+    snoozes: int = Field(0, description="Times the handler snoozed the task (no attempt used).")
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskOut:
@@ -124,6 +125,7 @@ class TaskOut(BaseModel):
             started_at=info.started_at,
             finished_at=info.finished_at,
             result=info.result,
+            snoozes=info.snoozes,
         )
 
 

@@ -161,7 +161,9 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 {
                     "ids": int_array(r.task_id for r in updates),
                     "tokens": uuid_array(r.token for r in updates),
-                    "statuses": [r.outcome.status.value for r in updates],
+                    "statuses": [
+                        "snoozed" if r.outcome.snooze else r.outcome.status.value for r in updates
+                    ],
                     "delays": [r.outcome.delay for r in updates],
                     "errors": [r.outcome.error for r in updates],
                     "keeps": [r.keep_messages for r in updates],

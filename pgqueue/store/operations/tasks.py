@@ -147,7 +147,8 @@ def check_task_id(value: object, name: str) -> int:
 def task_info(row: Sequence[Any]) -> TaskInfo:
     """A :class:`TaskInfo` from a row of ``get_task``'s columns."""
     (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
-     delayed_till, created_at, updated_at, started_at, finished_at, result) = row  # fmt: skip
+     delayed_till, created_at, updated_at, started_at, finished_at, result,
+     snoozes) = row  # fmt: skip
     stored = Status(status)
     return TaskInfo(
         id=id_,
@@ -166,6 +167,7 @@ def task_info(row: Sequence[Any]) -> TaskInfo:
         started_at=started_at,
         finished_at=finished_at,
         result=decode_payload(result),
+        snoozes=snoozes,
     )
 
 

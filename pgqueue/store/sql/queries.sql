@@ -140,17 +140,25 @@ FROM due
 WHERE t.id = ANY (ARRAY(SELECT id FROM due)) AND t.id = due.id
 RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_left,
           t.max_attempts, t.claim_token::text, nullif(t.messages, '{}'), t.started_at,
-          due.previous_token IS NOT NULL AS lease_lost;
+          due.previous_token IS NOT NULL AS lease_lost, t.snoozes;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
+-- A 'snoozed' outcome refunds the attempt (as release_claims does) and counts the snooze.
 -- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
 -- the ended ones are announced to waiters: 'f:' and runs of consecutive ids that ended alike,
 -- '<first id>[-<last id>]<status letter>,…' (s, c or n), at most 150 runs a message.
 WITH updated AS (
     UPDATE __schema__.tasks AS t
-    SET status = r.status::__schema__.task_status,
-        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
+    SET status = CASE WHEN r.status <> 'snoozed' THEN r.status
+                      WHEN t.attempts_elapsed <= 1 THEN 'new'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0
+                             WHEN r.status = 'snoozed' THEN t.attempts_left + 1
+                             ELSE t.attempts_left END,
+        attempts_elapsed = CASE WHEN r.status = 'snoozed' THEN t.attempts_elapsed - 1
+                                ELSE t.attempts_elapsed END,
+        snoozes = CASE WHEN r.status = 'snoozed' THEN t.snoozes + 1 ELSE t.snoozes END,
         delayed_till = now() + make_interval(secs => r.delay),
         claim_token = NULL,
         messages = CASE
@@ -364,7 +372,7 @@ SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM revived;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at, result::text
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
 FROM __schema__.tasks
 WHERE id = %(id)s;
 
@@ -373,7 +381,7 @@ WHERE id = %(id)s;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at, result::text
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
 FROM __schema__.tasks
 WHERE id = ANY (%(ids)s::bigint[]);
 
@@ -613,7 +621,7 @@ SELECT kind, NULL, 0, 0, NULL, false, paused_at FROM __schema__.kinds;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at, result::text
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
 FROM __schema__.tasks
 WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
@@ -630,13 +638,13 @@ LIMIT %(limit)s;
 -- below the cursor are searched, so the cost is bounded.
 SELECT id, kind, payload, external_key, status, processing, attempts_elapsed, attempts_left,
        max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at,
-       result
+       result, snoozes
 FROM (
     SELECT id, kind, payload::text AS payload, payload AS document, external_key,
            status::text AS status,
            claim_token IS NOT NULL AND delayed_till > now() AS processing,
            attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-           created_at, updated_at, started_at, finished_at, result::text AS result
+           created_at, updated_at, started_at, finished_at, result::text AS result, snoozes
     FROM __schema__.tasks
     WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
       AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)

@@ -15,8 +15,8 @@ TOP_LEVEL = [
     "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidResult", "InvalidTask",
     "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
     "MustCancelTask", "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueState",
-    "SchemaNotMigrated", "Stamp", "Status", "StopMode", "Task", "TaskInfo", "ThroughputPoint",
-    "UnknownKind", "UnknownTask", "WaitTimeout",
+    "SchemaNotMigrated", "Snooze", "Stamp", "Status", "StopMode", "Task", "TaskInfo",
+    "ThroughputPoint", "UnknownKind", "UnknownTask", "WaitTimeout",
 ]  # fmt: skip
 
 MODULE_NAMES = {

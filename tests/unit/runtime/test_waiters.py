@@ -20,7 +20,7 @@ QUERIES = Queries("s")
 
 def row(task_id: int, status: str, result: str | None = None) -> tuple[Any, ...]:
     return (task_id, "k", '{"p": 1}', None, status, False, 1, 0, 1, [], None, None, None, None,
-            None, result)  # fmt: skip
+            None, result, 0)  # fmt: skip
 
 
 class FakeServer:
