@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from pgqueue.bounds import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS, MAX_WORKER_COUNT
 from pgqueue.delayer import Delayer, ExpBackoffDelayer
@@ -154,6 +154,9 @@ class KindOptions:
       with a success; a larger one, or one that is not JSON, fails the attempt.
     - ``max_snoozes``: how many times a task may ``raise Snooze(...)``; the next snooze is a
       failure (it consumes the attempt, and the failure hook and delayer decide).
+    - ``key_scope``: how long an ``external_key`` stays taken: ``"until_deleted"`` (while the
+      task's row exists, retention included) or ``"while_active"`` (while its task is waiting or
+      running: once it ended, the key can be pushed again).
     """
 
     attempt_timeout: Seconds
@@ -171,6 +174,7 @@ class KindOptions:
     stamps: Sequence[Stamp] = ()
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     max_snoozes: int = 100
+    key_scope: Literal["until_deleted", "while_active"] = "until_deleted"
 
     def validate(self) -> KindOptions:
         """Check every static option and the current value of every provider."""
@@ -182,6 +186,10 @@ class KindOptions:
         check_int("max_pending", self.max_pending, minimum=1, optional=True)
         check_int("max_result_bytes", self.max_result_bytes, minimum=0, maximum=MAX_RESULT_BYTES)
         check_int("max_snoozes", self.max_snoozes, minimum=0)
+        if self.key_scope not in ("until_deleted", "while_active"):
+            raise InvalidOptions(
+                f'key_scope must be "until_deleted" or "while_active", got {self.key_scope!r}'
+            )
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):

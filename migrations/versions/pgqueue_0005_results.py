@@ -1,4 +1,5 @@
-"""pgqueue: task results, the snooze count, and the short-lived results of tasks deleted at once.
+"""pgqueue: task results, the snooze count, the short-lived results of tasks deleted at once,
+and keys unique only while their task is open (key_scope="while_active").
 
 Revision ID: pgqueue_0005
 Revises: pgqueue_0002
@@ -18,6 +19,15 @@ depends_on = None
 UPGRADE = """
 ALTER TABLE __schema__.tasks ADD COLUMN result jsonb;
 ALTER TABLE __schema__.tasks ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
+ALTER TABLE __schema__.tasks ADD COLUMN key_while_active boolean NOT NULL DEFAULT false;
+
+DROP INDEX __schema__.tasks_kind_external_key_idx;
+CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL AND NOT key_while_active;
+CREATE UNIQUE INDEX tasks_kind_open_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL AND key_while_active
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL));
 
 CREATE TABLE __schema__.finished_results (
     id          bigint PRIMARY KEY,
@@ -28,6 +38,16 @@ CREATE INDEX finished_results_finished_at_idx ON __schema__.finished_results (fi
 """
 
 DOWNGRADE = """
+-- One row per key again: ended tasks of while_active kinds whose key a newer task holds lose it.
+UPDATE __schema__.tasks AS t SET external_key = NULL
+WHERE t.key_while_active AND t.external_key IS NOT NULL
+  AND EXISTS (SELECT FROM __schema__.tasks AS n
+              WHERE n.kind = t.kind AND n.external_key = t.external_key AND n.id > t.id);
+DROP INDEX __schema__.tasks_kind_open_key_idx;
+DROP INDEX __schema__.tasks_kind_external_key_idx;
+CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL;
+ALTER TABLE __schema__.tasks DROP COLUMN key_while_active;
 DROP TABLE __schema__.finished_results;
 ALTER TABLE __schema__.tasks DROP COLUMN snoozes;
 ALTER TABLE __schema__.tasks DROP COLUMN result;

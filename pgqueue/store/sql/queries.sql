@@ -10,7 +10,8 @@ WITH inserted AS (
         (kind, payload, external_key, attempts_left, max_attempts, delayed_till)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
             now() + make_interval(secs => %(delay)s))
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
     RETURNING id, kind, delayed_till
 )
 SELECT id,
@@ -53,7 +54,45 @@ WITH input AS (
            now() + make_interval(secs => %(delay)s)
     FROM input
     ORDER BY ord
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
+    RETURNING id, kind
+), notified AS (
+    SELECT pg_notify(%(channel)s,
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
+                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                               || ':' || kind END)
+    FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
+    WHERE %(delay)s::float8 <= %(notify_within)s::float8
+)
+SELECT input.ord, inserted.id
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+CROSS JOIN (SELECT count(*) FROM notified) AS n
+ORDER BY input.ord;
+
+-- name: push_scoped_tasks
+-- Insert tasks as push_tasks does, for batches with kinds whose key_scope is "while_active"
+-- (element 4 of each task is true for them): their keys conflict only with open tasks (the
+-- open-keys index), the others' with any task, so the conflict target is left to the indexes.
+WITH input AS (
+    SELECT i.ord,
+           nextval('__schema__.tasks_id_seq'::regclass) AS id,
+           i.t ->> 0 AS kind,
+           nullif(i.t -> 1, 'null'::jsonb) AS payload,
+           i.t ->> 2 AS external_key,
+           (i.t ->> 3)::int AS max_attempts,
+           (i.t ->> 4)::bool AS key_while_active
+    FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
+), inserted AS (
+    INSERT INTO __schema__.tasks
+        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till,
+         key_while_active)
+    SELECT id, kind, payload, external_key, max_attempts, max_attempts,
+           now() + make_interval(secs => %(delay)s), key_while_active
+    FROM input
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
     RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s,
@@ -431,7 +470,8 @@ WITH advanced AS (
     INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
     SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
     FROM advanced
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
     RETURNING id, kind
 )
 SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM inserted;
@@ -459,14 +499,15 @@ SELECT to_regclass('__schema__.tasks') IS NOT NULL,
 SELECT version_num FROM __schema__.pgqueue_alembic_version;
 
 -- name: cancel_task
--- Cancel the waiting or running task with this id, or (id NULL) the task holding (kind,
--- external_key); tell a running one's worker. Either way one probe of a unique index.
+-- Cancel the waiting or running task with this id, or (id NULL) the newest task holding (kind,
+-- external_key); tell a running one's worker. Either way a probe of a unique index or two.
 WITH target AS (
     SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
     FROM __schema__.tasks
     WHERE id = coalesce(%(id)s::bigint, (
               SELECT id FROM __schema__.tasks
-              WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text))
+              WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text
+              ORDER BY id DESC LIMIT 1))
       AND (status IN ('new', 'must_retry')
            OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
     FOR NO KEY UPDATE
@@ -483,8 +524,10 @@ SELECT id, was_running,
 FROM cancelled;
 
 -- name: get_task_id_by_key
--- The id of the task holding (kind, external_key), if one exists.
-SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
+-- The id of the task holding (kind, external_key), if one exists (the newest, for kinds whose
+-- keys repeat once their tasks ended).
+SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s
+ORDER BY id DESC LIMIT 1;
 
 -- name: prune_throughput
 -- Delete a kind's rollup rows older than the window (seconds).

@@ -28,7 +28,9 @@ CREATE TABLE __schema__.tasks (
     -- The handler's return value (JSON), written with the success.
     result           jsonb,
     -- Times a handler snoozed the task (raise Snooze): counted apart from attempts.
-    snoozes          integer NOT NULL DEFAULT 0
+    snoozes          integer NOT NULL DEFAULT 0,
+    -- The kind's key_scope is "while_active": the key is unique among open tasks only.
+    key_while_active boolean NOT NULL DEFAULT false
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -40,7 +42,14 @@ CREATE TABLE __schema__.tasks (
 -- Idempotency: a (kind, external_key) exists once. Partial, since NULL keys never conflict:
 -- keyless tasks (most of them) cost no entry here.
 CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
-    WHERE external_key IS NOT NULL;
+    WHERE external_key IS NOT NULL AND NOT key_while_active;
+
+-- Keys of kinds with key_scope="while_active": unique only among open tasks (waiting, or
+-- running their last attempt), so a key can be pushed again once its task ended.
+CREATE UNIQUE INDEX tasks_kind_open_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL AND key_while_active
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL));
 
 -- Claims scan this: only waiting or leased rows, so finished rows never slow a claim.
 CREATE INDEX tasks_open_idx ON __schema__.tasks (kind, delayed_till)
