@@ -1,5 +1,5 @@
-"""pgqueue: task results, the snooze count, the short-lived results of tasks deleted at once,
-and keys unique only while their task is open (key_scope="while_active").
+"""pgqueue: task results, the snooze count, waited tasks and the short-lived outcomes of those
+deleted at once, and keys unique only while their task is open (key_scope="while_active").
 
 Revision ID: pgqueue_0005
 Revises: pgqueue_0002
@@ -20,6 +20,7 @@ UPGRADE = """
 ALTER TABLE __schema__.tasks ADD COLUMN result jsonb;
 ALTER TABLE __schema__.tasks ADD COLUMN snoozes integer NOT NULL DEFAULT 0;
 ALTER TABLE __schema__.tasks ADD COLUMN key_while_active boolean NOT NULL DEFAULT false;
+ALTER TABLE __schema__.tasks ADD COLUMN waited boolean NOT NULL DEFAULT false;
 
 DROP INDEX __schema__.tasks_kind_external_key_idx;
 CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
@@ -31,7 +32,9 @@ CREATE UNIQUE INDEX tasks_kind_open_key_idx ON __schema__.tasks (kind, external_
 
 CREATE TABLE __schema__.finished_results (
     id          bigint PRIMARY KEY,
-    result      jsonb NOT NULL,
+    kind        text NOT NULL,
+    status      text NOT NULL,
+    result      jsonb,
     finished_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX finished_results_finished_at_idx ON __schema__.finished_results (finished_at);
@@ -48,6 +51,7 @@ DROP INDEX __schema__.tasks_kind_external_key_idx;
 CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
     WHERE external_key IS NOT NULL;
 ALTER TABLE __schema__.tasks DROP COLUMN key_while_active;
+ALTER TABLE __schema__.tasks DROP COLUMN waited;
 DROP TABLE __schema__.finished_results;
 ALTER TABLE __schema__.tasks DROP COLUMN snoozes;
 ALTER TABLE __schema__.tasks DROP COLUMN result;

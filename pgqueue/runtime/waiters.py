@@ -1,22 +1,20 @@
 """Waiting for tasks to end (``queue.wait``): one LISTEN connection per queue, however many
-waiters, on the channel where the result statements announce ended tasks.
+waiters, on the channel where the result statements announce waited tasks that ended.
 
-A waiter registers its task id, makes sure the listener is up, then reads the task: ended
-already, it returns; otherwise it waits for an announcement naming its id, after which the
-registry reads the ended tasks in one statement and hands each waiter its :class:`TaskInfo`.
-Tasks deleted as they end (a retention of 0) are announced with their outcome (and their
-non-null results are kept a few minutes in ``finished_results``), so their waiters still get
-them. A recheck every few seconds covers what no announcement tells: a listener that
-reconnected, a worker that died on a task's last attempt.
+A wait makes sure the listener is up, then marks its task as waited and reads it in one
+statement (``mark_task_waited``): an end recorded before the mark is in the row it reads; one
+recorded after it sees the mark, and so announces the task (and, for a task deleted as it ends,
+keeps its outcome and result a few minutes in ``finished_results``). The registry reads the
+announced tasks in one statement and hands each waiter its :class:`TaskInfo`. Tasks nobody
+waits on cost the result statements nothing. A recheck every few seconds covers what no
+announcement tells: a listener that reconnected, a worker that died on a task's last attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +30,7 @@ from pgqueue.task import Status, TaskInfo
 log = logging.getLogger("pgqueue.wait")
 
 RECHECK_PERIOD = 5.0  # seconds between reads of every watched task (what no NOTIFY tells)
-ECHO_TIMEOUT = 5.0  # seconds an echo through the listener may take
 MAX_READ_BATCH = 5000  # ids per read of watched tasks
-REMEMBER_DELETED = 300.0  # seconds runs of deleted tasks are remembered (finished_results keeps
-MAX_REMEMBERED = 100_000  # their results five minutes), and at most this many runs
 _LETTERS = {"s": Status.SUCCEEDED, "c": Status.CANCELLED, "n": Status.NO_ATTEMPTS_LEFT}
 
 
@@ -46,12 +41,10 @@ def has_ended(info: TaskInfo) -> bool:
 
 @dataclass(slots=True)
 class _Watch:
-    """The waiters of one task, what the registry knows of it, and how it ended if it was
-    deleted as it ended."""
+    """The waiters of one task and the row as the first of them read it."""
 
     futures: list[asyncio.Future[TaskInfo]] = field(default_factory=list)
     seen: TaskInfo | None = None  # the row as read when a wait began
-    deleted: tuple[Status, str] | None = None  # (outcome, kind) of a task deleted as it ended
 
 
 class TaskWaiters:
@@ -64,13 +57,8 @@ class TaskWaiters:
         self.listening = asyncio.Event()
         self.listener_connections = 0  # LISTEN connections opened so far (one at a time)
         self._listener: asyncio.Task[None] | None = None
-        self._echoes: dict[str, asyncio.Future[None]] = {}
         self._reads: set[asyncio.Task[None]] = set()
         self._closed = False
-        # Runs of tasks heard deleted as they ended: (heard at, first id, last id, status, kind).
-        self._recent_deleted: collections.deque[tuple[float, int, int, Status, str]] = (
-            collections.deque()
-        )
 
     async def wait(self, task_id: int, timeout: float | None) -> TaskInfo:  # noqa: ASYNC109 - the API
         """The task once it ended; :class:`UnknownTask` at once when there is no such task,
@@ -103,23 +91,15 @@ class TaskWaiters:
     ) -> TaskInfo:
         self._ensure_listener()
         await self.listening.wait()
-        # Read only once the listener is up: an end committed after this read is heard.
-        info = await self.executor.run(operations.get_task(self.queries, task_id))
+        info = await self.executor.run(operations.mark_task_waited(self.queries, task_id))
         if future.done():
             return future.result()
         if info is None:
-            if watch.deleted is None:
-                # Deleted as it ended just now? Its announcement was committed before our read:
-                # once an echo sent now comes back, the listener has heard it.
-                await self._echo()
+            # Deleted as it ended? Kept in finished_results if an earlier wait had marked it.
+            await self._resolve_deleted([task_id])
             if future.done():
                 return future.result()
-            if watch.deleted is None:
-                watch.deleted = self._deleted_outcome(task_id)
-            if watch.deleted is None:
-                raise UnknownTask(f"no task with id {task_id}")
-            await self._resolve_deleted({task_id: watch.deleted})
-            return await future
+            raise UnknownTask(f"no task with id {task_id}")
         if has_ended(info):
             return info
         if watch.seen is None:
@@ -169,59 +149,36 @@ class TaskWaiters:
     def dispatch(self, payload: str) -> None:
         """Act on one announcement: ``f:<runs>`` (rows kept) or ``F:<RUNS>:<kind>`` (rows
         deleted as they ended), where a run ``<first>[-<last>]<letter>`` names consecutive ids
-        that ended alike; or an echo."""
+        that ended alike."""
         prefix, _, value = payload.partition(":")
-        if prefix == "e":
-            echo = self._echoes.pop(value, None)
-            if echo is not None and not echo.done():
-                echo.set_result(None)
+        if prefix not in ("f", "F") or not self.watches:
             return
-        if prefix not in ("f", "F") or (prefix == "f" and not self.watches):
-            return
-        entries, kind = (value, "") if prefix == "f" else value.partition(":")[::2]
-        now = asyncio.get_running_loop().time()
+        entries = value.partition(":")[0]  # 'F:' messages end with ':<kind>'
         kept: list[int] = []
-        deleted: dict[int, tuple[Status, str]] = {}
+        deleted: list[int] = []
         watches = self.watches
         for run in entries.split(","):
-            status = _LETTERS.get(run[-1:].lower())
+            if run[-1:].lower() not in _LETTERS:
+                continue
             first, _, last = run[:-1].partition("-")
             try:
                 low = int(first)
                 high = int(last) if last else low
             except ValueError:
                 continue
-            if status is None:
-                continue
-            if prefix == "F":
-                self._remember(low, high, status, kind, now)
             if high - low < len(watches):
                 named: Iterable[int] = (i for i in range(low, high + 1) if i in watches)
             else:
                 named = [i for i in watches if low <= i <= high]
             for task_id in named:
                 if prefix == "F":
-                    watches[task_id].deleted = deleted[task_id] = (status, kind)
+                    deleted.append(task_id)
                 else:
                     kept.append(task_id)
         if kept:
             self._spawn(self._recheck(kept))
         if deleted:
             self._spawn(self._resolve_deleted(deleted))
-
-    def _remember(self, low: int, high: int, status: Status, kind: str, now: float) -> None:
-        """Keep a run of deleted tasks a while: a wait that starts after one ended and was
-        deleted still learns its outcome (its result, if any, is in finished_results)."""
-        recent = self._recent_deleted
-        recent.append((now, low, high, status, kind))
-        while recent and (recent[0][0] < now - REMEMBER_DELETED or len(recent) > MAX_REMEMBERED):
-            recent.popleft()
-
-    def _deleted_outcome(self, task_id: int) -> tuple[Status, str] | None:
-        for _, low, high, status, kind in reversed(self._recent_deleted):
-            if low <= task_id <= high:
-                return status, kind
-        return None
 
     def _spawn(self, coro: Any) -> None:
         read: asyncio.Task[None] = asyncio.create_task(coro)
@@ -242,27 +199,24 @@ class TaskWaiters:
             for info in infos:
                 if has_ended(info):
                     self._hand_out(info.id, info)
+            found = {info.id for info in infos}
+            missing = [task_id for task_id in batch if task_id not in found]
+            if missing:  # deleted as they ended, unheard (say, while the listener reconnected)
+                await self._resolve_deleted(missing)
 
-    async def _resolve_deleted(self, deleted: dict[int, tuple[Status, str]]) -> None:
-        """Hand tasks deleted as they ended to their waiters, with their kept results."""
-        succeeded = [i for i, (status, _) in deleted.items() if status is Status.SUCCEEDED]
-        results = (
-            await self.executor.run(operations.get_finished_results(self.queries, succeeded))
-            if succeeded
-            else {}
-        )
-        for task_id, (status, kind) in deleted.items():
+    async def _resolve_deleted(self, deleted: list[int]) -> None:
+        """Hand waited tasks deleted as they ended to their waiters, from finished_results."""
+        kept = await self.executor.run(operations.get_finished_results(self.queries, deleted))
+        for task_id, (kind, status, result) in kept.items():
             watch = self.watches.get(task_id)
             if watch is None:
                 continue
             seen = watch.seen
-            if seen is None:  # deleted before its first read: what the announcement told
+            if seen is None:  # deleted before this wait read it: what finished_results keeps
                 seen = TaskInfo(task_id, kind, None, None, status, status, 0, 0, 0)
             self._hand_out(
                 task_id,
-                dataclasses.replace(
-                    seen, status=status, stored_status=status, result=results.get(task_id)
-                ),
+                dataclasses.replace(seen, status=status, stored_status=status, result=result),
             )
 
     def _hand_out(self, task_id: int, info: TaskInfo) -> None:
@@ -271,20 +225,6 @@ class TaskWaiters:
             for future in watch.futures:
                 if not future.done():
                     future.set_result(info)
-
-    async def _echo(self) -> None:
-        """Send an echo through the listener and wait until it comes back."""
-        token = uuid.uuid4().hex
-        echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._echoes[token] = echo
-        try:
-            await self.executor.run(operations.announce_finished_echo(self.queries, f"e:{token}"))
-            async with asyncio.timeout(ECHO_TIMEOUT):
-                await echo
-        except TimeoutError:
-            log.warning("the wait listener did not hear its echo within %.0fs", ECHO_TIMEOUT)
-        finally:
-            self._echoes.pop(token, None)
 
     async def close(self) -> None:
         """Stop listening; waiting calls still running get ``CancelledError``."""

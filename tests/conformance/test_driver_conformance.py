@@ -93,6 +93,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "get_task": {"id": 1},
     "get_tasks": {"ids": [1, 2]},
     "get_finished_results": {"ids": [1, 2]},
+    "mark_task_waited": {"id": 1},
     "list_tasks": {
         "kind": KIND,
         "status": "cancelled",

@@ -21,6 +21,7 @@ from pgqueue import (
     UnknownTask,
     WaitTimeout,
 )
+from pgqueue.testing import drain
 from tests.conftest import Database
 
 FAST = LoopOptions(poll_period=0.2, janitor_period=60, lease_margin=4.0)
@@ -123,8 +124,13 @@ def test_waiters_of_a_kind_deleted_at_once_get_outcome_and_result(db: Database) 
         assert first.kind == "gone" and first.payload == {"value": {"n": 2}}
         assert second.status is Status.SUCCEEDED and second.result is None
     assert db.scalar("SELECT count(*) FROM {schema}.tasks") == 0
-    # Only the non-null result of a deleted task is kept, for its waiters.
-    assert db.fetch("SELECT id, result FROM {schema}.finished_results") == [(gone[0], {"n": 2})]
+    # The outcomes of the waited tasks were kept a while, for their waiters.
+    assert db.fetch(
+        "SELECT id, kind, status, result FROM {schema}.finished_results ORDER BY id"
+    ) == [
+        (gone[0], "gone", "succeeded", {"n": 2}),
+        (gone[1], "gone", "succeeded", None),
+    ]
 
 
 def test_many_waiters_share_one_listening_connection(db: Database) -> None:
@@ -159,24 +165,37 @@ def expand(payload: str) -> dict[int, str]:
     return named
 
 
-def test_result_statements_announce_each_ended_task_once_in_runs(db: Database) -> None:
+def test_result_statements_announce_waited_tasks_once_in_runs_and_no_others(
+    db: Database,
+) -> None:
     def failing(envelope: Envelope) -> None:
         raise RuntimeError("boom")
 
-    with psycopg.connect(db.dsn, autocommit=True) as listener:
-        listener.execute(f'LISTEN "pgqueue_{db.schema}_finished"')
-        with Queue(db.dsn, schema=db.schema) as queue:
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with AsyncQueue(db.dsn, schema=db.schema) as queue:
             queue.register_kind("gone", returned, options(terminal_tasks_ttl=0))
             queue.register_kind("failing", failing, options())
             tasks = [Task("gone", {"value": i}) for i in range(40)]
             tasks[10:15] = [Task("failing") for _ in range(5)]  # breaks the run of ids
-            ids = queue.push_tasks(tasks, delay=0.3)
-            queue.start()
-            for task_id in ids:  # one by one: most end (and are deleted) before their wait
-                assert queue.wait(task_id, timeout=4).result is not None or task_id in ids[10:15]  # type: ignore[arg-type]
-            queue.cancel_task(queue.push_task(Task("failing"), delay=60))  # type: ignore[arg-type]
+            ids = await queue.push_tasks(tasks, delay=0.3)
+            unwaited = await queue.push_tasks([Task("gone", {"value": 0})] * 5, delay=0.3)
+            waits = [asyncio.ensure_future(queue.wait(i, timeout=4)) for i in ids]  # type: ignore[arg-type]
+            await queue.start()
+            for info, n in zip(await asyncio.gather(*waits), range(40), strict=True):
+                assert info.result == (None if 10 <= n < 15 else n)
+            waiting = await queue.push_task(Task("failing"), delay=60)
+            assert waiting is not None
+            cancelled = asyncio.ensure_future(queue.wait(waiting, timeout=4))
+            while waiting not in queue._waiters.watches:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+            await queue.cancel_task(waiting)
+            assert (await cancelled).status is Status.CANCELLED
+            return [*ids, waiting], unwaited  # type: ignore[list-item]
+
+    with psycopg.connect(db.dsn, autocommit=True) as listener:
+        listener.execute(f'LISTEN "pgqueue_{db.schema}_finished"')
+        waited, unwaited = asyncio.run(scenario())
         payloads = [n.payload for n in listener.notifies(timeout=1.0)]
-    payloads = [p for p in payloads if not p.startswith("e:")]  # a late wait's echo
     announced: dict[int, str] = {}
     for payload in payloads:
         named = expand(payload)
@@ -184,7 +203,17 @@ def test_result_statements_announce_each_ended_task_once_in_runs(db: Database) -
         announced.update(named)
         if payload.startswith("F:"):
             assert payload.endswith(":gone")
-    expected = {task_id: "n" if 10 <= n < 15 else "S" for n, task_id in enumerate(ids)}
-    cancelled = max(announced)
-    assert announced == {**expected, cancelled: "c"}  # type: ignore[dict-item]
-    assert len(payloads) < len(ids) / 2  # runs, not one notification per task
+    expected = {task_id: "n" if 10 <= n < 15 else "S" for n, task_id in enumerate(waited[:40])}
+    assert announced == {**expected, waited[40]: "c"}
+    assert not announced.keys() & set(unwaited)  # nobody waited on them: no announcement
+    assert len(payloads) < len(waited) / 2  # runs, not one notification per task
+
+
+def test_a_wait_after_a_deleted_task_ended_raises_unknown_task(db: Database) -> None:
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("gone", returned, options(terminal_tasks_ttl=0))
+        task_id = queue.push_task(Task("gone", {"value": 1}))
+        assert task_id is not None
+        drain(queue, "gone")
+        with pytest.raises(UnknownTask, match=f"no task with id {task_id}"):
+            queue.wait(task_id, timeout=1)

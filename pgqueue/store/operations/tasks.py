@@ -112,25 +112,26 @@ def get_tasks(queries: Queries, task_ids: Sequence[int]) -> Operation[list[TaskI
     return Operation(steps())
 
 
-def get_finished_results(queries: Queries, task_ids: Sequence[int]) -> Operation[dict[int, Any]]:
-    """The kept results of tasks deleted as they ended, by id (ids without one are absent)."""
+def get_finished_results(
+    queries: Queries, task_ids: Sequence[int]
+) -> Operation[dict[int, tuple[str, Status, Any]]]:
+    """The kept ``(kind, status, result)`` of waited tasks deleted as they ended, by id."""
 
-    def steps() -> Steps[dict[int, Any]]:
+    def steps() -> Steps[dict[int, tuple[str, Status, Any]]]:
         rows = yield Statement(queries["get_finished_results"], {"ids": list(task_ids)})
-        return {row[0]: decode_payload(row[1]) for row in rows}
+        return {row[0]: (row[1], Status(row[2]), decode_payload(row[3])) for row in rows}
 
     return Operation(steps())
 
 
-def announce_finished_echo(queries: Queries, payload: str) -> Operation[None]:
-    """Send ``payload`` on the channel of ended tasks, from a connection other than the
-    waiters' listener: once it hears it back, it heard everything committed before."""
+def mark_task_waited(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
+    """Mark the task as waited on (its end is then announced, and kept a while if its row is
+    deleted) and read it in the same statement; ``None`` when there is no such row."""
+    check_task_id(task_id, "task id")
 
-    def steps() -> Steps[None]:
-        yield Statement(
-            queries["listener_ping"], {"channel": queries.finished_channel, "payload": payload}
-        )
-        return None
+    def steps() -> Steps[TaskInfo | None]:
+        rows = yield Statement(queries["mark_task_waited"], {"id": task_id})
+        return task_info(rows[0]) if rows else None
 
     return Operation(steps())
 

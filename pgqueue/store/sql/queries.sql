@@ -185,8 +185,9 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
 -- A 'snoozed' outcome refunds the attempt (as release_claims does) and counts the snooze.
 -- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
--- the ended ones are announced to waiters: 'f:' and runs of consecutive ids that ended alike,
--- '<first id>[-<last id>]<status letter>,…' (s, c or n), at most 150 runs a message.
+-- the ended tasks that queue.wait marked are announced: 'f:' and runs of consecutive ids that
+-- ended alike, '<first id>[-<last id>]<status letter>,…' (s, c or n), at most 150 runs a
+-- message. Unwaited tasks cost no announcement.
 WITH updated AS (
     UPDATE __schema__.tasks AS t
     SET status = CASE WHEN r.status <> 'snoozed' THEN r.status
@@ -213,7 +214,7 @@ WITH updated AS (
                 %(results)s::text[])
          AS r(id, token, status, delay, error, keep, result)
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
-    RETURNING t.id, t.kind, r.status
+    RETURNING t.id, t.kind, r.status, t.waited
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()),
@@ -239,7 +240,8 @@ WITH updated AS (
                 FROM (SELECT id, status,
                              id - row_number() OVER (PARTITION BY status ORDER BY id) AS run
                       FROM updated
-                      WHERE status IN ('succeeded', 'cancelled', 'no_attempts_left')) AS ended
+                      WHERE waited AND status IN ('succeeded', 'cancelled', 'no_attempts_left'))
+                     AS ended
                 GROUP BY status, run) AS spans) AS chunks
     GROUP BY chunk
 )
@@ -250,15 +252,16 @@ SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 -- Tokens are unique per claim, so matching the id list and the token list separately is exact,
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
 -- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
--- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement;
--- their non-null results go to finished_results (pruning those older than five minutes), and
--- waiters hear 'F:<runs as in record_outcomes, letters in upper case>:<kind>'.
+-- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
+-- The outcomes and results of waited tasks go to finished_results (pruning those older than
+-- five minutes), and their waiters hear 'F:<runs as in record_outcomes, letters in upper
+-- case>:<kind>'. Unwaited tasks cost neither.
 WITH deleted AS (
     DELETE FROM __schema__.tasks AS t
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
-    RETURNING t.id, t.kind
+    RETURNING t.id, t.kind, t.waited
 ), outcomes AS (
-    SELECT deleted.id, deleted.kind, r.status, r.result
+    SELECT deleted.id, deleted.kind, deleted.waited, r.status, r.result
     FROM deleted
     JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[], %(results)s::text[])
          AS r(id, status, result) ON r.id = deleted.id
@@ -274,12 +277,13 @@ WITH deleted AS (
     SET succeeded = tp.succeeded + excluded.succeeded,
         cancelled = tp.cancelled + excluded.cancelled
 ), kept_results AS (
-    INSERT INTO __schema__.finished_results (id, result)
-    SELECT id, result::jsonb FROM outcomes WHERE result IS NOT NULL
-    ON CONFLICT (id) DO UPDATE SET result = excluded.result, finished_at = now()
+    INSERT INTO __schema__.finished_results (id, kind, status, result)
+    SELECT id, kind, status, result::jsonb FROM outcomes WHERE waited
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, result = excluded.result, finished_at = now()
 ), pruned_results AS (
     DELETE FROM __schema__.finished_results
-    WHERE %(results)s::text[] IS NOT NULL
+    WHERE EXISTS (SELECT FROM outcomes WHERE waited)
       AND id IN (SELECT id FROM __schema__.finished_results
                  WHERE finished_at < now() - interval '5 minutes'
                  ORDER BY finished_at
@@ -294,7 +298,7 @@ WITH deleted AS (
                              || upper(left(status, 1)) AS span
                 FROM (SELECT id, kind, status,
                              id - row_number() OVER (PARTITION BY kind, status ORDER BY id) AS run
-                      FROM outcomes) AS ended
+                      FROM outcomes WHERE waited) AS ended
                 GROUP BY kind, status, run) AS spans) AS chunks
     GROUP BY kind, chunk
 )
@@ -425,8 +429,21 @@ FROM __schema__.tasks
 WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: get_finished_results
--- The kept results of tasks that were deleted as they ended (a retention of 0).
-SELECT id, result::text FROM __schema__.finished_results WHERE id = ANY (%(ids)s::bigint[]);
+-- The kept outcomes of waited tasks that were deleted as they ended (a retention of 0).
+SELECT id, kind, status, result::text
+FROM __schema__.finished_results
+WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: mark_task_waited
+-- Mark a task as waited on (its end is then announced) and read it, in one statement: an end
+-- recorded before it is in the row read, one recorded after it sees the mark.
+UPDATE __schema__.tasks
+SET waited = true
+WHERE id = %(id)s
+RETURNING id, kind, payload::text, external_key, status::text,
+          claim_token IS NOT NULL AND delayed_till > now() AS processing,
+          attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+          created_at, updated_at, started_at, finished_at, result::text, snoozes;
 
 -- name: register_kind_row
 -- Make sure the kind has its maintenance row.
@@ -516,11 +533,11 @@ WITH target AS (
     SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
     FROM target
     WHERE t.id = target.id
-    RETURNING t.id, target.was_running
+    RETURNING t.id, target.was_running, t.waited
 )
 SELECT id, was_running,
        CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END,
-       pg_notify(%(finished_channel)s, 'f:' || id::text || 'c')
+       CASE WHEN waited THEN pg_notify(%(finished_channel)s, 'f:' || id::text || 'c') END
 FROM cancelled;
 
 -- name: get_task_id_by_key

@@ -30,7 +30,10 @@ CREATE TABLE __schema__.tasks (
     -- Times a handler snoozed the task (raise Snooze): counted apart from attempts.
     snoozes          integer NOT NULL DEFAULT 0,
     -- The kind's key_scope is "while_active": the key is unique among open tasks only.
-    key_while_active boolean NOT NULL DEFAULT false
+    key_while_active boolean NOT NULL DEFAULT false,
+    -- Set by queue.wait: the result statements announce the task's end (and keep the outcome
+    -- of a task deleted as it ended) only for waited tasks.
+    waited           boolean NOT NULL DEFAULT false
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -87,12 +90,14 @@ CREATE TABLE __schema__.throughput (
     PRIMARY KEY (kind, minute)
 );
 
--- Results of tasks deleted at once (a retention of 0), kept a few minutes for the processes
--- that wait on them; only non-null results are written here. The statement that writes them
--- also deletes those older than five minutes.
+-- Outcomes and results of waited tasks (queue.wait marked them) deleted as they ended (a
+-- retention of 0), kept five minutes for their waiters. The statement that writes them also
+-- deletes those older than that.
 CREATE TABLE __schema__.finished_results (
     id          bigint PRIMARY KEY,
-    result      jsonb NOT NULL,
+    kind        text NOT NULL,
+    status      text NOT NULL,
+    result      jsonb,
     finished_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX finished_results_finished_at_idx ON __schema__.finished_results (finished_at);

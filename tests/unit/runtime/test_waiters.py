@@ -24,29 +24,23 @@ def row(task_id: int, status: str, result: str | None = None) -> tuple[Any, ...]
 
 
 class FakeServer:
-    """Rows by id, kept results, and a channel: an echo comes back after what was sent first."""
+    """Rows by id, the finished_results table, and the channel of ended tasks."""
 
     def __init__(self) -> None:
         self.rows: dict[int, tuple[Any, ...]] = {}
-        self.kept: dict[int, str] = {}
+        self.kept: dict[int, tuple[str, str, str | None]] = {}  # finished_results
         self.channel: asyncio.Queue[str] = asyncio.Queue()
-        self.before_echo: list[str] = []  # announcements "committed" just before an echo
         self.listens = 0
 
     async def run(self, op: Operation[Any]) -> Any:
         async def fetch(statement: Statement) -> list[tuple[Any, ...]]:
-            if statement.sql == QUERIES["get_task"]:
+            if statement.sql == QUERIES["mark_task_waited"]:
                 found = self.rows.get(statement.params["id"])
                 return [found] if found else []
             if statement.sql == QUERIES["get_tasks"]:
                 return [self.rows[i] for i in statement.params["ids"] if i in self.rows]
             if statement.sql == QUERIES["get_finished_results"]:
-                return [(i, self.kept[i]) for i in statement.params["ids"] if i in self.kept]
-            if statement.sql == QUERIES["listener_ping"]:
-                for payload in self.before_echo:
-                    self.channel.put_nowait(payload)
-                self.channel.put_nowait(statement.params["payload"])
-                return []
+                return [(i, *self.kept[i]) for i in statement.params["ids"] if i in self.kept]
             raise AssertionError(statement.sql)
 
         return await drive_async(op, fetch)
@@ -85,18 +79,27 @@ def test_an_announcement_hands_the_read_row_to_every_waiter_of_it() -> None:
     asyncio.run(scenario())
 
 
-def test_a_task_deleted_before_its_first_read_reports_what_its_announcement_said() -> None:
+def test_deleted_tasks_come_from_finished_results() -> None:
     async def scenario() -> None:
         server = FakeServer()
-        server.kept[8] = '{"n": 2}'
-        # The row is gone when the waiter reads it; its announcement was committed before.
-        server.before_echo.append("F:6-8S,12C:mail:x")
+        server.rows[4] = row(4, "new")
         waiters = TaskWaiters(server, QUERIES)  # type: ignore[arg-type]
-        info = await waiters.wait(8, 5)
-        assert (info.id, info.kind, info.status) == (8, "mail:x", Status.SUCCEEDED)
-        assert info.result == {"n": 2}
+        waiting = asyncio.ensure_future(waiters.wait(4, 2))
+        for _ in range(1000):
+            if 4 in waiters.watches and waiters.watches[4].seen is not None:
+                break
+            await asyncio.sleep(0)
+        del server.rows[4]  # deleted as it ended; the statement kept its outcome
+        server.kept[4] = ("k", "succeeded", '{"n": 1}')
+        server.channel.put_nowait("F:3-4S,9C:k:x")
+        info = await waiting
+        assert (info.status, info.result, info.payload) == (Status.SUCCEEDED, {"n": 1}, {"p": 1})
+        # A wait that begins after such a task was deleted gets what was kept of it, if any.
+        server.kept[8] = ("mail", "cancelled", None)
+        late = await waiters.wait(8, 2)
+        assert (late.id, late.kind, late.status, late.result) == (8, "mail", Status.CANCELLED, None)
         with pytest.raises(UnknownTask, match="no task with id 9"):
-            await waiters.wait(9, 5)  # no announcement came before the echo: unknown
+            await waiters.wait(9, 2)
         await waiters.close()
 
     asyncio.run(scenario())
