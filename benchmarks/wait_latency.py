@@ -119,7 +119,12 @@ async def measure(dsn: str, schema: str, waiters: int, rate: float, ttl: float) 
         recorder = spawn.Process(target=record_announcements, args=(dsn, schema, path, ready, stop))
         recorder.start()
         ready.wait(30)
-        await asyncio.sleep(0.5)  # every waiter registered and the listener up
+        registry = None
+        while registry is None or sum(w.seen is not None for w in registry.watches.values()) < len(
+            waits
+        ):  # every wait has marked and read its task
+            await asyncio.sleep(0.05)
+            registry = queue._waiters
         worker = spawn.Process(target=run_worker, args=(dsn, schema, ttl, rate, waiters))
         worker.start()
         infos = await asyncio.gather(*waits)
