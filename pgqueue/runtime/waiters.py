@@ -147,9 +147,9 @@ class TaskWaiters:
             self.dispatch(payload)
 
     def dispatch(self, payload: str) -> None:
-        """Act on one announcement: ``f:<runs>`` (rows kept) or ``F:<RUNS>:<kind>`` (rows
-        deleted as they ended), where a run ``<first>[-<last>]<letter>`` names consecutive ids
-        that ended alike."""
+        """Act on one announcement: ``f:<ids>`` (rows kept) or ``F:<IDS>:<kind>`` (rows deleted
+        as they ended), each ``<id><status letter>``; a run ``<first>-<last><letter>`` of
+        consecutive ids is read too."""
         prefix, _, value = payload.partition(":")
         if prefix not in ("f", "F") or not self.watches:
             return

@@ -185,9 +185,8 @@ RETURNING t.id, t.payload::text, t.external_key, t.attempts_elapsed, t.attempts_
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
 -- A 'snoozed' outcome refunds the attempt (as release_claims does) and counts the snooze.
 -- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
--- the ended tasks that queue.wait marked are announced: 'f:' and runs of consecutive ids that
--- ended alike, '<first id>[-<last id>]<status letter>,…' (s, c or n), at most 150 runs a
--- message. Unwaited tasks cost no announcement.
+-- the ended tasks that queue.wait marked are announced: 'f:<id><status letter>,…' (s, c or n),
+-- ids of one block of 150 a message. Unwaited tasks cost no announcement.
 WITH updated AS (
     UPDATE __schema__.tasks AS t
     SET status = CASE WHEN r.status <> 'snoozed' THEN r.status
@@ -231,19 +230,10 @@ WITH updated AS (
         exhausted = tp.exhausted + excluded.exhausted,
         cancelled = tp.cancelled + excluded.cancelled
 ), announced AS (
-    -- Runs of consecutive ids with one outcome, as '<first>[-<last>]<letter>', 150 a message.
-    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(span, ','))
-    FROM (SELECT span, (row_number() OVER () - 1) / 150 AS chunk
-          FROM (SELECT min(id)::text
-                       || CASE WHEN max(id) > min(id) THEN '-' || max(id)::text ELSE '' END
-                       || left(status, 1) AS span
-                FROM (SELECT id, status,
-                             id - row_number() OVER (PARTITION BY status ORDER BY id) AS run
-                      FROM updated
-                      WHERE waited AND status IN ('succeeded', 'cancelled', 'no_attempts_left'))
-                     AS ended
-                GROUP BY status, run) AS spans) AS chunks
-    GROUP BY chunk
+    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || left(status, 1), ','))
+    FROM updated
+    WHERE waited AND status IN ('succeeded', 'cancelled', 'no_attempts_left')
+    GROUP BY id / 150
 )
 SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
@@ -253,18 +243,25 @@ SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
 -- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
 -- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
--- The outcomes and results of waited tasks go to finished_results (pruning those older than
--- five minutes), and their waiters hear 'F:<runs as in record_outcomes, letters in upper
--- case>:<kind>'. Unwaited tasks cost neither.
+-- The outcomes and results of waited tasks go to finished_results (mark_task_waited prunes it),
+-- and their waiters hear 'F:<id><status letter in upper case>,…:<kind>'. Unwaited tasks cost
+-- neither.
 WITH deleted AS (
     DELETE FROM __schema__.tasks AS t
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
     RETURNING t.id, t.kind, t.waited
 ), outcomes AS (
-    SELECT deleted.id, deleted.kind, deleted.waited, r.status, r.result
+    SELECT deleted.id, deleted.kind, r.status
+    FROM deleted
+    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS r(id, status) ON r.id = deleted.id
+), waited_outcomes AS (
+    -- Apart from outcomes, which stays a single reference (inlined): the common batch, with no
+    -- waited task, pays only for an empty join here.
+    SELECT deleted.id, deleted.kind, r.status, r.result
     FROM deleted
     JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[], %(results)s::text[])
          AS r(id, status, result) ON r.id = deleted.id
+    WHERE deleted.waited
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()),
@@ -278,29 +275,14 @@ WITH deleted AS (
         cancelled = tp.cancelled + excluded.cancelled
 ), kept_results AS (
     INSERT INTO __schema__.finished_results (id, kind, status, result)
-    SELECT id, kind, status, result::jsonb FROM outcomes WHERE waited
+    SELECT id, kind, status, result::jsonb FROM waited_outcomes
     ON CONFLICT (id) DO UPDATE
     SET status = excluded.status, result = excluded.result, finished_at = now()
-), pruned_results AS (
-    DELETE FROM __schema__.finished_results
-    WHERE EXISTS (SELECT FROM outcomes WHERE waited)
-      AND id IN (SELECT id FROM __schema__.finished_results
-                 WHERE finished_at < now() - interval '5 minutes'
-                 ORDER BY finished_at
-                 LIMIT 10000
-                 FOR UPDATE SKIP LOCKED)
 ), announced AS (
-    -- As in record_outcomes, with upper-case letters and the kind at the end.
-    SELECT pg_notify(%(finished_channel)s, 'F:' || string_agg(span, ',') || ':' || kind)
-    FROM (SELECT kind, span, (row_number() OVER (PARTITION BY kind) - 1) / 150 AS chunk
-          FROM (SELECT kind, min(id)::text
-                             || CASE WHEN max(id) > min(id) THEN '-' || max(id)::text ELSE '' END
-                             || upper(left(status, 1)) AS span
-                FROM (SELECT id, kind, status,
-                             id - row_number() OVER (PARTITION BY kind, status ORDER BY id) AS run
-                      FROM outcomes WHERE waited) AS ended
-                GROUP BY kind, status, run) AS spans) AS chunks
-    GROUP BY kind, chunk
+    SELECT pg_notify(%(finished_channel)s,
+                     'F:' || string_agg(id::text || upper(left(status, 1)), ',') || ':' || kind)
+    FROM waited_outcomes
+    GROUP BY kind, id / 150
 )
 SELECT id FROM deleted CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
@@ -436,7 +418,16 @@ WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: mark_task_waited
 -- Mark a task as waited on (its end is then announced) and read it, in one statement: an end
--- recorded before it is in the row read, one recorded after it sees the mark.
+-- recorded before it is in the row read, one recorded after it sees the mark. Also deletes
+-- up to 100 outcomes kept in finished_results for over five minutes (only waits make them).
+WITH pruned AS (
+    DELETE FROM __schema__.finished_results
+    WHERE id IN (SELECT id FROM __schema__.finished_results
+                 WHERE finished_at < now() - interval '5 minutes'
+                 ORDER BY finished_at
+                 LIMIT 100
+                 FOR UPDATE SKIP LOCKED)
+)
 UPDATE __schema__.tasks
 SET waited = true
 WHERE id = %(id)s
