@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -115,7 +116,7 @@ async def measure(dsn: str, schema: str, waiters: int, rate: float, ttl: float) 
         waits = [asyncio.ensure_future(wait(task_id)) for task_id in ids if task_id is not None]
         spawn = multiprocessing.get_context("spawn")
         ready, stop = spawn.Event(), spawn.Event()
-        path = f"/tmp/{schema}.announcements"
+        path = os.path.join(tempfile.gettempdir(), f"{schema}.announcements")
         recorder = spawn.Process(target=record_announcements, args=(dsn, schema, path, ready, stop))
         recorder.start()
         ready.wait(30)
