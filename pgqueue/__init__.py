@@ -9,13 +9,17 @@ from pgqueue.errors import (
     CapacityExceeded,
     DatabaseUnavailable,
     InvalidOptions,
+    InvalidResult,
     InvalidTask,
     MustCancelTask,
     NotInTransaction,
     PgQueueError,
     QueueClosed,
     SchemaNotMigrated,
+    Snooze,
     UnknownKind,
+    UnknownTask,
+    WaitTimeout,
 )
 from pgqueue.limits import Limiter, LimitOverrides, RateLimit
 from pgqueue.options import KindOptions, LoopOptions
@@ -37,6 +41,7 @@ __all__ = [
     "Envelope",
     "ExpBackoffDelayer",
     "InvalidOptions",
+    "InvalidResult",
     "InvalidTask",
     "Invoker",
     "Jitter",
@@ -55,6 +60,7 @@ __all__ = [
     "QueueTask",
     "RateLimit",
     "SchemaNotMigrated",
+    "Snooze",
     "Stamp",
     "Status",
     "StopMode",
@@ -62,4 +68,6 @@ __all__ = [
     "TaskInfo",
     "ThroughputPoint",
     "UnknownKind",
+    "UnknownTask",
+    "WaitTimeout",
 ]

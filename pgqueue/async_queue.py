@@ -15,6 +15,7 @@ from pgqueue.limits import RateLimit
 from pgqueue.options import KindOptions
 from pgqueue.runtime import Runtime, StopMode
 from pgqueue.store import operations
+from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store.executor import AsyncExecutor
 from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
@@ -81,6 +82,7 @@ class AsyncQueue(QueueBase):
         super().__init__(schema=schema, stamps=stamps)
         self.executor = async_executor_for(target, max_connections, listen_dsn)
         self._runtime: Runtime | None = None
+        self._waiters: TaskWaiters | None = None
 
     def task(self, kind: str, options: KindOptions) -> AsyncQueueTaskDecorator:
         """Register the decorated function as the handler of ``kind``; push it with its arguments.
@@ -298,6 +300,20 @@ class AsyncQueue(QueueBase):
             self._runtime = None
             self._state = QueueState.STOPPED
 
+    async def wait(self, task_id: int, timeout: float | None = None) -> TaskInfo:  # noqa: ASYNC109 - as Queue
+        """Wait until the task with this id has ended and return it, with its ``result``.
+
+        Ended means ``succeeded``, ``cancelled`` or ``no_attempts_left`` (not running); a task
+        deleted as it ended (a retention of 0) still reports its outcome and result. One LISTEN
+        connection serves every wait of the queue. Raises :class:`~pgqueue.errors.UnknownTask`
+        at once when there is no such task, and :class:`~pgqueue.errors.WaitTimeout` (a
+        ``TimeoutError``) when it has not ended within ``timeout`` seconds.
+        """
+        self._check_open()
+        if self._waiters is None:
+            self._waiters = TaskWaiters(self.executor, self.queries)
+        return await self._waiters.wait(task_id, timeout)
+
     async def wait_listening(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - as Queue
         """Wait until the running queue listens for push notifications (for tests and tools);
         ``TimeoutError`` after ``timeout`` seconds."""
@@ -309,6 +325,8 @@ class AsyncQueue(QueueBase):
         if self._state is QueueState.CLOSED:
             return
         await self.stop(mode)
+        if self._waiters is not None:
+            await self._waiters.close()
         await self.executor.close()
         self._state = QueueState.CLOSED
 

@@ -17,6 +17,7 @@ class Envelope:
 
     ``cancel_requested`` turns true when the task is cancelled while it runs (for instance by
     ``cancel_task_by_key``) or the queue aborts; a long handler should check it and return.
+    ``snoozes`` is how many times the task snoozed before this attempt (``raise Snooze``).
     """
 
     __slots__ = (
@@ -33,6 +34,7 @@ class Envelope:
         "messages",
         "monotonic_deadline",
         "payload",
+        "snoozes",
     )
 
     def __init__(
@@ -48,6 +50,7 @@ class Envelope:
         deadline: datetime,
         monotonic_deadline: float,
         messages: list[str],
+        snoozes: int = 0,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -61,6 +64,7 @@ class Envelope:
         self._deadline_after = 0.0
         self.monotonic_deadline = monotonic_deadline
         self.messages = messages
+        self.snoozes = snoozes
         self._cancelled = False
 
     @classmethod
@@ -77,6 +81,7 @@ class Envelope:
         seconds_left: float,
         monotonic_deadline: float,
         messages: list[str],
+        snoozes: int = 0,
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
         ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
@@ -91,6 +96,7 @@ class Envelope:
             deadline=claimed_at,
             monotonic_deadline=monotonic_deadline,
             messages=messages,
+            snoozes=snoozes,
         )
         self._deadline = None
         self._deadline_after = seconds_left

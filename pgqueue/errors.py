@@ -7,6 +7,9 @@ the documentation lists them all.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+
+from pgqueue.bounds import MAX_SECONDS
 
 DISTRIBUTION = "pgqueue-tasks"
 """The name pgqueue is installed under (``pip install pgqueue-tasks``); it imports as pgqueue."""
@@ -89,8 +92,49 @@ class MustCancelTask(Exception):
     """Raised by a handler or hook: end the task as ``cancelled``, with no further attempts."""
 
 
+class Snooze(Exception):
+    """Raised by a handler: put the task back to waiting for ``seconds`` without consuming an
+    attempt (``Snooze(30)``, or a ``timedelta``). Each snooze is counted on the task's row; past
+    the kind's ``max_snoozes`` a snooze is a failure like an exception.
+
+    ``seconds`` must be from 0 to ten years: ``Snooze(-1)`` raises :class:`InvalidTask`.
+    """
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        value = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not 0 <= value <= MAX_SECONDS  # also false for NaN
+        ):
+            raise InvalidTask(
+                f"Snooze needs a delay from 0 to {MAX_SECONDS:.0f} seconds (10 years), "
+                f"got {seconds!r}"
+            )
+        super().__init__(f"snoozed for {float(value):g}s")
+        self.seconds = float(value)
+
+
+class SnoozeLimit(PgQueueError):
+    """A handler snoozed a task more than its kind's ``max_snoozes``: that snooze is recorded
+    as a failure with this error."""
+
+
 class AttemptTimeout(PgQueueError, TimeoutError):
     """The attempt ran past its deadline (recorded in the task's error ring)."""
+
+
+class UnknownTask(InvalidTask, LookupError):
+    """No task has this id (it never existed, or retention deleted it)."""
+
+
+class WaitTimeout(PgQueueError, TimeoutError):
+    """``queue.wait`` gave up: the task did not end within the timeout."""
+
+
+class InvalidResult(PgQueueError, ValueError):
+    """A handler returned a value that cannot be stored as the task's result (not JSON, or over
+    ``KindOptions.max_result_bytes``): the attempt fails with this error."""
 
 
 # SQLSTATEs of a statement that names a missing relation, type or schema of pgqueue's.

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 from pgqueue.bounds import MAX_ATTEMPTS, MAX_INT, MAX_SECONDS, MAX_WORKER_COUNT
 from pgqueue.delayer import Delayer, ExpBackoffDelayer
@@ -27,6 +27,8 @@ FailureHook = Callable[
 
 SHORT_ATTEMPT = 0.05  # seconds: below this on average, claiming ahead pays off
 PREFETCH_WINDOW = 0.025  # seconds of work (at the average attempt length) claimed ahead
+DEFAULT_MAX_RESULT_BYTES = 1_048_576  # 1 MiB, like payloads
+MAX_RESULT_BYTES = 64 * 1_048_576  # the ceiling of max_result_bytes (jsonb holds ~255 MB)
 
 
 def resolve(value: Provider[T]) -> T:
@@ -154,6 +156,13 @@ class KindOptions:
     - ``global_concurrency``: at most this many attempts running at once, fleet-wide.
     - ``group_concurrency``, ``group_rate_limit``: the same per ``Task.group``.
     - ``limiter``: a :class:`~pgqueue.limits.Limiter` of your own, asked before each claim.
+    - ``max_result_bytes``: the largest result (the handler's return value as JSON) stored
+      with a success; a larger one, or one that is not JSON, fails the attempt.
+    - ``max_snoozes``: how many times a task may ``raise Snooze(...)``; the next snooze is a
+      failure (it consumes the attempt, and the failure hook and delayer decide).
+    - ``key_scope``: how long an ``external_key`` stays taken: ``"until_deleted"`` (while the
+      task's row exists, retention included) or ``"while_active"`` (while its task is waiting or
+      running: once it ended, the key can be pushed again).
     """
 
     attempt_timeout: Seconds
@@ -175,6 +184,9 @@ class KindOptions:
     group_concurrency: int | None = None
     group_rate_limit: RateLimit | None = None
     limiter: Limiter | None = None
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    max_snoozes: int = 100
+    key_scope: Literal["until_deleted", "while_active"] = "until_deleted"
 
     def validate(self) -> KindOptions:
         """Check every static option and the current value of every provider."""
@@ -184,6 +196,12 @@ class KindOptions:
         check_int("max_attempts", self.max_attempts, minimum=1, maximum=MAX_ATTEMPTS)
         check_int("max_task_error_messages", self.max_task_error_messages, minimum=0)
         check_int("max_pending", self.max_pending, minimum=1, optional=True)
+        check_int("max_result_bytes", self.max_result_bytes, minimum=0, maximum=MAX_RESULT_BYTES)
+        check_int("max_snoozes", self.max_snoozes, minimum=0)
+        if self.key_scope not in ("until_deleted", "while_active"):
+            raise InvalidOptions(
+                f'key_scope must be "until_deleted" or "while_active", got {self.key_scope!r}'
+            )
         if not isinstance(self.delayer, Delayer):
             raise InvalidOptions("delayer must have a delay(attempt) -> seconds method")
         for name in ("before", "after", "failure", "success"):

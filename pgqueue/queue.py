@@ -22,6 +22,7 @@ from pgqueue.limits import RateLimit
 from pgqueue.options import KindOptions
 from pgqueue.runtime import Runtime, StopMode
 from pgqueue.store import operations
+from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store.executor import SyncExecutor
 from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA
@@ -102,6 +103,7 @@ class Queue(QueueBase):
         self._loop_thread: _LoopThread | None = None
         self._runtime: Runtime | None = None
         self._runtime_executor: Any = None
+        self._waiters: TaskWaiters | None = None
         self._lock = threading.Lock()
 
     def task(self, kind: str, options: KindOptions) -> QueueTaskDecorator:
@@ -291,7 +293,8 @@ class Queue(QueueBase):
             self._runtime = self._loop_thread.call(self._start_runtime())
             self._state = QueueState.RUNNING
 
-    async def _start_runtime(self) -> Runtime:
+    def _async_executor(self) -> Any:
+        """The executor of the workers and waiters, on the loop thread (built on first use)."""
         from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 
         if self._runtime_executor is None:
@@ -303,7 +306,17 @@ class Queue(QueueBase):
                     self._conninfo, max_size=self._max_connections, listen_dsn=self._listen_dsn
                 )
             )
-        await self._runtime_executor.run(check_schema(self.queries))
+        return self._runtime_executor
+
+    def _loop(self) -> _LoopThread:
+        with self._lock:
+            self._check_open()
+            if self._loop_thread is None:
+                self._loop_thread = _LoopThread()
+            return self._loop_thread
+
+    async def _start_runtime(self) -> Runtime:
+        await self._async_executor().run(check_schema(self.queries))
         runtime = Runtime(
             self.registry,
             self.queries,
@@ -314,6 +327,22 @@ class Queue(QueueBase):
         )
         await runtime.start()
         return runtime
+
+    def wait(self, task_id: int, timeout: float | None = None) -> TaskInfo:
+        """Wait until the task with this id has ended and return it, with its ``result``.
+
+        Ended means ``succeeded``, ``cancelled`` or ``no_attempts_left`` (not running); a task
+        deleted as it ended (a retention of 0) still reports its outcome and result. One LISTEN
+        connection serves every wait of the queue. Raises :class:`~pgqueue.errors.UnknownTask`
+        at once when there is no such task, and :class:`~pgqueue.errors.WaitTimeout` (a
+        ``TimeoutError``) when it has not ended within ``timeout`` seconds.
+        """
+        return self._loop().call(self._wait(task_id, timeout))
+
+    async def _wait(self, task_id: int, timeout: float | None) -> TaskInfo:  # noqa: ASYNC109 - passed on
+        if self._waiters is None:
+            self._waiters = TaskWaiters(self._async_executor(), self.queries)
+        return await self._waiters.wait(task_id, timeout)
 
     def stop(self, mode: StopMode = StopMode.DRAIN) -> None:
         """Stop claiming; drain in-flight attempts, or abort them and hand their tasks back.
@@ -357,6 +386,8 @@ class Queue(QueueBase):
         self.stop(mode)
         with self._lock:
             if self._loop_thread is not None:
+                if self._waiters is not None:
+                    self._loop_thread.call(self._waiters.close())
                 if self._runtime_executor is not None:
                     self._loop_thread.call(self._runtime_executor.close())
                 self._loop_thread.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.errors import InvalidTask
+from pgqueue.errors import InvalidResult, InvalidTask
 
 if TYPE_CHECKING:
     from pgqueue.limits import LimitOverrides
@@ -73,7 +73,9 @@ class TaskInfo:
 
     ``status`` is ``processing`` while a worker holds the task's lease, else ``stored_status``;
     ``messages`` holds the error messages of the latest failed attempts (newest last);
-    ``delayed_till`` is when the task is due (or its lease ends, while it is processing).
+    ``delayed_till`` is when the task is due (or its lease ends, while it is processing);
+    ``result`` is what the handler returned, stored with the success (``None`` otherwise);
+    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt).
     """
 
     id: int
@@ -91,6 +93,8 @@ class TaskInfo:
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: Any = None
+    snoozes: int = 0
 
 
 COUNTED_STATUSES: tuple[str, ...] = (
@@ -177,6 +181,34 @@ def encode_payload(payload: Any) -> str | None:
     if "\\u0000" in text:
         # PostgreSQL's jsonb cannot store NUL characters.
         raise InvalidTask("task payload contains a NUL character, which PostgreSQL cannot store")
+    return text
+
+
+def encode_result(value: Any, max_bytes: int) -> str | None:
+    """A handler's return value as JSON text (``None`` stays SQL NULL); raise
+    :class:`InvalidResult` naming the type or the size when it cannot be stored."""
+    if value is None:
+        return None
+    try:
+        text = JSON_ENCODER.encode(value)
+    except RecursionError as exc:
+        raise InvalidResult(
+            f"the handler returned a {type(value).__name__} that is circular, not JSON"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidResult(
+            f"the handler returned a {type(value).__name__} that is not JSON-serialisable: {exc}"
+        ) from exc
+    if "\\u0000" in text:
+        raise InvalidResult("the handler's result contains a NUL character, which PostgreSQL "
+                            "cannot store")  # fmt: skip
+    if len(text) * 4 > max_bytes:  # UTF-8 takes at most 4 bytes a character
+        size = len(text.encode())
+        if size > max_bytes:
+            raise InvalidResult(
+                f"the handler's result is {size:,} bytes as JSON, over the kind's "
+                f"max_result_bytes of {max_bytes:,}"
+            )
     return text
 
 

@@ -78,6 +78,7 @@ class DrainedTask:
     status: Status
     error: str | None = None
     delay: float = 0.0
+    result: Any = None  # what the handler returned (as stored: decoded from its JSON)
 
 
 # --- assertions -------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class _Drainer:
     async def attempt(self, spec: KindSpec, runner: AttemptRunner, row: Row) -> Result:
         """Run one claimed task's attempt (deadline enforced for async handlers)."""
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         _lease_lost) = row  # fmt: skip
+         _lease_lost, snoozes) = row  # fmt: skip
         loop = asyncio.get_running_loop()
         now = loop.time()
         envelope = Envelope.claimed(
@@ -241,6 +242,7 @@ class _Drainer:
             runner.timeout,
             now + runner.timeout,
             [] if messages is None else list(messages),
+            snoozes,
         )
         guard = DeadlineGuard()
         timer = loop.call_at(envelope.monotonic_deadline, guard.fire)
@@ -275,6 +277,7 @@ def _drained(result: Result, row: Row) -> DrainedTask:
         outcome.status,
         outcome.error,
         outcome.delay,
+        None if outcome.result is None else json_loads(outcome.result),
     )
 
 

@@ -279,7 +279,7 @@ def show_task(
     table.add_column("field", style="bold")
     table.add_column("value")
     for name, value in _task_dict(task).items():
-        if name == "payload":
+        if name in ("payload", "result"):
             value = json.dumps(value, ensure_ascii=False)
         elif name == "messages":
             value = "\n".join(value) or "-"

@@ -128,6 +128,8 @@ async def enqueue(
         "updated_at": to_jsonable_python(created_at),  # the insert set both to now()
         "started_at": None,
         "finished_at": None,
+        "result": None,
+        "snoozes": 0,
     }
     return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 

@@ -104,6 +104,8 @@ class TaskOut(BaseModel):
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    result: Any = Field(None, description="What the handler returned, stored with the success.")
+    snoozes: int = Field(0, description="Times the handler snoozed the task (no attempt used).")
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskOut:
@@ -123,6 +125,8 @@ class TaskOut(BaseModel):
             updated_at=info.updated_at,
             started_at=info.started_at,
             finished_at=info.finished_at,
+            result=info.result,
+            snoozes=info.snoozes,
         )
 
 

@@ -73,7 +73,7 @@ class AttemptLifecycle:
 
     def _start(self, row: tuple[Any, ...], now: float, claimed_locally_at: float) -> None:
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         lease_lost) = row  # fmt: skip
+         lease_lost, snoozes) = row  # fmt: skip
         if lease_lost:
             log.warning(
                 "task %s (%s) was claimed again after a lost lease",
@@ -95,6 +95,7 @@ class AttemptLifecycle:
             waited + timeout,
             now + timeout,
             [] if messages is None else messages,
+            snoozes,
         )
         attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt

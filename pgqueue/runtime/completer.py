@@ -150,6 +150,8 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                     "ids": int_array(r.task_id for r in deletes),
                     "tokens": uuid_array(r.token for r in deletes),
                     "statuses": [r.outcome.status.value for r in deletes],
+                    "results": results_of(deletes),
+                    "finished_channel": queries.finished_channel,
                 },
             )
             applied.update(row[0] for row in rows)
@@ -159,10 +161,14 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 {
                     "ids": int_array(r.task_id for r in updates),
                     "tokens": uuid_array(r.token for r in updates),
-                    "statuses": [r.outcome.status.value for r in updates],
+                    "statuses": [
+                        "snoozed" if r.outcome.snooze else r.outcome.status.value for r in updates
+                    ],
                     "delays": [r.outcome.delay for r in updates],
                     "errors": [r.outcome.error for r in updates],
                     "keeps": [r.keep_messages for r in updates],
+                    "results": results_of(updates),
+                    "finished_channel": queries.finished_channel,
                 },
             )
             applied.update(row[0] for row in rows)
@@ -173,6 +179,13 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
         return applied
 
     return Operation(steps())
+
+
+def results_of(results: Sequence[Result]) -> list[str | None] | None:
+    """The results as JSON texts aligned with ``results``, or ``None`` (SQL NULL, which
+    ``unnest`` pads as NULLs) when none has one: handlers that return nothing send no array."""
+    texts = [r.outcome.result for r in results]
+    return texts if any(text is not None for text in texts) else None
 
 
 def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:

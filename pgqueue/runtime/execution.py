@@ -16,11 +16,11 @@ from typing import Any
 
 from pgqueue.bounds import MAX_SECONDS
 from pgqueue.envelope import Decision, DecisionKind, Envelope, Invoker, Stamp
-from pgqueue.errors import AttemptTimeout, MustCancelTask
+from pgqueue.errors import AttemptTimeout, MustCancelTask, Snooze, SnoozeLimit
 from pgqueue.options import is_async_callable
 from pgqueue.registry import KindSpec
 from pgqueue.runtime.threads import Job, SyncThreadPool
-from pgqueue.task import Status
+from pgqueue.task import Status, encode_result
 
 log = logging.getLogger("pgqueue.execution")
 
@@ -36,6 +36,8 @@ class Outcome:
     status: Status
     delay: float = 0.0
     error: str | None = None
+    result: str | None = None  # a success's result as JSON text
+    snooze: bool = False  # back to waiting for ``delay`` with the attempt refunded
 
 
 SUCCEEDED = Outcome(Status.SUCCEEDED)
@@ -195,6 +197,8 @@ class AttemptRunner:
         options = self.options
         error: BaseException | None = None
         cancelled = False
+        result: str | None = None
+        snooze: Snooze | None = None
         if options.before is not None:
             try:
                 await self._call_hook(
@@ -216,11 +220,13 @@ class AttemptRunner:
                 guard.enter()
                 try:
                     try:
-                        await self.invoker(envelope)
+                        value = await self.invoker(envelope)
                     finally:
                         fired = guard.leave()
                     if fired:  # it swallowed the cancellation and returned late
                         raise asyncio.CancelledError
+                    if value is not None:
+                        result = encode_result(value, options.max_result_bytes)
                 except asyncio.CancelledError:
                     if not fired:
                         raise
@@ -230,6 +236,14 @@ class AttemptRunner:
                         error = AttemptTimeout(f"attempt timed out after {self.timeout:g}s")
                 except MustCancelTask:
                     cancelled = True
+                except Snooze as exc:
+                    if envelope.snoozes < options.max_snoozes:
+                        snooze = exc
+                    else:
+                        error = SnoozeLimit(
+                            f"the task snoozed {envelope.snoozes} times, the kind's max_snoozes;"
+                            f" this snooze ({exc.seconds:g}s) counts as a failure"
+                        )
                 except BaseException as exc:  # noqa: BLE001 - caught and recorded: nothing escapes an attempt
                     error = exc
         if error is None and options.after is not None:
@@ -247,6 +261,8 @@ class AttemptRunner:
                 )
         if cancelled:
             return CANCELLED
+        if snooze is not None:
+            return Outcome(Status.MUST_RETRY, delay=min(snooze.seconds, MAX_SECONDS), snooze=True)
         if error is None:
             if options.success is not None:
                 try:
@@ -257,7 +273,7 @@ class AttemptRunner:
                     log.warning(
                         "success hook failed: %s", describe_error(exc), extra=_task_extra(envelope)
                     )
-            return SUCCEEDED
+            return SUCCEEDED if result is None else Outcome(Status.SUCCEEDED, result=result)
         return await self._failed(envelope, error)
 
     async def _failed(self, envelope: Envelope, error: BaseException) -> Outcome:

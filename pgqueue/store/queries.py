@@ -75,6 +75,8 @@ class Queries:
     def __init__(self, schema: str = DEFAULT_SCHEMA) -> None:
         self.schema = validate_schema_name(schema)
         self.channel = f"pgqueue_{self.schema}"
+        # Ended tasks are announced here, for the processes that wait on them (queue.wait).
+        self.finished_channel = f"pgqueue_{self.schema}_finished"
         raw = _raw_queries()
         self._sql = {
             name: _spliced(q.sql, raw).replace("__schema__", self.schema) for name, q in raw.items()

@@ -84,7 +84,13 @@ def test_tasks_list_show_cancel_retry(filled: Database) -> None:
 
     shown = ok_json(filled, "tasks", "show", str(page[0]["id"]))
     assert shown["payload"] == {"n": 2} and shown["status"] == "new"
+    assert shown["result"] is None
     assert "key-2" in cli(filled, "tasks", "show", str(page[0]["id"])).stdout
+    filled.fetch(
+        "UPDATE {schema}.tasks SET result = '{\"rows\": 42}' WHERE id = %s", (page[1]["id"],)
+    )
+    assert ok_json(filled, "tasks", "show", str(page[1]["id"]))["result"] == {"rows": 42}
+    assert '{"rows": 42}' in cli(filled, "tasks", "show", str(page[1]["id"])).stdout
 
     assert ok_json(filled, "tasks", "cancel", "mail", "key-2")["cancelled"] is True
     again = cli(filled, "tasks", "cancel", "mail", "key-2")

@@ -63,6 +63,11 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "delay": 5.0,
         "notify_within": 1.0,
     },
+    "push_scoped_tasks": {
+        "tasks": json.dumps([[KIND, None, "key-3", 3, True], [KIND, None, "key-4", 3, False]]),
+        "delay": 5.0,
+        "notify_within": 1.0,
+    },
     "lock_kind_capacity": {"lock_key": f"x:{KIND}"},
     "count_pending_tasks": {"kind": KIND},
     "poll_due_kinds": {"kinds": [KIND]},
@@ -75,11 +80,13 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "delays": [0.0, 1.5],
         "errors": [None, "RuntimeError: boom"],
         "keeps": [3, 3],
+        "results": ['{"rows": 1}', None],
     },
     "delete_finished_tasks": {
         "ids": "{1}",
         "tokens": "{" + TOKEN + "}",
         "statuses": ["succeeded"],
+        "results": ['{"rows": 2}'],
     },
     "release_claims": {"ids": "{1}", "tokens": "{" + TOKEN + "}"},
     "notify_kinds": {"kinds": [KIND]},
@@ -88,6 +95,9 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "retry_task": {"id": 1, "attempts": 2},
     "retry_tasks": {"kind": KIND, "attempts": 2, "limit": 10},
     "get_task": {"id": 1},
+    "get_tasks": {"ids": [1, 2]},
+    "get_finished_results": {"ids": [1, 2]},
+    "mark_task_waited": {"id": 1},
     "list_tasks": {
         "kind": KIND,
         "status": "cancelled",
@@ -195,6 +205,8 @@ def statement_params(queries: Queries, name: str) -> dict[str, Any]:
     params = dict(STATEMENT_PARAMS[name])
     if "%(channel)s" in queries[name]:
         params["channel"] = queries.channel
+    if "%(finished_channel)s" in queries[name]:
+        params["finished_channel"] = queries.finished_channel
     if "%(schema)s" in queries[name]:
         params["schema"] = queries.schema
     return params

@@ -350,3 +350,18 @@ def test_the_dashboard_kinds_page_shows_and_sets_limits(server: Server) -> None:
         headers=origin,
     )
     assert bad.status_code == 400
+
+
+def test_task_body_and_dashboard_page_show_the_result(server: Server, module_db: Database) -> None:
+    created = enqueue(server, kind="email", payload=None)
+    module_db.fetch(
+        "UPDATE {schema}.tasks SET status = 'succeeded', finished_at = now(),"
+        ' result = \'{"sent": "<b>ok</b>"}\' WHERE id = %s',
+        (created["id"],),
+    )
+    assert created["result"] is None
+    body = server.client.get(f"/tasks/{created['id']}").json()
+    assert body["result"] == {"sent": "<b>ok</b>"}
+    page = server.client.get(f"/ui/tasks/{created['id']}")
+    assert page.status_code == 200
+    assert 'id="task-result"' in page.text and "&lt;b&gt;ok&lt;/b&gt;" in page.text

@@ -208,6 +208,7 @@ def downgrade():
         "pgqueue_0002_operations.py",
         "pgqueue_0003_flow_control.py",
         "pgqueue_0004_audit.py",
+        "pgqueue_0005_results.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
@@ -225,3 +226,34 @@ def downgrade():
         assert heads == {"host_0001", HEAD}
     finally:
         empty_schema.fetch(f"DROP TABLE IF EXISTS {host_table}, {version_table}")
+
+
+def test_downgrade_from_0005_keeps_one_row_per_key_and_drops_what_it_added(
+    empty_schema: Database,
+) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    empty_schema.fetch(
+        "INSERT INTO {schema}.tasks (kind, external_key, status, attempts_left, max_attempts,"
+        " key_while_active, result) VALUES"
+        " ('k', 'a', 'succeeded', 0, 1, true, '1'), ('k', 'a', 'new', 1, 1, true, NULL),"
+        " ('k', 'b', 'succeeded', 0, 1, false, '2')"
+    )
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema, "pgqueue_0002")
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0002"
+    rows = empty_schema.fetch("SELECT external_key, status::text FROM {schema}.tasks ORDER BY id")
+    assert rows == [(None, "succeeded"), ("a", "new"), ("b", "succeeded")]
+    columns = {
+        row[0]
+        for row in empty_schema.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = 'tasks'",
+            (empty_schema.schema,),
+        )
+    }
+    assert not columns & {"result", "snoozes", "key_while_active"}
+    assert (
+        empty_schema.scalar("SELECT to_regclass(%s)", (f"{empty_schema.schema}.finished_results",))
+        is None
+    )
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"

@@ -85,6 +85,15 @@ def push_tasks(
     # longest poll period among the batch's kinds.
     notify_within = max(spec.options.loop.poll_period for spec in specs.values()) if specs else 0.0
     keyed = any(row[2] is not None for row in rows)
+    # Keys of while_active kinds are unique among open tasks only: another statement.
+    scoped = keyed and any(spec.options.key_scope == "while_active" for spec in specs.values())
+    if scoped:
+        document = (
+            JSON_ENCODER.encode(
+                [(*row, specs[row[0]].options.key_scope == "while_active") for row in rows]
+            ),
+            None,
+        )
 
     def steps() -> Steps[list[int | None]]:
         if not rows:
@@ -97,7 +106,7 @@ def push_tasks(
             pending = int(counted[0][0])
             if pending + requested > cap:
                 raise CapacityExceeded(kind, cap, pending, requested)
-        if single_task:
+        if single_task and not scoped:
             kind, _, key, max_attempts, priority, group = rows[0]
             statement = _single_push(
                 queries, kind, document[1], key, max_attempts, seconds, notify_within,
@@ -105,8 +114,9 @@ def push_tasks(
             )  # fmt: skip
             inserted = yield statement
             return [inserted[0][0] if inserted else None]
+        name = "push_scoped_tasks" if scoped else "push_tasks" if keyed else "push_keyless_tasks"
         inserted = yield Statement(
-            queries["push_tasks" if keyed else "push_keyless_tasks"],
+            queries[name],
             {
                 "tasks": document[0],
                 "delay": seconds,
@@ -211,6 +221,8 @@ def _push_uncapped_one(
     spec = registry.get(kind)  # registered kinds were validated; a miss is validated there
     if spec.options.max_pending is not None:
         return None
+    if key is not None and spec.options.key_scope == "while_active":
+        return None  # the batch path knows such keys
     if key is not None:
         validate_external_key(key)
     priority, group = _priority_and_group(task, spec)

@@ -49,7 +49,13 @@ def cancel_task_by_key(
         yield from known.steps
         rows = yield Statement(
             queries["cancel_task"],
-            {"id": None, "kind": kind, "external_key": external_key, "channel": queries.channel},
+            {
+                "id": None,
+                "kind": kind,
+                "external_key": external_key,
+                "channel": queries.channel,
+                "finished_channel": queries.finished_channel,
+            },
         )
         return bool(rows)
 
@@ -96,7 +102,42 @@ def get_task(
     return Operation(steps(), readonly=replica_ok)
 
 
-def _check_task_id(value: object, name: str) -> int:
+def get_tasks(queries: Queries, task_ids: Sequence[int]) -> Operation[list[TaskInfo]]:
+    """Read the tasks with these ids that exist (in no particular order)."""
+
+    def steps() -> Steps[list[TaskInfo]]:
+        rows = yield Statement(queries["get_tasks"], {"ids": list(task_ids)})
+        return [task_info(row) for row in rows]
+
+    return Operation(steps())
+
+
+def get_finished_results(
+    queries: Queries, task_ids: Sequence[int]
+) -> Operation[dict[int, tuple[str, Status, Any]]]:
+    """The kept ``(kind, status, result)`` of waited tasks deleted as they ended, by id."""
+
+    def steps() -> Steps[dict[int, tuple[str, Status, Any]]]:
+        rows = yield Statement(queries["get_finished_results"], {"ids": list(task_ids)})
+        return {row[0]: (row[1], Status(row[2]), decode_payload(row[3])) for row in rows}
+
+    return Operation(steps())
+
+
+def mark_task_waited(queries: Queries, task_id: int) -> Operation[TaskInfo | None]:
+    """Mark the task as waited on (its end is then announced, and kept a while if its row is
+    deleted) and read it in the same statement; ``None`` when there is no such row."""
+    check_task_id(task_id, "task id")
+
+    def steps() -> Steps[TaskInfo | None]:
+        rows = yield Statement(queries["mark_task_waited"], {"id": task_id})
+        return task_info(rows[0]) if rows else None
+
+    return Operation(steps())
+
+
+def check_task_id(value: object, name: str) -> int:
+    """Return ``value`` if it is a positive 64-bit int; raise :class:`InvalidTask` otherwise."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidTask(f"{name} must be an int, got {value!r}")
     if not 1 <= value <= 2**63 - 1:
@@ -107,7 +148,8 @@ def _check_task_id(value: object, name: str) -> int:
 def task_info(row: Sequence[Any]) -> TaskInfo:
     """A :class:`TaskInfo` from a row of ``get_task``'s columns."""
     (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
-     delayed_till, created_at, updated_at, started_at, finished_at) = row  # fmt: skip
+     delayed_till, created_at, updated_at, started_at, finished_at, result,
+     snoozes) = row  # fmt: skip
     stored = Status(status)
     return TaskInfo(
         id=id_,
@@ -125,6 +167,8 @@ def task_info(row: Sequence[Any]) -> TaskInfo:
         updated_at=updated_at,
         started_at=started_at,
         finished_at=finished_at,
+        result=decode_payload(result),
+        snoozes=snoozes,
     )
 
 
@@ -151,7 +195,7 @@ def list_tasks(
         "kind": None if kind is None else validate_kind_name(kind),
         "status": _check_status_filter(status),
         "key_prefix": None if key_prefix is None else _check_key_prefix(key_prefix),
-        "before_id": None if before_id is None else _check_task_id(before_id, "before_id"),
+        "before_id": None if before_id is None else check_task_id(before_id, "before_id"),
         "limit": check_int_range("limit", limit, 1, MAX_LIST_LIMIT),
     }
     name = "list_tasks"
@@ -205,12 +249,18 @@ def _check_key_prefix(prefix: object) -> str:
 
 def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
     """Cancel the waiting or running task with this id; True when it was cancelled."""
-    _check_task_id(task_id, "task id")
+    check_task_id(task_id, "task id")
 
     def steps() -> Steps[bool]:
         rows = yield Statement(
             queries["cancel_task"],
-            {"id": task_id, "kind": None, "external_key": None, "channel": queries.channel},
+            {
+                "id": task_id,
+                "kind": None,
+                "external_key": None,
+                "channel": queries.channel,
+                "finished_channel": queries.finished_channel,
+            },
         )
         return bool(rows)
 
@@ -220,7 +270,7 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
 def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]:
     """Make the task with this id due now unless it is running: an ended one (out of attempts,
     cancelled or succeeded) gets ``attempts`` fresh attempts; True when the task changed."""
-    _check_task_id(task_id, "task id")
+    check_task_id(task_id, "task id")
     check_int_range("attempts", attempts, 1, MAX_ATTEMPTS)
 
     def steps() -> Steps[bool]:

@@ -12,7 +12,8 @@ WITH inserted AS (
          task_group)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
             now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
     RETURNING id, kind, delayed_till, created_at
 )
 SELECT id,
@@ -63,7 +64,49 @@ WITH input AS (
            now() + make_interval(secs => %(delay)s), priority, task_group
     FROM input
     ORDER BY ord
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
+    RETURNING id, kind
+), notified AS (
+    SELECT pg_notify(%(channel)s,
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
+                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                               || ':' || kind END)
+    FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
+    WHERE %(delay)s::float8 <= %(notify_within)s::float8
+)
+SELECT input.ord, inserted.id,
+       CASE WHEN input.ord = 1 THEN now() END AS created_at,
+       CASE WHEN input.ord = 1 THEN now() + make_interval(secs => %(delay)s) END AS delayed_till
+FROM input
+LEFT JOIN inserted ON inserted.id = input.id
+CROSS JOIN (SELECT count(*) FROM notified) AS n
+ORDER BY input.ord;
+
+-- name: push_scoped_tasks
+-- Insert tasks as push_tasks does, for batches with kinds whose key_scope is "while_active"
+-- (element 6 of each task is true for them): their keys conflict only with open tasks (the
+-- open-keys index), the others' with any task, so the conflict target is left to the indexes.
+WITH input AS (
+    SELECT i.ord,
+           nextval('__schema__.tasks_id_seq'::regclass) AS id,
+           i.t ->> 0 AS kind,
+           nullif(i.t -> 1, 'null'::jsonb) AS payload,
+           i.t ->> 2 AS external_key,
+           (i.t ->> 3)::int AS max_attempts,
+           (i.t ->> 4)::smallint AS priority,
+           i.t ->> 5 AS task_group,
+           (i.t ->> 6)::bool AS key_while_active
+    FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
+), inserted AS (
+    INSERT INTO __schema__.tasks
+        (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
+         task_group, key_while_active)
+    SELECT id, kind, payload, external_key, max_attempts, max_attempts,
+           now() + make_interval(secs => %(delay)s), priority, task_group, key_while_active
+    FROM input
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
     RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s,
@@ -185,21 +228,31 @@ WITH due AS (
     RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
-              due.previous_token IS NOT NULL AS lease_lost, due.position
+              due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes
 )
 -- In claim order, so the worker starts them by priority.
 SELECT id, payload, external_key, attempts_elapsed, attempts_left, max_attempts, claim_token,
-       messages, started_at, lease_lost
+       messages, started_at, lease_lost, snoozes
 FROM claimed
 ORDER BY position;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
--- The applied outcomes are added to the per-minute throughput rollup in the same statement.
+-- A 'snoozed' outcome refunds the attempt (as release_claims does) and counts the snooze.
+-- The applied outcomes are added to the per-minute throughput rollup in the same statement, and
+-- the ended tasks that queue.wait marked are announced: 'f:<id><status letter>,…' (s, c or n),
+-- ids of one block of 150 a message. Unwaited tasks cost no announcement.
 WITH updated AS (
     UPDATE __schema__.tasks AS t
-    SET status = r.status::__schema__.task_status,
-        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0 ELSE t.attempts_left END,
+    SET status = CASE WHEN r.status <> 'snoozed' THEN r.status
+                      WHEN t.attempts_elapsed <= 1 THEN 'new'
+                      ELSE 'must_retry' END::__schema__.task_status,
+        attempts_left = CASE WHEN r.status = 'no_attempts_left' THEN 0
+                             WHEN r.status = 'snoozed' THEN t.attempts_left + 1
+                             ELSE t.attempts_left END,
+        attempts_elapsed = CASE WHEN r.status = 'snoozed' THEN t.attempts_elapsed - 1
+                                ELSE t.attempts_elapsed END,
+        snoozes = CASE WHEN r.status = 'snoozed' THEN t.snoozes + 1 ELSE t.snoozes END,
         delayed_till = now() + make_interval(secs => r.delay),
         claim_token = NULL,
         messages = CASE
@@ -208,12 +261,14 @@ WITH updated AS (
             ELSE (t.messages || r.error)[greatest(1, cardinality(t.messages) + 2 - r.keep):]
         END,
         finished_at = CASE WHEN r.status IN ('succeeded', 'cancelled') THEN now() END,
+        result = r.result::jsonb,
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(statuses)s::text[],
-                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[])
-         AS r(id, token, status, delay, error, keep)
+                %(delays)s::float8[], %(errors)s::text[], %(keeps)s::int[],
+                %(results)s::text[])
+         AS r(id, token, status, delay, error, keep, result)
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.id = r.id AND t.claim_token = r.token
-    RETURNING t.id, t.kind, r.status
+    RETURNING t.id, t.kind, r.status, t.waited
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()),
@@ -229,8 +284,13 @@ WITH updated AS (
         failed = tp.failed + excluded.failed,
         exhausted = tp.exhausted + excluded.exhausted,
         cancelled = tp.cancelled + excluded.cancelled
+), announced AS (
+    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || left(status, 1), ','))
+    FROM updated
+    WHERE waited AND status IN ('succeeded', 'cancelled', 'no_attempts_left')
+    GROUP BY id / 150
 )
-SELECT id FROM updated;
+SELECT id FROM updated CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
 -- name: delete_finished_tasks
 -- Delete tasks that finished with a retention of zero; only rows still holding the claim's token.
@@ -238,14 +298,25 @@ SELECT id FROM updated;
 -- and it lets even a generic plan use the primary key. The lists arrive as array literals typed
 -- by their casts, so each is parsed once (a cast from text would be re-parsed per row). The
 -- deleted tasks' outcomes (aligned with the ids) go to the throughput rollup in the same statement.
+-- The outcomes and results of waited tasks go to finished_results (mark_task_waited prunes it),
+-- and their waiters hear 'F:<id><status letter in upper case>,…:<kind>'. Unwaited tasks cost
+-- neither.
 WITH deleted AS (
     DELETE FROM __schema__.tasks AS t
     WHERE t.id = ANY (%(ids)s::bigint[]) AND t.claim_token = ANY (%(tokens)s::uuid[])
-    RETURNING t.id, t.kind
+    RETURNING t.id, t.kind, t.waited
 ), outcomes AS (
     SELECT deleted.id, deleted.kind, r.status
     FROM deleted
     JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[]) AS r(id, status) ON r.id = deleted.id
+), waited_outcomes AS (
+    -- Apart from outcomes, which stays a single reference (inlined): the common batch, with no
+    -- waited task, pays only for an empty join here.
+    SELECT deleted.id, deleted.kind, r.status, r.result
+    FROM deleted
+    JOIN unnest(%(ids)s::bigint[], %(statuses)s::text[], %(results)s::text[])
+         AS r(id, status, result) ON r.id = deleted.id
+    WHERE deleted.waited
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()),
@@ -257,8 +328,18 @@ WITH deleted AS (
     ON CONFLICT (kind, minute) DO UPDATE
     SET succeeded = tp.succeeded + excluded.succeeded,
         cancelled = tp.cancelled + excluded.cancelled
+), kept_results AS (
+    INSERT INTO __schema__.finished_results (id, kind, status, result)
+    SELECT id, kind, status, result::jsonb FROM waited_outcomes
+    ON CONFLICT (id) DO UPDATE
+    SET status = excluded.status, result = excluded.result, finished_at = now()
+), announced AS (
+    SELECT pg_notify(%(finished_channel)s,
+                     'F:' || string_agg(id::text || upper(left(status, 1)), ',') || ':' || kind)
+    FROM waited_outcomes
+    GROUP BY kind, id / 150
 )
-SELECT id FROM deleted;
+SELECT id FROM deleted CROSS JOIN (SELECT count(*) FROM announced) AS n;
 
 -- name: release_claims
 -- Hand claimed tasks back at once with the attempt refunded (stop in abort mode).
@@ -371,9 +452,44 @@ SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM revived;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
 FROM __schema__.tasks
 WHERE id = %(id)s;
+
+-- name: get_tasks
+-- Read tasks by id, with their derived status (the waiters of ended tasks).
+SELECT id, kind, payload::text, external_key, status::text,
+       claim_token IS NOT NULL AND delayed_till > now() AS processing,
+       attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
+FROM __schema__.tasks
+WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: get_finished_results
+-- The kept outcomes of waited tasks that were deleted as they ended (a retention of 0).
+SELECT id, kind, status, result::text
+FROM __schema__.finished_results
+WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: mark_task_waited
+-- Mark a task as waited on (its end is then announced) and read it, in one statement: an end
+-- recorded before it is in the row read, one recorded after it sees the mark. Also deletes
+-- up to 100 outcomes kept in finished_results for over five minutes (only waits make them).
+WITH pruned AS (
+    DELETE FROM __schema__.finished_results
+    WHERE id IN (SELECT id FROM __schema__.finished_results
+                 WHERE finished_at < now() - interval '5 minutes'
+                 ORDER BY finished_at
+                 LIMIT 100
+                 FOR UPDATE SKIP LOCKED)
+)
+UPDATE __schema__.tasks
+SET waited = true
+WHERE id = %(id)s
+RETURNING id, kind, payload::text, external_key, status::text,
+          claim_token IS NOT NULL AND delayed_till > now() AS processing,
+          attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+          created_at, updated_at, started_at, finished_at, result::text, snoozes;
 
 -- name: register_kind_row
 -- Make sure the kind has its maintenance row.
@@ -417,7 +533,8 @@ WITH advanced AS (
     INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
     SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
     FROM advanced
-    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL DO NOTHING
+    ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
+        DO NOTHING
     RETURNING id, kind
 )
 SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM inserted;
@@ -471,15 +588,17 @@ SELECT to_regclass('__schema__.tasks') IS NOT NULL,
 SELECT version_num FROM __schema__.pgqueue_alembic_version;
 
 -- name: cancel_task
--- Cancel the waiting or running task with this id, or (id NULL) the task holding (kind,
+-- Cancel the waiting or running task with this id, or (id NULL) the newest task holding (kind,
 -- external_key); tell a running one's worker and count it in the throughput rollup (a running
--- attempt's own result no longer applies: its claim token is gone). One probe of a unique index.
+-- attempt's own result no longer applies: its claim token is gone). A probe of a unique
+-- index or two.
 WITH target AS (
     SELECT id, claim_token IS NOT NULL AND delayed_till > now() AS was_running
     FROM __schema__.tasks
     WHERE id = coalesce(%(id)s::bigint, (
               SELECT id FROM __schema__.tasks
-              WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text))
+              WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text
+              ORDER BY id DESC LIMIT 1))
       AND (status IN ('new', 'must_retry')
            OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
     FOR NO KEY UPDATE
@@ -488,7 +607,7 @@ WITH target AS (
     SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
     FROM target
     WHERE t.id = target.id
-    RETURNING t.id, t.kind, target.was_running
+    RETURNING t.id, t.kind, target.was_running, t.waited
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()), 0, 0, 0, count(*)
@@ -498,12 +617,15 @@ WITH target AS (
     SET cancelled = tp.cancelled + excluded.cancelled
 )
 SELECT id, was_running,
-       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END
+       CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END,
+       CASE WHEN waited THEN pg_notify(%(finished_channel)s, 'f:' || id::text || 'c') END
 FROM cancelled;
 
 -- name: get_task_id_by_key
--- The id of the task holding (kind, external_key), if one exists.
-SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s;
+-- The id of the task holding (kind, external_key), if one exists (the newest, for kinds whose
+-- keys repeat once their tasks ended).
+SELECT id FROM __schema__.tasks WHERE kind = %(kind)s AND external_key = %(external_key)s
+ORDER BY id DESC LIMIT 1;
 
 -- name: prune_throughput
 -- Delete a kind's rollup rows older than the window (seconds).
@@ -640,7 +762,7 @@ SELECT kind, NULL, 0, 0, NULL, false, paused_at FROM __schema__.kinds;
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at
+       created_at, updated_at, started_at, finished_at, result::text, snoozes
 FROM __schema__.tasks
 WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
   AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
@@ -656,13 +778,14 @@ LIMIT %(limit)s;
 -- Like list_tasks, and the payload contains a JSON value; only the SCAN newest matching rows
 -- below the cursor are searched, so the cost is bounded.
 SELECT id, kind, payload, external_key, status, processing, attempts_elapsed, attempts_left,
-       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at
+       max_attempts, messages, delayed_till, created_at, updated_at, started_at, finished_at,
+       result, snoozes
 FROM (
     SELECT id, kind, payload::text AS payload, payload AS document, external_key,
            status::text AS status,
            claim_token IS NOT NULL AND delayed_till > now() AS processing,
            attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-           created_at, updated_at, started_at, finished_at
+           created_at, updated_at, started_at, finished_at, result::text AS result, snoozes
     FROM __schema__.tasks
     WHERE (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
       AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
@@ -905,7 +1028,8 @@ WITH bucket AS MATERIALIZED (
     RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
-              due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group
+              due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group,
+              t.snoozes
 ), group_spent AS (
     INSERT INTO __schema__.group_buckets AS g (kind, task_group, tokens, refilled_at)
     SELECT %(kind)s, c.task_group,
@@ -931,7 +1055,7 @@ WITH bucket AS MATERIALIZED (
     RETURNING l.tokens
 )
 SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
-       c.claim_token, c.messages, c.started_at, c.lease_lost,
+       c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
        (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates)
 FROM (SELECT) AS one
 LEFT JOIN claimed AS c ON true

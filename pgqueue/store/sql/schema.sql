@@ -31,7 +31,16 @@ CREATE TABLE __schema__.tasks (
     task_group       text CHECK (octet_length(task_group) <= 512),
     -- Set by a limited claim: while the claim holds (token set, lease running) the row holds
     -- one of its kind's concurrency slots.
-    holds_slot       boolean NOT NULL DEFAULT false
+    holds_slot       boolean NOT NULL DEFAULT false,
+    -- The handler's return value (JSON), written with the success.
+    result           jsonb,
+    -- Times a handler snoozed the task (raise Snooze): counted apart from attempts.
+    snoozes          integer NOT NULL DEFAULT 0,
+    -- The kind's key_scope is "while_active": the key is unique among open tasks only.
+    key_while_active boolean NOT NULL DEFAULT false,
+    -- Set by queue.wait: the result statements announce the task's end (and keep the outcome
+    -- of a task deleted as it ended) only for waited tasks.
+    waited           boolean NOT NULL DEFAULT false
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -43,7 +52,14 @@ CREATE TABLE __schema__.tasks (
 -- Idempotency: a (kind, external_key) exists once. Partial, since NULL keys never conflict:
 -- keyless tasks (most of them) cost no entry here.
 CREATE UNIQUE INDEX tasks_kind_external_key_idx ON __schema__.tasks (kind, external_key)
-    WHERE external_key IS NOT NULL;
+    WHERE external_key IS NOT NULL AND NOT key_while_active;
+
+-- Keys of kinds with key_scope="while_active": unique only among open tasks (waiting, or
+-- running their last attempt), so a key can be pushed again once its task ended.
+CREATE UNIQUE INDEX tasks_kind_open_key_idx ON __schema__.tasks (kind, external_key)
+    WHERE external_key IS NOT NULL AND key_while_active
+      AND (status IN ('new', 'must_retry')
+           OR (status = 'no_attempts_left' AND claim_token IS NOT NULL));
 
 -- Claims scan this: only waiting or leased rows, so finished rows never slow a claim.
 CREATE INDEX tasks_open_idx ON __schema__.tasks (kind, delayed_till)
@@ -125,6 +141,18 @@ CREATE TABLE __schema__.limit_changes (
     actor      text,
     limits     jsonb NOT NULL
 );
+
+-- Outcomes and results of waited tasks (queue.wait marked them) deleted as they ended (a
+-- retention of 0), kept five minutes for their waiters. The statement that writes them also
+-- deletes those older than that.
+CREATE TABLE __schema__.finished_results (
+    id          bigint PRIMARY KEY,
+    kind        text NOT NULL,
+    status      text NOT NULL,
+    result      jsonb,
+    finished_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX finished_results_finished_at_idx ON __schema__.finished_results (finished_at);
 
 -- Joint (kind, status) statistics: the planner's estimate of finished tasks per kind, read by
 -- metrics instead of counting millions of rows.

@@ -12,11 +12,11 @@ import pgqueue
 
 TOP_LEVEL = [
     "AsyncQueue", "AsyncQueueTask", "AttemptTimeout", "CapacityExceeded", "DatabaseUnavailable",
-    "Decision", "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidTask",
-    "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
+    "Decision", "Delayer", "Envelope", "ExpBackoffDelayer", "InvalidOptions", "InvalidResult",
+    "InvalidTask", "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
     "MustCancelTask", "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueTask",
-    "QueueState", "SchemaNotMigrated", "Stamp", "Status", "StopMode", "Task", "TaskInfo",
-    "ThroughputPoint", "UnknownKind",
+    "QueueState", "SchemaNotMigrated", "Snooze", "Stamp", "Status", "StopMode", "Task", "TaskInfo",
+    "ThroughputPoint", "UnknownKind", "UnknownTask", "WaitTimeout",
 ]  # fmt: skip
 
 MODULE_NAMES = {
