@@ -21,8 +21,8 @@ from pgqueue.envelope import Stamp
 from pgqueue.limits import RateLimit
 from pgqueue.options import KindOptions
 from pgqueue.runtime import Runtime, StopMode
-from pgqueue.store import operations
 from pgqueue.runtime.waiters import TaskWaiters
+from pgqueue.store import operations
 from pgqueue.store.executor import SyncExecutor
 from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
 from pgqueue.store.queries import DEFAULT_SCHEMA

@@ -64,7 +64,9 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "notify_within": 1.0,
     },
     "push_scoped_tasks": {
-        "tasks": json.dumps([[KIND, None, "key-3", 3, True], [KIND, None, "key-4", 3, False]]),
+        "tasks": json.dumps(
+            [[KIND, None, "key-3", 3, 0, None, True], [KIND, None, "key-4", 3, 5, "g", False]]
+        ),
         "delay": 5.0,
         "notify_within": 1.0,
     },

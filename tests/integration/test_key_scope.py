@@ -109,3 +109,22 @@ def test_until_deleted_is_the_default_and_keeps_the_key_while_the_row_exists(
 def test_key_scope_is_validated(db: Database) -> None:
     with Queue(db.dsn, schema=db.schema) as queue, pytest.raises(InvalidOptions, match="key_scope"):
         queue.register_kind("k", lambda envelope: None, options(key_scope="forever"))
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one task", "a batch"])
+def test_a_while_active_push_keeps_priority_group_and_the_stored_times(
+    db: Database, batch: bool
+) -> None:
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("scoped", options(key_scope="while_active"))
+        tasks = [Task("scoped", {"n": 1}, "k1", priority=7, group="g1")]
+        if batch:
+            tasks.append(Task("scoped", {"n": 2}, "k2", priority=-3, group="g2"))
+        ids = queue.push_tasks(tasks)
+        assert None not in ids
+        rows = db.fetch(
+            "SELECT priority, task_group, key_while_active, created_at IS NOT NULL"
+            " FROM {schema}.tasks ORDER BY id"
+        )
+    expected = [(7, "g1", True, True), (-3, "g2", True, True)]
+    assert rows == expected[: len(tasks)]
