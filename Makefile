@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-http bench-dashboard wheel-check clean
+.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +98,12 @@ bench-soak: $(STAMP) ## Soak: push at a fixed rate while workers drain for 20 mi
 
 test-soak-lite: $(STAMP) ## Two-minute soak at 1,000 tasks/s; fails when lag or the table's size grows without bound
 	$(BIN)/python benchmarks/soak.py --minutes 2 --rate 1000 --warmup 70 --check --max-lag 5 --max-growth 0.5 --out-dir build/soak
+
+bench-flow: $(STAMP) ## Flow control with 4 worker processes: unlimited drain, a kind limited to 1,000/s, group_concurrency=1 over 1,000 groups
+	$(BIN)/python benchmarks/flow_control.py $(FLOW_ARGS)
+
+bench-wait: $(STAMP) ## 1,000 concurrent queue.wait() calls in one process: latency after each success
+	$(BIN)/python benchmarks/wait_latency.py $(WAIT_ARGS)
 
 bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients, 20 s) vs push_task
 	$(BIN)/python benchmarks/http_load.py $(HTTP_BENCH_ARGS)
