@@ -8,155 +8,38 @@ are recorded in the audit log under the OS user, with source ``cli``.
 
 from __future__ import annotations
 
-import getpass
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pgqueue.audit import SOURCES, Actor, acting_as, os_user
-from pgqueue.errors import PgQueueError
-from pgqueue.queue import Queue
+from pgqueue.audit import Actor, acting_as, os_user
+from pgqueue.cli.common import (
+    RETRY_CHUNK,
+    DsnOption,
+    JsonOption,
+    OperatorError,
+    SchemaOption,
+    _kind_dict,
+    _lag,
+    _limits_text,
+    _plain,
+    _print,
+    _print_json,
+    _table,
+    _task_dict,
+    _task_id,
+    operator_queue,
+)
+from pgqueue.cli.kinds import audit, kinds_app
 from pgqueue.store import operations
 from pgqueue.store.queries import DEFAULT_SCHEMA
-from pgqueue.task import COUNTED_STATUSES, KindInfo, TaskInfo
+from pgqueue.task import COUNTED_STATUSES
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    pass
 
 tasks_app = typer.Typer(help="List, show, cancel and retry tasks.", no_args_is_help=True)
-kinds_app = typer.Typer(help="List, pause, resume and limit kinds.", no_args_is_help=True)
-
-DsnOption = Annotated[
-    str, typer.Option(envvar="PGQUEUE_DSN", help="PostgreSQL DSN (default: $PGQUEUE_DSN).")
-]
-SchemaOption = Annotated[
-    str, typer.Option(envvar="PGQUEUE_SCHEMA", help="Schema holding pgqueue's tables.")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-RETRY_CHUNK = 500
-CONNECT_TIMEOUT_SECONDS = 10
-
-
-class OperatorError(Exception):
-    """A failure to report in one line."""
-
-
-@contextmanager
-def operator_queue(dsn: str, schema: str) -> Iterator[Queue]:
-    """A queue that declares nothing, on a DSN checked first (so a bad one fails at once);
-    every error inside becomes one line on stderr and exit code 1."""
-    try:
-        _check_connection(dsn)
-        with (
-            acting_as(Actor("cli", os_user())),
-            Queue(dsn, schema=schema, max_connections=1) as queue,
-        ):
-            yield queue
-    except typer.Exit:
-        raise
-    except (PgQueueError, ValueError, OperatorError) as exc:
-        _fail(str(exc))
-    except Exception as exc:
-        if type(exc).__module__.startswith("psycopg"):
-            _fail(f"database error: {_first_line(exc)}")
-        raise
-
-
-def _check_connection(dsn: str) -> None:
-    import psycopg
-
-    try:
-        psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
-    except psycopg.Error as exc:
-        raise OperatorError(f"cannot connect to the database: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _task_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 2**63 - 1:
-        raise OperatorError(f"task id must be a positive integer, got {text!r}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(_plain(value), indent=2, ensure_ascii=False, default=str))
-
-
-def _task_dict(task: TaskInfo) -> dict[str, Any]:
-    data = asdict(task)
-    data["status"] = task.status.value
-    data["stored_status"] = task.stored_status.value
-    return data
-
-
-def _kind_dict(kind: KindInfo) -> dict[str, Any]:
-    return {
-        "kind": kind.kind,
-        "paused": kind.paused,
-        "paused_at": kind.paused_at,
-        "counts": kind.counts,
-        "oldest_due_seconds": kind.oldest_due_seconds,
-        "finished_estimated": kind.finished_estimated,
-        "limit_overrides": None if kind.limit_overrides is None else kind.limit_overrides.as_dict(),
-    }
-
-
-def _limits_text(kind: KindInfo) -> str:
-    from pgqueue.limits import describe_limits
-
-    return describe_limits(kind.limit_overrides, kind.options)
-
-
-def _table(**kwargs: Any) -> Table:
-    """A rich table (rich is imported on use: ``pgqueue worker`` starts without it)."""
-    from rich.table import Table
-
-    return Table(**kwargs)
-
-
-def _print(table: Table) -> None:
-    from rich.console import Console
-
-    Console().print(table)
-
-
-def _lag(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def status(
@@ -347,166 +230,6 @@ def retry_tasks(
         _print_json({"kind": kind, "retried": revived})
     else:
         typer.echo(f"retried {revived} task(s) of {kind!r}")
-
-
-@kinds_app.command("list")
-def list_kinds(
-    dsn: DsnOption, schema: SchemaOption = DEFAULT_SCHEMA, as_json: JsonOption = False
-) -> None:
-    """Kinds the database knows, with their pause state."""
-    with operator_queue(dsn, schema) as queue:
-        kinds = queue.list_kinds()
-    if as_json:
-        _print_json([_kind_dict(k) for k in kinds])
-        return
-    table = _table()
-    for column in ("kind", "paused", "paused since", "open", "lag", "limits"):
-        table.add_column(column)
-    for kind in kinds:
-        open_tasks = sum(kind.counts[s] for s in ("new", "must_retry", "processing"))
-        table.add_row(
-            kind.kind,
-            "yes" if kind.paused else "",
-            kind.paused_at.isoformat(timespec="seconds") if kind.paused_at else "",
-            str(open_tasks),
-            _lag(kind.oldest_due_seconds),
-            _limits_text(kind),
-        )
-    _print(table)
-
-
-@kinds_app.command("pause")
-def pause_kind(
-    kind: Annotated[str, typer.Argument(help="Kind to pause in every worker process.")],
-    dsn: DsnOption,
-    schema: SchemaOption = DEFAULT_SCHEMA,
-    as_json: JsonOption = False,
-) -> None:
-    """Pause KIND: no new attempt starts anywhere; running ones finish; pushes still work."""
-    with operator_queue(dsn, schema) as queue:
-        queue.pause_kind(kind)
-    if as_json:
-        _print_json({"kind": kind, "paused": True})
-    else:
-        typer.echo(f"paused {kind!r}")
-
-
-@kinds_app.command("resume")
-def resume_kind(
-    kind: Annotated[str, typer.Argument(help="Kind to resume.")],
-    dsn: DsnOption,
-    schema: SchemaOption = DEFAULT_SCHEMA,
-    as_json: JsonOption = False,
-) -> None:
-    """Resume KIND: its workers claim again at once."""
-    with operator_queue(dsn, schema) as queue:
-        queue.resume_kind(kind)
-    if as_json:
-        _print_json({"kind": kind, "paused": False})
-    else:
-        typer.echo(f"resumed {kind!r}")
-
-
-def audit(
-    dsn: DsnOption,
-    schema: SchemaOption = DEFAULT_SCHEMA,
-    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
-    source: Annotated[
-        str | None, typer.Option(help="Only this source: api, dashboard, cli or python.")
-    ] = None,
-    action: Annotated[
-        str | None, typer.Option(help="Only this action (cancel_task, retry_kind, …).")
-    ] = None,
-    before_id: Annotated[str | None, typer.Option(help="Page cursor: the last id shown.")] = None,
-    limit: Annotated[int, typer.Option(help="Most entries to show (1-1000).")] = 50,
-    as_json: JsonOption = False,
-) -> None:
-    """The audit log of operator actions, newest first: who, from where, what, how many rows."""
-    if source is not None and source not in SOURCES:
-        _fail(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
-    with operator_queue(dsn, schema) as queue:
-        cursor = None if before_id is None else _task_id(before_id)
-        entries = queue.audit_log(
-            limit=limit, before_id=cursor, kind=kind, source=source, action=action
-        )
-    if as_json:
-        _print_json([_plain(asdict(entry)) for entry in entries])
-        return
-    table = _table()
-    for column in ("id", "at", "source", "actor", "action", "kind", "task", "rows", "detail"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(
-            str(entry.id),
-            entry.at.isoformat(timespec="seconds"),
-            entry.source,
-            entry.actor,
-            entry.action,
-            entry.kind or "",
-            "" if entry.task_id is None else str(entry.task_id),
-            str(entry.rows),
-            json.dumps(entry.detail, ensure_ascii=False, separators=(",", ":")),
-        )
-    _print(table)
-    if len(entries) == limit:
-        typer.echo(f"next page: --before-id {entries[-1].id}")
-
-
-@kinds_app.command("limit")
-def limit_kind(
-    kind: Annotated[str, typer.Argument(help="Kind whose limits to override fleet-wide.")],
-    dsn: DsnOption,
-    schema: SchemaOption = DEFAULT_SCHEMA,
-    rate: Annotated[
-        str | None, typer.Option(help="Rate limit: 10/s, 600/m, 5/h (burst = the count).")
-    ] = None,
-    burst: Annotated[int | None, typer.Option(help="Burst of the rate limit.")] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Most attempts running at once, fleet-wide.")
-    ] = None,
-    group_concurrency: Annotated[
-        int | None, typer.Option(help="Most attempts running at once per task group.")
-    ] = None,
-    clear: Annotated[
-        bool, typer.Option("--clear", help="Drop every override: the code's limits apply.")
-    ] = False,
-    actor: Annotated[str | None, typer.Option(help="Who makes the change (audit).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Override KIND's limits in every worker process within a second, until --clear."""
-    from pgqueue.limits import RateLimit
-
-    changes: dict[str, Any] = {}
-    try:
-        if rate is not None:
-            parsed = RateLimit.parse(rate)
-            changes["rate_limit"] = RateLimit(parsed.n, per=parsed.per, burst=burst)
-        elif burst is not None:
-            raise OperatorError("--burst needs --rate")
-        if concurrency is not None:
-            changes["global_concurrency"] = concurrency
-        if group_concurrency is not None:
-            changes["group_concurrency"] = group_concurrency
-    except (PgQueueError, OperatorError) as exc:
-        _fail(str(exc))
-    if clear and changes:
-        _fail("--clear takes no other limit")
-    if not clear and not changes:
-        _fail("give --rate, --concurrency or --group-concurrency, or --clear")
-    if actor is None:
-        actor = f"cli:{getpass.getuser()}"
-    with operator_queue(dsn, schema) as queue:
-        if clear:
-            overrides = queue.clear_limits(kind, actor=actor)
-        else:
-            overrides = queue.set_limits(kind, actor=actor, **changes)
-    if as_json:
-        _print_json({"kind": kind, **overrides.as_dict()})
-    elif not overrides.any:
-        typer.echo(f"cleared the limit overrides of {kind!r}")
-    else:
-        info = KindInfo(kind, False, {}, limit_overrides=overrides)
-        typer.echo(f"limited {kind!r}: {_limits_text(info)}")
 
 
 def register(app: typer.Typer) -> None:

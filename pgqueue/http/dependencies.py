@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pgqueue.async_queue import AsyncQueue
 from pgqueue.audit import Actor
 from pgqueue.http import service
-from pgqueue.http.auth import request_role
+from pgqueue.http.auth import request_role, require_role
 from pgqueue.http.errors import ApiError, ErrorBody
 from pgqueue.http.models import (
     TaskOut,
@@ -118,3 +118,9 @@ async def task_or_404(queue: AsyncQueue, task_id: int) -> TaskOut:
     if info is None:
         raise ApiError(404, "task_not_found", "task not found")
     return TaskOut.of(info)
+
+
+read = [Depends(require_role("read"))]
+"""The dependencies of a route any token may call."""
+operate = [Depends(require_role("operator"))]
+"""The dependencies of a route that changes something: the operator role."""

@@ -21,14 +21,10 @@ from fastapi.staticfiles import StaticFiles
 
 from pgqueue.http.auth import Role as ApiRole
 from pgqueue.http.auth import role_of_token
-from pgqueue.http.dashboard.routes import (
-    Dashboard,
-    LoginRequired,
-    RoleResolver,
-    build_router,
-    set_token_cookie,
-)
+from pgqueue.http.dashboard.login import set_token_cookie
+from pgqueue.http.dashboard.routes import build_router
 from pgqueue.http.dashboard.security import SECURITY_HEADERS, Role
+from pgqueue.http.dashboard.state import Dashboard, LoginRequired, RoleResolver
 from pgqueue.http.settings import HttpSettings
 
 STATIC = Path(__file__).with_name("static")

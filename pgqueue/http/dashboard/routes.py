@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from pgqueue.audit import SOURCES, Actor, acting_as
+from pgqueue.audit import SOURCES
 from pgqueue.errors import PgQueueError
 from pgqueue.http.dashboard.bulk import bulk_count, bulk_ids, bulk_plan
 from pgqueue.http.dashboard.data import (
@@ -20,17 +19,12 @@ from pgqueue.http.dashboard.data import (
     QueueAccess,
     TaskFilter,
 )
+from pgqueue.http.dashboard.login import add_login_routes
 from pgqueue.http.dashboard.security import (
-    COOKIE_NAME,
     SECURITY_HEADERS,
-    CsrfSigner,
-    Role,
     Viewer,
-    same_origin,
-    token_from_request,
 )
-from pgqueue.http.dashboard.templating import environment
-from pgqueue.http.dashboard.throttle import LoginThrottle
+from pgqueue.http.dashboard.state import Dashboard, redirect
 from pgqueue.limits import RateLimit
 from pgqueue.store.operations import Action
 from pgqueue.task import Task
@@ -38,79 +32,6 @@ from pgqueue.task import Task
 OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
 """The throughput chart's series, one per outcome column of the rollup."""
 AUDIT_PAGE_SIZE = 50
-
-RoleResolver = Callable[[str | None], Role | None]
-"""Maps a presented token (``None`` when there is none) to a role, or ``None`` to refuse it."""
-
-
-class LoginRequired(Exception):
-    """No valid token: pages send the browser to the login form."""
-
-
-class Dashboard:
-    """State shared by the dashboard's routes: the queue, the role resolver, templates."""
-
-    def __init__(
-        self,
-        queue: Any,
-        resolve_role: RoleResolver,
-        *,
-        auth_required: bool,
-        snapshot_seconds: float = 1.0,
-        worker_queue: Any = None,
-        login_throttle: LoginThrottle | None = None,
-    ) -> None:
-        self.access = QueueAccess(
-            queue, snapshot_seconds=snapshot_seconds, worker_queue=worker_queue
-        )
-        self.resolve_role = resolve_role
-        self.auth_required = auth_required
-        self.login_throttle = login_throttle if login_throttle is not None else LoginThrottle()
-        self.signer = CsrfSigner()
-        self.env = environment()
-
-    def viewer(self, request: Request) -> Viewer:
-        token, via_cookie = token_from_request(request)
-        role = self.resolve_role(token)
-        if role is None:
-            raise LoginRequired
-        return Viewer(role=role, csrf=self.signer.token_for(token), via_cookie=via_cookie)
-
-    def operator(self, request: Request, csrf: str | None) -> Viewer:
-        """The viewer of a form action: an operator, from this origin, with the right CSRF."""
-        viewer = self.viewer(request)
-        if not viewer.is_operator:
-            raise HTTPException(403, "this action needs an operator token")
-        token, _ = token_from_request(request)
-        if not same_origin(request) or not self.signer.valid(token, csrf):
-            raise HTTPException(403, "the form's CSRF token or origin is not valid")
-        self.access.invalidate()  # pages after an action show its effect
-        return viewer
-
-    def acting(self, request: Request, viewer: Viewer, *, each: bool = True) -> Any:
-        """Record the block's actions under this viewer (source ``dashboard``); with
-        ``each=False`` the calls write no entry of their own (a bulk action's summary does)."""
-        address = request.client.host if request.client is not None else None
-        name = viewer.role if self.auth_required else "anonymous"
-        detail = {"address": address} if address else {}
-        return acting_as(Actor("dashboard", name, record=each, detail=detail))
-
-    def render(
-        self, request: Request, name: str, viewer: Viewer | None, status_code: int = 200, **ctx: Any
-    ) -> HTMLResponse:
-        template = self.env.get_template(name)
-        html = template.render(
-            request=request,
-            viewer=viewer,
-            auth_required=self.auth_required,
-            now=datetime.now(UTC),
-            **ctx,
-        )
-        return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
 
 
 def build_router(dashboard: Dashboard) -> APIRouter:
@@ -216,7 +137,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         viewer = dashboard.operator(request, csrf)
         with dashboard.acting(request, viewer):
             await _act(access, "cancel_task", task_id)
-        return _redirect(f"/ui/tasks/{task_id}")
+        return redirect(f"/ui/tasks/{task_id}")
 
     @router.post("/ui/tasks/{task_id}/retry")
     async def retry_task(request: Request, task_id: int, csrf: str = Form("")) -> Response:
@@ -230,7 +151,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         with dashboard.acting(request, viewer):
             await _act(access, "retry_task", task_id, attempts)
         access.invalidate()
-        return _redirect(f"/ui/tasks/{task_id}")
+        return redirect(f"/ui/tasks/{task_id}")
 
     @router.get("/ui/bulk", response_class=HTMLResponse)
     async def bulk_confirm(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
@@ -293,7 +214,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
                 summary = Action(f"bulk_{action}", bulk.task_filter.kind or None, detail=detail)
                 await access.record(summary, done)
         query = urlencode({**bulk.task_filter.query(), "done": done, "action": action})
-        return _redirect(f"/ui/tasks?{query}")
+        return redirect(f"/ui/tasks?{query}")
 
     @router.get("/ui/kinds", response_class=HTMLResponse)
     async def kinds_page(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
@@ -340,14 +261,14 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         viewer = dashboard.operator(request, csrf)
         with dashboard.acting(request, viewer):
             await _act(access, "pause_kind", kind)
-        return _redirect("/ui/kinds")
+        return redirect("/ui/kinds")
 
     @router.post("/ui/kinds/resume")
     async def resume_kind(request: Request, kind: str = Form(""), csrf: str = Form("")) -> Response:
         viewer = dashboard.operator(request, csrf)
         with dashboard.acting(request, viewer):
             await _act(access, "resume_kind", kind)
-        return _redirect("/ui/kinds")
+        return redirect("/ui/kinds")
 
     @router.post("/ui/kinds/limits")
     async def limit_kind(
@@ -365,7 +286,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         if action == "clear":
             with dashboard.acting(request, viewer):
                 await _act_with(access, "clear_limits", kind, actor="dashboard")
-            return _redirect("/ui/kinds")
+            return redirect("/ui/kinds")
         try:
             if rate.strip():
                 changes["rate_limit"] = RateLimit.parse(rate)
@@ -379,7 +300,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             raise HTTPException(400, str(exc)) from None
         with dashboard.acting(request, viewer):
             await _act_with(access, "set_limits", kind, **changes)
-        return _redirect("/ui/kinds")
+        return redirect("/ui/kinds")
 
     @router.get("/ui/enqueue", response_class=HTMLResponse)
     async def enqueue_form(request: Request, viewer: Viewer = Depends(viewer)) -> Response:
@@ -413,7 +334,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
                 with dashboard.acting(request, viewer):
                     detail = {"external_key": external_key} if external_key else {}
                     await access.record(Action("enqueue", kind, task_id, detail), 1)
-                return _redirect(f"/ui/tasks/{task_id}")
+                return redirect(f"/ui/tasks/{task_id}")
             error = f"a task of kind {kind!r} with key {external_key!r} already exists"
         kinds = await access.kind_names()
         return dashboard.render(
@@ -427,55 +348,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             error=error,
         )
 
-    @router.get("/ui/login", response_class=HTMLResponse)
-    async def login_form(request: Request) -> Response:
-        return dashboard.render(
-            request, "login.html", None, page="login", error=None, next=_next_of(request)
-        )
-
-    @router.post("/ui/login", response_class=HTMLResponse)
-    async def login(request: Request, token: str = Form(""), next: str = Form("/")) -> Response:
-        throttle = dashboard.login_throttle
-        address = request.client.host if request.client is not None else "unknown"
-        wait = throttle.retry_after(address)
-        if wait:  # locked out: refused without looking at the token
-            return _login_refused(request, next, wait, "Too many wrong tokens from your address.")
-        if not same_origin(request):
-            return _login_refused(request, next, 0, "That token is not valid.")
-        if dashboard.resolve_role(token or None) is None:
-            wait = throttle.failed(address)
-            return _login_refused(request, next, wait, "That token is not valid.")
-        throttle.succeeded(address)
-        response = _redirect(_safe_next(next))
-        set_token_cookie(request, response, token)
-        return response
-
-    def _login_refused(request: Request, next: str, wait: int, error: str) -> Response:
-        """The login form again: 401, or 429 with ``Retry-After`` while the address waits."""
-        if wait:
-            error = f"{error} Try again in {wait} s."
-        response = dashboard.render(
-            request,
-            "login.html",
-            None,
-            status_code=429 if wait else 401,
-            page="login",
-            error=error,
-            next=_safe_next(next),
-        )
-        if wait:
-            response.headers["Retry-After"] = str(wait)
-        return response
-
-    @router.post("/ui/logout")
-    async def logout(request: Request, csrf: str = Form("")) -> Response:
-        token, _ = token_from_request(request)
-        if not same_origin(request) or not dashboard.signer.valid(token, csrf):
-            raise HTTPException(403, "the form's CSRF token or origin is not valid")
-        response = _redirect("/ui/login")
-        response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
-        return response
-
+    add_login_routes(router, dashboard)
     return router
 
 
@@ -493,27 +366,3 @@ async def _act(access: QueueAccess, method: str, *args: Any) -> Any:
         return await access.call(method, *args)
     except (ValueError, PgQueueError) as exc:
         raise HTTPException(400, str(exc)) from None
-
-
-def set_token_cookie(request: Request, response: Response, token: str) -> None:
-    """The login cookie: HttpOnly, SameSite=Strict, and Secure when served over HTTPS."""
-    response.set_cookie(
-        COOKIE_NAME,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/",
-        max_age=12 * 3600,
-    )
-
-
-def _safe_next(value: str | None) -> str:
-    """Only local paths: a login link must not redirect elsewhere."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
-def _next_of(request: Request) -> str:
-    return _safe_next(request.query_params.get("next"))

@@ -7,10 +7,10 @@ from collections import Counter
 import pytest
 
 from pgqueue import InvalidOptions, InvalidTask, Task
+from pgqueue.adapters.shard_routing import Routing
 from pgqueue.adapters.shards import (
     MAX_SHARDS,
     NUM_SLOTS,
-    Routing,
     SlotMap,
     global_task_id,
     slot_of,

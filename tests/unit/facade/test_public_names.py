@@ -57,7 +57,7 @@ MODULE_NAMES = {
 CLI_COMMANDS = [
     ["status"], ["worker"], ["migrate"], ["sql"], ["serve"], ["migrations", "copy"],
     ["tasks", "list"], ["tasks", "show"], ["tasks", "cancel"], ["tasks", "retry"],
-    ["kinds", "list"], ["kinds", "pause"], ["kinds", "resume"],
+    ["kinds", "list"], ["kinds", "pause"], ["kinds", "resume"], ["kinds", "limit"], ["audit"],
 ]  # fmt: skip
 
 
