@@ -180,7 +180,10 @@ def test_group_concurrency_one_runs_groups_in_parallel_not_in_series(db: Databas
 @pytest.mark.parametrize(
     ("tasks", "window", "skip"),
     [
-        pytest.param(800, 10, 1, id="10s"),
+        # Both run in the minutes tier, one test at a time: the busiest-second bound needs
+        # the claim loops to wake on time, which a machine shared with the parallel default
+        # tier cannot promise (late wake-ups let the bucket refill and then burst).
+        pytest.param(800, 10, 1, id="10s", marks=pytest.mark.minutes),
         pytest.param(4000, 60, 1, id="60s", marks=pytest.mark.minutes),
     ],
 )
