@@ -144,16 +144,20 @@ def test_cli_actions_are_audited_under_the_os_user(filled: Database) -> None:
     assert cli(filled, "kinds", "resume", "mail").returncode == 0
     done = cli(filled, "tasks", "retry", "mail", "--limit", "700")
     assert done.returncode == 0, done.stderr
+    limited = cli(filled, "kinds", "limit", "mail", "--concurrency", "3")
+    assert limited.returncode == 0, limited.stderr
     entries = ok_json(filled, "audit")
     assert [(e["action"], e["kind"], e["rows"]) for e in reversed(entries)] == [
         ("cancel_task", "mail", 1),
         ("pause_kind", "mail", 1),
         ("resume_kind", "mail", 1),
         ("retry_kind", "mail", 600),  # one entry, though retried in chunks of 500
+        ("set_limits", "mail", 1),
     ]
     assert {(e["source"], e["actor"]) for e in entries} == {("cli", os_user())}
     assert entries[-1]["detail"] == {"external_key": "key-0"}
-    assert entries[0]["detail"] == {"attempts": 1, "limit": 700}
+    assert entries[0]["detail"]["global_concurrency"] == 3
+    assert entries[1]["detail"] == {"attempts": 1, "limit": 700}
     assert ok_json(filled, "audit", "--action", "pause_kind", "--limit", "1")[0]["rows"] == 1
     table = cli(filled, "audit", "--limit", "2")
     assert table.returncode == 0 and "retry_kind" in table.stdout and "next page" in table.stdout

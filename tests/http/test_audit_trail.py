@@ -152,3 +152,25 @@ async def test_the_audit_page_shows_entries_escaped(
     assert "cancel_task" not in filtered.text and "No operator action recorded" in filtered.text
     assert (await client.get("/ui/audit", params={"source": "web"})).status_code == 400
     assert task_id is not None
+
+
+async def test_limit_overrides_are_audited_from_the_api_and_the_dashboard(
+    service: tuple[httpx.AsyncClient, AsyncQueue],
+) -> None:
+    client, queue = service
+    answer = await client.put(
+        "/kinds/mail/limits",
+        json={"rate_limit": {"n": 5, "per": 60}, "global_concurrency": 2},
+        headers=as_(OPERATOR),
+    )
+    assert answer.status_code == 200, answer.text
+    csrf = await login(client, OPERATOR)
+    answer = await client.post(
+        "/ui/kinds/limits", data={"csrf": csrf, "kind": "mail", "action": "clear"}
+    )
+    assert answer.status_code == 303, answer.text
+    cleared, set_ = await queue.audit_log(action="set_limits")  # newest first
+    assert (set_.source, set_.actor, set_.kind) == ("api", "operator", "mail")
+    assert set_.detail["global_concurrency"] == 2 and set_.detail["address"] == ADDRESS
+    assert (cleared.source, cleared.actor) == ("dashboard", "operator")
+    assert cleared.detail["global_concurrency"] is None
