@@ -37,7 +37,19 @@ elif connection is not None:
 else:
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
     with engine.connect() as conn:
-        conn.execute(text(create_schema_sql(schema)))
+        # Processes that migrate at the same moment (workers starting together) take turns:
+        # CREATE SCHEMA IF NOT EXISTS and the version table's creation race otherwise.
+        lock = text("SELECT pg_advisory_lock(hashtext(:key))")
+        conn.execute(lock, {"key": f"pgqueue-migrate:{schema}"})
         conn.commit()
-        run(conn)
-        conn.commit()
+        try:
+            conn.execute(text(create_schema_sql(schema)))
+            conn.commit()
+            run(conn)
+            conn.commit()
+        finally:
+            conn.execute(
+                text("SELECT pg_advisory_unlock(hashtext(:key))"),
+                {"key": f"pgqueue-migrate:{schema}"},
+            )
+            conn.commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,30 @@ def test_downgrade_from_0005_keeps_one_row_per_key_and_drops_what_it_added(
     )
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
     assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"
+
+
+def test_processes_that_migrate_at_once_take_turns(empty_schema: Database) -> None:
+    """Worker processes started together each run ``pgqueue migrate``: they used to race on
+    CREATE SCHEMA and the version table (a unique violation in one of them)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time, pgqueue.migrate as m\n"
+        "start = float(sys.argv[3])\n"
+        "time.sleep(max(0.0, start - time.time()))  # all four begin at the same instant\n"
+        "m.upgrade(sys.argv[1], sys.argv[2])\n"
+    )
+    start = time.time() + 3.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, empty_schema.dsn, empty_schema.schema, str(start)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    failures = [err for proc, err in zip(procs, errors, strict=True) if proc.returncode != 0]
+    assert failures == []
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
