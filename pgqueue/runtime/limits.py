@@ -166,14 +166,24 @@ class FlowControl:
             )
         result = await self.runtime.executor.run(
             operations.claim_limited_tasks(
-                self.runtime.queries, self.kind, limit, lease, self.options
+                self.runtime.queries,
+                self.kind,
+                limit,
+                lease,
+                self.options,
+                by_group=not self.limits.kind_wide,
             )
         )
         self.limits = result.limits
+        if result.relock:
+            self.worker.more_due = True  # a kind-wide override: claim at once under its lock
+            return []
         if not self.limits.active:
             self.next_override_check = self.loop.time() + OVERRIDE_CHECK
         claimed = len(result.rows)
-        if claimed < limit and (result.allowed == 0 or result.candidates > claimed):
+        if claimed < limit and (
+            result.allowed == 0 or result.candidates > claimed or result.blocked
+        ):
             self._held_back(result, limit)
         else:
             self.waiting_for_slot = False

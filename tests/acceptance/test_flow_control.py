@@ -171,10 +171,14 @@ def test_group_concurrency_one_runs_groups_in_parallel_not_in_series(db: Databas
     span = float(
         db.scalar("SELECT extract(epoch FROM max(ended_at) - min(started_at)) FROM {schema}.runs")
     )
+    [(_, together)] = overlap(db)
     parallel, serial = 20 * hold, 400 * hold
-    print(f"group_concurrency=1: {span:.2f}s for 400 tasks of {hold}s in 20 groups")
-    # Each group's 20 attempts in a row take 1 s; all 400 in series would take 20 s.
-    assert span < 3 * parallel < serial, span
+    print(f"group_concurrency=1: {span:.2f}s for 400 tasks of {hold}s in 20 groups,"
+          f" up to {together} groups at once")  # fmt: skip
+    # Each group's 20 attempts in a row take 1 s, plus a result write and a claim between two
+    # (a few ms each here, more on a loaded machine); all 400 in series would take 20 s.
+    assert together >= 10, together
+    assert parallel <= span < serial / 4, span
 
 
 @pytest.mark.parametrize(

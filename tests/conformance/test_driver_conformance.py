@@ -164,6 +164,14 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "list_keyed_tasks": {"after": 0, "limit": 100},
     "add_kind_limits_row": {"kind": KIND},
     "lock_kind_limits": {"kind": KIND},
+    "lock_kind_limits_shared": {"kind": KIND},
+    "lock_claim_groups": {
+        "kind": KIND,
+        "group_concurrency": 1,
+        "scan": 100,
+        "groups": 10,
+        "lock_prefix": "conformance:group:",
+    },
     "claim_limited_tasks": {
         "kind": KIND,
         "limit": 10,
@@ -176,6 +184,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "group_rate": 0.5,
         "group_burst": 2.0,
         "scan": 100,
+        "groups": ["g1", "g2"],
     },
     "set_kind_limits": {
         "kind": KIND,

@@ -90,6 +90,65 @@ def test_group_limits_leave_other_groups_and_ungrouped_tasks_flowing(
     assert ids(limited(queue, options)) == [pushed[1]]
 
 
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_concurrent_claimers_by_group_never_exceed_a_groups_slots(
+    queue: Queue, db: Database, per_group: int
+) -> None:
+    """Claims of a kind limited by groups alone run at once (no kind-wide lock); each group's
+    count stays exact under 8 claimers racing."""
+    options = KindOptions(attempt_timeout=5, group_concurrency=per_group)
+    queue.push_tasks(
+        [Task("k", n, group=f"g{n % 6}") for n in range(120)] + [Task("k", n) for n in range(4)]
+    )
+    claimed: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def claimer() -> None:
+        barrier.wait()
+        for _ in range(6):
+            claimed.extend(ids(limited(queue, options, limit=4)))
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == len(set(claimed)) == 6 * per_group + 4
+    per = db.fetch(
+        "SELECT task_group, count(*) FROM {schema}.tasks WHERE claim_token IS NOT NULL"
+        " GROUP BY task_group ORDER BY 1"
+    )
+    assert per == [(f"g{n}", per_group) for n in range(6)] + [(None, 4)]
+
+
+def test_a_claim_by_group_reports_tasks_waiting_on_their_group(queue: Queue, db: Database) -> None:
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group="g") for n in range(3)])
+    first = limited(queue, options)
+    assert len(first.rows) == 1 and not first.relock
+    held = limited(queue, options)
+    assert held.rows == [] and held.blocked  # the loop waits for the slot, not for a push
+
+
+def test_a_kind_wide_override_moves_claims_by_group_to_the_kinds_lock(
+    queue: Queue, db: Database
+) -> None:
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group=f"g{n}") for n in range(10)])
+    queue.set_limits("k", global_concurrency=2)
+    moved = limited(queue, options)
+    assert moved.relock and moved.rows == [] and moved.limits.global_concurrency == 2
+    locked = queue.executor.run(
+        operations.claim_limited_tasks(
+            Queries(queue.schema), "k", 10, 30.0, options, by_group=False
+        )
+    )
+    assert len(locked.rows) == 2 and not locked.relock
+    queue.set_limits("k", global_concurrency=None)
+    back = limited(queue, options)
+    assert not back.relock and len(back.rows) == 8
+
+
 def test_the_token_bucket_starts_full_and_refills_at_the_rate(queue: Queue, db: Database) -> None:
     options = KindOptions(attempt_timeout=5, rate_limit=RateLimit(10, per=1.0, burst=3))
     queue.push_tasks([Task("k", n) for n in range(20)])

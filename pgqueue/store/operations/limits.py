@@ -1,10 +1,17 @@
 """Flow control's statements: the limited claim, and the limits in force for a kind.
 
-A limited kind's claim is one transaction of two statements: ``lock_kind_limits`` locks the
-kind's row in ``kind_limits`` (and reads the operator's overrides), then
-``claim_limited_tasks`` counts the running attempts and refills the token bucket with a fresh
-snapshot, so it sees every claim committed before it, and claims within what is left. The
-count and the claim are in one statement; the lock makes them exact across processes.
+A limited kind's claim is one transaction. Under a kind-wide limit (a rate or a global
+concurrency) ``lock_kind_limits`` locks the kind's row in ``kind_limits`` (and reads the
+operator's overrides), then ``claim_limited_tasks`` counts the running attempts and refills the
+token bucket with a fresh snapshot, so it sees every claim committed before it, and claims
+within what is left. The count and the claim are in one statement; the lock makes them exact
+across processes.
+
+A kind limited by groups alone needs no kind-wide order: its claims share the row's lock
+(``lock_kind_limits_shared``; a kind-wide claim or an operator's change waits for them), each
+locks the groups it will claim from (``lock_claim_groups``, advisory locks that skip groups
+another claim holds), and ``claim_limited_tasks`` counts and claims for those groups only. So
+claims of one kind run at once in every process, and each group's count stays exact.
 """
 
 from __future__ import annotations
@@ -46,6 +53,16 @@ class Limits:
     def active(self) -> bool:
         return self.rate_limit is not None or self.counts_slots or self.group_rate_limit is not None
 
+    @property
+    def kind_wide(self) -> bool:
+        """Whether claims must take the kind's lock one at a time (a rate or a global
+        concurrency: one count for the whole kind); False when only groups are limited."""
+        return self.rate_limit is not None or self.global_concurrency is not None
+
+    @property
+    def by_group(self) -> bool:
+        return self.group_concurrency is not None or self.group_rate_limit is not None
+
 
 def code_limits(options: KindOptions) -> Limits:
     """The limits a kind's ``KindOptions`` set."""
@@ -80,7 +97,10 @@ class LimitedClaim:
 
     ``rows`` are shaped like ``claim_due_tasks``'s; ``allowed`` is how many the limits let
     start; ``candidates`` how many due tasks it looked at (0 when nothing was allowed: it did
-    not look); ``tokens`` the tokens left in the bucket (None: no rate limit).
+    not look); ``tokens`` the tokens left in the bucket (None: no rate limit); ``blocked``
+    whether due tasks wait on their group (its slots, its tokens, or another process claiming
+    from it); ``relock`` that a claim by group found a kind-wide limit (an operator's
+    override) and took nothing: claim again under the kind's lock.
     """
 
     rows: list[Row]
@@ -88,19 +108,52 @@ class LimitedClaim:
     candidates: int
     tokens: float | None
     limits: Limits
+    blocked: bool = False
+    relock: bool = False
 
 
 def claim_limited_tasks(
-    queries: Queries, kind: str, limit: int, lease: float, options: KindOptions
+    queries: Queries,
+    kind: str,
+    limit: int,
+    lease: float,
+    options: KindOptions,
+    *,
+    by_group: bool | None = None,
 ) -> Operation[LimitedClaim]:
-    """Claim up to ``limit`` due tasks of ``kind`` within its limits (code and overrides)."""
+    """Claim up to ``limit`` due tasks of ``kind`` within its limits (code and overrides).
+
+    ``by_group``: claim under the kind's shared lock and per-group locks, which is right while
+    the kind is limited by groups alone (as the caller last saw its limits; None: as its
+    options say). A claim by group that finds a kind-wide override takes nothing and says
+    ``relock``."""
+    if by_group is None:
+        by_group = not code_limits(options).kind_wide
+    lock = queries["lock_kind_limits_shared" if by_group else "lock_kind_limits"]
+    scan = max(MIN_SCAN, SCAN_FACTOR * limit)
 
     def steps() -> Steps[LimitedClaim]:
-        locked = yield Statement(queries["lock_kind_limits"], {"kind": kind})
+        locked = yield Statement(lock, {"kind": kind})
         if not locked:
             yield Statement(queries["add_kind_limits_row"], {"kind": kind})
-            locked = yield Statement(queries["lock_kind_limits"], {"kind": kind})
+            locked = yield Statement(lock, {"kind": kind})
         limits = limits_with_overrides(options, _overrides(locked[0]) if locked else None)
+        groups: list[str] | None = None
+        if by_group:
+            if limits.kind_wide:
+                return LimitedClaim([], 0, 0, None, limits, relock=True)
+            if limits.by_group:
+                found = yield Statement(
+                    queries["lock_claim_groups"],
+                    {
+                        "kind": kind,
+                        "group_concurrency": limits.group_concurrency,
+                        "scan": scan,
+                        "groups": limit,
+                        "lock_prefix": f"{queries.schema}:{kind}:group:",
+                    },
+                )
+                groups = list(found[0][0])
         rate = limits.rate_limit
         group_rate = limits.group_rate_limit
         rows = yield Statement(
@@ -116,13 +169,16 @@ def claim_limited_tasks(
                 "counts_slots": limits.counts_slots,
                 "group_rate": None if group_rate is None else group_rate.per_second,
                 "group_burst": None if group_rate is None else float(group_rate.capacity),
-                "scan": max(MIN_SCAN, SCAN_FACTOR * limit),
+                "scan": scan,
+                "groups": groups,
             },
         )
         first = rows[0]
         claimed = [row[:11] for row in rows if row[0] is not None]
         tokens = None if first[11] is None else float(first[11])
-        return LimitedClaim(claimed, int(first[12]), int(first[13]), tokens, limits)
+        return LimitedClaim(
+            claimed, int(first[12]), int(first[13]), tokens, limits, blocked=bool(first[14])
+        )
 
     return Operation(steps(), transactional=True)
 

@@ -891,6 +891,79 @@ FROM __schema__.kind_limits
 WHERE kind = %(kind)s
 FOR UPDATE;
 
+-- name: lock_kind_limits_shared
+-- The lock of a kind limited by groups only: claims of such kinds share it and run at once
+-- (each locks the groups it claims from, lock_claim_groups), while claims under a kind-wide
+-- limit and operators' changes wait for them; return the overrides.
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+FROM __schema__.kind_limits
+WHERE kind = %(kind)s
+FOR SHARE;
+
+-- name: lock_claim_groups
+-- Lock (transaction advisory locks, skipping those another claim holds) up to GROUPS task groups
+-- with due tasks and a free slot as this statement sees them, oldest due first; claim_limited_tasks
+-- in the same transaction then counts their running attempts afresh and claims only from them,
+-- so no two claims decide for one group at once. Looks at most at SCAN due tasks. (NOT IN: a
+-- hashed subplan whatever the planner believes of the table; busy groups are never NULL.)
+WITH busy AS MATERIALIZED (
+    SELECT r.task_group, count(*)::int AS n
+    FROM __schema__.tasks AS r
+    WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
+      AND r.delayed_till > clock_timestamp() AND r.task_group IS NOT NULL
+    GROUP BY r.task_group
+), candidates AS (
+    SELECT task_group, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority > 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority = 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.delayed_till
+            LIMIT %(scan)s
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority < 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS low
+    ) AS ranked
+), ordered AS (
+    -- OFFSET 0: sorted before the locks are tried (a lock is tried only for a group needed).
+    SELECT task_group
+    FROM candidates
+    GROUP BY task_group
+    ORDER BY min(position)
+    OFFSET 0
+)
+SELECT coalesce(array_agg(task_group), '{}') AS locked
+FROM (
+    SELECT task_group
+    FROM ordered
+    WHERE pg_try_advisory_xact_lock(hashtextextended(%(lock_prefix)s || task_group, 0))
+    LIMIT %(groups)s
+) AS locked;
+
 -- name: claim_limited_tasks
 -- Claim like claim_due_tasks, within the kind's limits, after lock_kind_limits in the same
 -- transaction: at most GLOBAL_CONCURRENCY running attempts of the kind (claims holding a slot
@@ -899,9 +972,12 @@ FOR UPDATE;
 -- bucket (GROUP_RATE, GROUP_BURST; a group without a row has a full one); NULL limits do not
 -- apply. Group buckets that are surely full again are deleted.
 -- Running attempts are counted on the clock, not the transaction's start: the lock may have
--- been waited for. Looks at most at SCAN due tasks for groups with a free slot. Returns the
--- claimed rows in claim order, or one row of NULLs when none, each with the tokens left
--- (NULL: no rate limit), how many the limits allowed and how many due tasks were candidates.
+-- been waited for. Looks at most at SCAN due tasks for groups with a free slot. GROUPS, when
+-- not NULL, are the groups lock_claim_groups locked: only their running attempts are counted
+-- and only their tasks (and tasks in no group) claimed. Returns the claimed rows in claim
+-- order, or one row of NULLs when none, each with the tokens left (NULL: no rate limit), how
+-- many the limits allowed, how many due tasks were candidates, and whether due tasks wait on
+-- a group (busy, out of tokens, or being claimed by another process).
 WITH bucket AS MATERIALIZED (
     SELECT least(%(burst)s::float8,
                  l.tokens + greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0)
@@ -915,6 +991,7 @@ WITH bucket AS MATERIALIZED (
     WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
       AND r.delayed_till > clock_timestamp()
       AND %(counts_slots)s
+      AND (%(groups)s::text[] IS NULL OR r.task_group = ANY (%(groups)s::text[]))
 ), busy AS MATERIALIZED (
     SELECT task_group, count(*)::int AS n
     FROM running
@@ -947,6 +1024,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS high
@@ -962,6 +1041,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.delayed_till
             LIMIT %(scan)s
         ) AS plain
@@ -977,6 +1058,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS low
@@ -989,6 +1072,23 @@ WITH bucket AS MATERIALIZED (
     LIMIT CASE WHEN %(group_concurrency)s::int IS NULL AND %(group_rate)s::float8 IS NULL
                THEN (SELECT n FROM allowed) + 1
                ELSE %(scan)s END
+), blocked AS MATERIALIZED (
+    -- Due tasks (of the first SCAN) that wait on their group: the loop then waits for a slot.
+    SELECT EXISTS (
+        SELECT FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND (%(group_concurrency)s::int IS NOT NULL OR %(group_rate)s::float8 IS NOT NULL)
+            LIMIT %(scan)s
+        ) AS w
+        WHERE (%(groups)s::text[] IS NOT NULL AND w.task_group <> ALL (%(groups)s::text[]))
+           OR EXISTS (SELECT FROM busy AS b WHERE b.task_group = w.task_group
+                      AND b.n >= %(group_concurrency)s::int)
+           OR EXISTS (SELECT FROM group_tokens AS gt WHERE gt.task_group = w.task_group
+                      AND gt.tokens < 1)
+    ) AS waiting
 ), chosen AS (
     SELECT c.id, c.position
     FROM (
@@ -1007,8 +1107,10 @@ WITH bucket AS MATERIALIZED (
 ), due AS (
     SELECT t.id, t.claim_token AS previous_token
     FROM __schema__.tasks AS t
+    -- Rechecked as text and through coalesce, so that the planner reaches the rows by the
+    -- primary key alone (a bitmap AND with tasks_open_idx read the whole open index).
     WHERE t.id = ANY (ARRAY(SELECT id FROM chosen))
-      AND t.status IN ('new', 'must_retry') AND t.delayed_till <= now()
+      AND t.status::text IN ('new', 'must_retry') AND coalesce(t.delayed_till <= now(), false)
     FOR NO KEY UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE __schema__.tasks AS t
@@ -1056,7 +1158,8 @@ WITH bucket AS MATERIALIZED (
 )
 SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
        c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
-       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates)
+       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates),
+       (SELECT waiting FROM blocked)
 FROM (SELECT) AS one
 LEFT JOIN claimed AS c ON true
 ORDER BY c.position;
