@@ -184,6 +184,12 @@ class FlowControl:
         if claimed < limit and (
             result.allowed == 0 or result.candidates > claimed or result.blocked
         ):
+            if claimed and not self.limits.kind_wide:
+                # Groups this claim just filled hid others behind their tasks (a claim looks
+                # at the oldest due tasks): claim again at once; each such claim took work.
+                self.waiting_for_slot = False
+                self.worker.more_due = True
+                return result.rows
             self._held_back(result, limit)
         else:
             self.waiting_for_slot = False

@@ -130,6 +130,23 @@ def test_a_claim_by_group_reports_tasks_waiting_on_their_group(queue: Queue, db:
     assert held.rows == [] and held.blocked  # the loop waits for the slot, not for a push
 
 
+def test_a_noisy_groups_backlog_does_not_starve_the_groups_behind_it(
+    queue: Queue, db: Database
+) -> None:
+    """A tenant with 2,000 older tasks holds its one slot; the next claim looks past its
+    backlog and keeps the other tenants flowing."""
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group="noisy") for n in range(2000)])
+    quiet = queue.push_tasks([Task("k", n, group=f"quiet{n}") for n in range(5)])
+    # The oldest due tasks are all the noisy group's: the first claim takes one of them (and
+    # the claim loop claims again at once, since it took something).
+    assert len(limited(queue, options, limit=10).rows) == 1
+    second = limited(queue, options, limit=10)
+    assert sorted(ids(second)) == quiet
+    third = limited(queue, options, limit=10)
+    assert third.rows == [] and third.blocked  # every group holds its slot: wait for one
+
+
 def test_a_kind_wide_override_moves_claims_by_group_to_the_kinds_lock(
     queue: Queue, db: Database
 ) -> None:
