@@ -145,6 +145,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "payload": None,
         "external_key": "periodic:2030-01-01T00:00:00+00:00",
         "max_attempts": 3,
+        "priority": 5,
     },
     "database_now": {},
     "count_tasks_by_status": {},
@@ -185,6 +186,9 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "group_burst": 2.0,
         "scan": 100,
         "groups": ["g1", "g2"],
+        "prepaid": 2,
+        "reserve": 3,
+        "max_wait": 1.0,
     },
     "set_kind_limits": {
         "kind": KIND,

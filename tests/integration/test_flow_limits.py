@@ -180,6 +180,40 @@ def test_the_token_bucket_starts_full_and_refills_at_the_rate(queue: Queue, db: 
     assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed = 0") == 14
 
 
+def test_loops_out_of_tokens_reserve_the_next_ones_in_turn(queue: Queue, db: Database) -> None:
+    """A claim that runs out of tokens while tasks wait reserves the next few (the bucket goes
+    below zero): each loop learns when its own are due, so loops sharing a bucket come back
+    one after another instead of all at once."""
+    options = KindOptions(attempt_timeout=5, rate_limit=RateLimit(10, per=1.0, burst=3))
+    queries = Queries(queue.schema)
+    queue.push_tasks([Task("k", n) for n in range(20)])
+
+    def claim(prepaid: int = 0) -> LimitedClaim:
+        return queue.executor.run(
+            operations.claim_limited_tasks(
+                queries, "k", 5, 30.0, options, prepaid=prepaid, reserve=2, max_wait=1.0
+            )
+        )
+
+    first = claim()
+    assert len(first.rows) == 3 and first.reserved == 2
+    assert 0.1 < first.due_in <= 0.2  # two tokens at 10/s, from an empty bucket
+    second = claim()
+    assert second.rows == [] and second.reserved == 2
+    assert first.due_in < second.due_in <= 0.4  # behind the first loop's reservation
+    # The first loop's reserved tokens are its own, whatever the bucket holds.
+    mine = claim(prepaid=2)
+    assert len(mine.rows) == 2 and mine.reserved == 2 and mine.due_in > second.due_in
+    # Reservations reach no further than max_wait (10 tokens at 10/s): then a loop just waits.
+    reservations = 0
+    while claim().reserved:
+        reservations += 1
+        assert reservations < 10
+    assert 1 <= reservations <= 3
+    assert db.scalar("SELECT tokens FROM {schema}.kind_limits") >= -10 - 1
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 0") == 5
+
+
 def test_an_unlimited_claim_does_not_mark_slots(queue: Queue, db: Database) -> None:
     queue.push_tasks([Task("k", n) for n in range(3)])
     queue.executor.run(operations.claim_due_tasks(Queries(queue.schema), "k", 3, 30.0))

@@ -100,7 +100,9 @@ class LimitedClaim:
     not look); ``tokens`` the tokens left in the bucket (None: no rate limit); ``blocked``
     whether due tasks wait on their group (its slots, its tokens, or another process claiming
     from it); ``relock`` that a claim by group found a kind-wide limit (an operator's
-    override) and took nothing: claim again under the kind's lock.
+    override) and took nothing: claim again under the kind's lock; ``reserved`` the tokens
+    the claim reserved for this loop, due in ``due_in`` seconds (pass them as ``prepaid``
+    then).
     """
 
     rows: list[Row]
@@ -110,6 +112,8 @@ class LimitedClaim:
     limits: Limits
     blocked: bool = False
     relock: bool = False
+    reserved: int = 0
+    due_in: float = 0.0
 
 
 def claim_limited_tasks(
@@ -120,13 +124,20 @@ def claim_limited_tasks(
     options: KindOptions,
     *,
     by_group: bool | None = None,
+    prepaid: int = 0,
+    reserve: int = 0,
+    max_wait: float = 1.0,
 ) -> Operation[LimitedClaim]:
     """Claim up to ``limit`` due tasks of ``kind`` within its limits (code and overrides).
 
     ``by_group``: claim under the kind's shared lock and per-group locks, which is right while
     the kind is limited by groups alone (as the caller last saw its limits; None: as its
     options say). A claim by group that finds a kind-wide override takes nothing and says
-    ``relock``."""
+    ``relock``.
+
+    ``prepaid``: tokens this loop reserved in an earlier claim, due now; ``reserve``: how many
+    future tokens to reserve when this claim runs out while tasks wait, if they fall due within
+    ``max_wait`` seconds."""
     if by_group is None:
         by_group = not code_limits(options).kind_wide
     lock = queries["lock_kind_limits_shared" if by_group else "lock_kind_limits"]
@@ -171,13 +182,27 @@ def claim_limited_tasks(
                 "group_burst": None if group_rate is None else float(group_rate.capacity),
                 "scan": scan,
                 "groups": groups,
+                "prepaid": prepaid,
+                "reserve": reserve,
+                "max_wait": max_wait,
             },
         )
         first = rows[0]
         claimed = [row[:11] for row in rows if row[0] is not None]
         tokens = None if first[11] is None else float(first[11])
+        reserved = int(first[15] or 0)
+        due_in = 0.0
+        if reserved and rate is not None:
+            due_in = max(0.0, (reserved - float(first[16])) / rate.per_second)
         return LimitedClaim(
-            claimed, int(first[12]), int(first[13]), tokens, limits, blocked=bool(first[14])
+            claimed,
+            int(first[12]),
+            int(first[13]),
+            tokens,
+            limits,
+            blocked=bool(first[14]),
+            reserved=reserved,
+            due_in=due_in,
         )
 
     return Operation(steps(), transactional=True)

@@ -522,7 +522,8 @@ RETURNING t.id;
 UPDATE __schema__.kinds SET swept_at = now() WHERE kind = %(kind)s;
 
 -- name: push_periodic_task
--- Enqueue the task of a periodic slot if no process has enqueued this or a later slot yet.
+-- Enqueue the task of a periodic slot (at the kind's default priority) if no process has
+-- enqueued this or a later slot yet.
 WITH advanced AS (
     INSERT INTO __schema__.kinds AS k (kind, periodic_slot)
     VALUES (%(kind)s, %(slot)s)
@@ -530,8 +531,10 @@ WITH advanced AS (
     WHERE k.periodic_slot IS NULL OR k.periodic_slot < excluded.periodic_slot
     RETURNING kind
 ), inserted AS (
-    INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
-    SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
+    INSERT INTO __schema__.tasks
+        (kind, payload, external_key, attempts_left, max_attempts, priority)
+    SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
+           %(priority)s
     FROM advanced
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
         DO NOTHING
@@ -978,6 +981,11 @@ FROM (
 -- order, or one row of NULLs when none, each with the tokens left (NULL: no rate limit), how
 -- many the limits allowed, how many due tasks were candidates, and whether due tasks wait on
 -- a group (busy, out of tokens, or being claimed by another process).
+-- Reservations keep a fleet of loops sharing one bucket from bursting: PREPAID tokens, which
+-- this loop reserved earlier and which are due now, are its own on top of the bucket's; a
+-- claim that runs out of tokens while tasks wait reserves RESERVE future tokens (the bucket
+-- goes below zero by them) when they are due within MAX_WAIT seconds, and returns how many it
+-- reserved and the tokens left before, from which the loop knows when to come back for them.
 WITH bucket AS MATERIALIZED (
     SELECT least(%(burst)s::float8,
                  l.tokens + greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0)
@@ -1008,7 +1016,9 @@ WITH bucket AS MATERIALIZED (
     SELECT greatest(0, least(
                %(limit)s::int,
                %(global_concurrency)s::int - (SELECT count(*) FROM running)::int,
-               floor(coalesce((SELECT tokens FROM bucket), %(burst)s::float8))::int
+               CASE WHEN %(rate)s::float8 IS NOT NULL
+                    THEN %(prepaid)s::int + floor(greatest((SELECT tokens FROM bucket), 0))::int
+               END
            )) AS n
 ), candidates AS MATERIALIZED (
     SELECT id, task_group, row_number() OVER () AS position
@@ -1149,17 +1159,35 @@ WITH bucket AS MATERIALIZED (
     WHERE g.kind = %(kind)s AND g.task_group = gt.task_group
       AND gt.tokens >= %(group_burst)s::float8
       AND NOT EXISTS (SELECT FROM claimed AS c WHERE c.task_group = g.task_group)
+), used AS MATERIALIZED (
+    -- Unused prepaid tokens go back to the bucket.
+    SELECT b.tokens + %(prepaid)s::int - (SELECT count(*) FROM claimed) AS tokens
+    FROM bucket AS b
+), reservation AS MATERIALIZED (
+    SELECT u.tokens,
+           CASE WHEN u.tokens < 1 AND %(reserve)s::int > 0
+                     AND (%(reserve)s::int - u.tokens) / %(rate)s::float8 <= %(max_wait)s::float8
+                     AND (SELECT count(*) FROM claimed) < %(limit)s::int
+                     -- Tasks wait (the claim was held back, not short of work).
+                     AND (SELECT count(*) FROM (
+                              SELECT FROM __schema__.tasks AS t
+                              WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+                                AND t.delayed_till <= now()
+                              LIMIT %(limit)s::int + 1) AS w) > (SELECT count(*) FROM claimed)
+                THEN %(reserve)s::int ELSE 0 END AS n
+    FROM used AS u
 ), spent AS (
     UPDATE __schema__.kind_limits AS l
-    SET tokens = b.tokens - (SELECT count(*) FROM claimed), refilled_at = b.refilled_at
-    FROM bucket AS b
+    SET tokens = r.tokens - r.n, refilled_at = b.refilled_at
+    FROM bucket AS b, reservation AS r
     WHERE l.kind = %(kind)s
     RETURNING l.tokens
 )
 SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
        c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
        (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates),
-       (SELECT waiting FROM blocked)
+       (SELECT waiting FROM blocked), (SELECT n FROM reservation),
+       (SELECT tokens FROM reservation)
 FROM (SELECT) AS one
 LEFT JOIN claimed AS c ON true
 ORDER BY c.position;
