@@ -298,12 +298,40 @@ def test_set_limits_is_audited_and_validated(queue: Queue, db: Database) -> None
     assert not queue.get_limits("k").any
     changes = queue.limit_changes("k")
     assert [(actor, what) for _, actor, what in changes] == [
-        ("ops", {"rate_limit": None, "global_concurrency": None, "group_concurrency": None}),
+        (
+            "ops",
+            {
+                "rate_limit": None,
+                "global_concurrency": None,
+                "group_concurrency": None,
+                "group_rate_limit": None,
+            },
+        ),
         (None, {"global_concurrency": 2}),
         ("ops", {"rate_limit": {"n": 5, "per": 60.0, "burst": 5}}),
     ]
     with pytest.raises(UnknownKind):
         queue.set_limits("nope", global_concurrency=1)
+    with pytest.raises(InvalidOptions, match=r"^group_rate_limit must"):
+        queue.set_limits("k", group_rate_limit=5)
     with pytest.raises(InvalidOptions, match=r"^global_concurrency must"):
         queue.set_limits("k", global_concurrency=0)
     assert db.scalar("SELECT count(*) FROM {schema}.limit_changes") == 3
+
+
+def test_an_operator_overrides_the_group_rate_limit(queue: Queue, db: Database) -> None:
+    """A kind with no limit in its code gets a group rate limit from an operator: claims
+    obey it at once, per group, until it is cleared."""
+    options = KindOptions(attempt_timeout=5)
+    queue.push_tasks([Task("k", n, group=f"g{n % 2}") for n in range(10)])
+    overrides = queue.set_limits("k", group_rate_limit=RateLimit(2, per=60.0), actor="ops")
+    assert overrides.group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    assert queue.get_limits("k").group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    first = limited(queue, options)
+    assert len(first.rows) == 4  # two per group
+    assert first.limits.group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    held = limited(queue, options)
+    assert held.rows == [] and held.blocked
+    queue.set_limits("k", group_rate_limit=None)
+    assert len(limited(queue, options).rows) == 6
+    assert [what for _, _, what in queue.limit_changes("k")][0] == {"group_rate_limit": None}

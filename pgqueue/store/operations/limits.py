@@ -87,7 +87,9 @@ def limits_with_overrides(options: KindOptions, overrides: LimitOverrides | None
         limits.group_concurrency
         if overrides.group_concurrency is None
         else overrides.group_concurrency,
-        limits.group_rate_limit,
+        limits.group_rate_limit
+        if overrides.group_rate_limit is None
+        else overrides.group_rate_limit,
     )
 
 
@@ -220,8 +222,18 @@ UNCHANGED: Any = _Unchanged()
 
 def _overrides(row: Row) -> LimitOverrides:
     rate, per, burst, global_concurrency, group_concurrency, at = row[:6]
-    rate_limit = None if rate is None else RateLimit(_number(rate), per=per or 1.0, burst=burst)
-    return LimitOverrides(rate_limit, global_concurrency, group_concurrency, at)
+    group_rate, group_per, group_burst = row[6:9]
+    return LimitOverrides(
+        _rate(rate, per, burst),
+        global_concurrency,
+        group_concurrency,
+        at,
+        group_rate_limit=_rate(group_rate, group_per, group_burst),
+    )
+
+
+def _rate(rate: float | None, per: float | None, burst: int | None) -> RateLimit | None:
+    return None if rate is None else RateLimit(_number(rate), per=per or 1.0, burst=burst)
 
 
 def _number(value: float) -> float:
@@ -236,13 +248,15 @@ def set_kind_limits(
     rate_limit: Any = UNCHANGED,
     global_concurrency: Any = UNCHANGED,
     group_concurrency: Any = UNCHANGED,
+    group_rate_limit: Any = UNCHANGED,
     actor: str | None = None,
 ) -> Operation[LimitOverrides]:
     """Override ``kind``'s limits fleet-wide (``None`` clears an override, an argument left
     out keeps it); validated before any SQL. Unknown kinds raise ``UnknownKind``."""
     validate_kind_name(kind)
-    if rate_limit is not UNCHANGED and not isinstance(rate_limit, RateLimit | None):
-        raise InvalidOptions(f"rate_limit must be a RateLimit or None, got {rate_limit!r}")
+    for name, value in (("rate_limit", rate_limit), ("group_rate_limit", group_rate_limit)):
+        if value is not UNCHANGED and not isinstance(value, RateLimit | None):
+            raise InvalidOptions(f"{name} must be a RateLimit or None, got {value!r}")
     for name, value in (
         ("global_concurrency", global_concurrency),
         ("group_concurrency", group_concurrency),
@@ -261,6 +275,13 @@ def set_kind_limits(
         change["global_concurrency"] = global_concurrency
     if group_concurrency is not UNCHANGED:
         change["group_concurrency"] = group_concurrency
+    group_rate = None if group_rate_limit is UNCHANGED else group_rate_limit
+    if group_rate_limit is not UNCHANGED:
+        change["group_rate_limit"] = (
+            None
+            if group_rate is None
+            else {"n": group_rate.n, "per": group_rate.per, "burst": group_rate.capacity}
+        )
     params = {
         "kind": kind,
         "rate": None if rate is None else float(rate.n),
@@ -271,6 +292,10 @@ def set_kind_limits(
         "set_global": global_concurrency is not UNCHANGED,
         "group_concurrency": None if group_concurrency is UNCHANGED else group_concurrency,
         "set_group": group_concurrency is not UNCHANGED,
+        "group_rate": None if group_rate is None else float(group_rate.n),
+        "group_rate_per": None if group_rate is None else float(group_rate.per),
+        "group_rate_burst": None if group_rate is None else group_rate.capacity,
+        "set_group_rate": group_rate_limit is not UNCHANGED,
         "actor": actor,
         "change": json.dumps(change),
         "channel": queries.channel,

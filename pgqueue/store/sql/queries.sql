@@ -889,7 +889,8 @@ INSERT INTO __schema__.kind_limits (kind) VALUES (%(kind)s) ON CONFLICT (kind) D
 -- name: lock_kind_limits
 -- Lock a limited kind's row until the claim's transaction ends, so the kind's limited claims
 -- run one at a time and each counts what the previous ones committed; return the overrides.
-SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
 FROM __schema__.kind_limits
 WHERE kind = %(kind)s
 FOR UPDATE;
@@ -898,7 +899,8 @@ FOR UPDATE;
 -- The lock of a kind limited by groups only: claims of such kinds share it and run at once
 -- (each locks the groups it claims from, lock_claim_groups), while claims under a kind-wide
 -- limit and operators' changes wait for them; return the overrides.
-SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
 FROM __schema__.kind_limits
 WHERE kind = %(kind)s
 FOR SHARE;
@@ -1198,9 +1200,11 @@ ORDER BY c.position;
 -- workers, which read the overrides on their next claim.
 WITH changed AS (
     INSERT INTO __schema__.kind_limits AS l
-        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at)
+        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency,
+         group_rate, group_rate_per, group_rate_burst, overridden_at)
     VALUES (%(kind)s, %(rate)s, %(rate_per)s, %(rate_burst)s, %(global_concurrency)s,
-            %(group_concurrency)s, now())
+            %(group_concurrency)s, %(group_rate)s, %(group_rate_per)s, %(group_rate_burst)s,
+            now())
     ON CONFLICT (kind) DO UPDATE
     SET rate = CASE WHEN %(set_rate)s THEN excluded.rate ELSE l.rate END,
         rate_per = CASE WHEN %(set_rate)s THEN excluded.rate_per ELSE l.rate_per END,
@@ -1209,20 +1213,28 @@ WITH changed AS (
                                   ELSE l.global_concurrency END,
         group_concurrency = CASE WHEN %(set_group)s THEN excluded.group_concurrency
                                  ELSE l.group_concurrency END,
+        group_rate = CASE WHEN %(set_group_rate)s THEN excluded.group_rate
+                          ELSE l.group_rate END,
+        group_rate_per = CASE WHEN %(set_group_rate)s THEN excluded.group_rate_per
+                              ELSE l.group_rate_per END,
+        group_rate_burst = CASE WHEN %(set_group_rate)s THEN excluded.group_rate_burst
+                                ELSE l.group_rate_burst END,
         overridden_at = now()
     RETURNING l.kind, l.rate, l.rate_per, l.rate_burst, l.global_concurrency,
-              l.group_concurrency, l.overridden_at
+              l.group_concurrency, l.overridden_at, l.group_rate, l.group_rate_per,
+              l.group_rate_burst
 ), audited AS (
     INSERT INTO __schema__.limit_changes (kind, actor, limits)
     SELECT kind, %(actor)s, %(change)s::jsonb FROM changed
 )
 SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
-       pg_notify(%(channel)s, 'p:' || kind)
+       group_rate, group_rate_per, group_rate_burst, pg_notify(%(channel)s, 'p:' || kind)
 FROM changed;
 
 -- name: read_kind_limits
 -- The operators' overrides of the given kinds' limits (kinds without a row have none).
-SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
 FROM __schema__.kind_limits
 WHERE kind = ANY (%(kinds)s::text[]);
 
