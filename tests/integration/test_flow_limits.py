@@ -334,4 +334,4 @@ def test_an_operator_overrides_the_group_rate_limit(queue: Queue, db: Database) 
     assert held.rows == [] and held.blocked
     queue.set_limits("k", group_rate_limit=None)
     assert len(limited(queue, options).rows) == 6
-    assert [what for _, _, what in queue.limit_changes("k")][0] == {"group_rate_limit": None}
+    assert next(what for _, _, what in queue.limit_changes("k")) == {"group_rate_limit": None}
