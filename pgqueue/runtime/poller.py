@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from pgqueue.runtime.floors import ClaimFloor
 from pgqueue.store.executor import AsyncExecutor, Statement, single
 from pgqueue.store.queries import Queries
 
@@ -38,10 +39,14 @@ class DuePoller:
         kinds: Sequence[str],
         wake: Callable[[str], None],
         period: float,
+        floors: Mapping[str, ClaimFloor] | None = None,
     ) -> None:
         self.executor = executor
         self.statement = queries["poll_due_kinds"]
         self.kinds = list(kinds)
+        # Where each kind's claims start reading (pgqueue/runtime/floors.py): the poll reads
+        # from there too, and a poll from the index's head refreshes a floor.
+        self.floors = [(floors or {}).get(kind) for kind in self.kinds]
         self.wake = wake
         self.period = period
         self.loop = asyncio.get_running_loop()
@@ -96,7 +101,6 @@ class DuePoller:
         """Poll until closed or cancelled; a failed poll is logged and tried again a period
         later (at most 5 s)."""
         loop = self.loop
-        statement = Statement(self.statement, {"kinds": self.kinds})
         while not self.closed:
             await self._sleep_until_next_poll()
             if self.closed:
@@ -105,6 +109,8 @@ class DuePoller:
             # Hints that arrive while the statement runs lower this again.
             self.next_poll = started + self.period
             woken = self._wake_known_due(started)
+            used = [None if floor is None else floor.current() for floor in self.floors]
+            statement = Statement(self.statement, {"kinds": self.kinds, "floors": used})
             try:
                 rows = await self.executor.run(single(statement))
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
@@ -113,7 +119,10 @@ class DuePoller:
                 log.warning("polling for due tasks failed, retrying in %.2fs: %s", retry, exc)
                 continue
             finished = loop.time()
-            clock, due_kinds, next_due_in, next_kind = rows[0]
+            clock, due_kinds, next_due_in, next_kind, oldest, now = rows[0]
+            for floor, start, found in zip(self.floors, used, oldest, strict=True):
+                if floor is not None and start is None:
+                    floor.polled(found, now)
             # The statement's clock was read about halfway through the round trip.
             halfway = (finished - started) / 2
             self.clock_offset = clock - (time.time() - halfway)

@@ -20,6 +20,7 @@ from pgqueue.runtime.attempts import Attempt, AttemptLifecycle, log_extra
 from pgqueue.runtime.completer import ResultWriter
 from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import AttemptRunner
+from pgqueue.runtime.floors import ClaimFloor
 from pgqueue.runtime.limits import FlowControl
 from pgqueue.store import operations
 
@@ -61,6 +62,8 @@ class KindWorker(AttemptLifecycle):
         self.max_overrun = self.options.loop.max_overrun
         # Fleet-wide limits (pgqueue/runtime/limits.py); unlimited kinds claim as ever.
         self.flow = FlowControl(self)
+        # Where the next claim starts reading the open tasks (pgqueue/runtime/floors.py).
+        self.floor = ClaimFloor(self.loop.time)
 
     def pause(self) -> None:
         """The kind was paused: start no more attempts; release claims not yet started."""
@@ -194,9 +197,14 @@ class KindWorker(AttemptLifecycle):
                 if self.flow.limited or await self.flow.overridden():
                     claimed = await self.flow.claim(limit, lease)
                 else:
-                    claimed = await runtime.executor.run(
-                        operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
+                    floor = self.floor.current()
+                    result = await runtime.executor.run(
+                        operations.claim_due_tasks_above(
+                            runtime.queries, self.kind, limit, lease, floor
+                        )
                     )
+                    claimed = result.rows
+                    self.floor.claimed(floor, len(claimed), limit, result.oldest_due, result.clock)
             except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                 delay = backoff.next()
                 log.warning("claiming %r failed, retrying in %.2fs: %s", self.kind, delay, exc)

@@ -94,6 +94,7 @@ class Runtime(RuntimeContext):
                 list(self.workers),
                 self.wake,
                 min(float(s.options.loop.poll_period) for s in specs),
+                {kind: worker.floor for kind, worker in self.workers.items()},
             )
             background.append(("pgqueue-poller", self.poller.run))
         background += [

@@ -72,8 +72,8 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     },
     "lock_kind_capacity": {"lock_key": f"x:{KIND}"},
     "count_pending_tasks": {"kind": KIND},
-    "poll_due_kinds": {"kinds": [KIND]},
-    "claim_due_tasks": {"kind": KIND, "limit": 10, "lease": 30.0},
+    "poll_due_kinds": {"kinds": [KIND], "floors": [None]},
+    "claim_due_tasks": {"kind": KIND, "limit": 10, "lease": 30.0, "floor": None},
     "extend_leases": {"ids": "{1,2}", "tokens": "{" + TOKEN + "," + TOKEN + "}", "lease": 30.0},
     "record_outcomes": {
         "ids": "{1,2}",
@@ -200,6 +200,10 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "set_global": False,
         "group_concurrency": 2,
         "set_group": True,
+        "group_rate": None,
+        "group_rate_per": None,
+        "group_rate_burst": None,
+        "set_group_rate": False,
         "actor": "conformance",
         "change": json.dumps({"rate_limit": {"n": 10, "per": 1.0, "burst": 10}}),
     },
@@ -329,7 +333,7 @@ async def test_claim_statement_uses_the_open_tasks_index(driver: Driver, db: Dat
         single(
             Statement(
                 "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
-                {"kind": "k", "limit": 10, "lease": 30.0},
+                {"kind": "k", "limit": 10, "lease": 30.0, "floor": None},
             )
         )
     )

@@ -25,7 +25,7 @@ def test_claim_uses_the_open_tasks_partial_index(db: Database) -> None:
         conn.execute(f"ANALYZE {db.schema}.tasks")
         rows = conn.execute(
             "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
-            {"kind": "k", "limit": 10, "lease": 30.0},
+            {"kind": "k", "limit": 10, "lease": 30.0, "floor": None},
         ).fetchone()
         conn.rollback()
     plan = json.dumps(rows[0] if rows else None)
@@ -48,7 +48,7 @@ def test_a_large_claim_reads_only_the_rows_it_takes(db: Database) -> None:
         for limit in (10, 200, 1000):
             rows = conn.execute(
                 "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
-                {"kind": "k", "limit": limit, "lease": 30.0},
+                {"kind": "k", "limit": limit, "lease": 30.0, "floor": None},
             ).fetchone()
             plan = json.dumps(rows[0] if rows else None)
             assert "tasks_open_idx" in plan, plan
@@ -79,12 +79,15 @@ def test_the_due_poll_probes_the_index_not_the_table(db: Database) -> None:
         )
         conn.execute(f"ANALYZE {db.schema}.tasks")
         rows = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + queries["poll_due_kinds"], {"kinds": ["k", "other"]}
+            "EXPLAIN (FORMAT JSON) " + queries["poll_due_kinds"],
+            {"kinds": ["k", "other"], "floors": [None, None]},
         ).fetchone()
         plan = json.dumps(rows[0] if rows else None)
         assert "tasks_open_idx" in plan, plan
         assert '"Seq Scan"' not in plan, plan
-        due = conn.execute(queries["poll_due_kinds"], {"kinds": ["k", "other"]}).fetchone()
+        due = conn.execute(
+            queries["poll_due_kinds"], {"kinds": ["k", "other"], "floors": [None, None]}
+        ).fetchone()
         assert due is not None and due[1] == ["k"], due
         conn.rollback()
 

@@ -190,10 +190,12 @@ def test_paused_kind_is_not_claimed_but_accepts_pushes(db: Database) -> None:
         task_id = queue.push_task(Task("k", 1))
         assert task_id is not None
         # The claim statement itself checks the flag: claiming directly takes nothing.
-        assert db.fetch(
+        claimed = db.fetch(
             queue.queries["claim_due_tasks"].replace("%(kind)s", "'k'")
             .replace("%(limit)s", "10").replace("%(lease)s", "10")
-        ) == []  # fmt: skip
+            .replace("%(floor)s", "NULL")
+        )  # fmt: skip
+        assert [row[0] for row in claimed] == [None]  # one row of NULLs: nothing claimed
         queue.resume_kind("k")
         recorder.wait_status(task_id, "succeeded")
 

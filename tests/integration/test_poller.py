@@ -225,7 +225,7 @@ def test_poll_statement_probes_the_open_tasks_index_per_kind(db: Database) -> No
         )
         conn.execute(f"ANALYZE {db.schema}.tasks")
         for name, params in (
-            ("poll_due_kinds", {"kinds": kinds}),
+            ("poll_due_kinds", {"kinds": kinds, "floors": [None] * len(kinds)}),
             (
                 "find_sweepable_kinds",
                 {"kinds": kinds, "ttls": [60.0] * len(kinds), "windows": [60.0] * len(kinds)},
@@ -238,8 +238,8 @@ def test_poll_statement_probes_the_open_tasks_index_per_kind(db: Database) -> No
             assert '"Seq Scan"' not in plan, (name, plan)
             index = "tasks_open_idx" if name == "poll_due_kinds" else "tasks_terminal_idx"
             assert index in plan, (name, plan)
-        clock, due_kinds, next_due_in, next_kind = conn.execute(
-            queries["poll_due_kinds"], {"kinds": kinds}
+        clock, due_kinds, next_due_in, next_kind, _, _ = conn.execute(
+            queries["poll_due_kinds"], {"kinds": kinds, "floors": [None] * len(kinds)}
         ).fetchone()  # type: ignore[misc]
         conn.rollback()
     assert clock > 0

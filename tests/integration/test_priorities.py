@@ -78,7 +78,7 @@ def test_the_claim_reads_both_open_indexes_and_no_table_scan(db: Database) -> No
         for limit in (10, 1000):
             rows = conn.execute(
                 "EXPLAIN (FORMAT JSON) " + queries["claim_due_tasks"],
-                {"kind": "k", "limit": limit, "lease": 30.0},
+                {"kind": "k", "limit": limit, "lease": 30.0, "floor": None},
             ).fetchone()
             plan = rows[0] if rows else None
             scans = _scans(plan)

@@ -21,7 +21,9 @@ from pgqueue.store.operations.checks import (
     unknown_kind,
 )
 from pgqueue.store.operations.claims import (
+    Claimed,
     claim_due_tasks,
+    claim_due_tasks_above,
     database_now,
     extend_leases,
     int_array,
@@ -108,6 +110,7 @@ __all__ = [
     "STATUS_LITERAL",
     "UNCHANGED",
     "Action",
+    "Claimed",
     "KindOverview",
     "LimitOverrides",
     "LimitedClaim",
@@ -121,6 +124,7 @@ __all__ = [
     "check_int_range",
     "check_task_id",
     "claim_due_tasks",
+    "claim_due_tasks_above",
     "claim_limited_tasks",
     "code_limits",
     "count_tasks_by_status",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from pgqueue.store.executor import Operation, Row, Statement, Steps
@@ -21,14 +22,42 @@ def uuid_array(values: Iterable[str]) -> str:
 
 def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Operation[list[Row]]:
     """Claim up to ``limit`` due tasks of ``kind``, leased for ``lease`` seconds: the rows of
-    ``claim_due_tasks`` (empty while the kind is paused)."""
+    ``claim_due_tasks`` (empty while the kind is paused), without their due times."""
 
     def steps() -> Steps[list[Row]]:
-        return (
-            yield Statement(
-                queries["claim_due_tasks"], {"kind": kind, "limit": limit, "lease": lease}
-            )
+        claimed = yield from claim_due_tasks_above(queries, kind, limit, lease, None).steps
+        return claimed.rows
+
+    return Operation(steps())
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What :func:`claim_due_tasks_above` claimed: the rows; the oldest due time among the
+    priority-0 ones (None: none); the database clock of the claim (None while the kind is
+    paused)."""
+
+    rows: list[Row]
+    oldest_due: datetime | None
+    clock: datetime | None
+
+
+def claim_due_tasks_above(
+    queries: Queries, kind: str, limit: int, lease: float, floor: datetime | None
+) -> Operation[Claimed]:
+    """:func:`claim_due_tasks` reading priority-0 tasks from ``floor`` on (None: from the
+    oldest)."""
+
+    def steps() -> Steps[Claimed]:
+        rows = yield Statement(
+            queries["claim_due_tasks"],
+            {"kind": kind, "limit": limit, "lease": lease, "floor": floor},
         )
+        clock = rows[0][-1]
+        if rows[0][0] is None:
+            return Claimed([], None, clock)
+        oldest = min((row[-2] for row in rows if row[-2] is not None), default=None)
+        return Claimed([row[:-2] for row in rows], oldest, clock)
 
     return Operation(steps())
 

@@ -175,12 +175,15 @@ WHERE kind = %(kind)s
 -- fill the limit, so a queue without priorities pays one probe of an empty index.
 -- The id array lets the update reach its rows through the primary key whatever the limit: a
 -- plain join to ``due`` let the planner hash a sequential scan of the whole table for large
--- claims.
+-- claims. FLOOR (NULL: none) starts the priority-0 range there instead of at the index's head:
+-- the entries below the oldest due task are the dead versions of tasks already claimed, which
+-- a long transaction elsewhere keeps vacuum from removing; the claim loop knows where its last
+-- claim found the oldest due task. The last column is each priority-0 row's due time, for it.
 WITH due AS (
-    SELECT id, previous_token, row_number() OVER () AS position
+    SELECT id, previous_token, due_at, row_number() OVER () AS position
     FROM (
         SELECT * FROM (
-            SELECT id, claim_token AS previous_token
+            SELECT id, claim_token AS previous_token, NULL::timestamptz AS due_at
             FROM __schema__.tasks
             WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority > 0
               AND delayed_till <= now()
@@ -190,9 +193,10 @@ WITH due AS (
         ) AS high
         UNION ALL
         SELECT * FROM (
-            SELECT id, claim_token AS previous_token
+            SELECT id, claim_token AS previous_token, delayed_till AS due_at
             FROM __schema__.tasks
             WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND delayed_till <= now()
+              AND delayed_till >= coalesce(%(floor)s::timestamptz, '-infinity')
               AND priority = 0
             ORDER BY delayed_till
             LIMIT %(limit)s
@@ -200,7 +204,7 @@ WITH due AS (
         ) AS plain
         UNION ALL
         SELECT * FROM (
-            SELECT id, claim_token AS previous_token
+            SELECT id, claim_token AS previous_token, NULL::timestamptz AS due_at
             FROM __schema__.tasks
             WHERE kind = %(kind)s AND status IN ('new', 'must_retry') AND priority < 0
               AND delayed_till <= now()
@@ -228,13 +232,20 @@ WITH due AS (
     RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
-              due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes
+              due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes,
+              due.due_at
 )
--- In claim order, so the worker starts them by priority.
-SELECT id, payload, external_key, attempts_elapsed, attempts_left, max_attempts, claim_token,
-       messages, started_at, lease_lost, snoozes
-FROM claimed
-ORDER BY position;
+-- In claim order, so the worker starts them by priority; one row of NULLs when none. The
+-- clock (the transaction's, NULL while the kind is paused) tells the loop that every task due
+-- by then was claimed when the claim took fewer than LIMIT.
+SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
+       c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes, c.due_at,
+       (SELECT now() WHERE NOT EXISTS (
+           SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
+       )) AS clock
+FROM (SELECT) AS one
+LEFT JOIN claimed AS c ON true
+ORDER BY c.position;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
@@ -357,31 +368,35 @@ RETURNING t.id, t.kind;
 
 -- name: poll_due_kinds
 -- Which of the given kinds have a task due now, in how many seconds the next open task of any
--- of them falls due and of which kind (NULL: none), with the database clock as epoch seconds.
+-- of them falls due and of which kind (NULL: none), with the database clock as epoch seconds,
+-- and per kind (in the order given) the due time of its oldest open task from its FLOOR on
+-- (the claim loop's, see claim_due_tasks; NULL: from the index's head) and the clock itself.
 -- Two probes of the open-tasks index per kind; always one row. Both are ordered by the index's
 -- own order with LIMIT 1, so each reads one entry: an EXISTS let the planner bet on a sequential
 -- scan finding a due row early, which reads the whole table when the due rows are at its end.
 SELECT extract(epoch FROM now())::float8 AS clock,
-       coalesce(array_agg(p.kind) FILTER (WHERE p.due), '{}'::text[]) AS due_kinds,
+       coalesce(array_agg(p.kind) FILTER (WHERE p.oldest <= now()), '{}'::text[]) AS due_kinds,
        extract(epoch FROM min(p.next_due) - now())::float8 AS next_due_in,
        (array_agg(p.kind ORDER BY p.next_due) FILTER (WHERE p.next_due IS NOT NULL))[1]
-           AS next_kind
+           AS next_kind,
+       array_agg(p.oldest ORDER BY p.ord) AS oldest,
+       now() AS now
 FROM (
-    SELECT k.kind,
-           coalesce((
-               SELECT t.delayed_till <= now()
-               FROM __schema__.tasks AS t
-               WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
-               ORDER BY t.delayed_till
-               LIMIT 1
-           ), false) AS due,
+    SELECT k.kind, k.ord,
+           (SELECT t.delayed_till
+            FROM __schema__.tasks AS t
+            WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till >= coalesce(k.floor, '-infinity')
+            ORDER BY t.delayed_till
+            LIMIT 1) AS oldest,
            (SELECT t.delayed_till
             FROM __schema__.tasks AS t
             WHERE t.kind = k.kind AND t.status IN ('new', 'must_retry')
               AND t.delayed_till > now()
             ORDER BY t.delayed_till
             LIMIT 1) AS next_due
-    FROM unnest(%(kinds)s::text[]) AS k(kind)
+    FROM unnest(%(kinds)s::text[], %(floors)s::timestamptz[]) WITH ORDINALITY
+        AS k(kind, floor, ord)
 ) AS p;
 
 -- name: find_sweepable_kinds

@@ -6,11 +6,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any
 
 from pgqueue.runtime.poller import DuePoller
 from pgqueue.store.executor import Operation, Row, drive_async
 from pgqueue.store.queries import Queries
+
+NOW = datetime.now(UTC)
 
 
 class ScriptedExecutor:
@@ -47,7 +50,7 @@ class ScriptedExecutor:
 
 async def test_one_statement_per_poll_for_all_kinds_wakes_due_kinds() -> None:
     kinds = [f"k{i}" for i in range(500)]
-    executor = ScriptedExecutor([(time.time(), ["k3", "k7"], None, None)])
+    executor = ScriptedExecutor([(time.time(), ["k3", "k7"], None, None, [None] * 500, NOW)])
     woken: list[str] = []
     poller = DuePoller(executor, Queries(), kinds, woken.append, period=60.0)
     task = asyncio.create_task(poller.run())
@@ -55,12 +58,14 @@ async def test_one_statement_per_poll_for_all_kinds_wakes_due_kinds() -> None:
     await asyncio.sleep(0)  # let the poll's answer be handled
     task.cancel()
     assert len(executor.calls) == 1
-    assert executor.calls[0] == {"kinds": kinds}
+    assert executor.calls[0] == {"kinds": kinds, "floors": [None] * 500}
     assert woken == ["k3", "k7"]
 
 
 async def test_polls_again_when_the_next_task_falls_due_not_after_the_period() -> None:
-    executor = ScriptedExecutor([(time.time(), [], 0.05, "k"), (time.time(), ["k"], None, None)])
+    executor = ScriptedExecutor(
+        [(time.time(), [], 0.05, "k", [None], NOW), (time.time(), ["k"], None, None, [None], NOW)]
+    )
     woken: list[str] = []
     poller = DuePoller(executor, Queries(), ["k"], woken.append, period=3600.0)
     task = asyncio.create_task(poller.run())
@@ -71,7 +76,7 @@ async def test_polls_again_when_the_next_task_falls_due_not_after_the_period() -
 
 
 async def test_a_notified_due_time_brings_the_next_poll_forward() -> None:
-    executor = ScriptedExecutor([(time.time(), [], None, None)])
+    executor = ScriptedExecutor([(time.time(), [], None, None, [None], NOW)])
     poller = DuePoller(executor, Queries(), ["k"], lambda kind: None, period=3600.0)
     task = asyncio.create_task(poller.run())
     await executor.wait_calls(1)
