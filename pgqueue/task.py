@@ -19,13 +19,15 @@ MAX_EXTERNAL_KEY_LENGTH = 512
 
 
 class Status(enum.StrEnum):
-    """Task status: the five stored ones plus the derived ``processing``."""
+    """Task status: the stored ones plus the derived ``processing``. ``blocked`` is a workflow
+    node whose parents have not all ended: no claim takes it until they have."""
 
     NEW = "new"
     MUST_RETRY = "must_retry"
     NO_ATTEMPTS_LEFT = "no_attempts_left"
     CANCELLED = "cancelled"
     SUCCEEDED = "succeeded"
+    BLOCKED = "blocked"
     PROCESSING = "processing"  # derived: claimed and the lease has not expired
 
     @property
@@ -43,6 +45,7 @@ STORED_STATUSES: tuple[Status, ...] = (
     Status.NO_ATTEMPTS_LEFT,
     Status.CANCELLED,
     Status.SUCCEEDED,
+    Status.BLOCKED,
 )
 
 
