@@ -27,10 +27,12 @@ from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import AsyncQueueTask, QueueTask
+from pgqueue.workflow import MAX_WORKFLOW_NODES, InvalidWorkflow, Node, Workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_WORKFLOW_NODES",
     "AsyncQueue",
     "AsyncQueueTask",
     "AttemptTimeout",
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidOptions",
     "InvalidResult",
     "InvalidTask",
+    "InvalidWorkflow",
     "Invoker",
     "Jitter",
     "JitterDelayer",
@@ -52,6 +55,7 @@ __all__ = [
     "Limiter",
     "LoopOptions",
     "MustCancelTask",
+    "Node",
     "NotInTransaction",
     "PgQueueError",
     "Queue",
@@ -70,4 +74,5 @@ __all__ = [
     "UnknownKind",
     "UnknownTask",
     "WaitTimeout",
+    "Workflow",
 ]

@@ -27,6 +27,7 @@ from pgqueue.task import (
     encode_payload,
     validate_kind_name,
 )
+from pgqueue.workflow import Workflow
 
 
 class QueueState(enum.StrEnum):
@@ -167,6 +168,15 @@ class QueueBase:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
         return self._push_op([task], delay)
+
+    def _push_workflow_op(self, workflow: Workflow) -> Operation[operations.WorkflowIds]:
+        self._check_open()
+        return operations.push_workflow(self.registry, self.queries, workflow)
+
+    def _report_workflow(self, workflow: Workflow) -> None:
+        if self.events.listeners:
+            nodes = workflow.nodes
+            self._report_pushed([n.task for n in nodes], [1] * len(nodes))
 
     def _cancel_op(self, kind: str, external_key: str) -> Operation[bool]:
         self._check_open()

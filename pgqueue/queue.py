@@ -24,11 +24,12 @@ from pgqueue.runtime import Runtime, StopMode
 from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store import operations
 from pgqueue.store.executor import SyncExecutor
-from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
+from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth, WorkflowIds
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import QueueTaskDecorator
+from pgqueue.workflow import Workflow
 
 T = TypeVar("T")
 
@@ -150,6 +151,23 @@ class Queue(QueueBase):
         ids: list[int | None] = run_in_sync(tx, self._push_op(tasks, delay))
         if self.events.listeners:
             self._report_pushed(tasks, ids)
+        return ids
+
+    def push_workflow(self, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in one transaction: the nodes without parents are
+        due now, the others wait for their parents. Returns the ids by node name (and the
+        workflow's id as ``workflow_id``)."""
+        ids = self.executor.run(self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
+        return ids
+
+    def push_workflow_tx(self, tx: Any, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in the caller's open transaction (never commits or
+        rolls back): the nodes exist if and only if that transaction commits."""
+        from pgqueue.adapters.transactions import run_in_sync  # the drivers load on first use
+
+        ids: WorkflowIds = run_in_sync(tx, self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
         return ids
 
     def cancel_task_by_key(self, kind: str, external_key: str) -> bool:

@@ -78,7 +78,9 @@ class TaskInfo:
     ``messages`` holds the error messages of the latest failed attempts (newest last);
     ``delayed_till`` is when the task is due (or its lease ends, while it is processing);
     ``result`` is what the handler returned, stored with the success (``None`` otherwise);
-    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt).
+    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt);
+    a workflow node has its ``workflow_id``, its ``node`` name and the ids of its ``parents``
+    and ``children`` (a single read, ``get_task``, fills them; lists leave them empty).
     """
 
     id: int
@@ -98,6 +100,10 @@ class TaskInfo:
     finished_at: datetime | None = None
     result: Any = None
     snoozes: int = 0
+    workflow_id: str | None = None
+    node: str | None = None
+    parents: list[int] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
 
 
 COUNTED_STATUSES: tuple[str, ...] = (
