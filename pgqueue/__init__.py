@@ -27,12 +27,11 @@ from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import AsyncQueueTask, QueueTask
-from pgqueue.workflow import MAX_WORKFLOW_NODES, InvalidWorkflow, Node, Workflow
+from pgqueue.workflow import InvalidWorkflow, Node, Workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MAX_WORKFLOW_NODES",
     "AsyncQueue",
     "AsyncQueueTask",
     "AttemptTimeout",
