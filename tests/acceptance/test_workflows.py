@@ -128,7 +128,7 @@ def test_a_thousand_node_layered_dag_pushed_in_one_transaction_drained_by_three_
     assert db.scalar("SELECT count(DISTINCT task_id) FROM {schema}.runs") == 1000
     assert db.scalar("SELECT count(DISTINCT pid) FROM {schema}.runs") == 3
     assert_ran_after_parents(db, ids)
-    print(f"1,000-node DAG drained in {elapsed:.1f}s")  # noqa: T201 - shown with -s
+    print(f"1,000-node DAG drained in {elapsed:.1f}s")
 
 
 def fan_in(db: Database, queue: Queue, parents: int, lead: float) -> WorkflowIds:
@@ -139,6 +139,11 @@ def fan_in(db: Database, queue: Queue, parents: int, lead: float) -> WorkflowIds
     members = [wf.add(f"p{i}", Task("node", {"until": until})) for i in range(parents)]
     wf.add("child", Task("node"), after=members)
     return queue.push_workflow(wf)
+
+
+def ended(db: Database, task_id: int) -> bool:
+    status = db.scalar("SELECT status::text FROM {schema}.tasks WHERE id = %s", (task_id,))
+    return bool(status == "succeeded")
 
 
 def run_fan_in_race(db: Database, repeats: int) -> None:
@@ -155,13 +160,7 @@ def run_fan_in_race(db: Database, repeats: int) -> None:
         for _ in range(repeats):
             ids = fan_in(db, queue, 50, lead=0.8)
             child = ids["child"]
-            wait_until(
-                lambda: db.scalar(  # noqa: B023 - used at once
-                    "SELECT status::text FROM {schema}.tasks WHERE id = %s", (child,)
-                ) == "succeeded",
-                60,
-                "the fan-in child to succeed",
-            )  # fmt: skip
+            wait_until(lambda: ended(db, child), 60, "the fan-in child to succeed")
             row = db.fetch(
                 "SELECT attempts_elapsed, parents_pending, parents_failed,"
                 " (SELECT count(*) FROM {schema}.runs WHERE task_id = t.id),"
@@ -177,7 +176,7 @@ def run_fan_in_race(db: Database, repeats: int) -> None:
             spread.append(writers)
             assert writers >= 2, "the parents ran in one process: no race"
             assert_ran_after_parents(db, ids)
-        print(f"processes running each fan-in's parents: {spread}")  # noqa: T201 - with -s
+        print(f"processes running each fan-in's parents: {spread}")
 
 
 def test_fan_in_race_releases_the_child_once(db: Database) -> None:
@@ -267,8 +266,11 @@ def test_sigkill_of_a_worker_mid_workflow(db: Database) -> None:
 def test_push_workflow_tx_that_rolls_back_leaves_no_node(db: Database) -> None:
     """Acceptance 5, with the caller's transaction failing after the push."""
     wf = layered(3, 10, 2, seed=5)
-    with producer(db) as queue:
-        with pytest.raises(psycopg.errors.DivisionByZero), psycopg.connect(db.dsn) as conn:
-            queue.push_workflow_tx(conn, wf)
-            conn.execute("SELECT 1 / 0")
+    with (
+        producer(db) as queue,
+        pytest.raises(psycopg.errors.DivisionByZero),
+        psycopg.connect(db.dsn) as conn,
+    ):
+        queue.push_workflow_tx(conn, wf)
+        conn.execute("SELECT 1 / 0")
     assert db.scalar("SELECT count(*) FROM {schema}.tasks") == 0

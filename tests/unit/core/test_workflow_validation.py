@@ -38,7 +38,7 @@ def test_a_cycle_through_names_is_refused_naming_its_nodes() -> None:
     wf.add("a", Task("k"), after=["c"])
     wf.add("b", Task("k"), after=["a"])
     wf.add("c", Task("k"), after=["b"])
-    with pytest.raises(InvalidWorkflow, match="cycle: .*a.*b.*c"):
+    with pytest.raises(InvalidWorkflow, match=r"cycle: .*a.*b.*c"):
         build(wf)
 
 
