@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -160,7 +161,7 @@ def run_fan_in_race(db: Database, repeats: int) -> None:
         for _ in range(repeats):
             ids = fan_in(db, queue, 50, lead=0.8)
             child = ids["child"]
-            wait_until(lambda: ended(db, child), 60, "the fan-in child to succeed")
+            wait_until(partial(ended, db, child), 60, "the fan-in child to succeed")
             row = db.fetch(
                 "SELECT attempts_elapsed, parents_pending, parents_failed,"
                 " (SELECT count(*) FROM {schema}.runs WHERE task_id = t.id),"
