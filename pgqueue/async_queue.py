@@ -17,7 +17,13 @@ from pgqueue.runtime import Runtime, StopMode
 from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
-from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth, WorkflowIds
+from pgqueue.store.operations import (
+    UNCHANGED,
+    LimitOverrides,
+    TableHealth,
+    WorkflowIds,
+    WorkflowNode,
+)
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
@@ -171,6 +177,16 @@ class AsyncQueue(QueueBase):
         there is no such task or it is running.
         """
         return await self.executor.run(self._retry_id_op(task_id, attempts))
+
+    async def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:
+        """The nodes of a workflow (``push_workflow``'s ``workflow_id``) in push order, with
+        their status, parents and children; empty for an unknown id."""
+        return await self.executor.run(self._workflow_op(workflow_id))
+
+    async def get_nodes(self, task_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """``(kind, node name, status)`` of workflow tasks by id (a task's parents and
+        children, as ``TaskInfo.parents`` and ``children`` list them)."""
+        return await self.executor.run(self._nodes_op(task_ids))
 
     async def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""

@@ -192,6 +192,14 @@ class QueueBase:
             self.queries, op, operations.Action("retry_kind", kind, detail=detail), int
         )
 
+    def _workflow_op(self, workflow_id: str) -> Operation[list[operations.WorkflowNode]]:
+        self._check_open()
+        return operations.get_workflow(self.queries, workflow_id)
+
+    def _nodes_op(self, ids: Sequence[int]) -> Operation[dict[int, tuple[str, str, str]]]:
+        self._check_open()
+        return operations.get_nodes(self.queries, ids)
+
     def _get_op(self, task_id: int, replica_ok: bool = False) -> Operation[TaskInfo | None]:
         self._check_open()
         return operations.get_task(self.queries, task_id, replica_ok=replica_ok)
