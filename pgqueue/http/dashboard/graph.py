@@ -92,7 +92,7 @@ def render_svg(nodes: Sequence[WorkflowNode], root: str) -> Markup:
             f'<rect x="{p.x}" y="{p.y}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
             f'<text x="{p.x + 8}" y="{p.y + 14}" class="wf-name">{escape(_label(n.node))}</text>'
             f'<text x="{p.x + 8}" y="{p.y + 28}" class="wf-meta">'
-            f"{escape(_label(n.status + ' · ' + n.kind, 24))}</text></a>"
+            f"{escape(_label(n.status + ' · ' + n.kind, 22))}</text></a>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))
