@@ -112,6 +112,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "reopen_workflow_children": {"ids": "{1,2}"},
     "get_workflow": {"workflow_id": "6a0c2f4e-1d7b-4a77-9f39-3f0a2b1c4d5e"},
     "get_tasks_nodes": {"ids": "{1,2}"},
+    "end_abandoned_workflow_nodes": {"kinds": [KIND], "limit": 10},
     "mark_task_waited": {"id": 1},
     "list_tasks": {
         "kind": KIND,

@@ -240,3 +240,27 @@ def test_tasks_pushed_alone_carry_no_workflow(db: Database, sqlalchemy_style: bo
         assert task_id is not None
         info = queue.get_task(task_id)
         assert info is not None and info.workflow_id is None and info.parents == []
+
+
+def test_a_node_whose_last_attempt_died_with_its_worker_is_ended_by_the_sweeper(
+    db: Database,
+) -> None:
+    from pgqueue.store import operations
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("work", lambda e: None, options())
+        wf = Workflow()
+        a = wf.add("a", Task("work"))
+        wf.add("b", Task("work"), after=[a])
+        wf.add("c", Task("work"), after=[a], when="all_ended")
+        ids = queue.push_workflow(wf)
+        # A claim of the last attempt whose process dies: leased for no time, never recorded.
+        (row,) = queue.executor.run(operations.claim_due_tasks(queue.queries, "work", 1, 0.0))
+        assert row[0] == ids["a"]
+        ended = queue.executor.run(operations.end_abandoned_nodes(queue.queries, ["work"]))
+        assert ended == [ids["a"]]
+        assert statuses(queue, ids) == {"a": "no_attempts_left", "b": "cancelled", "c": "new"}
+        info = queue.get_task(ids["a"])
+        assert info is not None and "lease ended without a result" in info.messages[-1]
+        # Nothing left to end; a plain task out of attempts is no business of it.
+        assert queue.executor.run(operations.end_abandoned_nodes(queue.queries, ["work"])) == []

@@ -141,6 +141,25 @@ def reopen_steps(queries: Queries, reopened: Sequence[int]) -> Steps[None]:
     return None
 
 
+def end_abandoned_nodes(
+    queries: Queries, kinds: Sequence[str], limit: int = 1000
+) -> Operation[list[int]]:
+    """End the workflow nodes of ``kinds`` whose last attempt's worker died (out of attempts,
+    lease over, no result) and settle their children, in one transaction; returns their ids.
+    The retention sweeper calls it each janitor period."""
+
+    def steps() -> Steps[list[int]]:
+        rows = yield Statement(
+            queries["end_abandoned_workflow_nodes"], {"kinds": list(kinds), "limit": limit}
+        )
+        ended = [row[0] for row in rows]
+        if ended:
+            yield from settle_steps(queries, ended)
+        return ended
+
+    return Operation(steps(), transactional=True)
+
+
 def settle_children(queries: Queries, ended: Sequence[int]) -> Operation[list[int]]:
     """:func:`settle_steps` as an operation of its own transaction."""
     return Operation(settle_steps(queries, ended), transactional=True)

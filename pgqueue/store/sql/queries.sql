@@ -1300,3 +1300,22 @@ ORDER BY id;
 -- name: get_tasks_nodes
 -- Node names and statuses of tasks by id (a task page's parents and children).
 SELECT id, kind, node, status::text FROM __schema__.tasks WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: end_abandoned_workflow_nodes
+-- Workflow nodes of these kinds whose last attempt was claimed by a process that died (out of
+-- attempts, the lease over, no result written): drop the claim and say so on the row, so the
+-- caller settles their children as it would for any exhausted node. Through the broken-tasks
+-- index; at most LIMIT a call.
+UPDATE __schema__.tasks AS t
+SET claim_token = NULL,
+    messages = t.messages || 'the last attempt''s lease ended without a result (its worker stopped)'::text,
+    finished_at = now(),
+    updated_at = now()
+WHERE t.id IN (
+    SELECT id FROM __schema__.tasks
+    WHERE kind = ANY (%(kinds)s::text[]) AND status = 'no_attempts_left'
+      AND claim_token IS NOT NULL AND delayed_till <= now() AND workflow_id IS NOT NULL
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+RETURNING t.id;
