@@ -264,3 +264,29 @@ def test_a_node_whose_last_attempt_died_with_its_worker_is_ended_by_the_sweeper(
         assert info is not None and "lease ended without a result" in info.messages[-1]
         # Nothing left to end; a plain task out of attempts is no business of it.
         assert queue.executor.run(operations.end_abandoned_nodes(queue.queries, ["work"])) == []
+
+
+async def test_async_queue_pushes_workflows_and_joins_the_callers_transaction(
+    db: Database,
+) -> None:
+    from pgqueue import AsyncQueue
+
+    queue = AsyncQueue(db.dsn, schema=db.schema)
+    try:
+        queue.declare_kind("work", options())
+        wf = Workflow()
+        a = wf.add("a", Task("work"))
+        wf.add("b", Task("work"), after=[a])
+        async with await psycopg.AsyncConnection.connect(db.dsn) as conn:
+            await queue.push_workflow_tx(conn, wf)
+            await conn.rollback()
+        assert db.scalar("SELECT count(*) FROM {schema}.tasks") == 0
+        ids = await queue.push_workflow(wf)
+        nodes = await queue.get_workflow(ids.workflow_id)
+        assert [(n.node, n.status, n.parents) for n in nodes] == [
+            ("a", "new", []),
+            ("b", "blocked", [ids["a"]]),
+        ]
+        assert await queue.get_nodes([ids["b"]]) == {ids["b"]: ("work", "b", "blocked")}
+    finally:
+        await queue.close()
