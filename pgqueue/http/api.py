@@ -115,6 +115,10 @@ async def enqueue(
         "finished_at": None,
         "result": None,
         "snoozes": 0,
+        "workflow_id": None,
+        "node": None,
+        "parents": [],
+        "children": [],
     }
     return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 
