@@ -109,7 +109,9 @@ def list_tasks(
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     status: Annotated[
         str | None,
-        typer.Option(help="new, must_retry, no_attempts_left, cancelled, succeeded or processing."),
+        typer.Option(
+            help="new, must_retry, no_attempts_left, cancelled, succeeded, blocked or processing."
+        ),
     ] = None,
     key_prefix: Annotated[str | None, typer.Option(help="External keys starting so.")] = None,
     before_id: Annotated[str | None, typer.Option(help="Page cursor: the last id shown.")] = None,

@@ -129,7 +129,17 @@ def test_a_thousand_node_layered_dag_pushed_in_one_transaction_drained_by_three_
     assert db.scalar("SELECT count(DISTINCT task_id) FROM {schema}.runs") == 1000
     assert db.scalar("SELECT count(DISTINCT pid) FROM {schema}.runs") == 3
     assert_ran_after_parents(db, ids)
-    print(f"1,000-node DAG drained in {elapsed:.1f}s")
+    # How the drain proceeds: per layer, when its first node started and its last ended.
+    layers = db.fetch(
+        """SELECT substring(t.node FROM '^L(\\d+)')::int AS layer,
+                  extract(epoch FROM min(r.started_at) - (SELECT min(started_at)
+                                                          FROM {schema}.runs))::float8,
+                  extract(epoch FROM max(r.ended_at) - min(r.started_at))::float8
+           FROM {schema}.tasks AS t JOIN {schema}.runs AS r ON r.task_id = t.id
+           GROUP BY 1 ORDER BY 1"""
+    )
+    spans = ", ".join(f"L{layer} +{start:.2f}s ({span:.2f}s)" for layer, start, span in layers)
+    print(f"1,000-node DAG drained in {elapsed:.1f}s (3 processes started within it); {spans}")
 
 
 def fan_in(db: Database, queue: Queue, parents: int, lead: float) -> WorkflowIds:
