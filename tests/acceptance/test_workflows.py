@@ -159,13 +159,14 @@ def ended(db: Database, task_id: int) -> bool:
 
 def run_fan_in_race(db: Database, repeats: int) -> None:
     with producer(db) as queue, workers(db, 4, WORKERS="16"):
-        # Every process up and claiming before the race starts.
-        queue.push_tasks([Task("node", {"hold": 0.3}) for _ in range(64)])
-        wait_until(
-            lambda: db.scalar("SELECT count(DISTINCT pid) FROM {schema}.runs") == 4,
-            60,
-            "the four workers to start",
-        )
+        # Every process up and claiming before the race starts: warm-up tasks until each of
+        # the four ran one (a process that starts late finds the first ones taken).
+        deadline = time.monotonic() + 60
+        while db.scalar("SELECT count(DISTINCT pid) FROM {schema}.runs") < 4:
+            assert time.monotonic() < deadline, "the four workers did not all start"
+            if open_nodes(db) == 0:
+                queue.push_tasks([Task("node", {"hold": 0.2}) for _ in range(64)])
+            time.sleep(0.05)
         wait_until(lambda: open_nodes(db) == 0, 60, "the warm-up tasks to end")
         spread = []
         for _ in range(repeats):
