@@ -43,7 +43,7 @@ def expected_first(spec: dict[str, Any]) -> dict[str, str]:
 
 def expected_after_retry(spec: dict[str, Any], first: dict[str, str]) -> dict[str, str]:
     status: dict[str, str] = {}
-    for name, (parents, behaviour, when) in spec.items():
+    for name, (parents, behaviour, _when) in spec.items():
         before = first[name]
         if before == "no_attempts_left":
             status[name] = "succeeded"  # retried, and failures are off now
