@@ -1,7 +1,7 @@
 """The queue the workflow acceptance tests run with ``pgqueue worker`` in subprocesses.
 
 Configured from the environment: ``PGQUEUE_DSN``, ``PGQUEUE_SCHEMA``, ``WORKERS``
-(worker_count), ``LEASE_MARGIN`` and ``MAX_ATTEMPTS``. Every attempt of a ``node`` task records
+(worker_count), ``LEASE_MARGIN``, ``JANITOR_PERIOD`` and ``MAX_ATTEMPTS``. Every attempt of a ``node`` task records
 its start and end, on the database clock, in ``<schema>.runs``; a payload's ``until`` (epoch
 seconds) makes it return at that moment, ``hold`` sleep that long, ``fail`` raise. A ``report``
 task records its parents' outcome counts in ``<schema>.reports``.
@@ -66,7 +66,11 @@ with psycopg.connect(os.environ["PGQUEUE_DSN"], autocommit=True) as _conn:
     _conn.execute(DDL)
 
 queue = Queue(os.environ["PGQUEUE_DSN"], schema=SCHEMA)
-loop = LoopOptions(poll_period=0.5, lease_margin=float(os.environ.get("LEASE_MARGIN", "10")))
+loop = LoopOptions(
+    poll_period=0.5,
+    lease_margin=float(os.environ.get("LEASE_MARGIN", "10")),
+    janitor_period=float(os.environ.get("JANITOR_PERIOD", "30")),
+)
 kind_options = KindOptions(
     attempt_timeout=30,
     worker_count=WORKERS,
