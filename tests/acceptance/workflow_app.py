@@ -1,10 +1,10 @@
 """The queue the workflow acceptance tests run with ``pgqueue worker`` in subprocesses.
 
 Configured from the environment: ``PGQUEUE_DSN``, ``PGQUEUE_SCHEMA``, ``WORKERS``
-(worker_count), ``LEASE_MARGIN``, ``JANITOR_PERIOD`` and ``MAX_ATTEMPTS``. Every attempt of a ``node`` task records
-its start and end, on the database clock, in ``<schema>.runs``; a payload's ``until`` (epoch
-seconds) makes it return at that moment, ``hold`` sleep that long, ``fail`` raise. A ``report``
-task records its parents' outcome counts in ``<schema>.reports``.
+(worker_count), ``LEASE_MARGIN``, ``JANITOR_PERIOD`` and ``MAX_ATTEMPTS``. Every attempt of a
+``node`` task records its start and end, on the database clock, in ``<schema>.runs``; a
+payload's ``until`` (epoch seconds) makes it return at that moment, ``hold`` sleep that long,
+``fail`` raise. A ``report`` task records its parents' outcome counts in ``<schema>.reports``.
 """
 
 from __future__ import annotations
