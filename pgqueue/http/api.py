@@ -199,7 +199,8 @@ async def get_workflow(workflow_id: str, queue: QueueDep) -> WorkflowOut:
         canonical = operations.check_workflow_id(workflow_id)
     except ValueError as exc:
         raise ApiError(400, "invalid_workflow_id", str(exc)) from None
-    nodes = await queue.get_workflow(canonical)
+    reader = getattr(queue, "get_workflow", None)  # a sharded queue has no workflows
+    nodes = await reader(canonical) if reader is not None else []
     if not nodes:
         raise ApiError(404, "workflow_not_found", "workflow not found")
     counts: dict[str, int] = {}
