@@ -8,7 +8,8 @@ Three runs, each on a fresh schema with ``--tasks`` due tasks and ``--processes`
 
 - ``unlimited``: the drain rate (tasks / seconds from the first claim to the last);
 - ``rate``: ``RateLimit(--rate, per=1)``: the claim rate over ``--window`` seconds after the
-  first (the first second holds the burst), which must be within 2 % of ``--rate``;
+  first two (they hold the burst, which a loaded machine may take more than a second to start),
+  which must be within 2 % of ``--rate``;
 - ``group``: ``group_concurrency=1`` with the tasks spread over ``--groups`` groups: its drain
   rate, which must be at least half the unlimited one.
 
@@ -104,14 +105,14 @@ def main() -> int:
     unlimited = drain_rate(run(args.dsn, "unlimited", args.processes, args.tasks, 1, 0, None))
     print(f"unlimited: {unlimited:,.0f} tasks/s ({args.processes} processes, {args.tasks:,})")
 
-    needed = int(args.rate * (args.window + 2))
+    needed = int(args.rate * (args.window + 4))
     times = run(args.dsn, "rate", args.processes, needed + 1000, 1, args.rate, needed)
-    start = times[0] + 1.0
+    start = times[0] + 2.0
     in_window = sum(1 for t in times if start <= t < start + args.window)
     measured = in_window / args.window
     within = abs(measured - args.rate) <= 0.02 * args.rate
     ok &= within
-    print(f"rate {args.rate:,.0f}/s: {measured:,.1f}/s over {args.window}s after the first"
+    print(f"rate {args.rate:,.0f}/s: {measured:,.1f}/s over {args.window}s after the first two"
           f" ({'ok' if within else 'outside 2 %'})")  # fmt: skip
 
     grouped = drain_rate(run(args.dsn, "group", args.processes, args.tasks, args.groups, 0, None))

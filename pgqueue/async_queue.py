@@ -228,6 +228,7 @@ class AsyncQueue(QueueBase):
         rate_limit: RateLimit | None = UNCHANGED,
         global_concurrency: int | None = UNCHANGED,
         group_concurrency: int | None = UNCHANGED,
+        group_rate_limit: RateLimit | None = UNCHANGED,
         actor: str | None = None,
     ) -> LimitOverrides:
         """Override ``kind``'s limits in every process, until cleared: each worker obeys
@@ -241,12 +242,19 @@ class AsyncQueue(QueueBase):
             changes["global_concurrency"] = global_concurrency
         if group_concurrency is not UNCHANGED:
             changes["group_concurrency"] = group_concurrency
+        if group_rate_limit is not UNCHANGED:
+            changes["group_rate_limit"] = group_rate_limit
         return await self.executor.run(self._set_limits_op(kind, changes))
 
     async def clear_limits(self, kind: str, *, actor: str | None = None) -> LimitOverrides:
         """Drop every override of ``kind``'s limits: the code's ``KindOptions`` apply again."""
         return await self.set_limits(
-            kind, rate_limit=None, global_concurrency=None, group_concurrency=None, actor=actor
+            kind,
+            rate_limit=None,
+            global_concurrency=None,
+            group_concurrency=None,
+            group_rate_limit=None,
+            actor=actor,
         )
 
     async def get_limits(self, kind: str) -> LimitOverrides:

@@ -108,7 +108,12 @@ class Limiter(Protocol):
 def describe_limits(overrides: Any, options: Any) -> str:
     """A kind's limits in a few words (``rate 10/s*, max 5, group 1``): an operator's overrides,
     marked ``*``, else its code's options when known (either may be None)."""
-    labels = {"rate_limit": "rate", "global_concurrency": "max", "group_concurrency": "group"}
+    labels = {
+        "rate_limit": "rate",
+        "global_concurrency": "max",
+        "group_concurrency": "group",
+        "group_rate_limit": "group rate",
+    }
     parts = []
     for name, label in labels.items():
         value = getattr(overrides, name, None)
@@ -138,6 +143,7 @@ class LimitOverrides:
     global_concurrency: int | None = None
     group_concurrency: int | None = None
     overridden_at: datetime | None = None
+    group_rate_limit: RateLimit | None = None
 
     @property
     def any(self) -> bool:
@@ -145,14 +151,17 @@ class LimitOverrides:
             self.rate_limit is not None
             or self.global_concurrency is not None
             or self.group_concurrency is not None
+            or self.group_rate_limit is not None
         )
 
     def as_dict(self) -> dict[str, Any]:
-        rate = self.rate_limit
         return {
-            "rate_limit": None
-            if rate is None
-            else {"n": rate.n, "per": rate.per, "burst": rate.capacity},
+            "rate_limit": _rate_dict(self.rate_limit),
             "global_concurrency": self.global_concurrency,
             "group_concurrency": self.group_concurrency,
+            "group_rate_limit": _rate_dict(self.group_rate_limit),
         }
+
+
+def _rate_dict(rate: RateLimit | None) -> dict[str, Any] | None:
+    return None if rate is None else {"n": rate.n, "per": rate.per, "burst": rate.capacity}

@@ -21,7 +21,8 @@
 - ``pgqueue_throttled_total{kind,reason}``: claims of this process held back by a limit
   (``rate``, ``concurrency``, ``group``, ``limiter``, ``limiter_error``).
 - ``pgqueue_kind_limit{kind,limit}``: the limits in force (overrides included) as this process
-  last read them: ``rate_per_second``, ``burst``, ``global_concurrency``, ``group_concurrency``.
+  last read them: ``rate_per_second``, ``burst``, ``global_concurrency``, ``group_concurrency``,
+  ``group_rate_per_second``.
   Their fleet-wide use is ``pgqueue_tasks{status="processing"}`` (running attempts) and
   ``pgqueue_tasks{status="due"}`` (tasks waiting, on a limit or for a worker).
 
@@ -266,6 +267,10 @@ class FlowCollector(Collector):
                 value = getattr(current, name)
                 if value is not None:
                     limits.add_metric([kind, name], float(value))
+            if current.group_rate_limit is not None:
+                limits.add_metric(
+                    [kind, "group_rate_per_second"], current.group_rate_limit.per_second
+                )
         yield throttled
         yield limits
 

@@ -151,6 +151,9 @@ def limit_kind(
     group_concurrency: Annotated[
         int | None, typer.Option(help="Most attempts running at once per task group.")
     ] = None,
+    group_rate: Annotated[
+        str | None, typer.Option(help="Rate limit per task group: 5/m (burst = the count).")
+    ] = None,
     clear: Annotated[
         bool, typer.Option("--clear", help="Drop every override: the code's limits apply.")
     ] = False,
@@ -171,12 +174,14 @@ def limit_kind(
             changes["global_concurrency"] = concurrency
         if group_concurrency is not None:
             changes["group_concurrency"] = group_concurrency
+        if group_rate is not None:
+            changes["group_rate_limit"] = RateLimit.parse(group_rate)
     except (PgQueueError, OperatorError) as exc:
         _fail(str(exc))
     if clear and changes:
         _fail("--clear takes no other limit")
     if not clear and not changes:
-        _fail("give --rate, --concurrency or --group-concurrency, or --clear")
+        _fail("give --rate, --concurrency, --group-concurrency or --group-rate, or --clear")
     if actor is None:
         actor = f"cli:{getpass.getuser()}"
     with operator_queue(dsn, schema) as queue:

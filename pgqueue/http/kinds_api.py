@@ -113,7 +113,7 @@ async def set_kind_limits(
     changes: dict[str, Any] = {}
     for name in body.model_fields_set:
         value = getattr(body, name)
-        if name == "rate_limit" and value is not None:
+        if name in ("rate_limit", "group_rate_limit") and value is not None:
             value = RateLimit(value.n, per=value.per, burst=value.burst)
         changes[name] = value
     client = request.client.host if request.client else None
@@ -123,16 +123,20 @@ async def set_kind_limits(
 
 
 def limits_out(kind: str, overrides: LimitOverrides) -> LimitsOut:
-    rate = overrides.rate_limit
     return LimitsOut(
         kind=kind,
-        rate_limit=None
-        if rate is None
-        else RateLimitOut(n=float(rate.n), per=float(rate.per), burst=rate.capacity),
+        rate_limit=rate_out(overrides.rate_limit),
         global_concurrency=overrides.global_concurrency,
         group_concurrency=overrides.group_concurrency,
+        group_rate_limit=rate_out(overrides.group_rate_limit),
         overridden_at=overrides.overridden_at,
     )
+
+
+def rate_out(rate: RateLimit | None) -> RateLimitOut | None:
+    if rate is None:
+        return None
+    return RateLimitOut(n=float(rate.n), per=float(rate.per), burst=rate.capacity)
 
 
 @router.get(

@@ -202,6 +202,7 @@ class LimitsRequest(BaseModel):
     rate_limit: RateLimitIn | None = None
     global_concurrency: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
     group_concurrency: Annotated[int | None, Field(ge=1, le=2**31 - 1)] = None
+    group_rate_limit: RateLimitIn | None = None
 
 
 class RateLimitOut(BaseModel):
@@ -217,6 +218,7 @@ class LimitsOut(BaseModel):
     rate_limit: RateLimitOut | None = None
     global_concurrency: int | None = None
     group_concurrency: int | None = None
+    group_rate_limit: RateLimitOut | None = None
     overridden_at: datetime | None = None
 
 

@@ -32,6 +32,10 @@ kind frees up in this process first (slots freed elsewhere are found this way)."
 MAX_HOLD = 1.0
 """Longest wait for a token (seconds): an operator's change of the limits is obeyed within it."""
 MIN_HOLD = 0.01
+RESERVE_SECONDS = 0.05
+"""A loop out of tokens reserves this many seconds' worth of the rate (at least one token, at
+most what it wants): the fleet then takes tokens in small batches spaced evenly (no second
+holds much more than the rate), and each loop asks only when its batch is due."""
 LIMITER_RETRY = 0.1
 """Seconds before a limiter that allowed nothing is asked again."""
 OVERRIDE_CHECK = 0.5
@@ -68,6 +72,7 @@ class FlowControl:
         self.loop = worker.loop
         self.limits = operations.code_limits(self.options)
         self.held_until = 0.0
+        self.prepaid = 0  # tokens reserved by the last claim, due at held_until
         self.waiting_for_slot = False
         self.throttled: Counter[str] = Counter()  # held-back claims by reason
         self.limiter_backoff = Backoff(self.options.loop.max_db_retry_delay)
@@ -164,16 +169,45 @@ class FlowControl:
             return await runtime.executor.run(
                 operations.claim_due_tasks(runtime.queries, self.kind, limit, lease)
             )
+        rate = self.limits.rate_limit
+        reserve = 0
+        if rate is not None:
+            reserve = max(1, min(limit, rate.capacity, int(rate.per_second * RESERVE_SECONDS)))
+        prepaid, self.prepaid = self.prepaid, 0  # spent by this claim, or lost with it
         result = await self.runtime.executor.run(
             operations.claim_limited_tasks(
-                self.runtime.queries, self.kind, limit, lease, self.options
+                self.runtime.queries,
+                self.kind,
+                limit,
+                lease,
+                self.options,
+                by_group=not self.limits.kind_wide,
+                prepaid=prepaid,
+                reserve=reserve,
+                max_wait=MAX_HOLD,
             )
         )
         self.limits = result.limits
+        if result.relock:
+            self.worker.more_due = True  # a kind-wide override: claim at once under its lock
+            return []
         if not self.limits.active:
             self.next_override_check = self.loop.time() + OVERRIDE_CHECK
         claimed = len(result.rows)
-        if claimed < limit and (result.allowed == 0 or result.candidates > claimed):
+        if result.reserved:
+            # Come back when the reserved tokens are due: they are this loop's then.
+            self.prepaid = result.reserved
+            self._hold("rate", max(MIN_HOLD, result.due_in))
+            return result.rows
+        if claimed < limit and (
+            result.allowed == 0 or result.candidates > claimed or result.blocked
+        ):
+            if claimed and not self.limits.kind_wide:
+                # Groups this claim just filled hid others behind their tasks (a claim looks
+                # at the oldest due tasks): claim again at once; each such claim took work.
+                self.waiting_for_slot = False
+                self.worker.more_due = True
+                return result.rows
             self._held_back(result, limit)
         else:
             self.waiting_for_slot = False
@@ -183,8 +217,9 @@ class FlowControl:
         rate = result.limits.rate_limit
         tokens = result.tokens
         if rate is not None and tokens is not None and tokens < 1:
-            # Wait for enough tokens for a worthwhile batch (so a fleet of loops sharing one
-            # bucket asks a few times a second, not once per token), jittered apart.
+            # No reservation (the bucket is reserved further ahead than a hold): wait for
+            # enough tokens for a worthwhile batch (so a fleet of loops sharing one bucket
+            # asks a few times a second, not once per token), jittered apart.
             need = max(1.0, min(float(wanted), float(rate.capacity)))
             seconds = (need - tokens) / rate.per_second
             seconds = min(MAX_HOLD, max(MIN_HOLD, seconds)) * (1 + random.random() * 0.1)

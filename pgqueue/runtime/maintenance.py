@@ -184,6 +184,7 @@ class PeriodicScheduler:
                             payload,
                             periodic.external_key(slot),
                             spec.options.max_attempts,
+                            spec.options.priority,
                         )
                     )
                 if created is not None:

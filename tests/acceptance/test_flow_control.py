@@ -171,10 +171,14 @@ def test_group_concurrency_one_runs_groups_in_parallel_not_in_series(db: Databas
     span = float(
         db.scalar("SELECT extract(epoch FROM max(ended_at) - min(started_at)) FROM {schema}.runs")
     )
+    [(_, together)] = overlap(db)
     parallel, serial = 20 * hold, 400 * hold
-    print(f"group_concurrency=1: {span:.2f}s for 400 tasks of {hold}s in 20 groups")
-    # Each group's 20 attempts in a row take 1 s; all 400 in series would take 20 s.
-    assert span < 3 * parallel < serial, span
+    print(f"group_concurrency=1: {span:.2f}s for 400 tasks of {hold}s in 20 groups,"
+          f" up to {together} groups at once")  # fmt: skip
+    # Each group's 20 attempts in a row take 1 s, plus a result write and a claim between two
+    # (a few ms each here, more on a loaded machine); all 400 in series would take 20 s.
+    assert together >= 10, together
+    assert parallel <= span < serial / 4, span
 
 
 @pytest.mark.parametrize(
@@ -246,12 +250,12 @@ def test_the_rate_limit_holds_fleet_wide(db: Database, tasks: int, window: int, 
     print(f"rate: {rate:.2f}/s over {window}s, busiest second {busiest}, "
           f"{per_process:.1f} claims/s per process")  # fmt: skip
     assert 47.5 <= rate <= 52.5, rate
-    # What a token bucket guarantees, decided in the database for the whole fleet: no second
-    # holds more than the burst plus a second's refill (a bucket per process would let 8 times
-    # that through). Issue 21 asks for at most 50 + 5; that holds only while every loop wakes
-    # on time: measured 53 to 56 in most runs, 64 once, when a late wake-up let the bucket
-    # refill before a claim took the tokens at once.
-    assert busiest <= 50 + 50, busiest
+    # Decided in the database for the whole fleet: loops out of tokens reserve the next two
+    # (RESERVE_SECONDS of the rate) in turn, so starts come in batches of two spaced evenly
+    # and a second holds the rate plus one batch, plus what loops waking late bunch up (a
+    # loop 100 ms late adds 5). Measured 52 to 56 on a 2-core machine loaded two and a half
+    # times over its cores; a bucket per process would let 8 times the rate through.
+    assert busiest <= 50 + 10, busiest
     assert ran == in_window  # each claimed attempt started its handler
     assert per_process <= 10, per_process
     assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 1") == 0

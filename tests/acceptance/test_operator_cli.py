@@ -144,7 +144,7 @@ def test_cli_actions_are_audited_under_the_os_user(filled: Database) -> None:
     assert cli(filled, "kinds", "resume", "mail").returncode == 0
     done = cli(filled, "tasks", "retry", "mail", "--limit", "700")
     assert done.returncode == 0, done.stderr
-    limited = cli(filled, "kinds", "limit", "mail", "--concurrency", "3")
+    limited = cli(filled, "kinds", "limit", "mail", "--concurrency", "3", "--group-rate", "5/m")
     assert limited.returncode == 0, limited.stderr
     entries = ok_json(filled, "audit")
     assert [(e["action"], e["kind"], e["rows"]) for e in reversed(entries)] == [
@@ -157,6 +157,7 @@ def test_cli_actions_are_audited_under_the_os_user(filled: Database) -> None:
     assert {(e["source"], e["actor"]) for e in entries} == {("cli", os_user())}
     assert entries[-1]["detail"] == {"external_key": "key-0"}
     assert entries[0]["detail"]["global_concurrency"] == 3
+    assert entries[0]["detail"]["group_rate_limit"] == {"n": 5, "per": 60.0, "burst": 5}
     assert entries[1]["detail"] == {"attempts": 1, "limit": 700}
     assert ok_json(filled, "audit", "--action", "pause_kind", "--limit", "1")[0]["rows"] == 1
     table = cli(filled, "audit", "--limit", "2")

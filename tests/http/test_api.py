@@ -225,12 +225,19 @@ def test_kind_limits_are_overridden_and_cleared(server: Server, module_db: Datab
     ]
     assert all(actor.startswith("api:") for actor, _ in audit)
     server.client.put("/kinds/email/limits", json={"rate_limit": None})
+    body = server.client.put(
+        "/kinds/email/limits", json={"group_rate_limit": {"n": 3, "per": 60}}
+    ).json()
+    assert body["group_rate_limit"] == {"n": 3.0, "per": 60.0, "burst": 3}
+    body = server.client.put("/kinds/email/limits", json={"group_rate_limit": None}).json()
+    assert body["group_rate_limit"] is None
     for bad in (
         {"rate_limit": {"n": 0}},
         {"rate_limit": {"n": -1}},
         {"rate_limit": {"n": "10"}},
         {"global_concurrency": 0},
         {"group_concurrency": True},
+        {"group_rate_limit": {"n": 0}},
         {"burst": 3},
     ):
         response = server.client.put("/kinds/email/limits", json=bad)
@@ -329,12 +336,18 @@ def test_the_dashboard_kinds_page_shows_and_sets_limits(server: Server) -> None:
     origin = {"origin": str(server.client.base_url).rstrip("/")}
     response = server.client.post(
         "/ui/kinds/limits",
-        data={"kind": "email", "concurrency": "2", "action": "set", "csrf": match.group(1)},
+        data={
+            "kind": "email",
+            "concurrency": "2",
+            "group_rate": "3/m",
+            "action": "set",
+            "csrf": match.group(1),
+        },
         headers=origin,
     )
     assert response.status_code in (302, 303), response.text
     row = server.client.get("/ui/kinds").text
-    assert "rate 5/m*, max 2*" in row
+    assert "rate 5/m*, max 2*, group rate 3/m*" in row
     response = server.client.post(
         "/ui/kinds/limits",
         data={"kind": "email", "action": "clear", "csrf": match.group(1)},

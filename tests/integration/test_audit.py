@@ -117,5 +117,6 @@ def test_limit_overrides_are_recorded_with_the_overrides_in_force(db: Database) 
         "rate_limit": None,
         "global_concurrency": None,
         "group_concurrency": None,
+        "group_rate_limit": None,
     }
     assert (cleared.source, cleared.actor) == ("python", os_user())

@@ -90,6 +90,82 @@ def test_group_limits_leave_other_groups_and_ungrouped_tasks_flowing(
     assert ids(limited(queue, options)) == [pushed[1]]
 
 
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_concurrent_claimers_by_group_never_exceed_a_groups_slots(
+    queue: Queue, db: Database, per_group: int
+) -> None:
+    """Claims of a kind limited by groups alone run at once (no kind-wide lock); each group's
+    count stays exact under 8 claimers racing."""
+    options = KindOptions(attempt_timeout=5, group_concurrency=per_group)
+    queue.push_tasks(
+        [Task("k", n, group=f"g{n % 6}") for n in range(120)] + [Task("k", n) for n in range(4)]
+    )
+    claimed: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def claimer() -> None:
+        barrier.wait()
+        for _ in range(6):
+            claimed.extend(ids(limited(queue, options, limit=4)))
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == len(set(claimed)) == 6 * per_group + 4
+    per = db.fetch(
+        "SELECT task_group, count(*) FROM {schema}.tasks WHERE claim_token IS NOT NULL"
+        " GROUP BY task_group ORDER BY 1"
+    )
+    assert per == [(f"g{n}", per_group) for n in range(6)] + [(None, 4)]
+
+
+def test_a_claim_by_group_reports_tasks_waiting_on_their_group(queue: Queue, db: Database) -> None:
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group="g") for n in range(3)])
+    first = limited(queue, options)
+    assert len(first.rows) == 1 and not first.relock
+    held = limited(queue, options)
+    assert held.rows == [] and held.blocked  # the loop waits for the slot, not for a push
+
+
+def test_a_noisy_groups_backlog_does_not_starve_the_groups_behind_it(
+    queue: Queue, db: Database
+) -> None:
+    """A tenant with 2,000 older tasks holds its one slot; the next claim looks past its
+    backlog and keeps the other tenants flowing."""
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group="noisy") for n in range(2000)])
+    quiet = queue.push_tasks([Task("k", n, group=f"quiet{n}") for n in range(5)])
+    # The oldest due tasks are all the noisy group's: the first claim takes one of them (and
+    # the claim loop claims again at once, since it took something).
+    assert len(limited(queue, options, limit=10).rows) == 1
+    second = limited(queue, options, limit=10)
+    assert sorted(ids(second)) == quiet
+    third = limited(queue, options, limit=10)
+    assert third.rows == [] and third.blocked  # every group holds its slot: wait for one
+
+
+def test_a_kind_wide_override_moves_claims_by_group_to_the_kinds_lock(
+    queue: Queue, db: Database
+) -> None:
+    options = KindOptions(attempt_timeout=5, group_concurrency=1)
+    queue.push_tasks([Task("k", n, group=f"g{n}") for n in range(10)])
+    queue.set_limits("k", global_concurrency=2)
+    moved = limited(queue, options)
+    assert moved.relock and moved.rows == [] and moved.limits.global_concurrency == 2
+    locked = queue.executor.run(
+        operations.claim_limited_tasks(
+            Queries(queue.schema), "k", 10, 30.0, options, by_group=False
+        )
+    )
+    assert len(locked.rows) == 2 and not locked.relock
+    queue.set_limits("k", global_concurrency=None)
+    back = limited(queue, options)
+    assert not back.relock and len(back.rows) == 8
+
+
 def test_the_token_bucket_starts_full_and_refills_at_the_rate(queue: Queue, db: Database) -> None:
     options = KindOptions(attempt_timeout=5, rate_limit=RateLimit(10, per=1.0, burst=3))
     queue.push_tasks([Task("k", n) for n in range(20)])
@@ -102,6 +178,40 @@ def test_the_token_bucket_starts_full_and_refills_at_the_rate(queue: Queue, db: 
     assert len(again.rows) == 3
     # Held-back tasks consumed no attempt.
     assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed = 0") == 14
+
+
+def test_loops_out_of_tokens_reserve_the_next_ones_in_turn(queue: Queue, db: Database) -> None:
+    """A claim that runs out of tokens while tasks wait reserves the next few (the bucket goes
+    below zero): each loop learns when its own are due, so loops sharing a bucket come back
+    one after another instead of all at once."""
+    options = KindOptions(attempt_timeout=5, rate_limit=RateLimit(10, per=1.0, burst=3))
+    queries = Queries(queue.schema)
+    queue.push_tasks([Task("k", n) for n in range(20)])
+
+    def claim(prepaid: int = 0) -> LimitedClaim:
+        return queue.executor.run(
+            operations.claim_limited_tasks(
+                queries, "k", 5, 30.0, options, prepaid=prepaid, reserve=2, max_wait=1.0
+            )
+        )
+
+    first = claim()
+    assert len(first.rows) == 3 and first.reserved == 2
+    assert 0.1 < first.due_in <= 0.2  # two tokens at 10/s, from an empty bucket
+    second = claim()
+    assert second.rows == [] and second.reserved == 2
+    assert first.due_in < second.due_in <= 0.4  # behind the first loop's reservation
+    # The first loop's reserved tokens are its own, whatever the bucket holds.
+    mine = claim(prepaid=2)
+    assert len(mine.rows) == 2 and mine.reserved == 2 and mine.due_in > second.due_in
+    # Reservations reach no further than max_wait (10 tokens at 10/s): then a loop just waits.
+    reservations = 0
+    while claim().reserved:
+        reservations += 1
+        assert reservations < 10
+    assert 1 <= reservations <= 3
+    assert db.scalar("SELECT tokens FROM {schema}.kind_limits") >= -10 - 1
+    assert db.scalar("SELECT count(*) FROM {schema}.tasks WHERE attempts_elapsed > 0") == 5
 
 
 def test_an_unlimited_claim_does_not_mark_slots(queue: Queue, db: Database) -> None:
@@ -188,12 +298,40 @@ def test_set_limits_is_audited_and_validated(queue: Queue, db: Database) -> None
     assert not queue.get_limits("k").any
     changes = queue.limit_changes("k")
     assert [(actor, what) for _, actor, what in changes] == [
-        ("ops", {"rate_limit": None, "global_concurrency": None, "group_concurrency": None}),
+        (
+            "ops",
+            {
+                "rate_limit": None,
+                "global_concurrency": None,
+                "group_concurrency": None,
+                "group_rate_limit": None,
+            },
+        ),
         (None, {"global_concurrency": 2}),
         ("ops", {"rate_limit": {"n": 5, "per": 60.0, "burst": 5}}),
     ]
     with pytest.raises(UnknownKind):
         queue.set_limits("nope", global_concurrency=1)
+    with pytest.raises(InvalidOptions, match=r"^group_rate_limit must"):
+        queue.set_limits("k", group_rate_limit=5)
     with pytest.raises(InvalidOptions, match=r"^global_concurrency must"):
         queue.set_limits("k", global_concurrency=0)
     assert db.scalar("SELECT count(*) FROM {schema}.limit_changes") == 3
+
+
+def test_an_operator_overrides_the_group_rate_limit(queue: Queue, db: Database) -> None:
+    """A kind with no limit in its code gets a group rate limit from an operator: claims
+    obey it at once, per group, until it is cleared."""
+    options = KindOptions(attempt_timeout=5)
+    queue.push_tasks([Task("k", n, group=f"g{n % 2}") for n in range(10)])
+    overrides = queue.set_limits("k", group_rate_limit=RateLimit(2, per=60.0), actor="ops")
+    assert overrides.group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    assert queue.get_limits("k").group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    first = limited(queue, options)
+    assert len(first.rows) == 4  # two per group
+    assert first.limits.group_rate_limit == RateLimit(2, per=60.0, burst=2)
+    held = limited(queue, options)
+    assert held.rows == [] and held.blocked
+    queue.set_limits("k", group_rate_limit=None)
+    assert len(limited(queue, options).rows) == 6
+    assert next(what for _, _, what in queue.limit_changes("k")) == {"group_rate_limit": None}

@@ -364,3 +364,16 @@ def test_periodic_registration_is_validated(db: Database) -> None:
         queue.add_periodic("k", cron="*/5 * * * *", payload={"report": "daily"})
         with pytest.raises(InvalidOptions, match="already"):
             queue.add_periodic("k", every=60)
+
+
+def test_periodic_tasks_take_the_kinds_default_priority(db: Database) -> None:
+    from tests.helpers import Recorder
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", lambda e: None, KindOptions(attempt_timeout=10, priority=7))
+        queue.add_periodic("k", every=3600)
+        recorder = Recorder(queue)
+        queue.start()
+        recorder.wait(lambda r: len(r.written) == 1)
+        [(priority,)] = db.fetch("SELECT priority FROM {schema}.tasks")
+        assert priority == 7

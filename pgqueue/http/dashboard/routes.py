@@ -318,6 +318,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         rate: str = Form(""),
         concurrency: str = Form(""),
         group_concurrency: str = Form(""),
+        group_rate: str = Form(""),
         action: str = Form("set"),
         csrf: str = Form(""),
     ) -> Response:
@@ -331,6 +332,8 @@ def build_router(dashboard: Dashboard) -> APIRouter:
         try:
             if rate.strip():
                 changes["rate_limit"] = RateLimit.parse(rate)
+            if group_rate.strip():
+                changes["group_rate_limit"] = RateLimit.parse(group_rate)
             for name, text in (
                 ("global_concurrency", concurrency),
                 ("group_concurrency", group_concurrency),

@@ -15,9 +15,11 @@ def push_periodic_task(
     payload: str | None,
     external_key: str,
     max_attempts: int,
+    priority: int = 0,
 ) -> Operation[int | None]:
-    """Enqueue the task of a periodic slot (``payload`` already JSON) unless some process has
-    enqueued this or a later slot; returns the new task's id, or ``None``."""
+    """Enqueue the task of a periodic slot (``payload`` already JSON, at the kind's default
+    ``priority``) unless some process has enqueued this or a later slot; returns the new
+    task's id, or ``None``."""
 
     def steps() -> Steps[int | None]:
         rows = yield Statement(
@@ -28,6 +30,7 @@ def push_periodic_task(
                 "payload": payload,
                 "external_key": external_key,
                 "max_attempts": max_attempts,
+                "priority": priority,
                 "channel": queries.channel,
             },
         )

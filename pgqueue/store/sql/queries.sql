@@ -530,7 +530,8 @@ RETURNING t.id;
 UPDATE __schema__.kinds SET swept_at = now() WHERE kind = %(kind)s;
 
 -- name: push_periodic_task
--- Enqueue the task of a periodic slot if no process has enqueued this or a later slot yet.
+-- Enqueue the task of a periodic slot (at the kind's default priority) if no process has
+-- enqueued this or a later slot yet.
 WITH advanced AS (
     INSERT INTO __schema__.kinds AS k (kind, periodic_slot)
     VALUES (%(kind)s, %(slot)s)
@@ -538,8 +539,10 @@ WITH advanced AS (
     WHERE k.periodic_slot IS NULL OR k.periodic_slot < excluded.periodic_slot
     RETURNING kind
 ), inserted AS (
-    INSERT INTO __schema__.tasks (kind, payload, external_key, attempts_left, max_attempts)
-    SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s
+    INSERT INTO __schema__.tasks
+        (kind, payload, external_key, attempts_left, max_attempts, priority)
+    SELECT kind, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
+           %(priority)s
     FROM advanced
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
         DO NOTHING
@@ -895,10 +898,85 @@ INSERT INTO __schema__.kind_limits (kind) VALUES (%(kind)s) ON CONFLICT (kind) D
 -- name: lock_kind_limits
 -- Lock a limited kind's row until the claim's transaction ends, so the kind's limited claims
 -- run one at a time and each counts what the previous ones committed; return the overrides.
-SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
 FROM __schema__.kind_limits
 WHERE kind = %(kind)s
 FOR UPDATE;
+
+-- name: lock_kind_limits_shared
+-- The lock of a kind limited by groups only: claims of such kinds share it and run at once
+-- (each locks the groups it claims from, lock_claim_groups), while claims under a kind-wide
+-- limit and operators' changes wait for them; return the overrides.
+SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
+FROM __schema__.kind_limits
+WHERE kind = %(kind)s
+FOR SHARE;
+
+-- name: lock_claim_groups
+-- Lock (transaction advisory locks, skipping those another claim holds) up to GROUPS task groups
+-- with due tasks and a free slot as this statement sees them, oldest due first; claim_limited_tasks
+-- in the same transaction then counts their running attempts afresh and claims only from them,
+-- so no two claims decide for one group at once. Looks at most at SCAN due tasks. (NOT IN: a
+-- hashed subplan whatever the planner believes of the table; busy groups are never NULL.)
+WITH busy AS MATERIALIZED (
+    SELECT r.task_group, count(*)::int AS n
+    FROM __schema__.tasks AS r
+    WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
+      AND r.delayed_till > clock_timestamp() AND r.task_group IS NOT NULL
+    GROUP BY r.task_group
+), candidates AS (
+    SELECT task_group, row_number() OVER () AS position
+    FROM (
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority > 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS high
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority = 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.delayed_till
+            LIMIT %(scan)s
+        ) AS plain
+        UNION ALL
+        SELECT * FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry') AND t.priority < 0
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND t.task_group NOT IN (SELECT b.task_group FROM busy AS b
+                                       WHERE b.n >= %(group_concurrency)s::int)
+            ORDER BY t.priority DESC, t.delayed_till
+            LIMIT %(scan)s
+        ) AS low
+    ) AS ranked
+), ordered AS (
+    -- OFFSET 0: sorted before the locks are tried (a lock is tried only for a group needed).
+    SELECT task_group
+    FROM candidates
+    GROUP BY task_group
+    ORDER BY min(position)
+    OFFSET 0
+)
+SELECT coalesce(array_agg(task_group), '{}') AS locked
+FROM (
+    SELECT task_group
+    FROM ordered
+    WHERE pg_try_advisory_xact_lock(hashtextextended(%(lock_prefix)s || task_group, 0))
+    LIMIT %(groups)s
+) AS locked;
 
 -- name: claim_limited_tasks
 -- Claim like claim_due_tasks, within the kind's limits, after lock_kind_limits in the same
@@ -908,9 +986,17 @@ FOR UPDATE;
 -- bucket (GROUP_RATE, GROUP_BURST; a group without a row has a full one); NULL limits do not
 -- apply. Group buckets that are surely full again are deleted.
 -- Running attempts are counted on the clock, not the transaction's start: the lock may have
--- been waited for. Looks at most at SCAN due tasks for groups with a free slot. Returns the
--- claimed rows in claim order, or one row of NULLs when none, each with the tokens left
--- (NULL: no rate limit), how many the limits allowed and how many due tasks were candidates.
+-- been waited for. Looks at most at SCAN due tasks for groups with a free slot. GROUPS, when
+-- not NULL, are the groups lock_claim_groups locked: only their running attempts are counted
+-- and only their tasks (and tasks in no group) claimed. Returns the claimed rows in claim
+-- order, or one row of NULLs when none, each with the tokens left (NULL: no rate limit), how
+-- many the limits allowed, how many due tasks were candidates, and whether due tasks wait on
+-- a group (busy, out of tokens, or being claimed by another process).
+-- Reservations keep a fleet of loops sharing one bucket from bursting: PREPAID tokens, which
+-- this loop reserved earlier and which are due now, are its own on top of the bucket's; a
+-- claim that runs out of tokens while tasks wait reserves RESERVE future tokens (the bucket
+-- goes below zero by them) when they are due within MAX_WAIT seconds, and returns how many it
+-- reserved and the tokens left before, from which the loop knows when to come back for them.
 WITH bucket AS MATERIALIZED (
     SELECT least(%(burst)s::float8,
                  l.tokens + greatest(extract(epoch FROM clock_timestamp() - l.refilled_at), 0)
@@ -924,6 +1010,7 @@ WITH bucket AS MATERIALIZED (
     WHERE r.kind = %(kind)s AND r.claim_token IS NOT NULL AND r.holds_slot
       AND r.delayed_till > clock_timestamp()
       AND %(counts_slots)s
+      AND (%(groups)s::text[] IS NULL OR r.task_group = ANY (%(groups)s::text[]))
 ), busy AS MATERIALIZED (
     SELECT task_group, count(*)::int AS n
     FROM running
@@ -940,7 +1027,9 @@ WITH bucket AS MATERIALIZED (
     SELECT greatest(0, least(
                %(limit)s::int,
                %(global_concurrency)s::int - (SELECT count(*) FROM running)::int,
-               floor(coalesce((SELECT tokens FROM bucket), %(burst)s::float8))::int
+               CASE WHEN %(rate)s::float8 IS NOT NULL
+                    THEN %(prepaid)s::int + floor(greatest((SELECT tokens FROM bucket), 0))::int
+               END
            )) AS n
 ), candidates AS MATERIALIZED (
     SELECT id, task_group, row_number() OVER () AS position
@@ -956,6 +1045,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS high
@@ -971,6 +1062,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.delayed_till
             LIMIT %(scan)s
         ) AS plain
@@ -986,6 +1079,8 @@ WITH bucket AS MATERIALIZED (
               AND (%(group_rate)s::float8 IS NULL OR t.task_group IS NULL OR NOT EXISTS (
                   SELECT FROM group_tokens AS gt
                   WHERE gt.task_group = t.task_group AND gt.tokens < 1))
+              AND (%(groups)s::text[] IS NULL OR t.task_group IS NULL
+                   OR t.task_group = ANY (%(groups)s::text[]))
             ORDER BY t.priority DESC, t.delayed_till
             LIMIT %(scan)s
         ) AS low
@@ -998,6 +1093,23 @@ WITH bucket AS MATERIALIZED (
     LIMIT CASE WHEN %(group_concurrency)s::int IS NULL AND %(group_rate)s::float8 IS NULL
                THEN (SELECT n FROM allowed) + 1
                ELSE %(scan)s END
+), blocked AS MATERIALIZED (
+    -- Due tasks (of the first SCAN) that wait on their group: the loop then waits for a slot.
+    SELECT EXISTS (
+        SELECT FROM (
+            SELECT t.task_group
+            FROM __schema__.tasks AS t
+            WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+              AND t.delayed_till <= now() AND t.task_group IS NOT NULL
+              AND (%(group_concurrency)s::int IS NOT NULL OR %(group_rate)s::float8 IS NOT NULL)
+            LIMIT %(scan)s
+        ) AS w
+        WHERE (%(groups)s::text[] IS NOT NULL AND w.task_group <> ALL (%(groups)s::text[]))
+           OR EXISTS (SELECT FROM busy AS b WHERE b.task_group = w.task_group
+                      AND b.n >= %(group_concurrency)s::int)
+           OR EXISTS (SELECT FROM group_tokens AS gt WHERE gt.task_group = w.task_group
+                      AND gt.tokens < 1)
+    ) AS waiting
 ), chosen AS (
     SELECT c.id, c.position
     FROM (
@@ -1016,8 +1128,10 @@ WITH bucket AS MATERIALIZED (
 ), due AS (
     SELECT t.id, t.claim_token AS previous_token
     FROM __schema__.tasks AS t
+    -- Rechecked as text and through coalesce, so that the planner reaches the rows by the
+    -- primary key alone (a bitmap AND with tasks_open_idx read the whole open index).
     WHERE t.id = ANY (ARRAY(SELECT id FROM chosen))
-      AND t.status IN ('new', 'must_retry') AND t.delayed_till <= now()
+      AND t.status::text IN ('new', 'must_retry') AND coalesce(t.delayed_till <= now(), false)
     FOR NO KEY UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE __schema__.tasks AS t
@@ -1056,10 +1170,27 @@ WITH bucket AS MATERIALIZED (
     WHERE g.kind = %(kind)s AND g.task_group = gt.task_group
       AND gt.tokens >= %(group_burst)s::float8
       AND NOT EXISTS (SELECT FROM claimed AS c WHERE c.task_group = g.task_group)
+), used AS MATERIALIZED (
+    -- Unused prepaid tokens go back to the bucket.
+    SELECT b.tokens + %(prepaid)s::int - (SELECT count(*) FROM claimed) AS tokens
+    FROM bucket AS b
+), reservation AS MATERIALIZED (
+    SELECT u.tokens,
+           CASE WHEN u.tokens < 1 AND %(reserve)s::int > 0
+                     AND (%(reserve)s::int - u.tokens) / %(rate)s::float8 <= %(max_wait)s::float8
+                     AND (SELECT count(*) FROM claimed) < %(limit)s::int
+                     -- Tasks wait (the claim was held back, not short of work).
+                     AND (SELECT count(*) FROM (
+                              SELECT FROM __schema__.tasks AS t
+                              WHERE t.kind = %(kind)s AND t.status IN ('new', 'must_retry')
+                                AND t.delayed_till <= now()
+                              LIMIT %(limit)s::int + 1) AS w) > (SELECT count(*) FROM claimed)
+                THEN %(reserve)s::int ELSE 0 END AS n
+    FROM used AS u
 ), spent AS (
     UPDATE __schema__.kind_limits AS l
-    SET tokens = b.tokens - (SELECT count(*) FROM claimed), refilled_at = b.refilled_at
-    FROM bucket AS b
+    SET tokens = r.tokens - r.n, refilled_at = b.refilled_at
+    FROM bucket AS b, reservation AS r
     WHERE l.kind = %(kind)s
     RETURNING l.tokens
 )
@@ -1067,7 +1198,9 @@ SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.m
        c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
        CASE WHEN c.workflow_id IS NOT NULL
             THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END,
-       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates)
+       (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates),
+       (SELECT waiting FROM blocked), (SELECT n FROM reservation),
+       (SELECT tokens FROM reservation)
 FROM (SELECT) AS one
 LEFT JOIN claimed AS c ON true
 ORDER BY c.position;
@@ -1078,9 +1211,11 @@ ORDER BY c.position;
 -- workers, which read the overrides on their next claim.
 WITH changed AS (
     INSERT INTO __schema__.kind_limits AS l
-        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at)
+        (kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency,
+         group_rate, group_rate_per, group_rate_burst, overridden_at)
     VALUES (%(kind)s, %(rate)s, %(rate_per)s, %(rate_burst)s, %(global_concurrency)s,
-            %(group_concurrency)s, now())
+            %(group_concurrency)s, %(group_rate)s, %(group_rate_per)s, %(group_rate_burst)s,
+            now())
     ON CONFLICT (kind) DO UPDATE
     SET rate = CASE WHEN %(set_rate)s THEN excluded.rate ELSE l.rate END,
         rate_per = CASE WHEN %(set_rate)s THEN excluded.rate_per ELSE l.rate_per END,
@@ -1089,20 +1224,28 @@ WITH changed AS (
                                   ELSE l.global_concurrency END,
         group_concurrency = CASE WHEN %(set_group)s THEN excluded.group_concurrency
                                  ELSE l.group_concurrency END,
+        group_rate = CASE WHEN %(set_group_rate)s THEN excluded.group_rate
+                          ELSE l.group_rate END,
+        group_rate_per = CASE WHEN %(set_group_rate)s THEN excluded.group_rate_per
+                              ELSE l.group_rate_per END,
+        group_rate_burst = CASE WHEN %(set_group_rate)s THEN excluded.group_rate_burst
+                                ELSE l.group_rate_burst END,
         overridden_at = now()
     RETURNING l.kind, l.rate, l.rate_per, l.rate_burst, l.global_concurrency,
-              l.group_concurrency, l.overridden_at
+              l.group_concurrency, l.overridden_at, l.group_rate, l.group_rate_per,
+              l.group_rate_burst
 ), audited AS (
     INSERT INTO __schema__.limit_changes (kind, actor, limits)
     SELECT kind, %(actor)s, %(change)s::jsonb FROM changed
 )
 SELECT rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
-       pg_notify(%(channel)s, 'p:' || kind)
+       group_rate, group_rate_per, group_rate_burst, pg_notify(%(channel)s, 'p:' || kind)
 FROM changed;
 
 -- name: read_kind_limits
 -- The operators' overrides of the given kinds' limits (kinds without a row have none).
-SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at
+SELECT kind, rate, rate_per, rate_burst, global_concurrency, group_concurrency, overridden_at,
+       group_rate, group_rate_per, group_rate_burst
 FROM __schema__.kind_limits
 WHERE kind = ANY (%(kinds)s::text[]);
 
