@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-http bench-dashboard wheel-check clean
+.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -101,6 +101,9 @@ test-soak-lite: $(STAMP) ## Two-minute soak at 1,000 tasks/s; fails when lag or 
 
 bench-flow: $(STAMP) ## Flow control with 4 worker processes: unlimited drain, a kind limited to 1,000/s, group_concurrency=1 over 1,000 groups
 	$(BIN)/python benchmarks/flow_control.py $(FLOW_ARGS)
+
+bench-workflows: $(STAMP) ## A 10,000-node fan-out + fan-in workflow vs 10,000 plain tasks, 4 worker processes (at least 30 % of the plain drain rate)
+	$(BIN)/python benchmarks/workflows.py $(WORKFLOW_ARGS)
 
 bench-wait: $(STAMP) ## 1,000 concurrent queue.wait() calls in one process: latency after each success
 	$(BIN)/python benchmarks/wait_latency.py $(WAIT_ARGS)

@@ -27,6 +27,7 @@ from pgqueue.queue import Queue
 from pgqueue.runtime import StopMode
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import AsyncQueueTask, QueueTask
+from pgqueue.workflow import InvalidWorkflow, Node, Workflow
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidOptions",
     "InvalidResult",
     "InvalidTask",
+    "InvalidWorkflow",
     "Invoker",
     "Jitter",
     "JitterDelayer",
@@ -52,6 +54,7 @@ __all__ = [
     "Limiter",
     "LoopOptions",
     "MustCancelTask",
+    "Node",
     "NotInTransaction",
     "PgQueueError",
     "Queue",
@@ -70,4 +73,5 @@ __all__ = [
     "UnknownKind",
     "UnknownTask",
     "WaitTimeout",
+    "Workflow",
 ]

@@ -17,11 +17,18 @@ from pgqueue.runtime import Runtime, StopMode
 from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
-from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
+from pgqueue.store.operations import (
+    UNCHANGED,
+    LimitOverrides,
+    TableHealth,
+    WorkflowIds,
+    WorkflowNode,
+)
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import AsyncQueueTaskDecorator
+from pgqueue.workflow import Workflow
 
 
 def async_executor_for(
@@ -132,6 +139,23 @@ class AsyncQueue(QueueBase):
             self._report_pushed(tasks, ids)
         return ids
 
+    async def push_workflow(self, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in one transaction: the nodes without parents are
+        due now, the others wait for their parents. Returns the ids by node name (and the
+        workflow's id as ``workflow_id``)."""
+        ids = await self.executor.run(self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
+        return ids
+
+    async def push_workflow_tx(self, tx: Any, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in the caller's open transaction (never commits or
+        rolls back): the nodes exist if and only if that transaction commits."""
+        from pgqueue.adapters.transactions import run_in_async  # the drivers load on first use
+
+        ids: WorkflowIds = await run_in_async(tx, self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
+        return ids
+
     async def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         """Cancel the waiting or running task with this key; True when one was cancelled."""
         return await self.executor.run(self._cancel_op(kind, external_key))
@@ -153,6 +177,16 @@ class AsyncQueue(QueueBase):
         there is no such task or it is running.
         """
         return await self.executor.run(self._retry_id_op(task_id, attempts))
+
+    async def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:
+        """The nodes of a workflow (``push_workflow``'s ``workflow_id``) in push order, with
+        their status, parents and children; empty for an unknown id."""
+        return await self.executor.run(self._workflow_op(workflow_id))
+
+    async def get_nodes(self, task_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """``(kind, node name, status)`` of workflow tasks by id (a task's parents and
+        children, as ``TaskInfo.parents`` and ``children`` list them)."""
+        return await self.executor.run(self._nodes_op(task_ids))
 
     async def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""

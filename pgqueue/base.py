@@ -27,6 +27,7 @@ from pgqueue.task import (
     encode_payload,
     validate_kind_name,
 )
+from pgqueue.workflow import Workflow
 
 
 class QueueState(enum.StrEnum):
@@ -168,6 +169,15 @@ class QueueBase:
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
         return self._push_op([task], delay)
 
+    def _push_workflow_op(self, workflow: Workflow) -> Operation[operations.WorkflowIds]:
+        self._check_open()
+        return operations.push_workflow(self.registry, self.queries, workflow)
+
+    def _report_workflow(self, workflow: Workflow) -> None:
+        if self.events.listeners:
+            nodes = workflow.nodes
+            self._report_pushed([n.task for n in nodes], [1] * len(nodes))
+
     def _cancel_op(self, kind: str, external_key: str) -> Operation[bool]:
         self._check_open()
         op = operations.cancel_task_by_key(self.registry, self.queries, kind, external_key)
@@ -181,6 +191,14 @@ class QueueBase:
         return operations.audited(
             self.queries, op, operations.Action("retry_kind", kind, detail=detail), int
         )
+
+    def _workflow_op(self, workflow_id: str) -> Operation[list[operations.WorkflowNode]]:
+        self._check_open()
+        return operations.get_workflow(self.queries, workflow_id)
+
+    def _nodes_op(self, ids: Sequence[int]) -> Operation[dict[int, tuple[str, str, str]]]:
+        self._check_open()
+        return operations.get_nodes(self.queries, ids)
 
     def _get_op(self, task_id: int, replica_ok: bool = False) -> Operation[TaskInfo | None]:
         self._check_open()

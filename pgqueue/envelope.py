@@ -18,6 +18,9 @@ class Envelope:
     ``cancel_requested`` turns true when the task is cancelled while it runs (for instance by
     ``cancel_task_by_key``) or the queue aborts; a long handler should check it and return.
     ``snoozes`` is how many times the task snoozed before this attempt (``raise Snooze``).
+    A workflow node's envelope also carries ``workflow_id``, its ``node`` name and what its
+    parents left it: ``parents`` (their results by node name), ``parent_statuses`` (how each
+    ended) and ``outcome_counts`` (how many ended in each way: a batch callback's summary).
     """
 
     __slots__ = (
@@ -33,8 +36,11 @@ class Envelope:
         "max_attempts",
         "messages",
         "monotonic_deadline",
+        "node",
+        "parent_outcomes",
         "payload",
         "snoozes",
+        "workflow_id",
     )
 
     def __init__(
@@ -66,6 +72,10 @@ class Envelope:
         self.messages = messages
         self.snoozes = snoozes
         self._cancelled = False
+        self.workflow_id: str | None = None
+        self.node: str | None = None
+        # {parent node: {"id", "status", "result"}}, as the settling statement wrote it.
+        self.parent_outcomes: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def claimed(
@@ -82,6 +92,7 @@ class Envelope:
         monotonic_deadline: float,
         messages: list[str],
         snoozes: int = 0,
+        workflow: list[Any] | None = None,
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
         ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
@@ -100,7 +111,32 @@ class Envelope:
         )
         self._deadline = None
         self._deadline_after = seconds_left
+        if workflow is not None:
+            self.workflow_id, self.node, outcomes = workflow
+            self.parent_outcomes = outcomes or {}
         return self
+
+    @property
+    def parents(self) -> dict[str, Any]:
+        """The parents' results by node name (``None`` for a parent that did not succeed or
+        returned nothing); empty for a task outside a workflow or a node without parents."""
+        return {name: o.get("result") for name, o in self.parent_outcomes.items()}
+
+    @property
+    def parent_statuses(self) -> dict[str, str]:
+        """How each parent ended, by node name: ``succeeded``, ``cancelled`` or
+        ``no_attempts_left``."""
+        return {name: str(o.get("status")) for name, o in self.parent_outcomes.items()}
+
+    @property
+    def outcome_counts(self) -> dict[str, int]:
+        """How many parents ended in each way (``succeeded``, ``cancelled``,
+        ``no_attempts_left``; every key present): what a batch callback reports."""
+        counts = {"succeeded": 0, "cancelled": 0, "no_attempts_left": 0}
+        for o in self.parent_outcomes.values():
+            status = str(o.get("status"))
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     @property
     def deadline(self) -> datetime:

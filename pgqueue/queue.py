@@ -24,11 +24,18 @@ from pgqueue.runtime import Runtime, StopMode
 from pgqueue.runtime.waiters import TaskWaiters
 from pgqueue.store import operations
 from pgqueue.store.executor import SyncExecutor
-from pgqueue.store.operations import UNCHANGED, LimitOverrides, TableHealth
+from pgqueue.store.operations import (
+    UNCHANGED,
+    LimitOverrides,
+    TableHealth,
+    WorkflowIds,
+    WorkflowNode,
+)
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.store.schema_version import check_schema
 from pgqueue.task import KindInfo, Status, Task, TaskInfo, ThroughputPoint
 from pgqueue.typed import QueueTaskDecorator
+from pgqueue.workflow import Workflow
 
 T = TypeVar("T")
 
@@ -152,6 +159,23 @@ class Queue(QueueBase):
             self._report_pushed(tasks, ids)
         return ids
 
+    def push_workflow(self, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in one transaction: the nodes without parents are
+        due now, the others wait for their parents. Returns the ids by node name (and the
+        workflow's id as ``workflow_id``)."""
+        ids = self.executor.run(self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
+        return ids
+
+    def push_workflow_tx(self, tx: Any, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in the caller's open transaction (never commits or
+        rolls back): the nodes exist if and only if that transaction commits."""
+        from pgqueue.adapters.transactions import run_in_sync  # the drivers load on first use
+
+        ids: WorkflowIds = run_in_sync(tx, self._push_workflow_op(workflow))
+        self._report_workflow(workflow)
+        return ids
+
     def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         """Cancel the waiting or running task with this key; True when one was cancelled."""
         return self.executor.run(self._cancel_op(kind, external_key))
@@ -173,6 +197,16 @@ class Queue(QueueBase):
         there is no such task or it is running.
         """
         return self.executor.run(self._retry_id_op(task_id, attempts))
+
+    def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:
+        """The nodes of a workflow (``push_workflow``'s ``workflow_id``) in push order, with
+        their status, parents and children; empty for an unknown id."""
+        return self.executor.run(self._workflow_op(workflow_id))
+
+    def get_nodes(self, task_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """``(kind, node name, status)`` of workflow tasks by id (a task's parents and
+        children, as ``TaskInfo.parents`` and ``children`` list them)."""
+        return self.executor.run(self._nodes_op(task_ids))
 
     def get_task(self, task_id: int, *, replica_ok: bool = False) -> TaskInfo | None:
         """One task by id; ``replica_ok`` lets a primary/replica executor read a replica."""

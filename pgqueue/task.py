@@ -19,13 +19,15 @@ MAX_EXTERNAL_KEY_LENGTH = 512
 
 
 class Status(enum.StrEnum):
-    """Task status: the five stored ones plus the derived ``processing``."""
+    """Task status: the stored ones plus the derived ``processing``. ``blocked`` is a workflow
+    node whose parents have not all ended: no claim takes it until they have."""
 
     NEW = "new"
     MUST_RETRY = "must_retry"
     NO_ATTEMPTS_LEFT = "no_attempts_left"
     CANCELLED = "cancelled"
     SUCCEEDED = "succeeded"
+    BLOCKED = "blocked"
     PROCESSING = "processing"  # derived: claimed and the lease has not expired
 
     @property
@@ -43,6 +45,7 @@ STORED_STATUSES: tuple[Status, ...] = (
     Status.NO_ATTEMPTS_LEFT,
     Status.CANCELLED,
     Status.SUCCEEDED,
+    Status.BLOCKED,
 )
 
 
@@ -75,7 +78,9 @@ class TaskInfo:
     ``messages`` holds the error messages of the latest failed attempts (newest last);
     ``delayed_till`` is when the task is due (or its lease ends, while it is processing);
     ``result`` is what the handler returned, stored with the success (``None`` otherwise);
-    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt).
+    ``snoozes`` counts the handler's ``raise Snooze(...)`` (they consume no attempt);
+    a workflow node has its ``workflow_id``, its ``node`` name and the ids of its ``parents``
+    and ``children`` (a single read, ``get_task``, fills them; lists leave them empty).
     """
 
     id: int
@@ -95,6 +100,10 @@ class TaskInfo:
     finished_at: datetime | None = None
     result: Any = None
     snoozes: int = 0
+    workflow_id: str | None = None
+    node: str | None = None
+    parents: list[int] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
 
 
 COUNTED_STATUSES: tuple[str, ...] = (

@@ -227,7 +227,7 @@ class _Drainer:
     async def attempt(self, spec: KindSpec, runner: AttemptRunner, row: Row) -> Result:
         """Run one claimed task's attempt (deadline enforced for async handlers)."""
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         _lease_lost, snoozes) = row  # fmt: skip
+         _lease_lost, snoozes, workflow) = row  # fmt: skip
         loop = asyncio.get_running_loop()
         now = loop.time()
         envelope = Envelope.claimed(
@@ -243,6 +243,7 @@ class _Drainer:
             now + runner.timeout,
             [] if messages is None else list(messages),
             snoozes,
+            None if workflow is None else json_loads(workflow),
         )
         guard = DeadlineGuard()
         timer = loop.call_at(envelope.monotonic_deadline, guard.fire)
@@ -250,7 +251,10 @@ class _Drainer:
             outcome = await runner.run(envelope, guard)
         finally:
             timer.cancel()
-        delete = outcome.status.is_terminal and terminal_ttl_of(spec.options) == 0
+        in_workflow = workflow is not None
+        delete = (
+            outcome.status.is_terminal and terminal_ttl_of(spec.options) == 0 and not in_workflow
+        )
         return Result(
             task_id,
             token,
@@ -259,6 +263,7 @@ class _Drainer:
             spec.options.max_task_error_messages,
             delete,
             envelope.attempt,
+            in_workflow,
         )
 
     def record(self, result: Result) -> Operation[set[int]]:

@@ -109,7 +109,9 @@ def list_tasks(
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     status: Annotated[
         str | None,
-        typer.Option(help="new, must_retry, no_attempts_left, cancelled, succeeded or processing."),
+        typer.Option(
+            help="new, must_retry, no_attempts_left, cancelled, succeeded, blocked or processing."
+        ),
     ] = None,
     key_prefix: Annotated[str | None, typer.Option(help="External keys starting so.")] = None,
     before_id: Annotated[str | None, typer.Option(help="Page cursor: the last id shown.")] = None,
@@ -155,17 +157,31 @@ def show_task(
         task = queue.get_task(_task_id(task_id))
         if task is None:
             raise OperatorError(f"no task with id {task_id}")
+        related = queue.get_nodes([*task.parents, *task.children]) if task.workflow_id else {}
+    data = _task_dict(task)
+    for field in ("parents", "children"):  # a workflow node's neighbours, by name and status
+        data[field] = [
+            {"id": i, "node": related[i][1], "status": related[i][2]}
+            if i in related
+            else {"id": i, "node": None, "status": "deleted"}
+            for i in data[field]
+        ]
     if as_json:
-        _print_json(_task_dict(task))
+        _print_json(data)
         return
     table = _table(show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for name, value in _task_dict(task).items():
+    for name, value in data.items():
         if name in ("payload", "result"):
             value = json.dumps(value, ensure_ascii=False)
         elif name == "messages":
             value = "\n".join(value) or "-"
+        elif name in ("parents", "children"):
+            value = (
+                "\n".join(f"{n['node'] or '?'} (task {n['id']}, {n['status']})" for n in value)
+                or "-"
+            )
         table.add_row(name, "-" if value is None else str(_plain(value)))
     _print(table)
 

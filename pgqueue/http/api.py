@@ -39,6 +39,8 @@ from pgqueue.http.models import (
     HealthOut,
     RetryTaskRequest,
     TaskOut,
+    WorkflowNodeOut,
+    WorkflowOut,
 )
 from pgqueue.store import operations
 from pgqueue.task import JSON_ENCODER, Status, Task
@@ -113,6 +115,10 @@ async def enqueue(
         "finished_at": None,
         "result": None,
         "snoozes": 0,
+        "workflow_id": None,
+        "node": None,
+        "parents": [],
+        "children": [],
     }
     return Response(JSON_ENCODER.encode(created), 201, media_type="application/json")
 
@@ -179,6 +185,48 @@ async def get_task_by_query(
 )
 async def get_task(task_id: TaskId, queue: QueueDep) -> TaskOut:
     return await task_or_404(queue, task_id)
+
+
+@router.get(
+    "/workflows/{workflow_id}",
+    response_model=WorkflowOut,
+    dependencies=read,
+    responses=errors(400, *AUTH_ERRORS, 404),
+    summary="A workflow's nodes, with their status, parents and children",
+)
+async def get_workflow(workflow_id: str, queue: QueueDep) -> WorkflowOut:
+    try:
+        canonical = operations.check_workflow_id(workflow_id)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_workflow_id", str(exc)) from None
+    reader = getattr(queue, "get_workflow", None)  # a sharded queue has no workflows
+    nodes = await reader(canonical) if reader is not None else []
+    if not nodes:
+        raise ApiError(404, "workflow_not_found", "workflow not found")
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.status] = counts.get(n.status, 0) + 1
+    return WorkflowOut(
+        id=canonical,
+        counts=counts,
+        nodes=[
+            WorkflowNodeOut(
+                id=n.id,
+                kind=n.kind,
+                node=n.node,
+                status=Status(n.status),
+                parents=n.parents,
+                children=n.children,
+                when=n.when,
+                created_at=n.created_at,
+                started_at=n.started_at,
+                finished_at=n.finished_at,
+                attempts=n.attempts_elapsed,
+                messages=n.messages,
+            )
+            for n in nodes
+        ],
+    )
 
 
 @router.post(

@@ -106,6 +106,10 @@ class TaskOut(BaseModel):
     finished_at: datetime | None = None
     result: Any = Field(None, description="What the handler returned, stored with the success.")
     snoozes: int = Field(0, description="Times the handler snoozed the task (no attempt used).")
+    workflow_id: str | None = Field(None, description="The workflow of a workflow node.")
+    node: str | None = Field(None, description="The node's name in its workflow.")
+    parents: list[int] = Field([], description="Ids of the node's parents.")
+    children: list[int] = Field([], description="Ids of the node's children.")
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskOut:
@@ -127,7 +131,36 @@ class TaskOut(BaseModel):
             finished_at=info.finished_at,
             result=info.result,
             snoozes=info.snoozes,
+            workflow_id=info.workflow_id,
+            node=info.node,
+            parents=list(info.parents),
+            children=list(info.children),
         )
+
+
+class WorkflowNodeOut(BaseModel):
+    """One node of a workflow."""
+
+    id: int
+    kind: str
+    node: str
+    status: Status = Field(description="Derived status (processing while leased).")
+    parents: list[int]
+    children: list[int]
+    when: str = Field(description="all_succeeded or all_ended: what releases the node.")
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int
+    messages: list[str] = []
+
+
+class WorkflowOut(BaseModel):
+    """A workflow: its nodes in push order and how many are in each status."""
+
+    id: str
+    counts: dict[str, int]
+    nodes: list[WorkflowNodeOut]
 
 
 class RetryRequest(BaseModel):

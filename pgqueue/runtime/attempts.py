@@ -73,7 +73,7 @@ class AttemptLifecycle:
 
     def _start(self, row: tuple[Any, ...], now: float, claimed_locally_at: float) -> None:
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         lease_lost, snoozes) = row  # fmt: skip
+         lease_lost, snoozes, workflow) = row  # fmt: skip
         if lease_lost:
             log.warning(
                 "task %s (%s) was claimed again after a lost lease",
@@ -96,6 +96,7 @@ class AttemptLifecycle:
             now + timeout,
             [] if messages is None else messages,
             snoozes,
+            None if workflow is None else json_loads(workflow),
         )
         attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt
@@ -171,8 +172,10 @@ class AttemptLifecycle:
                 self.kind,
                 outcome,
                 self.keep_messages,
-                self.delete_finished and outcome.status.is_terminal,
+                # A workflow node's row stays until the sweeper's turn: its children read it.
+                self.delete_finished and outcome.status.is_terminal and not envelope.workflow_id,
                 envelope.attempt,
+                envelope.workflow_id is not None,
             )
         )
         if (

@@ -15,7 +15,7 @@ from pgqueue.events import ResultsWritten
 from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import Outcome
 from pgqueue.store.executor import Operation, Statement, Steps
-from pgqueue.store.operations import int_array, uuid_array
+from pgqueue.store.operations import int_array, settle_steps, uuid_array
 from pgqueue.store.queries import Queries
 from pgqueue.task import Status
 
@@ -35,6 +35,7 @@ class Result:
     keep_messages: int
     delete: bool
     attempt: int = 0  # the attempt number, for log lines about the task
+    workflow: bool = False  # a workflow node: its end settles its children
 
 
 class ResultWriter:
@@ -137,8 +138,12 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
     """Delete finished rows with zero retention and update the rest, both guarded by the claim
     token; returns the ids whose result applied (a task cancelled or re-claimed meanwhile is
     not). Each statement also adds its applied outcomes to the per-minute throughput rollup,
-    so the history costs no extra round trip and is exact."""
+    so the history costs no extra round trip and is exact.
+
+    When the batch holds workflow nodes, the nodes that ended settle their children in the
+    same transaction (a batch without any runs exactly the statements it ran before)."""
     deletes = [r for r in results if r.delete]
+    nodes = [r for r in results if r.workflow and r.outcome.status is not Status.MUST_RETRY]
     updates = [r for r in results if not r.delete]
 
     def steps() -> Steps[set[int]]:
@@ -172,13 +177,16 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 },
             )
             applied.update(row[0] for row in rows)
+        ended = [r.task_id for r in nodes if r.task_id in applied and not r.outcome.snooze]
+        if ended:
+            yield from settle_steps(queries, ended)
         due_now = retried_at_once(results, applied) if applied else None
         if due_now:
             # Every process handling these kinds claims the retries now, not at its next poll.
             yield Statement(queries["notify_kinds"], {"channel": queries.channel, "kinds": due_now})
         return applied
 
-    return Operation(steps())
+    return Operation(steps(), transactional=bool(nodes))
 
 
 def results_of(results: Sequence[Result]) -> list[str | None] | None:

@@ -99,6 +99,24 @@ class Sweeper:
                     ttls[kind] = terminal_ttl_of(worker.options)
                 except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
                     log.warning("retention sweep of %r failed: %s", kind, exc)
+            if ready:
+                try:
+                    # Workflow nodes whose last attempt died with its worker: their
+                    # dependents would wait for them forever.
+                    abandoned = await runtime.executor.run(
+                        operations.end_abandoned_nodes(runtime.queries, ready)
+                    )
+                    if abandoned:
+                        log.warning(
+                            "%d workflow node(s) lost their last attempt with their worker;"
+                            " ended as out of attempts: %s",
+                            len(abandoned),
+                            abandoned[:20],
+                        )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - logged and retried: no loop dies
+                    log.warning("ending abandoned workflow nodes failed: %s", exc)
             sweepable: list[str] = []
             if ttls:
                 try:

@@ -319,6 +319,11 @@ def test_a_live_override_takes_effect_within_a_second_and_clear_undoes_it(
     audit = db.fetch("SELECT actor, limits FROM {schema}.limit_changes ORDER BY id")
     assert [limits for _, limits in audit] == [
         {"global_concurrency": 1},
-        {"rate_limit": None, "global_concurrency": None, "group_concurrency": None},
+        {
+            "rate_limit": None,
+            "global_concurrency": None,
+            "group_concurrency": None,
+            "group_rate_limit": None,
+        },
     ]
     assert all(actor and actor.startswith("cli:") for actor, _ in audit), audit

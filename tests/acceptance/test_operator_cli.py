@@ -163,3 +163,24 @@ def test_cli_actions_are_audited_under_the_os_user(filled: Database) -> None:
     table = cli(filled, "audit", "--limit", "2")
     assert table.returncode == 0 and "retry_kind" in table.stdout and "next page" in table.stdout
     one_line_error(cli(filled, "audit", "--source", "web"), "--source must be one of")
+
+
+def test_tasks_show_prints_a_nodes_parents_and_children(db: Database) -> None:
+    from pgqueue import Workflow
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("mail", KindOptions(attempt_timeout=5))
+        wf = Workflow()
+        a = wf.add("charge", Task("mail"))
+        b = wf.add("ship", Task("mail"), after=[a])
+        wf.add("close", Task("mail"), after=[b])
+        ids = queue.push_workflow(wf)
+    shown = ok_json(db, "tasks", "show", str(ids["ship"]))
+    assert shown["workflow_id"] == ids.workflow_id and shown["node"] == "ship"
+    assert shown["parents"] == [{"id": ids["charge"], "node": "charge", "status": "new"}]
+    assert shown["children"] == [{"id": ids["close"], "node": "close", "status": "blocked"}]
+    text = cli(db, "tasks", "show", str(ids["ship"])).stdout
+    assert f"charge (task {ids['charge']}, new)" in text
+    assert f"close (task {ids['close']}, blocked)" in text
+    plain = ok_json(db, "tasks", "show", str(ids["charge"]))
+    assert plain["parents"] == []

@@ -99,6 +99,20 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "get_task": {"id": 1},
     "get_tasks": {"ids": [1, 2]},
     "get_finished_results": {"ids": [1, 2]},
+    "push_workflow": {
+        "nodes": json.dumps(
+            [
+                [KIND, {"n": 1}, 3, 0, None, "a", [], "all_succeeded"],
+                [KIND, None, 3, 0, "g", "b", [1], "all_ended"],
+            ]
+        ),
+        "workflow_id": "6a0c2f4e-1d7b-4a77-9f39-3f0a2b1c4d5e",
+    },
+    "settle_workflow_children": {"ids": "{1,2}"},
+    "reopen_workflow_children": {"ids": "{1,2}"},
+    "get_workflow": {"workflow_id": "6a0c2f4e-1d7b-4a77-9f39-3f0a2b1c4d5e"},
+    "get_tasks_nodes": {"ids": "{1,2}"},
+    "end_abandoned_workflow_nodes": {"kinds": [KIND], "limit": 10},
     "mark_task_waited": {"id": 1},
     "list_tasks": {
         "kind": KIND,

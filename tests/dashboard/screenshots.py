@@ -2,7 +2,9 @@
 
 Starts the service app with live workers on a demo schema (``PGQUEUE_DSN``, else an embedded
 PostgreSQL), fills it with tasks in every status and a day of throughput history, then saves
-each page as seen by headless Chromium into ``docs/images/dashboard-*.png``.
+each page as seen by headless Chromium into ``docs/images/dashboard-*.png`` (and a workflow's
+graph page into ``docs/images/workflow.png``). ``python -m tests.dashboard.screenshots NAME...``
+saves only the named ones (``workflow``, ``overview``, ``tasks``, ...).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import os
 import random
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,7 +23,7 @@ import psycopg
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pgqueue import AsyncQueue, Envelope, KindOptions, Queue, Task
+from pgqueue import AsyncQueue, Envelope, KindOptions, Queue, Task, Workflow
 from pgqueue.store.queries import schema_ddl
 from tests.dashboard.conftest import (
     OPERATOR_TOKEN,
@@ -108,13 +111,38 @@ def keep_pushing(dsn: str, stop: threading.Event) -> None:
         queue.close()
 
 
-def shoot(driver: Any, url: str, name: str, ready: str | None = None) -> None:
+def push_demo_workflow(dsn: str) -> str:
+    """An order pipeline: fan-out after the charge, fan-in to the shipment, and a report
+    after everything (all_ended); the live workers run it while the page is shot."""
+    with Queue(dsn, schema=SCHEMA) as queue:
+        for kind in KINDS:
+            queue.declare_kind(kind, KindOptions(attempt_timeout=30.0, max_attempts=5))
+        wf = Workflow()
+        charge = wf.add("charge-card", Task("sync-crm", {"order": 1042}))
+        fraud = wf.add("fraud-check", Task("sync-crm", {"order": 1042}))
+        items = [
+            wf.add(f"resize-photo-{i}", Task("resize-image", {"photo": i}), after=[charge])
+            for i in range(1, 5)
+        ]
+        invoice = wf.add("send-invoice", Task("send-email", {"order": 1042}), after=[charge])
+        ship = wf.add("ship", Task("sync-crm", {"order": 1042}), after=[*items, fraud])
+        mail = wf.add("mail-tracking", Task("send-email", {"order": 1042}), after=[ship])
+        wf.add("daily-report", Task("send-email"), after=[invoice, mail, fraud],
+               when="all_ended")  # fmt: skip
+        return queue.push_workflow(wf).workflow_id
+
+
+def shoot(
+    driver: Any, url: str, name: str, ready: str | None = None, file: str | None = None
+) -> None:
+    if ONLY and name not in ONLY:
+        return
     driver.get(url)
     if ready:
         WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, ready))
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, min(max(700, int(height) + 20), 1400))
-    path = IMAGES / f"dashboard-{name}.png"
+    path = IMAGES / (file or f"dashboard-{name}.png")
     driver.save_screenshot(str(path))
     driver.set_window_size(1280, 900)
     print(f"saved {path.relative_to(IMAGES.parents[1])}")
@@ -135,6 +163,7 @@ def main() -> None:
     driver = start_chromium(os.path.join(scratch, "chromium"))
     try:
         with UvicornThread(lambda: build_app(dsn, SCHEMA, register), start_workers=True) as web:
+            workflow_id = push_demo_workflow(dsn)
             pusher.start()
             stop.wait(6)  # let the workers pick up some of the pushed tasks
             base = web.url
@@ -147,6 +176,8 @@ def main() -> None:
                 "throughput-day",
                 '#charts[data-drawn="1440"]',
             )
+            shoot(driver, f"{base}/ui/workflows/{workflow_id}", "workflow", "#workflow-graph",
+                  file="workflow.png")  # fmt: skip
             shoot(driver, f"{base}/ui/tasks?kind=send-email", "tasks")
             shoot(driver, f"{base}/ui/tasks/{exhausted}", "task")
             shoot(driver, f"{base}/ui/bulk?action=retry&kind=send-email", "bulk")
@@ -168,6 +199,8 @@ def main() -> None:
             server.cleanup()
         shutil.rmtree(scratch, ignore_errors=True)
 
+
+ONLY = set(sys.argv[1:])
 
 if __name__ == "__main__":
     main()

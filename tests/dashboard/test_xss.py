@@ -64,3 +64,21 @@ def test_every_page_forbids_inline_script(site: Site) -> None:
         policy = response.headers["content-security-policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy, path
         assert "<script>" not in response.text  # only <script src=...> of our own files
+
+
+def test_workflow_node_names_render_as_text(site: Site) -> None:
+    from pgqueue import Task, Workflow
+
+    wf = Workflow()
+    first = wf.add(SCRIPT, Task("send-email", {"html": SCRIPT}))
+    wf.add(IMG, Task("send-email"), after=[first])
+    ids = site.queue.push_workflow(wf)
+    site.open(f"/ui/workflows/{ids.workflow_id}")
+    assert_inert(site, SCRIPT, IMG)
+    titles = site.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#workflow-graph title'),"
+        " (t) => t.textContent);"
+    )
+    assert any(SCRIPT in t for t in titles) and any(IMG in t for t in titles)
+    site.open(f"/ui/tasks/{ids[IMG]}")
+    assert_inert(site, SCRIPT, IMG)

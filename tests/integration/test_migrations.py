@@ -210,6 +210,7 @@ def downgrade():
         "pgqueue_0003_flow_control.py",
         "pgqueue_0004_audit.py",
         "pgqueue_0005_results.py",
+        "pgqueue_0006_workflows.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
@@ -257,7 +258,32 @@ def test_downgrade_from_0005_keeps_one_row_per_key_and_drops_what_it_added(
         is None
     )
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0006"
+
+
+def test_downgrade_from_0006_cancels_blocked_nodes_and_rebuilds_the_status_type(
+    empty_schema: Database,
+) -> None:
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    empty_schema.fetch(
+        "INSERT INTO {schema}.tasks (kind, status, attempts_left, max_attempts, workflow_id,"
+        " node) VALUES ('k', 'blocked', 1, 1, gen_random_uuid(), 'b'),"
+        " ('k', 'new', 1, 1, NULL, NULL)"
+    )
+    migrate.downgrade(empty_schema.dsn, empty_schema.schema, "pgqueue_0005")
+    rows = empty_schema.fetch("SELECT status::text FROM {schema}.tasks ORDER BY id")
+    assert rows == [("cancelled",), ("new",)]
+    labels = empty_schema.fetch(
+        "SELECT e.enumlabel FROM pg_enum AS e JOIN pg_type AS t ON t.oid = e.enumtypid"
+        " JOIN pg_namespace AS n ON n.oid = t.typnamespace"
+        " WHERE n.nspname = %s AND t.typname = 'task_status' ORDER BY e.enumsortorder",
+        (empty_schema.schema,),
+    )
+    assert [row[0] for row in labels] == [
+        "new", "must_retry", "no_attempts_left", "cancelled", "succeeded",
+    ]  # fmt: skip
+    migrate.upgrade(empty_schema.dsn, empty_schema.schema)
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0006"
 
 
 def test_processes_that_migrate_at_once_take_turns(empty_schema: Database) -> None:

@@ -17,7 +17,15 @@ from starlette.concurrency import run_in_threadpool
 
 from pgqueue.limits import describe_limits
 
-STATUSES = ("new", "must_retry", "processing", "no_attempts_left", "cancelled", "succeeded")
+STATUSES = (
+    "new",
+    "must_retry",
+    "processing",
+    "no_attempts_left",
+    "cancelled",
+    "succeeded",
+    "blocked",
+)
 PAGE_SIZE = 50
 # Bulk actions walk the filter page by page; this bounds one confirmation's work.
 BULK_LIMIT = 100_000

@@ -19,6 +19,7 @@ from pgqueue.http.dashboard.data import (
     QueueAccess,
     TaskFilter,
 )
+from pgqueue.http.dashboard.graph import MAX_DRAWN_NODES, render_svg
 from pgqueue.http.dashboard.login import add_login_routes
 from pgqueue.http.dashboard.security import (
     SECURITY_HEADERS,
@@ -26,7 +27,7 @@ from pgqueue.http.dashboard.security import (
 )
 from pgqueue.http.dashboard.state import Dashboard, redirect
 from pgqueue.limits import RateLimit
-from pgqueue.store.operations import Action
+from pgqueue.store.operations import Action, check_workflow_id
 from pgqueue.task import Task
 
 OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
@@ -122,14 +123,54 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             return dashboard.render(
                 request, "not_found.html", viewer, status_code=404, page="tasks", task_id=task_id
             )
+        related: dict[int, tuple[str, str, str]] = {}
+        if task.workflow_id is not None and access.can("get_nodes"):
+            related = await access.call("get_nodes", [*task.parents, *task.children])
         return dashboard.render(
             request,
             "task.html",
             viewer,
             page="tasks",
             task=task,
+            related=related,
             can_cancel=access.can("cancel_task"),
             can_retry=access.can("retry_task"),
+        )
+
+    @router.get("/ui/workflows/{workflow_id}", response_class=HTMLResponse)
+    async def workflow_page(
+        request: Request, workflow_id: str, viewer: Viewer = Depends(viewer)
+    ) -> Response:
+        try:
+            canonical = check_workflow_id(workflow_id)
+        except ValueError:
+            canonical = None
+        # A sharded queue has no workflows (their nodes must live in one database).
+        known = canonical is not None and access.can("get_workflow")
+        nodes = await access.call("get_workflow", canonical) if known else []
+        if not nodes:
+            return dashboard.render(
+                request,
+                "not_found.html",
+                viewer,
+                status_code=404,
+                page="tasks",
+                what=f"Workflow {workflow_id}",
+            )
+        counts: dict[str, int] = {}
+        for n in nodes:
+            counts[n.status] = counts.get(n.status, 0) + 1
+        drawn = len(nodes) <= MAX_DRAWN_NODES
+        return dashboard.render(
+            request,
+            "workflow.html",
+            viewer,
+            page="tasks",
+            workflow_id=canonical,
+            nodes=nodes,
+            counts=sorted(counts.items()),
+            graph=render_svg(nodes, request.scope.get("root_path", "")) if drawn else None,
+            max_drawn=MAX_DRAWN_NODES,
         )
 
     @router.post("/ui/tasks/{task_id}/cancel")

@@ -190,19 +190,19 @@ def claim_limited_tasks(
             },
         )
         first = rows[0]
-        claimed = [row[:11] for row in rows if row[0] is not None]
-        tokens = None if first[11] is None else float(first[11])
-        reserved = int(first[15] or 0)
+        claimed = [row[:12] for row in rows if row[0] is not None]
+        tokens = None if first[12] is None else float(first[12])
+        reserved = int(first[16] or 0)
         due_in = 0.0
         if reserved and rate is not None:
-            due_in = max(0.0, (reserved - float(first[16])) / rate.per_second)
+            due_in = max(0.0, (reserved - float(first[17])) / rate.per_second)
         return LimitedClaim(
             claimed,
-            int(first[12]),
             int(first[13]),
+            int(first[14]),
             tokens,
             limits,
-            blocked=bool(first[14]),
+            blocked=bool(first[15]),
             reserved=reserved,
             due_in=due_in,
         )

@@ -12,6 +12,7 @@ from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.operations.checks import check_int_range
 from pgqueue.store.operations.kinds import require_known_kind
 from pgqueue.store.operations.push import MAX_PAYLOAD_BYTES
+from pgqueue.store.operations.workflows import reopen_steps, settle_steps
 from pgqueue.store.queries import Queries
 from pgqueue.task import (
     STORED_STATUSES,
@@ -57,9 +58,11 @@ def cancel_task_by_key(
                 "finished_channel": queries.finished_channel,
             },
         )
+        if rows and rows[0][4]:  # a workflow node: its dependents learn of it now
+            yield from settle_steps(queries, [rows[0][0]])
         return bool(rows)
 
-    return Operation(steps())
+    return Operation(steps(), transactional=True)
 
 
 def retry_tasks(
@@ -81,9 +84,11 @@ def retry_tasks(
             queries["retry_tasks"],
             {"kind": kind, "attempts": attempts, "limit": limit, "channel": queries.channel},
         )
+        if rows[0][2]:  # workflow nodes: reopen the dependents their failure cancelled
+            yield from reopen_steps(queries, list(rows[0][2]))
         return int(rows[0][0])
 
-    return Operation(steps())
+    return Operation(steps(), transactional=True)
 
 
 def get_task(
@@ -149,7 +154,8 @@ def task_info(row: Sequence[Any]) -> TaskInfo:
     """A :class:`TaskInfo` from a row of ``get_task``'s columns."""
     (id_, kind, payload, key, status, processing, elapsed, left, max_attempts, messages,
      delayed_till, created_at, updated_at, started_at, finished_at, result,
-     snoozes) = row  # fmt: skip
+     snoozes) = row[:17]  # fmt: skip
+    workflow_id, node, parents, children = row[17:21] if len(row) > 17 else (None,) * 4
     stored = Status(status)
     return TaskInfo(
         id=id_,
@@ -169,6 +175,10 @@ def task_info(row: Sequence[Any]) -> TaskInfo:
         finished_at=finished_at,
         result=decode_payload(result),
         snoozes=snoozes,
+        workflow_id=workflow_id,
+        node=node,
+        parents=list(parents or ()),
+        children=list(children or ()),
     )
 
 
@@ -262,9 +272,11 @@ def cancel_task(queries: Queries, task_id: int) -> Operation[bool]:
                 "finished_channel": queries.finished_channel,
             },
         )
+        if rows and rows[0][4]:  # a workflow node: its dependents learn of it now
+            yield from settle_steps(queries, [rows[0][0]])
         return bool(rows)
 
-    return Operation(steps())
+    return Operation(steps(), transactional=True)
 
 
 def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]:
@@ -277,9 +289,11 @@ def retry_task(queries: Queries, task_id: int, attempts: int) -> Operation[bool]
         rows = yield Statement(
             queries["retry_task"], {"id": task_id, "attempts": attempts, "channel": queries.channel}
         )
+        if rows and rows[0][2]:  # an ended workflow node: reopen what its end cancelled
+            yield from reopen_steps(queries, [rows[0][0]])
         return bool(rows)
 
-    return Operation(steps())
+    return Operation(steps(), transactional=True)
 
 
 def find_task_id_by_key(queries: Queries, kind: str, external_key: str) -> Operation[int | None]:

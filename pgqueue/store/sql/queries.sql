@@ -233,13 +233,18 @@ WITH due AS (
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
               due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes,
-              due.due_at
+              t.workflow_id, t.node, t.parent_results, due.due_at
 )
--- In claim order, so the worker starts them by priority; one row of NULLs when none. The
--- clock (the transaction's, NULL while the kind is paused) tells the loop that every task due
--- by then was claimed when the claim took fewer than LIMIT.
+-- In claim order, so the worker starts them by priority; one row of NULLs when none. A
+-- workflow node's workflow column is [workflow id, node name, its parents' outcomes]; NULL for
+-- a task pushed alone. The clock (the transaction's, NULL while the kind is paused) tells the
+-- loop that every task due by then was claimed when the claim took fewer than LIMIT.
 SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
-       c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes, c.due_at,
+       c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
+       CASE WHEN c.workflow_id IS NOT NULL
+            THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END
+           AS workflow,
+       c.due_at,
        (SELECT now() WHERE NOT EXISTS (
            SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
        )) AS clock
@@ -435,18 +440,21 @@ WITH exhausted AS (
         delayed_till = now(), claim_token = NULL, updated_at = now()
     FROM exhausted
     WHERE t.id = exhausted.id
-    RETURNING t.id
+    RETURNING t.id, t.children IS NOT NULL AS has_children
 )
-SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'p:' || %(kind)s) END
+SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'p:' || %(kind)s) END,
+       coalesce(array_agg(id) FILTER (WHERE has_children), '{}'::bigint[])
 FROM revived;
 
 -- name: retry_task
 -- Make one task that is not running due now. An ended one (no_attempts_left, cancelled,
--- succeeded) becomes must_retry with fresh attempts; a waiting one keeps its attempts.
+-- succeeded) becomes must_retry with fresh attempts; a waiting one keeps its attempts. A
+-- blocked workflow node waits on its parents: it is left alone. The last column tells an
+-- ended workflow node with children (they are reopened next).
 WITH target AS (
     SELECT id, status IN ('no_attempts_left', 'cancelled', 'succeeded') AS ended
     FROM __schema__.tasks
-    WHERE id = %(id)s AND (claim_token IS NULL OR delayed_till <= now())
+    WHERE id = %(id)s AND (claim_token IS NULL OR delayed_till <= now()) AND status <> 'blocked'
     FOR NO KEY UPDATE
 ), revived AS (
     UPDATE __schema__.tasks AS t
@@ -458,16 +466,17 @@ WITH target AS (
         delayed_till = now(), claim_token = NULL, updated_at = now()
     FROM target
     WHERE t.id = target.id
-    RETURNING t.id, t.kind
+    RETURNING t.id, t.kind, target.ended AND t.children IS NOT NULL AS reopened
 )
-SELECT id, pg_notify(%(channel)s, 'p:' || kind) FROM revived;
+SELECT id, pg_notify(%(channel)s, 'p:' || kind), reopened FROM revived;
 
 -- name: get_task
 -- Read one task by id, with its derived status.
 SELECT id, kind, payload::text, external_key, status::text,
        claim_token IS NOT NULL AND delayed_till > now() AS processing,
        attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-       created_at, updated_at, started_at, finished_at, result::text, snoozes
+       created_at, updated_at, started_at, finished_at, result::text, snoozes,
+       workflow_id::text, node, parents, children
 FROM __schema__.tasks
 WHERE id = %(id)s;
 
@@ -617,7 +626,7 @@ WITH target AS (
               SELECT id FROM __schema__.tasks
               WHERE kind = %(kind)s::text AND external_key = %(external_key)s::text
               ORDER BY id DESC LIMIT 1))
-      AND (status IN ('new', 'must_retry')
+      AND (status IN ('new', 'must_retry', 'blocked')
            OR (status = 'no_attempts_left' AND claim_token IS NOT NULL))
     FOR NO KEY UPDATE
 ), cancelled AS (
@@ -625,7 +634,7 @@ WITH target AS (
     SET status = 'cancelled', claim_token = NULL, finished_at = now(), updated_at = now()
     FROM target
     WHERE t.id = target.id
-    RETURNING t.id, t.kind, target.was_running, t.waited
+    RETURNING t.id, t.kind, target.was_running, t.waited, t.children IS NOT NULL AS has_children
 ), rollup AS (
     INSERT INTO __schema__.throughput AS tp (kind, minute, succeeded, failed, exhausted, cancelled)
     SELECT kind, date_trunc('minute', now()), 0, 0, 0, count(*)
@@ -636,7 +645,8 @@ WITH target AS (
 )
 SELECT id, was_running,
        CASE WHEN was_running THEN pg_notify(%(channel)s, 'c:' || id::text) END,
-       CASE WHEN waited THEN pg_notify(%(finished_channel)s, 'f:' || id::text || 'c') END
+       CASE WHEN waited THEN pg_notify(%(finished_channel)s, 'f:' || id::text || 'c') END,
+       has_children
 FROM cancelled;
 
 -- name: get_task_id_by_key
@@ -1158,7 +1168,7 @@ WITH bucket AS MATERIALIZED (
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
               due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group,
-              t.snoozes
+              t.snoozes, t.workflow_id, t.node, t.parent_results
 ), group_spent AS (
     INSERT INTO __schema__.group_buckets AS g (kind, task_group, tokens, refilled_at)
     SELECT %(kind)s, c.task_group,
@@ -1202,6 +1212,8 @@ WITH bucket AS MATERIALIZED (
 )
 SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
        c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
+       CASE WHEN c.workflow_id IS NOT NULL
+            THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END,
        (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates),
        (SELECT waiting FROM blocked), (SELECT n FROM reservation),
        (SELECT tokens FROM reservation)
@@ -1260,3 +1272,209 @@ FROM __schema__.limit_changes
 WHERE kind = %(kind)s
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: push_workflow
+-- Insert a workflow's nodes given as one JSON array of [kind, payload, max_attempts, priority,
+-- group, node name, [positions of its parents, 1-based], release condition]: ids are drawn
+-- first, so each row is written once with its parents' and children's ids. A node with
+-- parents is stored blocked, waiting on all of them; the others are due now and notify their
+-- kinds. Returns (position, id) per node.
+WITH input AS MATERIALIZED (
+    SELECT i.ord, nextval('__schema__.tasks_id_seq'::regclass) AS id, i.t
+    FROM jsonb_array_elements(%(nodes)s::jsonb) WITH ORDINALITY AS i(t, ord)
+), edges AS MATERIALIZED (
+    SELECT c.id AS child, p.id AS parent
+    FROM input AS c
+    CROSS JOIN LATERAL jsonb_array_elements_text(c.t -> 6) AS e(ord)
+    JOIN input AS p ON p.ord = e.ord::bigint
+), parent_ids AS (
+    SELECT child, array_agg(parent ORDER BY parent) AS ids FROM edges GROUP BY child
+), child_ids AS (
+    SELECT parent, array_agg(child ORDER BY child) AS ids FROM edges GROUP BY parent
+), inserted AS (
+    INSERT INTO __schema__.tasks
+        (id, kind, payload, status, attempts_left, max_attempts, priority, task_group,
+         workflow_id, node, parents, children, release_when, parents_pending, parents_failed)
+    SELECT i.id, i.t ->> 0, nullif(i.t -> 1, 'null'::jsonb),
+           CASE WHEN p.ids IS NULL THEN 'new' ELSE 'blocked' END::__schema__.task_status,
+           (i.t ->> 2)::int, (i.t ->> 2)::int, (i.t ->> 3)::smallint, i.t ->> 4,
+           %(workflow_id)s::uuid, i.t ->> 5, p.ids, c.ids, i.t ->> 7,
+           coalesce(cardinality(p.ids), 0), 0
+    FROM input AS i
+    LEFT JOIN parent_ids AS p ON p.child = i.id
+    LEFT JOIN child_ids AS c ON c.parent = i.id
+    ORDER BY i.ord
+    RETURNING kind, status
+), notified AS (
+    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    FROM (SELECT DISTINCT kind FROM inserted WHERE status = 'new') AS due_kinds
+)
+SELECT input.ord, input.id
+FROM input
+CROSS JOIN (SELECT count(*) FROM notified) AS n
+ORDER BY input.ord;
+
+-- name: settle_workflow_children
+-- Tell the children of workflow nodes that just ended (ids; rows already final in this
+-- transaction) that these parents ended: each child counts them off, notes how many ended
+-- without success, and keeps their outcomes and results by node name. The children are locked
+-- in id order first, so concurrent settlements of one child take turns (no deadlock) and each
+-- sees the others' counts: the one that counts off the last parent releases the child
+-- (blocked -> new, due now, its kind notified), exactly once. A blocked child that needs every
+-- parent's success is cancelled as soon as one ended without it, naming that parent. Returns
+-- the children that changed state, with their new status: the cancelled ones are ended
+-- parents in turn (the caller settles their children next, until none is left).
+WITH ended AS (
+    SELECT p.id, p.node, p.status::text AS status, p.result, p.children
+    FROM __schema__.tasks AS p
+    WHERE p.id = ANY (%(ids)s::bigint[]) AND p.children IS NOT NULL
+      AND p.status IN ('succeeded', 'cancelled', 'no_attempts_left') AND p.claim_token IS NULL
+), edges AS (
+    SELECT c.child, e.id AS parent, e.node, e.status, e.result
+    FROM ended AS e
+    CROSS JOIN LATERAL unnest(e.children) AS c(child)
+), per_child AS (
+    SELECT child,
+           count(*) AS ended,
+           count(*) FILTER (WHERE status <> 'succeeded') AS failed,
+           (array_agg(parent ORDER BY parent) FILTER (WHERE status <> 'succeeded'))[1]
+               AS failed_parent,
+           (array_agg('cancelled: parent ' || node || ' (task ' || parent::text || ') '
+                      || CASE WHEN status = 'cancelled' THEN 'was cancelled'
+                              ELSE 'failed with no attempts left' END ORDER BY parent)
+                FILTER (WHERE status <> 'succeeded'))[1] AS reason,
+           jsonb_object_agg(node, jsonb_build_object('id', parent, 'status', status,
+                                                     'result', result)) AS results
+    FROM edges
+    GROUP BY child
+), locked AS (
+    SELECT t.id, t.status = 'blocked' AS was_blocked
+    FROM __schema__.tasks AS t
+    WHERE t.id IN (SELECT child FROM per_child)
+    ORDER BY t.id
+    FOR NO KEY UPDATE
+), decided AS (
+    SELECT pc.*, l.was_blocked
+    FROM per_child AS pc
+    JOIN locked AS l ON l.id = pc.child
+), settled AS (
+    UPDATE __schema__.tasks AS t
+    SET parents_pending = t.parents_pending - d.ended,
+        parents_failed = t.parents_failed + d.failed,
+        parent_results = coalesce(t.parent_results, '{}'::jsonb) || d.results,
+        status = CASE WHEN t.status <> 'blocked' THEN t.status
+                      WHEN t.release_when = 'all_succeeded' AND t.parents_failed + d.failed > 0
+                      THEN 'cancelled'
+                      WHEN t.parents_pending - d.ended <= 0 THEN 'new'
+                      ELSE 'blocked' END::__schema__.task_status,
+        cancelled_by = CASE WHEN t.status = 'blocked' AND t.release_when = 'all_succeeded'
+                                 AND t.parents_failed + d.failed > 0
+                            THEN d.failed_parent ELSE t.cancelled_by END,
+        messages = CASE WHEN t.status = 'blocked' AND t.release_when = 'all_succeeded'
+                             AND t.parents_failed + d.failed > 0
+                        THEN t.messages || d.reason ELSE t.messages END,
+        finished_at = CASE WHEN t.status = 'blocked' AND t.release_when = 'all_succeeded'
+                                AND t.parents_failed + d.failed > 0
+                           THEN now() ELSE t.finished_at END,
+        delayed_till = CASE WHEN t.status = 'blocked' THEN now() ELSE t.delayed_till END,
+        updated_at = now()
+    FROM decided AS d
+    WHERE t.id = d.child
+    RETURNING t.id, t.kind, t.status::text AS status, t.waited,
+              d.was_blocked AND t.status <> 'blocked' AS changed
+), woken AS (
+    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    FROM (SELECT DISTINCT kind FROM settled WHERE changed AND status = 'new') AS due_kinds
+), announced AS (
+    SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || 'c', ','))
+    FROM settled
+    WHERE changed AND status = 'cancelled' AND waited
+    GROUP BY id / 150
+)
+SELECT id, status
+FROM settled
+CROSS JOIN (SELECT count(*) FROM woken) AS w
+CROSS JOIN (SELECT count(*) FROM announced) AS a
+WHERE changed
+ORDER BY id;
+
+-- name: reopen_workflow_children
+-- Undo settle_workflow_children for workflow nodes that ended and are open again (ids: an
+-- operator retried them): each child counts them as pending again and forgets their outcome;
+-- a child their failure cancelled is blocked again once no parent of it has failed. Returns
+-- the children blocked again: they are open again in turn (the caller reopens their children
+-- next). A child that already ran is left as it is.
+WITH reopened AS (
+    SELECT p.id, p.node, p.children
+    FROM __schema__.tasks AS p
+    WHERE p.id = ANY (%(ids)s::bigint[]) AND p.children IS NOT NULL
+      AND p.status IN ('new', 'must_retry', 'blocked')
+), per_child AS (
+    SELECT c.child,
+           array_agg(r.node) AS nodes
+    FROM reopened AS r
+    CROSS JOIN LATERAL unnest(r.children) AS c(child)
+    GROUP BY c.child
+), locked AS (
+    SELECT t.id, t.parent_results, t.status = 'cancelled' AND t.cancelled_by IS NOT NULL
+               AS cascaded,
+           (SELECT count(*) FROM unnest(pc.nodes) AS n(node)
+            WHERE t.parent_results -> n.node IS NOT NULL) AS counted,
+           (SELECT count(*) FROM unnest(pc.nodes) AS n(node)
+            WHERE t.parent_results -> n.node ->> 'status' <> 'succeeded') AS failed,
+           pc.nodes
+    FROM __schema__.tasks AS t
+    JOIN per_child AS pc ON pc.child = t.id
+    ORDER BY t.id
+    FOR NO KEY UPDATE OF t
+), reset AS (
+    UPDATE __schema__.tasks AS t
+    SET parents_pending = t.parents_pending + l.counted,
+        parents_failed = t.parents_failed - l.failed,
+        parent_results = t.parent_results - l.nodes,
+        status = CASE WHEN l.cascaded AND t.parents_failed - l.failed <= 0 THEN 'blocked'
+                      ELSE t.status END::__schema__.task_status,
+        cancelled_by = CASE WHEN l.cascaded AND t.parents_failed - l.failed <= 0 THEN NULL
+                            ELSE t.cancelled_by END,
+        finished_at = CASE WHEN l.cascaded AND t.parents_failed - l.failed <= 0 THEN NULL
+                           ELSE t.finished_at END,
+        updated_at = now()
+    FROM locked AS l
+    WHERE t.id = l.id AND l.counted > 0
+    RETURNING t.id, l.cascaded AND t.status = 'blocked' AS reblocked
+)
+SELECT id FROM reset WHERE reblocked ORDER BY id;
+
+-- name: get_workflow
+-- A workflow's nodes in push order, with their derived status, parents and children.
+SELECT id, kind, node,
+       CASE WHEN claim_token IS NOT NULL AND delayed_till > now() THEN 'processing'
+            ELSE status::text END AS status,
+       coalesce(parents, '{}'::bigint[]), coalesce(children, '{}'::bigint[]), release_when,
+       created_at, started_at, finished_at, attempts_elapsed, messages
+FROM __schema__.tasks
+WHERE workflow_id = %(workflow_id)s::uuid
+ORDER BY id;
+
+-- name: get_tasks_nodes
+-- Node names and statuses of tasks by id (a task page's parents and children).
+SELECT id, kind, node, status::text FROM __schema__.tasks WHERE id = ANY (%(ids)s::bigint[]);
+
+-- name: end_abandoned_workflow_nodes
+-- Workflow nodes of these kinds whose last attempt was claimed by a process that died (out of
+-- attempts, the lease over, no result written): drop the claim and say so on the row, so the
+-- caller settles their children as it would for any exhausted node. Through the broken-tasks
+-- index; at most LIMIT a call.
+UPDATE __schema__.tasks AS t
+SET claim_token = NULL,
+    messages = t.messages || 'the last attempt''s lease ended without a result (its worker stopped)'::text,
+    finished_at = now(),
+    updated_at = now()
+WHERE t.id IN (
+    SELECT id FROM __schema__.tasks
+    WHERE kind = ANY (%(kinds)s::text[]) AND status = 'no_attempts_left'
+      AND claim_token IS NOT NULL AND delayed_till <= now() AND workflow_id IS NOT NULL
+    LIMIT %(limit)s
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+RETURNING t.id;

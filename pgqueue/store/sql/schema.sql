@@ -4,7 +4,9 @@
 CREATE SCHEMA IF NOT EXISTS __schema__;
 
 CREATE TYPE __schema__.task_status AS ENUM (
-    'new', 'must_retry', 'no_attempts_left', 'cancelled', 'succeeded'
+    'new', 'must_retry', 'no_attempts_left', 'cancelled', 'succeeded',
+    -- A workflow node whose parents have not all ended: no claim takes it.
+    'blocked'
 );
 
 CREATE TABLE __schema__.tasks (
@@ -40,7 +42,20 @@ CREATE TABLE __schema__.tasks (
     key_while_active boolean NOT NULL DEFAULT false,
     -- Set by queue.wait: the result statements announce the task's end (and keep the outcome
     -- of a task deleted as it ended) only for waited tasks.
-    waited           boolean NOT NULL DEFAULT false
+    waited           boolean NOT NULL DEFAULT false,
+    -- Workflows (all NULL for a task pushed alone): the workflow's id, the node's name, the
+    -- ids of its parents and children, what releases it, how many parents have not ended and
+    -- how many ended without success, the parents' outcomes and results by node name, and the
+    -- parent whose failure cancelled it.
+    workflow_id      uuid,
+    node             text CHECK (octet_length(node) <= 200),
+    parents          bigint[],
+    children         bigint[],
+    release_when     text CHECK (release_when IN ('all_succeeded', 'all_ended')),
+    parents_pending  integer,
+    parents_failed   integer,
+    parent_results   jsonb,
+    cancelled_by     bigint
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -81,6 +96,9 @@ CREATE INDEX tasks_broken_idx ON __schema__.tasks (kind, updated_at)
 -- Retention sweeps terminal tasks by age.
 CREATE INDEX tasks_terminal_idx ON __schema__.tasks (kind, finished_at)
     WHERE status IN ('cancelled', 'succeeded');
+
+-- A workflow's nodes (the graph page, cancellation and retry read them by workflow).
+CREATE INDEX tasks_workflow_idx ON __schema__.tasks (workflow_id) WHERE workflow_id IS NOT NULL;
 
 -- One row per kind: its maintenance lock (held with FOR UPDATE SKIP LOCKED), last sweep and
 -- last periodic slot.

@@ -16,7 +16,8 @@ TOP_LEVEL = [
     "InvalidTask", "Invoker", "Jitter", "JitterDelayer", "KindInfo", "KindOptions", "LoopOptions",
     "MustCancelTask", "NotInTransaction", "PgQueueError", "Queue", "QueueClosed", "QueueTask",
     "QueueState", "SchemaNotMigrated", "Snooze", "Stamp", "Status", "StopMode", "Task", "TaskInfo",
-    "ThroughputPoint", "UnknownKind", "UnknownTask", "WaitTimeout",
+    "ThroughputPoint", "UnknownKind", "UnknownTask", "WaitTimeout", "Workflow", "InvalidWorkflow",
+    "Node",
 ]  # fmt: skip
 
 MODULE_NAMES = {
@@ -51,6 +52,7 @@ MODULE_NAMES = {
     "pgqueue.stamps": ["logging_stamp", "tracing_stamp"],
     "pgqueue.http": ["create_app", "HttpSettings", "Role", "require_role"],
     "pgqueue.embedded": ["start_embedded"],
+    "pgqueue.workflow": ["Workflow", "Node", "InvalidWorkflow", "MAX_WORKFLOW_NODES"],
     "pgqueue.runtime": ["Runtime", "StopMode"],
 }  # fmt: skip
 
