@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # `make run` installs only what running the example needs; `make venv`/`test` add the dev tools.
 RUN_STAMP := $(VENV)/.run-stamp
+# Django 6 needs Python 3.12: the Django suite also runs in this second venv (make test-django).
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
+VENV_DJANGO6 := .venv-django6
+DJANGO6_STAMP := $(VENV_DJANGO6)/.installed-stamp
 PYTEST_ARGS ?=
 # The default tier runs on this many pytest-xdist processes (its tests wait on the database far
 # more than they compute); each process starts its own embedded server.
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-http bench-dashboard wheel-check clean
+.PHONY: help venv venv-django6 run test test-all test-django test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +34,15 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
+$(DJANGO6_STAMP): pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Django 6 needs Python 3.12: set PYTHON312=/path/to/python3.12"; exit 1; }
+	$(PYTHON312) -m venv $(VENV_DJANGO6)
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet --upgrade pip
+	PYTHONWARNINGS=ignore $(VENV_DJANGO6)/bin/python -m pip install --quiet -e ".[test,django]" "Django>=6.0,<7"
+	touch $(DJANGO6_STAMP)
+
+venv-django6: $(DJANGO6_STAMP) ## A Python 3.12 virtualenv with Django 6 (its built-in django.tasks) for the Django suite
+
 run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
@@ -44,6 +57,11 @@ test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, cha
 	$(MAKE) test-browser
 	$(MAKE) test-cluster
 	$(MAKE) test-soak-lite
+	$(MAKE) test-django
+
+test-django: $(STAMP) $(DJANGO6_STAMP) ## The Django backend's suite twice: Django 5.2 + django-tasks (Python 3.11) and Django 6 (Python 3.12)
+	$(BIN)/python -m pytest tests/django $(PYTEST_ARGS)
+	$(VENV_DJANGO6)/bin/python -m pytest tests/django $(PYTEST_ARGS)
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
