@@ -18,6 +18,8 @@ class Envelope:
     ``cancel_requested`` turns true when the task is cancelled while it runs (for instance by
     ``cancel_task_by_key``) or the queue aborts; a long handler should check it and return.
     ``snoozes`` is how many times the task snoozed before this attempt (``raise Snooze``).
+    ``trace_context`` is the OpenTelemetry context the task was pushed in (W3C
+    ``traceparent``, then a line break and the ``tracestate`` when there is one), or ``None``.
     """
 
     __slots__ = (
@@ -35,6 +37,7 @@ class Envelope:
         "monotonic_deadline",
         "payload",
         "snoozes",
+        "trace_context",
     )
 
     def __init__(
@@ -51,6 +54,7 @@ class Envelope:
         monotonic_deadline: float,
         messages: list[str],
         snoozes: int = 0,
+        trace_context: str | None = None,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -65,6 +69,7 @@ class Envelope:
         self.monotonic_deadline = monotonic_deadline
         self.messages = messages
         self.snoozes = snoozes
+        self.trace_context = trace_context
         self._cancelled = False
 
     @classmethod
@@ -82,6 +87,7 @@ class Envelope:
         monotonic_deadline: float,
         messages: list[str],
         snoozes: int = 0,
+        trace_context: str | None = None,
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
         ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
@@ -97,6 +103,7 @@ class Envelope:
             monotonic_deadline=monotonic_deadline,
             messages=messages,
             snoozes=snoozes,
+            trace_context=trace_context,
         )
         self._deadline = None
         self._deadline_after = seconds_left

@@ -227,7 +227,7 @@ class _Drainer:
     async def attempt(self, spec: KindSpec, runner: AttemptRunner, row: Row) -> Result:
         """Run one claimed task's attempt (deadline enforced for async handlers)."""
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         _lease_lost, snoozes) = row  # fmt: skip
+         _lease_lost, snoozes, trace_context) = row  # fmt: skip
         loop = asyncio.get_running_loop()
         now = loop.time()
         envelope = Envelope.claimed(
@@ -243,6 +243,7 @@ class _Drainer:
             now + runner.timeout,
             [] if messages is None else list(messages),
             snoozes,
+            trace_context,
         )
         guard = DeadlineGuard()
         timer = loop.call_at(envelope.monotonic_deadline, guard.fire)

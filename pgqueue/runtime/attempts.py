@@ -73,7 +73,7 @@ class AttemptLifecycle:
 
     def _start(self, row: tuple[Any, ...], now: float, claimed_locally_at: float) -> None:
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         lease_lost, snoozes) = row  # fmt: skip
+         lease_lost, snoozes, trace_context) = row  # fmt: skip
         if lease_lost:
             log.warning(
                 "task %s (%s) was claimed again after a lost lease",
@@ -96,6 +96,7 @@ class AttemptLifecycle:
             now + timeout,
             [] if messages is None else messages,
             snoozes,
+            trace_context,
         )
         attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt

@@ -210,6 +210,7 @@ def downgrade():
         "pgqueue_0003_flow_control.py",
         "pgqueue_0004_audit.py",
         "pgqueue_0005_results.py",
+        "pgqueue_0006_traces.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
@@ -257,7 +258,7 @@ def test_downgrade_from_0005_keeps_one_row_per_key_and_drops_what_it_added(
         is None
     )
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0005"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
 
 
 def test_processes_that_migrate_at_once_take_turns(empty_schema: Database) -> None:

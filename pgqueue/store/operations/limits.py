@@ -120,9 +120,9 @@ def claim_limited_tasks(
             },
         )
         first = rows[0]
-        claimed = [row[:11] for row in rows if row[0] is not None]
-        tokens = None if first[11] is None else float(first[11])
-        return LimitedClaim(claimed, int(first[12]), int(first[13]), tokens, limits)
+        claimed = [row[:12] for row in rows if row[0] is not None]
+        tokens = None if first[12] is None else float(first[12])
+        return LimitedClaim(claimed, int(first[13]), int(first[14]), tokens, limits)
 
     return Operation(steps(), transactional=True)
 

@@ -40,7 +40,10 @@ CREATE TABLE __schema__.tasks (
     key_while_active boolean NOT NULL DEFAULT false,
     -- Set by queue.wait: the result statements announce the task's end (and keep the outcome
     -- of a task deleted as it ended) only for waited tasks.
-    waited           boolean NOT NULL DEFAULT false
+    waited           boolean NOT NULL DEFAULT false,
+    -- The OpenTelemetry context of the push (W3C traceparent, a line break and the tracestate
+    -- when there is one); NULL when the push ran in no trace.
+    trace_context    text
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,
