@@ -140,11 +140,17 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql(); from importlib import resources; assert resources.files('pgqueue').joinpath('grafana', 'pgqueue-dashboard.json').is_file()"
 	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue, pgqueue.typed; assert [m for m in ('fastapi', 'starlette', 'django', 'opentelemetry') if u.find_spec(m)] == []"
 	cd build/wheel-check && ! venv/bin/python -c "import pgqueue.adapters.fastapi" 2> err.txt && grep -q "No module named 'fastapi'" err.txt
+	cd build/wheel-check && venv/bin/python -c "import pgqueue.tracing as t; assert not t.AVAILABLE and t.current_trace_context() is None"
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
 	cd build/wheel-check && ! venv/bin/pgqueue migrate --dsn postgresql:///none 2> err.txt
 	grep -q "pgqueue-tasks\[migrations\]" build/wheel-check/err.txt
 	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[fastapi]"
 	cd build/wheel-check && venv/bin/python -c "import pgqueue.adapters.fastapi as f, pgqueue.http.dashboard as d; assert f.lifespan and d.mount"
+	cd build/wheel-check && ! venv/bin/python -c "import pgqueue.adapters.django" 2> err.txt && grep -q "No module named 'django'" err.txt
+	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[django]"
+	cd build/wheel-check && venv/bin/python -c "import importlib, pgqueue.adapters.django as d; [importlib.import_module('pgqueue.adapters.django.' + m) for m in ('apps', 'migrations.0001_pgqueue_schema', 'management.commands.pgqueue_worker', 'worker')]; assert d.PgQueueBackend.supports_get_result"
+	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[otel]"
+	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue.tracing as t, pgqueue.stamps as s; assert t.AVAILABLE and t.current_trace_context() is None and s.tracing_stamp(parent='link'); assert u.find_spec('opentelemetry.sdk') is None"
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database
