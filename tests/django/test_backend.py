@@ -264,3 +264,39 @@ def test_view_enqueues_in_the_request_transaction(
     wait_done(backend, placed["result_id"])
     shown = client.get(f"/results/{placed['result_id']}").json()
     assert shown == {"status": "SUCCESSFUL", "value": f"order {placed['order']}: 7"}
+
+
+def test_dashboard_served_beside_django_in_one_asgi_app(project: Project, worker: Worker) -> None:
+    """``uvicorn project.asgi:app``: Django's views and pgqueue's API and dashboard under
+    /pgqueue, one process."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.django.conftest import PROJECT, Log
+
+    env = {**project.env(), "PGQUEUE_READ_TOKEN": "read-token-0123456789"}
+    env.pop("PGQUEUE_API_TOKEN", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "project.asgi:app", "--port", "0"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    log = Log(server)
+    try:
+        url = log.wait_for(r"Uvicorn running on (http://[\d.]+:\d+)").group(1)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            placed = client.get("/orders/9").json()
+            read = {"Authorization": "Bearer read-token-0123456789"}
+            task = client.get(f"/pgqueue/tasks/{placed['result_id']}", headers=read)
+            assert task.status_code == 200, task.text
+            assert task.json()["kind"] == "django.default"
+            assert client.get(f"/pgqueue/tasks/{placed['result_id']}").status_code == 401
+            page = client.get("/pgqueue/", follow_redirects=True)
+            assert page.status_code == 200 and "pgqueue" in page.text
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.reader.join(timeout=10)
+        assert server.stdout is not None
+        server.stdout.close()
