@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from pgqueue.errors import InvalidTask as PgQueueInvalidTask
+from pgqueue.errors import PgQueueError
 from pgqueue.options import KindOptions
 from pgqueue.queue import Queue
 from pgqueue.store import operations
@@ -44,7 +45,9 @@ from .errors import parse_error
 
 __all__ = ["PgQueueBackend"]
 
-OPTION_NAMES = frozenset({"DATABASE", "SCHEMA", "KIND_PREFIX", "KIND_OPTIONS", "QUEUE_OPTIONS"})
+OPTION_NAMES = frozenset(
+    {"DATABASE", "SCHEMA", "KIND_PREFIX", "KIND_OPTIONS", "QUEUE_OPTIONS", "TRACING"}
+)
 DEFAULT_KIND_PREFIX = "django."
 # Django's tasks run once unless a queue's options give them more attempts.
 DEFAULT_KIND_OPTIONS: dict[str, Any] = {"attempt_timeout": 300, "max_attempts": 1}
@@ -98,7 +101,9 @@ class PgQueueBackend(BaseTaskBackend):  # type: ignore[misc]
     schema, ``"pgqueue"``), ``KIND_PREFIX`` (``"django."``: the queue ``emails`` is the kind
     ``django.emails``), ``KIND_OPTIONS`` (``KindOptions`` arguments for every queue, by
     default ``{"attempt_timeout": 300, "max_attempts": 1}``) and ``QUEUE_OPTIONS`` (the same
-    per queue name, over ``KIND_OPTIONS``).
+    per queue name, over ``KIND_OPTIONS``), ``TRACING`` (``"child"`` or ``"link"``: the
+    workers' attempts get OpenTelemetry spans, children of or linked to the enqueuing span;
+    ``None``, the default: no spans).
     """
 
     supports_defer = True
@@ -126,6 +131,12 @@ class PgQueueBackend(BaseTaskBackend):  # type: ignore[misc]
                     f"TASKS[{alias!r}]['OPTIONS']['QUEUE_OPTIONS'] names {name!r}, which is not "
                     f"among its QUEUES {sorted(self.queues)}"
                 )
+        self.tracing: str | None = options.get("TRACING")
+        if self.tracing not in (None, "child", "link"):
+            raise ImproperlyConfigured(
+                f'TASKS[{alias!r}]["OPTIONS"]["TRACING"] must be "child", "link" or None, got '
+                f"{self.tracing!r}"
+            )
         for name in self.queues or ():
             self.kind_options(name)  # bad options fail at start-up, not at the first push
         self._queue: Queue | None = None
@@ -148,8 +159,8 @@ class PgQueueBackend(BaseTaskBackend):  # type: ignore[misc]
                 f"KindOptions fields {unknown}"
             )
         try:
-            return KindOptions(**given)
-        except (TypeError, ValueError) as exc:
+            return KindOptions(**given).validate()
+        except (TypeError, ValueError, PgQueueError) as exc:
             raise ImproperlyConfigured(
                 f"options of queue {queue_name!r} of TASKS[{self.alias!r}]: {exc}"
             ) from exc
@@ -160,7 +171,12 @@ class PgQueueBackend(BaseTaskBackend):  # type: ignore[misc]
         until a worker starts or it is used on its own)."""
         with self._lock:
             if self._queue is None:
-                queue = Queue(connection_dsn(self.database), schema=self.schema)
+                stamps = []
+                if self.tracing is not None:
+                    from pgqueue.stamps import tracing_stamp
+
+                    stamps.append(tracing_stamp(parent=self.tracing))
+                queue = Queue(connection_dsn(self.database), schema=self.schema, stamps=stamps)
                 for name in sorted(self.queues or ()):
                     queue.declare_kind(self.kind(name), self.kind_options(name))
                 self._queue = queue

@@ -300,3 +300,68 @@ def test_dashboard_served_beside_django_in_one_asgi_app(project: Project, worker
         log.reader.join(timeout=10)
         assert server.stdout is not None
         server.stdout.close()
+
+
+def test_pgqueue_worker_command_runs_a_django_project(project: Project, backend: Any) -> None:
+    """``pgqueue worker pgqueue.adapters.django.cli:queue`` works the backend's queues too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from shop.tasks import add
+
+    from tests.django.conftest import PROJECT, Log
+
+    result = add.enqueue(4, 5)
+    pgqueue_command = Path(sys.executable).with_name("pgqueue")
+    env = {**project.env(), "PYTHONPATH": os.pathsep.join([str(PROJECT), *sys.path])}
+    process = subprocess.Popen(
+        [str(pgqueue_command), "worker", "pgqueue.adapters.django.cli:queue"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    log = Log(process)
+    try:
+        log.wait_for("worker started")
+        wait_done(backend, result.id)
+        assert add.get_result(result.id).return_value == 9
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.text()
+        log.reader.join(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_an_enqueue_inside_a_span_records_its_trace_context(project: Project) -> None:
+    from django.db import transaction
+    from opentelemetry.sdk.trace import TracerProvider
+    from shop.tasks import add
+
+    tracer = TracerProvider().get_tracer("shop")
+    with tracer.start_as_current_span("checkout") as span, transaction.atomic():
+        result = add.enqueue(1, 2)
+    pushed = span.get_span_context()
+    ((stored,),) = project.fetch(
+        f"SELECT trace_context FROM {SCHEMA}.tasks WHERE id = %s", [int(result.id)]
+    )
+    assert stored == f"00-{pushed.trace_id:032x}-{pushed.span_id:016x}-{pushed.trace_flags:02x}"
+
+
+def test_bad_options_are_refused_at_start_up(project: Project) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pgqueue.adapters.django import PgQueueBackend
+
+    for options, message in (
+        ({"TRACING": "sideways"}, "TRACING"),
+        ({"SCHMA": "x"}, "unknown keys"),
+        ({"QUEUE_OPTIONS": {"elsewhere": {}}}, "not among its QUEUES"),
+        ({"KIND_OPTIONS": {"max_attempts": 0}}, "queue 'default'"),
+        ({"KIND_OPTIONS": {"retries": 3}}, "unknown KindOptions fields"),
+    ):
+        with pytest.raises(ImproperlyConfigured, match=message):
+            PgQueueBackend("x", {"QUEUES": ["default"], "OPTIONS": options})
+    traced = PgQueueBackend("x", {"OPTIONS": {"TRACING": "link"}})
+    assert traced.queue.stamps  # the workers' attempts get spans
