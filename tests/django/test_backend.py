@@ -124,12 +124,12 @@ def test_an_exception_is_a_failed_result_with_the_error(
         failed.return_value  # noqa: B018
 
 
-def test_priority_orders_the_queue(project: Project, backend: Any) -> None:
-    """Enqueued before any worker of the queue runs, then one worker (worker_count 1 on
-    "ordered") runs them highest priority first."""
+def test_priority_orders_the_queue(project: Project, backend: Any, worker: Worker) -> None:
+    """Enqueued while only a worker of the other queue runs (which leaves them alone), then one
+    worker of "ordered" (worker_count 1) runs them highest priority first."""
     from django.db import transaction
     from shop.models import Event
-    from shop.tasks import record
+    from shop.tasks import add, record
 
     labels = {"low": -40, "default": 0, "high": 90, "top": 100, "bottom": -100}
     with transaction.atomic():
@@ -137,6 +137,9 @@ def test_priority_orders_the_queue(project: Project, backend: Any) -> None:
             label: record.using(priority=priority).enqueue(label)
             for label, priority in labels.items()
         }
+    other_queue = add.enqueue(0, 0)  # the "default" worker runs this one, not theirs
+    wait_done(backend, other_queue.id)
+    assert {record.get_result(r.id).status for r in results.values()} == {"READY"}
     ordered = Worker(project, "--queue", "ordered")
     try:
         for result in results.values():
