@@ -154,4 +154,4 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database
-	rm -rf $(VENV) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
+	rm -rf $(VENV) $(VENV_DJANGO6) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
