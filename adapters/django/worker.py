@@ -56,7 +56,10 @@ def handler(backend: PgQueueBackend) -> Any:
 
     def run(envelope: Envelope) -> dict[str, Any]:
         payload = envelope.payload
-        task = backend.task_of(payload)
+        try:
+            task = backend.task_of(payload)
+        except Exception as exc:  # the task's module path no longer imports
+            raise DjangoTaskError.of(exc, WORKER_ID) from exc
         started = timezone.now()
         result = TaskResult(
             task=task,

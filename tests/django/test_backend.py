@@ -250,6 +250,26 @@ def test_validation_errors_push_nothing(project: Project, backend: Any) -> None:
     assert count_tasks(project) == before
 
 
+def test_task_definitions_the_backend_refuses(project: Project) -> None:
+    from pgqueue.adapters.django.compat import InvalidTask
+
+    try:
+        from django.tasks import task
+    except ImportError:
+        from django_tasks import task
+
+    def local() -> None: ...
+
+    with pytest.raises(InvalidTask, match="module level"):
+        task(local)
+
+    with pytest.raises(InvalidTask, match="first argument of 'context'"):
+        task(takes_context=True)(_no_context)
+
+
+def _no_context(x: int) -> None: ...
+
+
 def test_worker_refuses_unknown_queue_and_other_backends(project: Project) -> None:
     refused = project.manage("pgqueue_worker", "--queue", "nowhere")
     assert refused.returncode != 0 and "not among the QUEUES" in refused.stderr
