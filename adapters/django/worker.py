@@ -25,7 +25,7 @@ from .compat import (
 )
 from .errors import DjangoTaskError
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"[:64]
+WORKER_ID = f"{socket.gethostname()[:50]}:{os.getpid()}"
 
 
 def worker_queue(backend: PgQueueBackend, queue_names: Iterable[str] | None = None) -> Queue:
