@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # `make run` installs only what running the example needs; `make venv`/`test` add the dev tools.
 RUN_STAMP := $(VENV)/.run-stamp
+# Django 6 needs Python 3.12: the Django suite also runs in this second venv (make test-django).
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
+VENV_DJANGO6 := .venv-django6
+DJANGO6_STAMP := $(VENV_DJANGO6)/.installed-stamp
 PYTEST_ARGS ?=
 # The default tier runs on this many pytest-xdist processes (its tests wait on the database far
 # more than they compute); each process starts its own embedded server.
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-all test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
+.PHONY: help venv venv-django6 run test test-all test-django test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +34,15 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
+$(DJANGO6_STAMP): pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Django 6 needs Python 3.12: set PYTHON312=/path/to/python3.12"; exit 1; }
+	$(PYTHON312) -m venv $(VENV_DJANGO6)
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet --upgrade pip
+	PYTHONWARNINGS=ignore $(VENV_DJANGO6)/bin/python -m pip install --quiet -e ".[test,django]" "Django>=6.0,<7"
+	touch $(DJANGO6_STAMP)
+
+venv-django6: $(DJANGO6_STAMP) ## A Python 3.12 virtualenv with Django 6 (its built-in django.tasks) for the Django suite
+
 run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
 
@@ -44,6 +57,11 @@ test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, cha
 	$(MAKE) test-browser
 	$(MAKE) test-cluster
 	$(MAKE) test-soak-lite
+	$(MAKE) test-django
+
+test-django: $(STAMP) $(DJANGO6_STAMP) ## The Django backend's suite twice: Django 5.2 + django-tasks (Python 3.11) and Django 6 (Python 3.12)
+	$(BIN)/python -m pytest tests/django $(PYTEST_ARGS)
+	$(VENV_DJANGO6)/bin/python -m pytest tests/django $(PYTEST_ARGS)
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
@@ -125,12 +143,18 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	cd build/wheel-check && venv/bin/python -c "import pgqueue, pgqueue.adapters.psycopg, pgqueue.migrate as m; assert m.migrations_dir().joinpath('env.py').exists(); assert 'CREATE TABLE' in m.plain_sql(); from importlib import resources; assert resources.files('pgqueue').joinpath('grafana', 'pgqueue-dashboard.json').is_file()"
 	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue, pgqueue.typed; assert [m for m in ('fastapi', 'starlette', 'django', 'opentelemetry') if u.find_spec(m)] == []"
 	cd build/wheel-check && ! venv/bin/python -c "import pgqueue.adapters.fastapi" 2> err.txt && grep -q "No module named 'fastapi'" err.txt
+	cd build/wheel-check && venv/bin/python -c "import pgqueue.tracing as t; assert not t.AVAILABLE and t.current_trace_context() is None"
 	cd build/wheel-check && venv/bin/pgqueue sql --schema wheel_check > /dev/null
 	cd build/wheel-check && ! venv/bin/pgqueue migrate --dsn postgresql:///none 2> err.txt
 	grep -q "pgqueue-tasks\[migrations\]" build/wheel-check/err.txt
 	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[fastapi]"
 	cd build/wheel-check && venv/bin/python -c "import pgqueue.adapters.fastapi as f, pgqueue.http.dashboard as d; assert f.lifespan and d.mount"
+	cd build/wheel-check && ! venv/bin/python -c "import pgqueue.adapters.django" 2> err.txt && grep -q "No module named 'django'" err.txt
+	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[django]"
+	cd build/wheel-check && venv/bin/python -c "import importlib, pgqueue.adapters.django as d; [importlib.import_module('pgqueue.adapters.django.' + m) for m in ('apps', 'migrations.0001_pgqueue_schema', 'management.commands.pgqueue_worker', 'worker')]; assert d.PgQueueBackend.supports_get_result"
+	build/wheel-check/venv/bin/python -m pip install --quiet "$$(ls build/wheel-check/pgqueue_tasks-*.whl)[otel]"
+	cd build/wheel-check && venv/bin/python -c "import importlib.util as u, pgqueue.tracing as t, pgqueue.stamps as s; assert t.AVAILABLE and t.current_trace_context() is None and s.tracing_stamp(parent='link'); assert u.find_spec('opentelemetry.sdk') is None"
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database
-	rm -rf $(VENV) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
+	rm -rf $(VENV) $(VENV_DJANGO6) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build

@@ -21,6 +21,8 @@ class Envelope:
     A workflow node's envelope also carries ``workflow_id``, its ``node`` name and what its
     parents left it: ``parents`` (their results by node name), ``parent_statuses`` (how each
     ended) and ``outcome_counts`` (how many ended in each way: a batch callback's summary).
+    ``trace_context`` is the OpenTelemetry context the task was pushed in (W3C
+    ``traceparent``, then a line break and the ``tracestate`` when there is one), or ``None``.
     """
 
     __slots__ = (
@@ -40,6 +42,7 @@ class Envelope:
         "parent_outcomes",
         "payload",
         "snoozes",
+        "trace_context",
         "workflow_id",
     )
 
@@ -57,6 +60,7 @@ class Envelope:
         monotonic_deadline: float,
         messages: list[str],
         snoozes: int = 0,
+        trace_context: str | None = None,
     ) -> None:
         self.id = id
         self.kind = kind
@@ -71,6 +75,7 @@ class Envelope:
         self.monotonic_deadline = monotonic_deadline
         self.messages = messages
         self.snoozes = snoozes
+        self.trace_context = trace_context
         self._cancelled = False
         self.workflow_id: str | None = None
         self.node: str | None = None
@@ -93,6 +98,7 @@ class Envelope:
         messages: list[str],
         snoozes: int = 0,
         workflow: list[Any] | None = None,
+        trace_context: str | None = None,
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
         ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
@@ -108,6 +114,7 @@ class Envelope:
             monotonic_deadline=monotonic_deadline,
             messages=messages,
             snoozes=snoozes,
+            trace_context=trace_context,
         )
         self._deadline = None
         self._deadline_after = seconds_left

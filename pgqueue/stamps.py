@@ -41,25 +41,61 @@ def logging_stamp(logger: logging.Logger | None = None, level: int = logging.INF
     return stamp
 
 
-def tracing_stamp(tracer_name: str = "pgqueue") -> Stamp:
+def tracing_stamp(
+    tracer_name: str = "pgqueue", *, parent: str = "child", tracer_provider: Any = None
+) -> Stamp:
     """An OpenTelemetry span per attempt when ``opentelemetry-api`` is installed (a no-op
-    stamp otherwise). The span carries the task's id, kind, attempt and outcome."""
+    stamp otherwise): kind ``CONSUMER``, named ``process <kind>``, with the messaging semantic
+    conventions' attributes (``messaging.system`` ``pgqueue``, ``messaging.operation``
+    ``process``, ``messaging.destination.name`` the kind, ``messaging.message.id`` the task
+    id) and the task's attempt; an error is recorded on it.
+
+    A task pushed inside a span (in any process) continues that trace: with
+    ``parent="child"`` the attempt's span is the push span's child; with ``parent="link"`` it
+    starts a trace of its own that links to the push span (for long-lived or fan-out tasks
+    whose attempts should not lengthen the caller's trace). Install it on a queue
+    (``Queue(dsn, stamps=[tracing_stamp()])``) or per kind (``KindOptions(stamps=[...])``).
+    ``tracer_provider``: the SDK's provider to use instead of the global one.
+    """
+    if parent not in ("child", "link"):
+        raise ValueError(f'tracing_stamp parent must be "child" or "link", got {parent!r}')
     try:
         from opentelemetry import trace  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return lambda next_invoker: next_invoker
 
-    tracer = trace.get_tracer(tracer_name)
+    from opentelemetry.context import Context
+
+    from pgqueue.tracing import extract_context
+
+    tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
+    root = Context()  # a span started in it begins a trace of its own
+    as_link = parent == "link"
 
     def stamp(next_invoker: Invoker) -> Invoker:
         async def invoke(envelope: Envelope) -> Any:
+            pushed_in = extract_context(envelope.trace_context)
+            context: Any = None
+            links: list[Any] = []
+            if pushed_in is not None:
+                if as_link:
+                    span_context = trace.get_current_span(pushed_in).get_span_context()
+                    if span_context.is_valid:
+                        links.append(trace.Link(span_context))
+                    context = root
+                else:
+                    context = pushed_in
             with tracer.start_as_current_span(
-                f"pgqueue.task {envelope.kind}",
+                f"process {envelope.kind}",
+                context=context,
                 kind=trace.SpanKind.CONSUMER,
+                links=links,
                 attributes={
                     "messaging.system": "pgqueue",
                     "messaging.operation": "process",
+                    "messaging.operation.type": "process",
                     "messaging.destination.name": envelope.kind,
+                    "messaging.message.id": str(envelope.id),
                     "pgqueue.task.id": envelope.id,
                     "pgqueue.task.attempt": envelope.attempt,
                 },

@@ -227,7 +227,7 @@ class _Drainer:
     async def attempt(self, spec: KindSpec, runner: AttemptRunner, row: Row) -> Result:
         """Run one claimed task's attempt (deadline enforced for async handlers)."""
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         _lease_lost, snoozes, workflow) = row  # fmt: skip
+         _lease_lost, snoozes, workflow, trace_context) = row  # fmt: skip
         loop = asyncio.get_running_loop()
         now = loop.time()
         envelope = Envelope.claimed(
@@ -244,6 +244,7 @@ class _Drainer:
             [] if messages is None else list(messages),
             snoozes,
             None if workflow is None else json_loads(workflow),
+            trace_context,
         )
         guard = DeadlineGuard()
         timer = loop.call_at(envelope.monotonic_deadline, guard.fire)

@@ -73,7 +73,7 @@ class AttemptLifecycle:
 
     def _start(self, row: tuple[Any, ...], now: float, claimed_locally_at: float) -> None:
         (task_id, payload, key, elapsed, left, max_attempts, token, messages, claimed_at,
-         lease_lost, snoozes, workflow) = row  # fmt: skip
+         lease_lost, snoozes, workflow, trace_context) = row  # fmt: skip
         if lease_lost:
             log.warning(
                 "task %s (%s) was claimed again after a lost lease",
@@ -97,6 +97,7 @@ class AttemptLifecycle:
             [] if messages is None else messages,
             snoozes,
             None if workflow is None else json_loads(workflow),
+            trace_context,
         )
         attempt = Attempt(envelope, token)
         self.inflight[task_id] = attempt

@@ -43,6 +43,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "notify_within": 1.0,
         "priority": 5,
         "task_group": "g1",
+        "trace_context": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     },
     "push_keyless_task": {
         "kind": KIND,
@@ -52,20 +53,45 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "notify_within": 1.0,
         "priority": 0,
         "task_group": None,
+        "trace_context": None,
     },
     "push_tasks": {
-        "tasks": json.dumps([[KIND, {"n": 2}, "key-2", 3, -5, "g2"]]),
+        "tasks": json.dumps([[KIND, {"n": 2}, "key-2", 3, -5, "g2", None]]),
         "delay": 0.0,
         "notify_within": 1.0,
     },
     "push_keyless_tasks": {
-        "tasks": json.dumps([[KIND, None, None, 3, 0, None]]),
+        "tasks": json.dumps(
+            [
+                [
+                    KIND,
+                    None,
+                    None,
+                    3,
+                    0,
+                    None,
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ]
+            ]
+        ),
         "delay": 5.0,
         "notify_within": 1.0,
     },
     "push_scoped_tasks": {
         "tasks": json.dumps(
-            [[KIND, None, "key-3", 3, 0, None, True], [KIND, None, "key-4", 3, 5, "g", False]]
+            [
+                [KIND, None, "key-3", 3, 0, None, None, True],
+                [
+                    KIND,
+                    None,
+                    "key-4",
+                    3,
+                    5,
+                    "g",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\nk=v",
+                    False,
+                ],
+            ]
         ),
         "delay": 5.0,
         "notify_within": 1.0,

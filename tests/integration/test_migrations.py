@@ -211,6 +211,7 @@ def downgrade():
         "pgqueue_0004_audit.py",
         "pgqueue_0005_results.py",
         "pgqueue_0006_workflows.py",
+        "pgqueue_0007_traces.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"
@@ -258,7 +259,7 @@ def test_downgrade_from_0005_keeps_one_row_per_key_and_drops_what_it_added(
         is None
     )
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0006"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
 
 
 def test_downgrade_from_0006_cancels_blocked_nodes_and_rebuilds_the_status_type(
@@ -283,7 +284,7 @@ def test_downgrade_from_0006_cancels_blocked_nodes_and_rebuilds_the_status_type(
         "new", "must_retry", "no_attempts_left", "cancelled", "succeeded",
     ]  # fmt: skip
     migrate.upgrade(empty_schema.dsn, empty_schema.schema)
-    assert migrate.current(empty_schema.dsn, empty_schema.schema) == "pgqueue_0006"
+    assert migrate.current(empty_schema.dsn, empty_schema.schema) == HEAD
 
 
 def test_processes_that_migrate_at_once_take_turns(empty_schema: Database) -> None:

@@ -321,14 +321,7 @@ def test_tracing_stamp_records_a_span_per_attempt(db: Database) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    # Point the stamp at our provider without touching the global one.
-    tracer = provider.get_tracer("pgqueue")
-    original = trace.get_tracer
-    trace.get_tracer = lambda *a, **k: tracer  # type: ignore[assignment]
-    try:
-        tracer_stamp = tracing_stamp()
-    finally:
-        trace.get_tracer = original  # type: ignore[assignment]
+    tracer_stamp = tracing_stamp(tracer_provider=provider)  # the global provider untouched
 
     def handler(envelope: Envelope) -> None:
         if envelope.payload == "fail":
@@ -344,7 +337,8 @@ def test_tracing_stamp_records_a_span_per_attempt(db: Database) -> None:
     spans = {span.attributes["pgqueue.task.id"]: span for span in exporter.get_finished_spans()}
     assert set(spans) == {ok, failed}
     assert spans[ok].status.is_ok and not spans[failed].status.is_ok
-    assert spans[ok].name == "pgqueue.task k"
+    assert spans[ok].name == "process k"
+    assert spans[ok].kind is trace.SpanKind.CONSUMER
 
 
 def test_periodic_registration_is_validated(db: Database) -> None:

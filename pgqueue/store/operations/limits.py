@@ -190,19 +190,21 @@ def claim_limited_tasks(
             },
         )
         first = rows[0]
-        claimed = [row[:12] for row in rows if row[0] is not None]
-        tokens = None if first[12] is None else float(first[12])
-        reserved = int(first[16] or 0)
+        # The claimed rows have claim_due_tasks's columns (up to the trace context); then
+        # what the limits said, the same in every row.
+        claimed = [row[:13] for row in rows if row[0] is not None]
+        tokens = None if first[13] is None else float(first[13])
+        reserved = int(first[17] or 0)
         due_in = 0.0
         if reserved and rate is not None:
-            due_in = max(0.0, (reserved - float(first[17])) / rate.per_second)
+            due_in = max(0.0, (reserved - float(first[18])) / rate.per_second)
         return LimitedClaim(
             claimed,
-            int(first[13]),
             int(first[14]),
+            int(first[15]),
             tokens,
             limits,
-            blocked=bool(first[15]),
+            blocked=bool(first[16]),
             reserved=reserved,
             due_in=due_in,
         )

@@ -22,6 +22,7 @@ from pgqueue.task import (
     validate_kind_name,
     validate_priority,
 )
+from pgqueue.tracing import current_trace_context
 
 MAX_PAYLOAD_BYTES = 1_048_576
 
@@ -60,11 +61,12 @@ def push_tasks(
     if isinstance(tasks, Task):
         raise InvalidTask("push_tasks takes a sequence of Task; use push_task for one")
     seconds = delay_seconds(delay)
+    trace = current_trace_context()  # None, at the cost of one test, without OpenTelemetry
     if len(tasks) == 1:
-        single = _push_uncapped_one(registry, queries, tasks[0], seconds)
+        single = _push_uncapped_one(registry, queries, tasks[0], seconds, trace)
         if single is not None:
             return single
-    rows: list[tuple[str, Any, str | None, int, int, str | None]] = []
+    rows: list[tuple[str, Any, str | None, int, int, str | None, str | None]] = []
     specs: dict[str, KindSpec] = {}
     for task in tasks:
         if not isinstance(task, Task):
@@ -76,7 +78,7 @@ def push_tasks(
         if key is not None:
             validate_external_key(key)
         priority, group = _priority_and_group(task, spec)
-        rows.append((kind, task.payload, key, spec.options.max_attempts, priority, group))
+        rows.append((kind, task.payload, key, spec.options.max_attempts, priority, group, trace))
     document = _encode_batch(rows)
     capped_kinds = {kind for kind, spec in specs.items() if spec.options.max_pending is not None}
     capped = sorted(Counter(row[0] for row in rows if row[0] in capped_kinds).items())
@@ -107,10 +109,10 @@ def push_tasks(
             if pending + requested > cap:
                 raise CapacityExceeded(kind, cap, pending, requested)
         if single_task and not scoped:
-            kind, _, key, max_attempts, priority, group = rows[0]
+            kind, _, key, max_attempts, priority, group, _ = rows[0]
             statement = _single_push(
                 queries, kind, document[1], key, max_attempts, seconds, notify_within,
-                priority, group,
+                priority, group, trace,
             )  # fmt: skip
             inserted = yield statement
             return [inserted[0][0] if inserted else None]
@@ -180,6 +182,7 @@ def _single_push(
     notify_within: float,
     priority: int,
     group: str | None,
+    trace: str | None = None,
 ) -> Statement:
     """The statement that inserts one task: a plain INSERT unless it has a key to dedupe on."""
     return Statement(
@@ -194,6 +197,7 @@ def _single_push(
             "channel": queries.channel,
             "priority": priority,
             "task_group": group,
+            "trace_context": trace,
         },
     )
 
@@ -212,7 +216,7 @@ def _priority_and_group(task: Task, spec: KindSpec) -> tuple[int, str | None]:
 
 
 def _push_uncapped_one(
-    registry: KindRegistry, queries: Queries, task: Task, seconds: float
+    registry: KindRegistry, queries: Queries, task: Task, seconds: float, trace: str | None
 ) -> Operation[list[int | None]] | None:
     """The common single push, with less to build; None for a capped kind (counted first)."""
     if not isinstance(task, Task):
@@ -237,6 +241,7 @@ def _push_uncapped_one(
         float(spec.options.loop.poll_period),
         priority,
         group,
+        trace,
     )
 
     def steps() -> Steps[list[int | None]]:
@@ -247,7 +252,7 @@ def _push_uncapped_one(
 
 
 def _encode_batch(
-    rows: list[tuple[str, Any, str | None, int, int, str | None]],
+    rows: list[tuple[str, Any, str | None, int, int, str | None, str | None]],
 ) -> tuple[str, str | None]:
     """JSON for a batch, or for one task its payload alone; validated either way.
 

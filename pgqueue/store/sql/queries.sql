@@ -9,9 +9,10 @@
 WITH inserted AS (
     INSERT INTO __schema__.tasks
         (kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
-         task_group)
+         task_group, trace_context)
     VALUES (%(kind)s, %(payload)s::jsonb, %(external_key)s, %(max_attempts)s, %(max_attempts)s,
-            now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
+            now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s,
+            %(trace_context)s)
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
         DO NOTHING
     RETURNING id, kind, delayed_till, created_at
@@ -28,9 +29,11 @@ FROM inserted;
 -- Insert one task without an external key (nothing can conflict, so no ON CONFLICT check);
 -- notifies as push_task does.
 INSERT INTO __schema__.tasks
-    (kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
+    (kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group,
+     trace_context)
 VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
-        now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s)
+        now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s,
+        %(trace_context)s)
 RETURNING id,
           CASE WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
@@ -41,7 +44,7 @@ RETURNING id,
 
 -- name: push_tasks
 -- Insert tasks given as one JSON array of [kind, payload, external_key, max_attempts,
--- priority, group]; a
+-- priority, group, trace_context]; a
 -- (kind, external_key) that exists (or repeats in the batch) inserts nothing. Returns one row
 -- per input position with the new id, or NULL for a duplicate; the first row also carries the
 -- created_at and delayed_till every inserted row got (one now() per transaction). Notifies once
@@ -54,14 +57,15 @@ WITH input AS (
            i.t ->> 2 AS external_key,
            (i.t ->> 3)::int AS max_attempts,
            (i.t ->> 4)::smallint AS priority,
-           i.t ->> 5 AS task_group
+           i.t ->> 5 AS task_group,
+           i.t ->> 6 AS trace_context
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
         (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
-         task_group)
+         task_group, trace_context)
     SELECT id, kind, payload, external_key, max_attempts, max_attempts,
-           now() + make_interval(secs => %(delay)s), priority, task_group
+           now() + make_interval(secs => %(delay)s), priority, task_group, trace_context
     FROM input
     ORDER BY ord
     ON CONFLICT (kind, external_key) WHERE external_key IS NOT NULL AND NOT key_while_active
@@ -85,7 +89,7 @@ ORDER BY input.ord;
 
 -- name: push_scoped_tasks
 -- Insert tasks as push_tasks does, for batches with kinds whose key_scope is "while_active"
--- (element 6 of each task is true for them): their keys conflict only with open tasks (the
+-- (element 7 of each task is true for them): their keys conflict only with open tasks (the
 -- open-keys index), the others' with any task, so the conflict target is left to the indexes.
 WITH input AS (
     SELECT i.ord,
@@ -96,14 +100,16 @@ WITH input AS (
            (i.t ->> 3)::int AS max_attempts,
            (i.t ->> 4)::smallint AS priority,
            i.t ->> 5 AS task_group,
-           (i.t ->> 6)::bool AS key_while_active
+           i.t ->> 6 AS trace_context,
+           (i.t ->> 7)::bool AS key_while_active
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
         (id, kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
-         task_group, key_while_active)
+         task_group, trace_context, key_while_active)
     SELECT id, kind, payload, external_key, max_attempts, max_attempts,
-           now() + make_interval(secs => %(delay)s), priority, task_group, key_while_active
+           now() + make_interval(secs => %(delay)s), priority, task_group, trace_context,
+           key_while_active
     FROM input
     ORDER BY ord
     ON CONFLICT DO NOTHING
@@ -133,9 +139,10 @@ WITH input AS MATERIALIZED (
     FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS i(t, ord)
 ), inserted AS (
     INSERT INTO __schema__.tasks
-        (id, kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group)
+        (id, kind, payload, attempts_left, max_attempts, delayed_till, priority, task_group,
+         trace_context)
     SELECT id, t ->> 0, nullif(t -> 1, 'null'::jsonb), (t ->> 3)::int, (t ->> 3)::int,
-           now() + make_interval(secs => %(delay)s), (t ->> 4)::smallint, t ->> 5
+           now() + make_interval(secs => %(delay)s), (t ->> 4)::smallint, t ->> 5, t ->> 6
     FROM input
     ORDER BY ord
     RETURNING kind
@@ -233,7 +240,7 @@ WITH due AS (
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
               due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes,
-              t.workflow_id, t.node, t.parent_results, due.due_at
+              t.workflow_id, t.node, t.parent_results, t.trace_context, due.due_at
 )
 -- In claim order, so the worker starts them by priority; one row of NULLs when none. A
 -- workflow node's workflow column is [workflow id, node name, its parents' outcomes]; NULL for
@@ -244,7 +251,7 @@ SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.m
        CASE WHEN c.workflow_id IS NOT NULL
             THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END
            AS workflow,
-       c.due_at,
+       c.trace_context, c.due_at,
        (SELECT now() WHERE NOT EXISTS (
            SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
        )) AS clock
@@ -1168,7 +1175,7 @@ WITH bucket AS MATERIALIZED (
               t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
               nullif(t.messages, '{}') AS messages, t.started_at,
               due.previous_token IS NOT NULL AS lease_lost, chosen.position, t.task_group,
-              t.snoozes, t.workflow_id, t.node, t.parent_results
+              t.snoozes, t.workflow_id, t.node, t.parent_results, t.trace_context
 ), group_spent AS (
     INSERT INTO __schema__.group_buckets AS g (kind, task_group, tokens, refilled_at)
     SELECT %(kind)s, c.task_group,
@@ -1214,6 +1221,7 @@ SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.m
        c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
        CASE WHEN c.workflow_id IS NOT NULL
             THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END,
+       c.trace_context,
        (SELECT tokens FROM spent), (SELECT n FROM allowed), (SELECT count(*) FROM candidates),
        (SELECT waiting FROM blocked), (SELECT n FROM reservation),
        (SELECT tokens FROM reservation)

@@ -55,7 +55,10 @@ CREATE TABLE __schema__.tasks (
     parents_pending  integer,
     parents_failed   integer,
     parent_results   jsonb,
-    cancelled_by     bigint
+    cancelled_by     bigint,
+    -- The OpenTelemetry context of the push (W3C traceparent, a line break and the tracestate
+    -- when there is one); NULL when the push ran in no trace.
+    trace_context    text
 ) WITH (
     fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01,

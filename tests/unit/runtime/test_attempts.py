@@ -55,7 +55,7 @@ class FakeRuntime:
 def row(task_id: int, payload: Any = None) -> tuple[Any, ...]:
     # The columns claim_due_tasks returns (the payload as JSON text).
     text = None if payload is None else json.dumps(payload)
-    return (task_id, text, None, 1, 2, 3, TOKEN, [], datetime.now(UTC), False, 0, None)
+    return (task_id, text, None, 1, 2, 3, TOKEN, [], datetime.now(UTC), False, 0, None, None)
 
 
 def make_worker(handler: Any, **options: Any) -> tuple[KindWorker, FakeRuntime]:
