@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-django6 run test test-all test-django test-pg15 test-prometheus test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
+.PHONY: help venv venv-django6 run test test-all test-django test-pg15 test-prometheus test-fleet test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,8 +49,9 @@ run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs on
 test: $(STAMP) ## The fast default tier: unit, integration and acceptance tests (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-test-all: $(STAMP) ## Every tier: the default one, then Prometheus, minutes, chaos, browser, cluster and the soak smoke
+test-all: $(STAMP) ## Every tier: the default one, then fleet, Prometheus, minutes, chaos, browser, cluster and the soak smoke
 	$(MAKE) test
+	$(MAKE) test-fleet
 	$(MAKE) test-prometheus
 	$(MAKE) test-minutes
 	$(MAKE) chaos
@@ -75,6 +76,8 @@ screenshots: $(STAMP) ## Screenshots of every dashboard page into docs/images/ (
 test-prometheus: $(STAMP) ## A real Prometheus scrapes a real worker (needs the prometheus binary)
 	$(BIN)/python -m pytest -m prometheus $(PYTEST_ARGS)
 
+test-fleet: $(STAMP) ## Acceptance tests with fleets of worker processes (flow control, pause, workflows, periodic)
+	$(BIN)/python -m pytest -m "fleet and not minutes" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 test-minutes: $(STAMP) ## Tests that run for several wall-clock minutes (throughput history)
 	$(BIN)/python -m pytest -m minutes $(PYTEST_ARGS)
 chaos: $(STAMP) ## Fault injection: real workers, a PostgreSQL cluster the suite owns (needs pgbouncer)

@@ -15,7 +15,8 @@ from pgqueue import KindOptions, Queue, Task
 from tests.acceptance.test_worker_processes import stop, wait_until
 from tests.conftest import Database
 
-pytestmark = pytest.mark.slow
+# Fleets of worker processes: make test-fleet (and CI); kept out of the fast default tier.
+pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 ROOT = Path(__file__).resolve().parents[2]
 
 

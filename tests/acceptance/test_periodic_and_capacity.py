@@ -14,7 +14,8 @@ from pgqueue import CapacityExceeded, KindOptions, Queue, Task
 from tests.acceptance.test_worker_processes import start_worker, stop
 from tests.conftest import Database
 
-pytestmark = pytest.mark.slow
+# Fleets of worker processes: make test-fleet (and CI); kept out of the fast default tier.
+pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 
 
 def test_periodic_three_processes_make_one_task_per_slot(db: Database, tmp_path: Path) -> None:

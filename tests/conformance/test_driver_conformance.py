@@ -133,6 +133,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
             ]
         ),
         "workflow_id": "6a0c2f4e-1d7b-4a77-9f39-3f0a2b1c4d5e",
+        "trace": None,
     },
     "settle_workflow_children": {"ids": "{1,2}"},
     "reopen_workflow_children": {"ids": "{1,2}"},

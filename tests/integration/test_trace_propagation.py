@@ -137,3 +137,23 @@ def test_tracing_stamp_refuses_an_unknown_parent_mode() -> None:
 
     with pytest.raises(ValueError, match='"child" or "link"'):
         tracing_stamp(parent="sibling")
+
+
+def test_every_workflow_node_continues_the_trace_it_was_pushed_in(
+    db: Database, tracer: Any
+) -> None:
+    from pgqueue import Workflow
+
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("traced", KindOptions(attempt_timeout=30, max_attempts=1))
+        workflow = Workflow()
+        first = workflow.add("first", Task("traced", "ok"))
+        workflow.add("second", Task("traced", "ok"), after=[first])
+        with tracer.start_as_current_span("order") as push_span:
+            ids = queue.push_workflow(workflow)
+    pushed = push_span.get_span_context()
+    node_ids = [ids["first"], ids["second"]]
+    spans = run_worker(db, "child", node_ids)
+    for task_id in node_ids:
+        assert spans[task_id]["trace_id"] == pushed.trace_id
+        assert spans[task_id]["parent_span_id"] == pushed.span_id

@@ -22,6 +22,7 @@ from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.operations.claims import int_array
 from pgqueue.store.queries import Queries
 from pgqueue.task import JSON_ENCODER, validate_group, validate_kind_name, validate_priority
+from pgqueue.tracing import current_trace_context
 from pgqueue.workflow import InvalidWorkflow, Workflow
 
 MAX_WORKFLOW_BYTES = 64 * 1_048_576  # the JSON of one workflow's nodes
@@ -89,6 +90,7 @@ def push_workflow(
             f"the workflow is {len(document)} bytes of JSON; the limit is {MAX_WORKFLOW_BYTES}"
         )
     workflow_id = str(uuid.uuid4())
+    trace = current_trace_context()  # every node continues the pushing span's trace
     capped = sorted(
         Counter(row[0] for row in rows if specs[row[0]].options.max_pending is not None).items()
     )
@@ -105,7 +107,12 @@ def push_workflow(
                 raise CapacityExceeded(kind, cap, pending, requested)
         inserted = yield Statement(
             queries["push_workflow"],
-            {"nodes": document, "workflow_id": workflow_id, "channel": queries.channel},
+            {
+                "nodes": document,
+                "workflow_id": workflow_id,
+                "channel": queries.channel,
+                "trace": trace,
+            },
         )
         return WorkflowIds(workflow_id, {names[int(row[0]) - 1]: row[1] for row in inserted})
 

@@ -1286,7 +1286,8 @@ LIMIT %(limit)s;
 -- group, node name, [positions of its parents, 1-based], release condition]: ids are drawn
 -- first, so each row is written once with its parents' and children's ids. A node with
 -- parents is stored blocked, waiting on all of them; the others are due now and notify their
--- kinds. Returns (position, id) per node.
+-- kinds. Every node records the pushing span's TRACE context (NULL: none). Returns (position,
+-- id) per node.
 WITH input AS MATERIALIZED (
     SELECT i.ord, nextval('__schema__.tasks_id_seq'::regclass) AS id, i.t
     FROM jsonb_array_elements(%(nodes)s::jsonb) WITH ORDINALITY AS i(t, ord)
@@ -1302,12 +1303,13 @@ WITH input AS MATERIALIZED (
 ), inserted AS (
     INSERT INTO __schema__.tasks
         (id, kind, payload, status, attempts_left, max_attempts, priority, task_group,
-         workflow_id, node, parents, children, release_when, parents_pending, parents_failed)
+         workflow_id, node, parents, children, release_when, parents_pending, parents_failed,
+         trace_context)
     SELECT i.id, i.t ->> 0, nullif(i.t -> 1, 'null'::jsonb),
            CASE WHEN p.ids IS NULL THEN 'new' ELSE 'blocked' END::__schema__.task_status,
            (i.t ->> 2)::int, (i.t ->> 2)::int, (i.t ->> 3)::smallint, i.t ->> 4,
            %(workflow_id)s::uuid, i.t ->> 5, p.ids, c.ids, i.t ->> 7,
-           coalesce(cardinality(p.ids), 0), 0
+           coalesce(cardinality(p.ids), 0), 0, %(trace)s
     FROM input AS i
     LEFT JOIN parent_ids AS p ON p.child = i.id
     LEFT JOIN child_ids AS c ON c.parent = i.id
