@@ -100,14 +100,7 @@ def push_tasks(
     def steps() -> Steps[list[int | None]]:
         if not rows:
             return []
-        for kind, requested in capped:
-            cap = registry.get(kind).options.max_pending
-            assert cap is not None
-            yield Statement(queries["lock_kind_capacity"], {"lock_key": f"{queries.schema}:{kind}"})
-            counted = yield Statement(queries["count_pending_tasks"], {"kind": kind})
-            pending = int(counted[0][0])
-            if pending + requested > cap:
-                raise CapacityExceeded(kind, cap, pending, requested)
+        yield from check_capacity(registry, queries, capped)
         if single_task and not scoped:
             kind, _, key, max_attempts, priority, group, _ = rows[0]
             statement = _single_push(
@@ -200,6 +193,21 @@ def _single_push(
             "trace_context": trace,
         },
     )
+
+
+def check_capacity(
+    registry: KindRegistry, queries: Queries, capped: Sequence[tuple[str, int]]
+) -> Steps[None]:
+    """For each ``(kind, requested)`` of a capped kind: lock its capacity until the transaction
+    ends and raise ``CapacityExceeded`` if the new tasks would pass ``max_pending``."""
+    for kind, requested in capped:
+        cap = registry.get(kind).options.max_pending
+        assert cap is not None
+        yield Statement(queries["lock_kind_capacity"], {"lock_key": f"{queries.schema}:{kind}"})
+        counted = yield Statement(queries["count_pending_tasks"], {"kind": kind})
+        pending = int(counted[0][0])
+        if pending + requested > cap:
+            raise CapacityExceeded(kind, cap, pending, requested)
 
 
 def _priority_and_group(task: Task, spec: KindSpec) -> tuple[int, str | None]:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pgqueue.errors import CapacityExceeded, InvalidTask
+from pgqueue.errors import InvalidTask
 from pgqueue.registry import KindRegistry, KindSpec
 from pgqueue.store.executor import Operation, Statement, Steps
 from pgqueue.store.operations.claims import int_array
+from pgqueue.store.operations.push import check_capacity
 from pgqueue.store.queries import Queries
 from pgqueue.task import JSON_ENCODER, validate_group, validate_kind_name, validate_priority
 from pgqueue.tracing import current_trace_context
@@ -97,14 +98,7 @@ def push_workflow(
     names = [node.name for node, _ in ordered]
 
     def steps() -> Steps[WorkflowIds]:
-        for kind, requested in capped:
-            cap = registry.get(kind).options.max_pending
-            assert cap is not None
-            yield Statement(queries["lock_kind_capacity"], {"lock_key": f"{queries.schema}:{kind}"})
-            counted = yield Statement(queries["count_pending_tasks"], {"kind": kind})
-            pending = int(counted[0][0])
-            if pending + requested > cap:
-                raise CapacityExceeded(kind, cap, pending, requested)
+        yield from check_capacity(registry, queries, capped)
         inserted = yield Statement(
             queries["push_workflow"],
             {
