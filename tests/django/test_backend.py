@@ -209,13 +209,19 @@ async def test_async_task_aenqueue_and_aget_result(
 
 
 def test_get_result_equals_the_enqueued_result(project: Project, backend: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
     from shop.tasks import add
 
-    result = add.using(priority=7).enqueue(1, b=2)
+    # Due in an hour: the default queue's worker, which may still run from an earlier test,
+    # must not start it between the enqueue and the read (it did once: RUNNING != READY).
+    later = timezone.now() + timedelta(hours=1)
+    result = add.using(priority=7, run_after=later).enqueue(1, b=2)
     assert result.args == [1] and result.kwargs == {"b": 2}
     found = backend.get_result(result.id)
     assert found == result
-    assert found.task == add.using(priority=7)
+    assert found.task == add.using(priority=7, run_after=later)
 
 
 def test_missing_and_foreign_results_do_not_exist(project: Project, backend: Any) -> None:
