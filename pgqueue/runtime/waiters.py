@@ -58,6 +58,8 @@ class TaskWaiters:
         self.listener_connections = 0  # LISTEN connections opened so far (one at a time)
         self._listener: asyncio.Task[None] | None = None
         self._reads: set[asyncio.Task[None]] = set()
+        self._announced: dict[int, bool] = {}  # announced, not read yet: id -> deleted as it ended
+        self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
     async def wait(self, task_id: int, timeout: float | None) -> TaskInfo:  # noqa: ASYNC109 - the API
@@ -154,8 +156,7 @@ class TaskWaiters:
         if prefix not in ("f", "F") or not self.watches:
             return
         entries = value.partition(":")[0]  # 'F:' messages end with ':<kind>'
-        kept: list[int] = []
-        deleted: list[int] = []
+        announced = self._announced
         watches = self.watches
         for run in entries.split(","):
             if run[-1:].lower() not in _LETTERS:
@@ -171,14 +172,30 @@ class TaskWaiters:
             else:
                 named = [i for i in watches if low <= i <= high]
             for task_id in named:
-                if prefix == "F":
-                    deleted.append(task_id)
-                else:
-                    kept.append(task_id)
-        if kept:
-            self._spawn(self._recheck(kept))
-        if deleted:
-            self._spawn(self._resolve_deleted(deleted))
+                announced[task_id] = prefix == "F"
+        if announced and (self._reader is None or self._reader.done()):
+            self._reader = asyncio.create_task(self._read_announced(), name="pgqueue-wait-reader")
+            self._reads.add(self._reader)
+            self._reader.add_done_callback(self._read_done)
+
+    async def _read_announced(self) -> None:
+        """Read the announced tasks, and then those announced meanwhile, until none is left.
+
+        One read at a time, of everything announced since the last one began: a burst of ends
+        costs a few statements, not one per announcement racing for the pool's connections."""
+        while self._announced:
+            announced, self._announced = self._announced, {}
+            kept = [task_id for task_id, deleted in announced.items() if not deleted]
+            deleted = [task_id for task_id, deleted in announced.items() if deleted]
+            reads = []
+            if kept:
+                reads.append(self._recheck(kept))
+            if deleted:
+                reads.append(self._resolve_deleted(deleted))
+            results = await asyncio.gather(*reads, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    log.warning("reading ended tasks for their waiters failed: %s", result)
 
     def _spawn(self, coro: Any) -> None:
         read: asyncio.Task[None] = asyncio.create_task(coro)

@@ -116,3 +116,55 @@ def test_a_wait_times_out_and_leaves_no_watch() -> None:
         await waiters.close()
 
     asyncio.run(scenario())
+
+
+def test_a_burst_of_announcements_is_read_in_a_few_statements_one_at_a_time() -> None:
+    """Announcements that arrive while a read is in flight wait for it and are read together
+    next, so 200 ends announced one by one cost 2 reads of the tasks, never 2 at once."""
+
+    async def scenario() -> None:
+        server = FakeServer()
+        ids = list(range(1, 201))
+        for task_id in ids:
+            server.rows[task_id] = row(task_id, "new")
+        reads: list[int] = []
+        in_flight = 0
+        most_in_flight = 0
+        release = asyncio.Event()
+        run = server.run
+
+        waiters = TaskWaiters(server, QUERIES)  # type: ignore[arg-type]
+        waits = [asyncio.ensure_future(waiters.wait(task_id, 5)) for task_id in ids]
+        for _ in range(10_000):  # loop turns until every wait read its row and waits
+            if len(waiters.watches) == len(ids) and all(
+                w.seen is not None for w in waiters.watches.values()
+            ):
+                break
+            await asyncio.sleep(0)
+
+        async def fetch_gate(op: Operation[Any]) -> Any:
+            nonlocal in_flight, most_in_flight
+            in_flight += 1
+            most_in_flight = max(most_in_flight, in_flight)
+            try:
+                await release.wait()
+                result = await run(op)
+                reads.append(len(result))
+                return result
+            finally:
+                in_flight -= 1
+
+        server.run = fetch_gate  # type: ignore[method-assign]
+        for task_id in ids:
+            server.rows[task_id] = row(task_id, "succeeded", str(task_id))
+        waiters.dispatch(f"f:{ids[0]}s")  # the first read starts and waits on the gate
+        await asyncio.sleep(0)
+        for task_id in ids[1:]:  # announced one by one while it is in flight
+            waiters.dispatch(f"f:{task_id}s")
+        release.set()
+        infos = await asyncio.gather(*waits)
+        assert [info.result for info in infos] == ids
+        assert reads == [1, 199] and most_in_flight == 1
+        await waiters.close()
+
+    asyncio.run(scenario())
