@@ -32,6 +32,7 @@ from pgqueue.runtime.maintenance import Heartbeat, PeriodicScheduler, Sweeper
 from pgqueue.runtime.notifier import Notifier
 from pgqueue.runtime.poller import DuePoller
 from pgqueue.runtime.producer import KindWorker
+from pgqueue.runtime.statistics import StatisticsKeeper
 from pgqueue.runtime.threads import SyncThreadPool
 from pgqueue.store import operations
 from pgqueue.store.executor import AsyncExecutor
@@ -102,6 +103,7 @@ class Runtime(RuntimeContext):
             ("pgqueue-results", self.writer.run),
             ("pgqueue-heartbeat", self.heartbeat.run),
             ("pgqueue-sweeper", Sweeper(self, self.workers).run),
+            ("pgqueue-statistics", StatisticsKeeper(self).run),
             *(
                 (f"pgqueue-periodic-{p.kind}", PeriodicScheduler(self, p).run)
                 for p in self.periodics

@@ -35,6 +35,7 @@ from pgqueue.store.operations.claims import (
 from pgqueue.store.operations.health import (
     TableHealth,
     read_table_health,
+    refresh_statistics,
 )
 from pgqueue.store.operations.kinds import (
     EXACT_FINISHED_BELOW,
@@ -176,6 +177,7 @@ __all__ = [
     "read_table_health",
     "read_throughput",
     "record_audit",
+    "refresh_statistics",
     "release_claims",
     "reopen_steps",
     "require_known_kind",

@@ -18,6 +18,7 @@ FAR_PAST_THRESHOLD = (
     10  # dead rows this many times autovacuum's trigger point: it is falling behind
 )
 MIN_DEAD_ROWS = 100_000  # below this many dead rows, a late vacuum costs little
+MIN_CHANGES = 1000  # rows changed since the last ANALYZE before pgqueue runs one itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +83,18 @@ def read_table_health(queries: Queries) -> Operation[TableHealth]:
         )
 
     return Operation(steps(), readonly=True)
+
+
+def refresh_statistics(queries: Queries, min_changes: int = MIN_CHANGES) -> Operation[str | None]:
+    """ANALYZE the tasks table when its statistics are missing (a new table; autovacuum's first
+    visit can be a minute away) or stale where autovacuum does not serve it; returns why it
+    ran, or None. One process of a fleet runs it (a transaction advisory lock)."""
+
+    def steps() -> Steps[str | None]:
+        rows = yield Statement(queries["tasks_need_statistics"], {"min_changes": min_changes})
+        if not rows:
+            return None
+        yield Statement(queries["analyze_tasks"], {})
+        return str(rows[0][0])
+
+    return Operation(steps())

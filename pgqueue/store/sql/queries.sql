@@ -603,6 +603,34 @@ SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0),
 FROM settings AS o
 LEFT JOIN pg_stat_user_tables AS s ON s.relid = o.oid;
 
+-- name: tasks_need_statistics
+-- Whether the planner's statistics of the tasks table are missing or, where autovacuum does not
+-- serve the table, more than a minute and a thousand changes old: the caller then runs ANALYZE
+-- (in this transaction, which holds the advisory lock, so one process of the fleet does).
+-- Prepared statements keep the plan they were given while the statistics do not change: plans
+-- made while a new table was nearly empty read it by sequential scans, and are made again only
+-- once ANALYZE runs. The first column says why, NULL when nothing is to be done.
+WITH table_stats AS (
+    SELECT s.n_mod_since_analyze AS changes,
+           greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
+           current_setting('autovacuum')::boolean
+           AND coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
+                         WHERE option_name = 'autovacuum_enabled'), 'on')::boolean AS served
+    FROM pg_class AS c
+    JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+    WHERE c.oid = '__schema__.tasks'::regclass
+)
+SELECT CASE WHEN analyzed IS NULL THEN 'never analyzed'
+            ELSE 'not analyzed by autovacuum' END
+FROM table_stats
+WHERE changes >= %(min_changes)s
+  AND (analyzed IS NULL OR (NOT served AND analyzed < now() - interval '1 minute'))
+  AND pg_try_advisory_xact_lock(hashtextextended('pgqueue analyze __schema__.tasks', 0));
+
+-- name: analyze_tasks
+-- The planner's statistics of the tasks table, taken afresh.
+ANALYZE __schema__.tasks;
+
 -- name: count_tasks_by_status
 -- Count tasks per kind and (derived) status.
 SELECT kind,

@@ -1,0 +1,97 @@
+"""The tasks table's planner statistics (pgqueue/runtime/statistics.py): a claim prepared while
+the table was nearly empty keeps a plan that scans the whole table for every claimed row, until
+ANALYZE gives the planner the table's real size; pgqueue runs that ANALYZE itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+
+from pgqueue import KindOptions, Queue, Task
+from pgqueue.store import operations
+from pgqueue.store.queries import Queries
+from tests.conftest import Database
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node] + [found for child in node.get("Plans", []) for found in plan_nodes(child)]
+
+
+def prepared_claim(conn: psycopg.Connection[Any], queries: Queries) -> None:
+    sql = queries["claim_due_tasks"]
+    for name, number in (("kind", 1), ("limit", 2), ("lease", 3), ("floor", 4)):
+        sql = sql.replace(f"%({name})s", f"${number}")
+    conn.execute(f"PREPARE claim (text, int, float8, timestamptz) AS {sql}")
+
+
+def claim_plan(conn: psycopg.Connection[Any]) -> tuple[int, list[str]]:
+    """Buffers the prepared claim touches, and the tables it reads by sequential scan (the
+    claim is rolled back)."""
+    conn.execute("BEGIN")
+    row = conn.execute(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim ('k', 16, 30.0, NULL)"
+    ).fetchone()
+    conn.execute("ROLLBACK")
+    assert row is not None
+    plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    nodes = plan_nodes(plan[0]["Plan"])
+    buffers = int(plan[0]["Plan"]["Shared Hit Blocks"]) + int(plan[0]["Plan"]["Shared Read Blocks"])
+    return buffers, [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"]
+
+
+def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_it(
+    db: Database,
+) -> None:
+    queries = Queries(db.schema)
+    # Autovacuum stays away from this table: what changes its statistics is the test's doing.
+    db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
+    with Queue(db.dsn, schema=db.schema) as queue, psycopg.connect(db.dsn, autocommit=True) as conn:
+        queue.declare_kind("k", KindOptions(attempt_timeout=30))
+        conn.prepare_threshold = None  # this test's PREPARE is the only one on it
+        prepared_claim(conn, queries)
+        for _ in range(12):  # custom plans, then the generic one: made on a near-empty table
+            queue.push_task(Task("k", 0))
+            conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
+        for _ in range(4):
+            queue.push_tasks([Task("k", n) for n in range(5000)])
+        # As on a busy queue: the oldest tasks ran and were deleted, the due ones are behind.
+        db.fetch(
+            "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
+            " ORDER BY id LIMIT 18000)"
+        )
+        before, scanned_before = claim_plan(conn)
+        # The pushes' statistics reach the views once their backends report them (a second).
+        deadline = time.monotonic() + 30
+        why = None
+        while why is None and time.monotonic() < deadline:
+            why = queue.executor.run(operations.refresh_statistics(queries))
+            if why is None:
+                time.sleep(0.1)
+        after, scanned_after = claim_plan(conn)
+        again = queue.executor.run(operations.refresh_statistics(queries))
+    print(f"claim buffers: {before} planned on the empty table, {after} after ANALYZE")
+    assert why == "never analyzed"
+    assert "tasks" in scanned_before and before > 1000  # a scan of the table per claimed row
+    assert scanned_after == [] and after * 10 < before
+    assert again is None  # analyzed a moment ago: nothing to do
+
+
+def test_a_running_queue_analyzes_a_new_table_within_seconds(db: Database) -> None:
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", lambda envelope: None, KindOptions(attempt_timeout=30))
+        db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
+        queue.push_tasks([Task("k", n) for n in range(3000)])
+        queue.start()
+        deadline = time.monotonic() + 30
+        analyzed = None
+        while analyzed is None and time.monotonic() < deadline:
+            analyzed = db.fetch(
+                "SELECT last_analyze FROM pg_stat_user_tables"
+                " WHERE relid = '{schema}.tasks'::regclass"
+            )[0][0]
+            if analyzed is None:
+                time.sleep(0.2)
+    assert analyzed is not None
