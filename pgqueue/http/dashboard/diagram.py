@@ -1,7 +1,8 @@
 """Geometry of the status model diagram (SPEC §2) that the overview draws per kind.
 
 The template draws an inline SVG from these shapes: one box per status (stored or derived,
-``blocked`` workflow nodes included), one arrow per transition. Counts go on the boxes, recent outcomes on the arrows.
+``blocked`` workflow nodes included), one arrow per transition. Counts go on the boxes,
+recent outcomes on the arrows.
 """
 
 from __future__ import annotations
