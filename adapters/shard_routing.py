@@ -168,6 +168,11 @@ class Routing:
             shard = next((s for s, ident in identities.items() if ident == here), None)
             if shard is None or (expected is not None and shard != expected):
                 where = "no shard of this queue" if shard is None else f"shard {shard}"
+                if expected is None:  # keyless tasks and workflows: any shard would do
+                    raise WrongShard(
+                        f"the transaction is on {where} ({here}): push in a transaction on "
+                        "one of the queue's shards"
+                    )
                 raise WrongShard(
                     f"the transaction is on {where} ({here}); the task belongs to shard "
                     f"{expected}: push it in a transaction on queue.shard_for(kind, key)"

@@ -143,7 +143,10 @@ def test_push_workflow_tx_goes_to_the_transactions_shard(shards: Shards) -> None
             conn.rollback()
         assert shards.placement(rolled_back.workflow_id) == [0, 0, 0]
         assert queue.get_workflow(rolled_back.workflow_id) == []
-        with psycopg.connect(shards.server_dsn) as conn, pytest.raises(WrongShard):
+        with (
+            psycopg.connect(shards.server_dsn) as conn,
+            pytest.raises(WrongShard, match="on no shard of this queue"),
+        ):
             queue.push_workflow_tx(conn, diamond("elsewhere"))
         with pytest.raises(InvalidWorkflow):
             queue.push_workflow(Workflow())  # refused before any SQL, as on a plain queue
