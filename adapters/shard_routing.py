@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from pgqueue.errors import DatabaseUnavailable, InvalidOptions, InvalidTask, PgQueueError
 from pgqueue.store.executor import Operation, Statement, Steps
+from pgqueue.store.operations import WorkflowIds, WorkflowNode
 from pgqueue.store.unavailable import is_unavailable
 from pgqueue.task import Task, TaskInfo, validate_external_key, validate_kind_name
 
@@ -127,8 +128,13 @@ class Routing:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
         if task.external_key is None:
-            return self.map.owners[next(self._keyless) % NUM_SLOTS]
+            return self.keyless_shard()
         return self.shard_for(task.kind, task.external_key)
+
+    def keyless_shard(self) -> int:
+        """The shard of the next keyless push (a task, or a whole workflow, whose nodes carry
+        no key): the slots taken in turn, so keyless pushes spread as the map does."""
+        return self.map.owners[next(self._keyless) % NUM_SLOTS]
 
     def split(self, tasks: Sequence[Task]) -> dict[int, list[int]]:
         """Positions of ``tasks`` per shard."""
@@ -150,18 +156,23 @@ class Routing:
         return exc
 
     def checked_push(
-        self, expected: int | None, op: Operation[list[int | None]], identity_sql: str
-    ) -> Operation[tuple[int, list[int | None]]]:
+        self, expected: int | None, op: Operation[T], identity_sql: str
+    ) -> Operation[tuple[int, T]]:
         """``op`` preceded by a check of the transaction's server: it must be shard
-        ``expected`` (any shard when ``None``). Returns the shard and the ids."""
+        ``expected`` (any shard when ``None``). Returns the shard and what ``op`` returned."""
         identities = self.identities
 
-        def steps() -> Steps[tuple[int, list[int | None]]]:
+        def steps() -> Steps[tuple[int, T]]:
             rows = yield Statement(identity_sql, {})
             here = rows[0][0]
             shard = next((s for s, ident in identities.items() if ident == here), None)
             if shard is None or (expected is not None and shard != expected):
                 where = "no shard of this queue" if shard is None else f"shard {shard}"
+                if expected is None:  # keyless tasks and workflows: any shard would do
+                    raise WrongShard(
+                        f"the transaction is on {where} ({here}): push in a transaction on "
+                        "one of the queue's shards"
+                    )
                 raise WrongShard(
                     f"the transaction is on {where} ({here}); the task belongs to shard "
                     f"{expected}: push it in a transaction on queue.shard_for(kind, key)"
@@ -180,7 +191,30 @@ def merge_counts(parts: Sequence[dict[tuple[str, str], int]]) -> dict[tuple[str,
 
 
 def globalise(shard: int, info: TaskInfo | None) -> TaskInfo | None:
-    return None if info is None else dataclasses.replace(info, id=global_task_id(shard, info.id))
+    """A shard's task with global ids (its own, and its workflow parents' and children's, which
+    are on the same shard)."""
+    if info is None:
+        return None
+    return dataclasses.replace(
+        info,
+        id=global_task_id(shard, info.id),
+        parents=[global_task_id(shard, i) for i in info.parents],
+        children=[global_task_id(shard, i) for i in info.children],
+    )
+
+
+def global_workflow_ids(shard: int, ids: WorkflowIds) -> WorkflowIds:
+    """A workflow pushed to ``shard``: its nodes' global ids by name."""
+    return WorkflowIds(ids.workflow_id, {n: global_task_id(shard, i) for n, i in ids.items()})
+
+
+def global_node(shard: int, node: WorkflowNode) -> WorkflowNode:
+    return dataclasses.replace(
+        node,
+        id=global_task_id(shard, node.id),
+        parents=[global_task_id(shard, i) for i in node.parents],
+        children=[global_task_id(shard, i) for i in node.children],
+    )
 
 
 def global_ids(shard: int, local_ids: list[int | None]) -> list[int | None]:

@@ -1,5 +1,6 @@
 """The awaitable sharded queue: one ordinary ``AsyncQueue`` per shard, pushes routed by slot,
-admin calls fanned out and merged (:mod:`.shards` has the design and the blocking twin)."""
+a workflow pushed whole to one shard, admin calls fanned out and merged (:mod:`.shards` has
+the design and the blocking twin)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from pgqueue.periodic import periodic_key
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
 from pgqueue.store.executor import Operation, Statement, single
-from pgqueue.store.operations import LimitOverrides
+from pgqueue.store.operations import LimitOverrides, WorkflowIds, WorkflowNode, check_workflow_id
 from pgqueue.store.queries import DEFAULT_SCHEMA
 from pgqueue.task import Task, TaskInfo
+from pgqueue.workflow import Workflow
 
 from .shard_routing import (
     KEY_PAGE,
@@ -31,7 +33,9 @@ from .shard_routing import (
     WrongShard,
     aligned,
     global_ids,
+    global_node,
     global_task_id,
+    global_workflow_ids,
     globalise,
     merge_counts,
     slot_of,
@@ -219,6 +223,71 @@ class AsyncShardedQueue:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
         return (await self.push_tasks_tx(tx, [task], delay))[0]
+
+    async def push_workflow(self, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` to one shard, in one transaction there (a node's
+        release is decided in its parents' database). Nodes carry no key, so the workflow is
+        placed as one keyless task is: on the shard of the next slot in turn. Returns the
+        nodes' global ids by name and the ``workflow_id``."""
+        shard = self.routing.keyless_shard()
+        queue = self.shards[shard]
+        op = queue._push_workflow_op(workflow)  # checks the workflow before any SQL
+        local = await self._on(shard, queue.executor.run(op), push=True)
+        return global_workflow_ids(shard, local)
+
+    async def _checked_workflow(self, workflow: Workflow) -> Operation[tuple[int, WorkflowIds]]:
+        """The workflow's push preceded by the check that finds the transaction's shard."""
+        queue = self.shards[0]  # the statements are the same on every shard
+        op = queue._push_workflow_op(workflow)  # checks the workflow before any SQL
+        await self._learn_identities(range(len(self.shards)), tolerant=True)
+        return self.routing.checked_push(None, op, queue.queries["server_identity"])
+
+    async def push_workflow_tx(self, tx: Any, workflow: Workflow) -> WorkflowIds:
+        """Push every node of ``workflow`` in the caller's open transaction: as keyless tasks
+        do, the workflow goes to the shard the transaction is on (open it on the shard you
+        want). Raises :class:`WrongShard` before writing anything when the transaction is on
+        no shard of this queue; never commits or rolls back."""
+        op = await self._checked_workflow(workflow)
+        shard, local = await run_in_async(tx, op)
+        return global_workflow_ids(shard, local)
+
+    async def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:
+        """The nodes of a workflow in push order, with global ids (empty for an unknown id).
+        Every shard is asked at once (one probe of its workflow index); a shard that is down
+        only fails the call when no other shard holds the workflow."""
+        canonical = check_workflow_id(workflow_id)
+        found = await asyncio.gather(
+            *(self._on(s, q.get_workflow(canonical)) for s, q in enumerate(self.shards)),
+            return_exceptions=True,
+        )
+        failure: BaseException | None = None
+        for shard, outcome in enumerate(found):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Exception):
+                    raise outcome
+                failure = failure or outcome
+            elif outcome:
+                return [global_node(shard, node) for node in outcome]
+        if failure is not None:
+            raise failure
+        return []
+
+    async def get_nodes(self, task_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """``(kind, node name, status)`` of workflow tasks by global id, each read on its
+        shard."""
+        by_shard: dict[int, list[int]] = {}
+        for task_id in task_ids:
+            shard, local = split_task_id(task_id)
+            if shard < len(self.shards):
+                by_shard.setdefault(shard, []).append(local)
+        parts = await asyncio.gather(
+            *(self._on(s, self.shards[s].get_nodes(ids)) for s, ids in by_shard.items())
+        )
+        return {
+            global_task_id(shard, local): node
+            for shard, part in zip(by_shard, parts, strict=True)
+            for local, node in part.items()
+        }
 
     async def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         shard = self.routing.shard_for(kind, external_key)

@@ -12,6 +12,11 @@ loop per kind per shard, LISTEN on each shard), plus routing: pushes go to their
 ids are global: ``local_id * 1024 + shard`` (:func:`split_task_id`), so ``get_task`` finds the
 shard; handlers and events see the shard's local id.
 
+A workflow lives on one shard: its nodes settle each other inside one database, so
+``push_workflow`` writes them all to the shard a keyless task would take next (nodes carry no
+key), and ``push_workflow_tx`` to the shard of the caller's transaction. Its ids are global;
+``get_workflow`` asks every shard for it.
+
 A shard that is down slows nothing else: its claim loops back off on their own, the other
 shards' loops keep draining, and a push routed to it fails within ``connect_timeout`` with
 :class:`ShardUnavailable` (at once while it was seen down in the last ``retry_after`` seconds).
@@ -32,8 +37,9 @@ from pgqueue.events import Listener
 from pgqueue.options import KindOptions
 from pgqueue.registry import Handler
 from pgqueue.runtime import StopMode
-from pgqueue.store.operations import LimitOverrides
+from pgqueue.store.operations import LimitOverrides, WorkflowIds, WorkflowNode
 from pgqueue.task import Task, TaskInfo
+from pgqueue.workflow import Workflow
 
 from .shard_routing import (
     MAX_SHARDS,
@@ -43,6 +49,7 @@ from .shard_routing import (
     WrongShard,
     global_ids,
     global_task_id,
+    global_workflow_ids,
     slot_of,
     split_task_id,
 )
@@ -129,6 +136,22 @@ class ShardedQueue:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
         return self.push_tasks_tx(tx, [task], delay)[0]
+
+    def push_workflow(self, workflow: Workflow) -> WorkflowIds:
+        """See :meth:`AsyncShardedQueue.push_workflow`: every node on one shard."""
+        return self._thread.call(self._queue.push_workflow(workflow))
+
+    def push_workflow_tx(self, tx: Any, workflow: Workflow) -> WorkflowIds:
+        """Every node of ``workflow`` in the caller's open transaction, on its shard."""
+        op = self._thread.call(self._queue._checked_workflow(workflow))
+        shard, local = run_in_sync(tx, op)
+        return global_workflow_ids(shard, local)
+
+    def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:
+        return self._thread.call(self._queue.get_workflow(workflow_id))
+
+    def get_nodes(self, task_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        return self._thread.call(self._queue.get_nodes(task_ids))
 
     def cancel_task_by_key(self, kind: str, external_key: str) -> bool:
         return self._thread.call(self._queue.cancel_task_by_key(kind, external_key))

@@ -1,13 +1,16 @@
 """What a Prometheus scrape of ``pgqueue_tasks`` costs with a large table.
 
-Fills a scratch schema with 2,000,000 succeeded tasks and 10,000 open ones (new, retrying,
-due and delayed, a few leased), then measures:
+Fills a scratch schema with 2,000,000 succeeded tasks, 10,000 open ones (new, retrying,
+due and delayed, a few leased) and 1,000 blocked workflow nodes, then measures:
 
 - 50 concurrent scrapes inside one cache period: how many database queries they caused;
 - uncached scrapes (cache period 0): the time of one whole scrape (query + exposition);
-- for comparison, an exact ``count(*)`` of the finished rows, which the metrics avoid.
+- for comparison, an exact ``count(*)`` of the finished rows, which the metrics avoid;
+- the blocked nodes' count as the overview reads it (through ``tasks_blocked_idx``), and the
+  same count without that index (dropped in a transaction that is rolled back).
 
     python benchmarks/scrape_cost.py [--dsn URL] [--finished 2000000] [--open 10000]
+        [--blocked 1000]
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from pgqueue.store.queries import schema_ddl
 KINDS = ("email", "thumbnail", "billing", "report")
 
 
-def fill(dsn: str, schema: str, finished: int, open_tasks: int) -> None:
+BLOCKED_COUNT = "SELECT kind, count(*) FROM {schema}.tasks WHERE status = 'blocked' GROUP BY 1"
+
+
+def fill(dsn: str, schema: str, finished: int, open_tasks: int, blocked: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(schema_ddl(schema))
         conn.execute(
@@ -53,7 +59,29 @@ def fill(dsn: str, schema: str, finished: int, open_tasks: int) -> None:
             FROM generate_series(1, %(n)s) AS i""",
             {"kinds": list(KINDS), "n": open_tasks},
         )
+        conn.execute(
+            f"""INSERT INTO {schema}.tasks
+                (kind, payload, status, attempts_left, max_attempts, workflow_id, node,
+                 parents_pending, parents_failed)
+            SELECT (%(kinds)s::text[])[1 + i %% 4], jsonb_build_object('i', i), 'blocked',
+                   10, 10, gen_random_uuid(), 'n', 1, 0
+            FROM generate_series(1, %(n)s) AS i""",
+            {"kinds": list(KINDS), "n": blocked},
+        )
         conn.execute(f"VACUUM ANALYZE {schema}.tasks")
+
+
+def blocked_count_ms(dsn: str, schema: str, rounds: int = 20) -> float:
+    """Median time of the blocked nodes' count, as the overview's statement reads them."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(BLOCKED_COUNT.format(schema=schema)).fetchall()  # plan and cache once
+        times = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            conn.execute(BLOCKED_COUNT.format(schema=schema)).fetchall()
+            times.append(time.perf_counter() - began)
+        conn.rollback()
+    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -64,6 +92,7 @@ def main() -> None:
     )
     parser.add_argument("--finished", type=int, default=2_000_000)
     parser.add_argument("--open", type=int, default=10_000)
+    parser.add_argument("--blocked", type=int, default=1_000)
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument(
         "--keep", metavar="SCHEMA", help="fill SCHEMA once and keep it (reused when it exists)"
@@ -76,9 +105,10 @@ def main() -> None:
         print(f"reusing the filled schema {schema}")
     else:
         started = time.perf_counter()
-        fill(args.dsn, schema, args.finished, args.open)
-        print(f"filled {args.finished:,} finished + {args.open:,} open tasks "
-              f"in {time.perf_counter() - started:.1f}s")  # fmt: skip
+        fill(args.dsn, schema, args.finished, args.open, args.blocked)
+        took = time.perf_counter() - started
+        print(f"filled {args.finished:,} finished + {args.open:,} open tasks + "
+              f"{args.blocked:,} blocked nodes in {took:.1f}s")  # fmt: skip
     try:
         with Queue(args.dsn, schema=schema, max_connections=1) as queue:
             for kind in KINDS:
@@ -108,6 +138,11 @@ def main() -> None:
                 if line.startswith('pgqueue_tasks{kind="email",status="succeeded"}')
             )  # fmt: skip
             print(f"  {sample}  (estimate; exact: {args.finished // 4:,})")
+            blocked = next(
+                line for line in bodies[0].decode().splitlines()
+                if line.startswith('pgqueue_tasks{kind="email",status="blocked"}')
+            )  # fmt: skip
+            print(f"  {blocked}  (exact: {args.blocked // 4:,})")
             metrics.close()
 
             uncached = CollectorRegistry()
@@ -129,6 +164,19 @@ def main() -> None:
             ).fetchall()
             print(f"for comparison, an exact count of the finished rows: "
                   f"{(time.perf_counter() - began) * 1000:.0f} ms")  # fmt: skip
+        print(f"the blocked nodes' count: median {blocked_count_ms(args.dsn, schema):.2f} ms "
+              "through tasks_blocked_idx")  # fmt: skip
+        with psycopg.connect(args.dsn) as conn:  # the same count without the index
+            conn.execute(f"DROP INDEX {schema}.tasks_blocked_idx")
+            conn.execute(BLOCKED_COUNT.format(schema=schema)).fetchall()
+            times = []
+            for _ in range(5):
+                began = time.perf_counter()
+                conn.execute(BLOCKED_COUNT.format(schema=schema)).fetchall()
+                times.append(time.perf_counter() - began)
+            conn.rollback()  # the index stays
+            print(f"  without the index: median {statistics.median(times) * 1000:.1f} ms "
+                  "(a scan of the whole table)")  # fmt: skip
     finally:
         if not args.keep:
             with psycopg.connect(args.dsn, autocommit=True) as conn:

@@ -3,12 +3,13 @@
 ``instrument(queue)`` adds to a registry (the default one unless given):
 
 - ``pgqueue_tasks{kind,status}``: tasks per kind and status, read from the database on scrape:
-  the stored statuses, ``processing`` (claimed, lease not expired) and ``due`` (waiting and due
-  now). One statement reads every kind; its result is cached for ``cache_seconds``, so any
-  number of concurrent scrapes in that period cost one query. Open statuses are exact (counted
-  through the partial indexes); ``succeeded`` and ``cancelled`` are exact while the table has
-  fewer than 100,000 rows and beyond that PostgreSQL's (kind, status) statistics estimate
-  (refreshed by autovacuum's ANALYZE), so a scrape never scans millions of finished rows.
+  the stored statuses (``blocked``: workflow nodes waiting for their parents), ``processing``
+  (claimed, lease not expired) and ``due`` (waiting and due now). One statement reads every
+  kind; its result is cached for ``cache_seconds``, so any number of concurrent scrapes in that
+  period cost one query. Open statuses and ``blocked`` are exact (counted through the partial
+  indexes); ``succeeded`` and ``cancelled`` are exact while the table has fewer than 100,000
+  rows and beyond that PostgreSQL's (kind, status) statistics estimate (refreshed by
+  autovacuum's ANALYZE), so a scrape never scans millions of finished rows.
 - ``pgqueue_oldest_due_seconds{kind}``: age of the oldest due, unclaimed task (0 when none).
 - ``pgqueue_kind_paused{kind}``: 1 while the kind is paused.
 - ``pgqueue_attempt_duration_seconds{kind,outcome}`` (histogram) and

@@ -110,6 +110,7 @@ COUNTED_STATUSES: tuple[str, ...] = (
     "new",
     "must_retry",
     "no_attempts_left",
+    "blocked",
     "processing",
     "due",
     "cancelled",
@@ -123,7 +124,8 @@ class KindInfo:
 
     ``counts`` has every key of :data:`COUNTED_STATUSES`: the stored statuses (a claimed task
     whose lease has not expired counts as ``processing`` instead), and ``due`` (waiting tasks due
-    now, a subset of ``new`` + ``must_retry``). Open statuses are exact. Finished ones
+    now, a subset of ``new`` + ``must_retry``; ``blocked`` workflow nodes are never due). Open
+    statuses and ``blocked`` are exact. Finished ones
     (``succeeded``, ``cancelled``) are exact while the table is small and estimated from
     PostgreSQL's statistics in a large one (``finished_estimated`` is then True).
     ``oldest_due_seconds`` is the age of the oldest due, unclaimed task (None when none is due).

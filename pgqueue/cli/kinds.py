@@ -44,7 +44,7 @@ def list_kinds(
         _print_json([_kind_dict(k) for k in kinds])
         return
     table = _table()
-    for column in ("kind", "paused", "paused since", "open", "lag", "limits"):
+    for column in ("kind", "paused", "paused since", "open", "blocked", "lag", "limits"):
         table.add_column(column)
     for kind in kinds:
         open_tasks = sum(kind.counts[s] for s in ("new", "must_retry", "processing"))
@@ -53,6 +53,7 @@ def list_kinds(
             "yes" if kind.paused else "",
             kind.paused_at.isoformat(timespec="seconds") if kind.paused_at else "",
             str(open_tasks),
+            str(kind.counts["blocked"]),
             _lag(kind.oldest_due_seconds),
             _limits_text(kind),
         )

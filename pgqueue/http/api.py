@@ -199,7 +199,7 @@ async def get_workflow(workflow_id: str, queue: QueueDep) -> WorkflowOut:
         canonical = operations.check_workflow_id(workflow_id)
     except ValueError as exc:
         raise ApiError(400, "invalid_workflow_id", str(exc)) from None
-    reader = getattr(queue, "get_workflow", None)  # a sharded queue has no workflows
+    reader = getattr(queue, "get_workflow", None)  # a custom queue may have no workflows
     nodes = await reader(canonical) if reader is not None else []
     if not nodes:
         raise ApiError(404, "workflow_not_found", "workflow not found")

@@ -236,7 +236,8 @@ class KindOut(BaseModel):
     paused: bool
     paused_at: datetime | None = None
     counts: dict[str, int] = Field(
-        description="Tasks per status (processing derived) plus due: waiting tasks due now."
+        description="Tasks per status (processing derived; blocked: workflow nodes waiting"
+        " for their parents) plus due: waiting tasks due now."
     )
     finished_estimated: bool = Field(
         description="succeeded/cancelled come from statistics (large table)."

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pgqueue import KindOptions, Queue, Task
+from pgqueue import KindOptions, Queue, Task, Workflow
 from tests.conftest import Database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +71,35 @@ def test_status_and_kinds(filled: Database) -> None:
     assert "yes" in cli(filled, "kinds", "list").stdout
     assert ok_json(filled, "kinds", "resume", "mail") == {"kind": "mail", "paused": False}
     assert ok_json(filled, "kinds", "list")[0]["paused"] is False
+
+
+def test_status_and_kinds_list_show_blocked_workflow_nodes(db: Database) -> None:
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.declare_kind("mail", KindOptions(attempt_timeout=5))
+        wf = Workflow()
+        first = wf.add("first", Task("mail", 1))
+        wf.add("second", Task("mail", 2), after=[first])
+        queue.push_workflow(wf)
+    (row,) = ok_json(db, "status")
+    assert row["counts"]["blocked"] == 1
+    assert row["counts"]["new"] == 1 and row["counts"]["due"] == 1
+    table = cli(db, "status")
+    assert table.returncode == 0, table.stderr
+    header, mail = _table_row(table.stdout, "kind"), _table_row(table.stdout, "mail")
+    assert mail[header.index("blocked")] == "1" and mail[header.index("new")] == "1"
+    listed = cli(db, "kinds", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, mail = _table_row(listed.stdout, "kind"), _table_row(listed.stdout, "mail")
+    assert mail[header.index("blocked")] == "1" and mail[header.index("open")] == "1"
+
+
+def _table_row(text: str, first: str) -> list[str]:
+    """The cells of the table line whose first cell is ``first``."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃|").split("│" if "│" in line else "┃")]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in:\n{text}")
 
 
 def test_tasks_list_show_cancel_retry(filled: Database) -> None:

@@ -318,3 +318,46 @@ def test_limits_hold_per_shard_and_overrides_fan_out(
         assert audited[0][0] == 2  # type: ignore[index]
     half = RateLimit(50, per=1.0).divided(3)
     assert half.per_second == pytest.approx(50 / 3) and half.capacity == 17
+
+
+def test_workflows_go_whole_to_one_server_and_drain_there(
+    shard_servers: list[PostgresServer], schema: str
+) -> None:
+    """Workflows spread over three servers as keyless tasks do, each whole on one server
+    (nodes released by their parents' statements there), and a stopped server hides only its
+    own workflows from get_workflow."""
+    from pgqueue import Workflow
+
+    dsns = [s.dsn for s in shard_servers]
+    interleaved = SlotMap([slot % 3 for slot in range(1024)])
+    options = KindOptions(attempt_timeout=5.0, max_attempts=1, loop=FAST)
+    with ShardedQueue(dsns, schema=schema, slot_map=interleaved) as queue:
+        queue.register_kind("step", lambda envelope: envelope.node, options)
+        pushed = []
+        for n in range(6):
+            wf = Workflow()
+            a = wf.add("a", Task("step", n))
+            b = wf.add("b", Task("step", n), after=[a])
+            c = wf.add("c", Task("step", n), after=[a])
+            wf.add("d", Task("step", n), after=[b, c], when="all_ended")
+            pushed.append(queue.push_workflow(wf))
+        homes = [{split_task_id(i)[0] for i in ids.values()} for ids in pushed]
+        assert homes == [{0}, {1}, {2}, {0}, {1}, {2}]
+        for ids, (home,) in zip(pushed, homes, strict=True):
+            for shard, server in enumerate(shard_servers):
+                where = f"workflow_id = '{ids.workflow_id}'"
+                assert count_on(server, schema, where) == (4 if shard == home else 0)
+        queue.start()
+        wait_for(
+            lambda: all(count_on(s, schema, "status = 'succeeded'") == 8 for s in shard_servers),
+            what="every node of every workflow",
+        )
+        queue.stop()
+        shard_servers[2].stop()
+        try:
+            nodes = queue.get_workflow(pushed[1].workflow_id)
+            assert {n.node: n.status for n in nodes} == dict.fromkeys("abcd", "succeeded")
+            with pytest.raises(ShardUnavailable, match="shard 2"):
+                queue.get_workflow(pushed[2].workflow_id)
+        finally:
+            shard_servers[2].start()

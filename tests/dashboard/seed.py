@@ -15,6 +15,7 @@ _SHAPES = {
     "no_attempts_left": ("no_attempts_left", False, True),
     "cancelled": ("cancelled", False, True),
     "succeeded": ("succeeded", False, True),
+    "blocked": ("blocked", False, False),  # a workflow node waiting for its parents
 }
 
 SEED_TASKS = """

@@ -15,6 +15,7 @@ SEEDED = {
         "no_attempts_left": 4,
         "cancelled": 6,
         "succeeded": 5,
+        "blocked": 2,
     },
     "resize-image": {"new": 7, "succeeded": 2},
 }
@@ -31,7 +32,7 @@ def test_overview_shows_seeded_counts_on_the_status_model(site: Site) -> None:
     site.open("/")
     for kind, counts in SEEDED.items():
         for status in ("new", "must_retry", "processing", "no_attempts_left", "cancelled",
-                       "succeeded"):  # fmt: skip
+                       "succeeded", "blocked"):  # fmt: skip
             assert count_on_page(site, kind, status) == str(counts.get(status, 0)), (kind, status)
 
 

@@ -29,6 +29,7 @@ def wait_done(backend: Any, result_id: str) -> None:
 def test_migrate_applies_pgqueue_schema_and_pgqueue_migrate_agrees(project: Project) -> None:
     assert "Applying pgqueue.0001_pgqueue_schema... OK" in project.migrate_output
     assert "Applying pgqueue.0002_pgqueue_trace_context... OK" in project.migrate_output
+    assert "Applying pgqueue.0003_pgqueue_blocked_index... OK" in project.migrate_output
     tables = {row[0] for row in project.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s", [SCHEMA]
     )}  # fmt: skip

@@ -212,6 +212,7 @@ def downgrade():
         "pgqueue_0005_results.py",
         "pgqueue_0006_workflows.py",
         "pgqueue_0007_traces.py",
+        "pgqueue_0008_blocked_counts.py",
     ]
     monkeypatch.setenv("PGQUEUE_SCHEMA", empty_schema.schema)
     version_table = f"{empty_schema.schema}_versions"

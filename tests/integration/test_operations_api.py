@@ -140,6 +140,7 @@ def test_list_kinds_counts_lag_and_options(db: Database) -> None:
             "new": 4,
             "must_retry": 0,
             "no_attempts_left": 0,
+            "blocked": 0,
             "processing": 0,
             "due": 3,
             "cancelled": 0,

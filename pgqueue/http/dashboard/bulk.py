@@ -27,7 +27,7 @@ def bulk_plan(params: Any, action: str, access: QueueAccess) -> BulkPlan:
     base = TaskFilter.from_query(params)
     if action not in ("retry", "cancel"):
         return BulkPlan(base, (), error="unknown bulk action")
-    allowed = ("no_attempts_left",) if action == "retry" else ("new", "must_retry")
+    allowed = ("no_attempts_left",) if action == "retry" else ("new", "must_retry", "blocked")
     if base.status and base.status not in allowed:
         wanted = " or ".join(allowed)
         return BulkPlan(base, (), error=f"this action applies to {wanted} tasks only")

@@ -1,7 +1,8 @@
 """Geometry of the status model diagram (SPEC §2) that the overview draws per kind.
 
-The template draws an inline SVG from these shapes: one box per status (stored or derived),
-one arrow per transition. Counts go on the boxes, recent outcomes on the arrows.
+The template draws an inline SVG from these shapes: one box per status (stored or derived,
+``blocked`` workflow nodes included), one arrow per transition. Counts go on the boxes,
+recent outcomes on the arrows.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Transition:
 
 
 STATES = (
+    StateBox("blocked", "blocked", 262, 20),
     StateBox("new", "new", 20, 30),
     StateBox("must_retry", "must_retry", 20, 200),
     StateBox("processing", "processing", 300, 115),
@@ -55,6 +57,8 @@ STATES = (
 )
 
 TRANSITIONS = (
+    # A workflow node is pushed blocked and becomes new when its parents have ended.
+    Transition("M 258 46 L 174 50", "released", 216, 40, anchor="middle"),
     Transition("M 170 56 L 296 128", "claim", 205, 78),
     Transition("M 170 226 L 296 154", "claim", 205, 212),
     Transition("M 450 128 L 586 50", "returns", 540, 60, outcome="succeeded", anchor="end"),

@@ -145,7 +145,7 @@ def build_router(dashboard: Dashboard) -> APIRouter:
             canonical = check_workflow_id(workflow_id)
         except ValueError:
             canonical = None
-        # A sharded queue has no workflows (their nodes must live in one database).
+        # A custom queue may have no workflows.
         known = canonical is not None and access.can("get_workflow")
         nodes = await access.call("get_workflow", canonical) if known else []
         if not nodes:

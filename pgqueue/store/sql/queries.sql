@@ -757,8 +757,9 @@ SELECT EXISTS (SELECT FROM __schema__.kinds WHERE kind = %(kind)s::text)
 
 -- name: kind_overview
 -- Per kind and status: exact counts of open tasks (through the partial indexes), due tasks and
--- the age of the oldest due one; finished tasks counted exactly in a small table and estimated
--- from the (kind, status) statistics in a large one; the paused flag. One row per kind x status.
+-- the age of the oldest due one; blocked workflow nodes counted exactly (through their partial
+-- index, never due); finished tasks counted exactly in a small table and estimated from the
+-- (kind, status) statistics in a large one; the paused flag. One row per kind x status.
 WITH size AS (
     SELECT greatest(c.reltuples, 0)::float8 AS rows
     FROM pg_class AS c
@@ -785,6 +786,12 @@ WITH size AS (
            CASE WHEN status <> 'no_attempts_left' AND NOT processing AND due > 0
                 THEN oldest END AS oldest_due
     FROM open_groups
+), blocked AS (
+    -- An index-only scan of tasks_blocked_idx: only the blocked rows have an entry.
+    SELECT kind, 'blocked'::text AS status, count(*) AS tasks
+    FROM __schema__.tasks
+    WHERE status = 'blocked'
+    GROUP BY 1
 ), exact_finished AS (
     -- Ordered like tasks_terminal_idx and limited: a plain index scan, never a parallel one
     -- (whose workers would start even when the size check skips the scan).
@@ -810,6 +817,8 @@ WITH size AS (
 SELECT kind, status, tasks, due, extract(epoch FROM now() - oldest_due)::float8, false,
        NULL::timestamptz
 FROM open_counts
+UNION ALL
+SELECT kind, status, tasks, 0, NULL, false, NULL FROM blocked
 UNION ALL
 SELECT kind, status, tasks, 0, NULL, false, NULL FROM exact_finished
 UNION ALL

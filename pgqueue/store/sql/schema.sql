@@ -103,6 +103,9 @@ CREATE INDEX tasks_terminal_idx ON __schema__.tasks (kind, finished_at)
 -- A workflow's nodes (the graph page, cancellation and retry read them by workflow).
 CREATE INDEX tasks_workflow_idx ON __schema__.tasks (workflow_id) WHERE workflow_id IS NOT NULL;
 
+-- Blocked workflow nodes, counted per kind by the overview (dashboards, metrics, status).
+CREATE INDEX tasks_blocked_idx ON __schema__.tasks (kind) WHERE status = 'blocked';
+
 -- One row per kind: its maintenance lock (held with FOR UPDATE SKIP LOCKED), last sweep and
 -- last periodic slot.
 CREATE TABLE __schema__.kinds (
