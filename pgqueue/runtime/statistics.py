@@ -33,6 +33,9 @@ class StatisticsKeeper:
 
     async def run(self) -> None:
         runtime = self.runtime
+        # Not at once: plans made on the table as it is now are fine; the statistics matter
+        # once it has grown past what the first plans were made on.
+        await runtime.sleep_unless_stopping(self.period)
         while not runtime.stopping:
             try:
                 why = await runtime.executor.run(operations.refresh_statistics(runtime.queries))

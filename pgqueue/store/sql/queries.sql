@@ -628,8 +628,11 @@ WHERE changes >= %(min_changes)s
   AND pg_try_advisory_xact_lock(hashtextextended('pgqueue analyze __schema__.tasks', 0));
 
 -- name: analyze_tasks
--- The planner's statistics of the tasks table, taken afresh.
-ANALYZE __schema__.tasks;
+-- The planner's statistics of the tasks table, taken afresh: its size and the columns claims,
+-- polls and sweeps filter on (not the payloads and results, whose statistics cost the most and
+-- serve no pgqueue statement; autovacuum's own ANALYZE covers every column).
+ANALYZE __schema__.tasks (kind, status, priority, delayed_till, task_group, updated_at,
+                          finished_at, workflow_id);
 
 -- name: count_tasks_by_status
 -- Count tasks per kind and (derived) status.
