@@ -59,6 +59,9 @@ def prepare_database() -> str:
     log.info("applying pgqueue's schema (pgqueue migrate) and creating the orders table")
     pgqueue.migrate.upgrade(dsn)
     with psycopg.connect(dsn) as conn:
+        # CREATE TABLE IF NOT EXISTS is not safe against itself: two processes starting at once
+        # (the test runner's workers) can both find the table missing. Take turns.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('example orders table'))")
         conn.execute(ORDERS_DDL)
     return dsn
 

@@ -191,6 +191,8 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "database_now": {},
     "count_tasks_by_status": {},
     "read_table_health": {},
+    "tasks_need_statistics": {"min_changes": 1000},
+    "analyze_tasks": {},
     "find_pushed_tasks": {
         "kind": KIND,
         "match_key": False,
