@@ -102,7 +102,7 @@ docs: $(STAMP) ## Serve the documentation on http://127.0.0.1:8000
 docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate and chancy
+bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate, chancy and oban
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 bench-shards: $(STAMP) ## Drain time of a one-shard sharded queue against the plain queue (must be within 10 %)

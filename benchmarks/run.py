@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of pgqueue and its Python peers (pgqueuer, procrastinate, chancy).
+"""Side-by-side benchmark of pgqueue and its Python peers (pgqueuer, procrastinate, chancy, oban).
 
 Run with the project's interpreter (the one that can import pgqueue):
 
@@ -9,7 +9,8 @@ Run with the project's interpreter (the one that can import pgqueue):
 Every (workload, library) run happens in a fresh database `bench_<lib>_<n>` created on the
 server of --dsn and dropped afterwards, in a separate driver process: pgqueue's driver runs with
 this interpreter, the peers' drivers with the interpreter of `benchmarks/.venv-peers`, which is
-created (and re-created when requirements-peers.txt changes) on demand. Runs are interleaved:
+created with Python 3.12 (oban needs it; see `python312()`) and re-created when
+requirements-peers.txt changes. Runs are interleaved:
 each repetition goes through every workload, and within a workload through every library, in
 an order rotated from one repetition to the next. Reported values are medians over repetitions.
 """
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -45,12 +47,14 @@ import pgbench_lifecycle  # noqa: E402
 from harness import DEFAULT_N, WORKLOADS  # noqa: E402
 from pgconn import Db, create_database, database_of, drop_database, with_database  # noqa: E402
 
-LIBS: tuple[str, ...] = ("pgqueue", "pgqueuer", "procrastinate", "chancy")
+LIBS: tuple[str, ...] = ("pgqueue", "pgqueuer", "procrastinate", "chancy", "oban")
 PEERS: tuple[str, ...] = LIBS[1:]
 FULL_N: dict[str, int] = dict(DEFAULT_N)
 QUICK_N: dict[str, int] = {
     "enqueue_single": 500,
     "enqueue_batch": 5_000,
+    "enqueue_threads64": 2_000,
+    "enqueue_async64": 2_000,
     "drain_1p": 2_000,
     "drain_2p": 2_000,
     "latency": 50,
@@ -58,7 +62,7 @@ QUICK_N: dict[str, int] = {
 LOWER_IS_BETTER = {"latency"}
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PGBENCH_REPEAT = 3  # pgbench runs per configuration; the best is the ceiling
-CEILING_TARGET = 0.7  # the drains against the best batched pgbench figure of the same run
+CEILING_TARGET = 0.85  # the drains against the best batched pgbench figure of the same run
 SCALE_TARGET = 0.8  # claim throughput with 2M extra rows must stay within 20 %
 
 
@@ -73,19 +77,62 @@ def peers_python() -> Path:
     return PEERS_VENV / "bin" / "python"
 
 
+PEERS_PYTHON_VERSION = "3.12"  # oban needs Python >= 3.12; the other peers run on it too
+
+
+def python312() -> str:
+    """The interpreter the peers' venv is made with: $PGQUEUE_BENCH_PYTHON312 (or $PYTHON312),
+    else pyenv's newest 3.12 (`pyenv prefix`), else `python3.12` on PATH."""
+    override = os.environ.get("PGQUEUE_BENCH_PYTHON312") or os.environ.get("PYTHON312")
+    if override:
+        return override
+    if shutil.which("pyenv"):
+        versions = subprocess.run(
+            ["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        matching = sorted(
+            (v for v in versions if v.startswith(PEERS_PYTHON_VERSION + ".")),
+            key=lambda v: [int(x) if x.isdigit() else 0 for x in v.split(".")],
+        )
+        if matching:
+            prefix = subprocess.run(
+                ["pyenv", "prefix", matching[-1]], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            candidate = Path(prefix) / "bin" / "python"
+            if prefix and candidate.exists():
+                return str(candidate)
+    found = shutil.which("python" + PEERS_PYTHON_VERSION)
+    if found:
+        return found
+    raise SystemExit(
+        f"the peers' venv needs Python {PEERS_PYTHON_VERSION} (oban requires it): install it"
+        f" (pyenv install {PEERS_PYTHON_VERSION}), put python{PEERS_PYTHON_VERSION} on PATH or"
+        " set PGQUEUE_BENCH_PYTHON312=/path/to/python3.12"
+    )
+
+
 def ensure_peers_venv() -> None:
     """Create benchmarks/.venv-peers and install the peers unless it is already up to date."""
     digest = hashlib.sha256(PEERS_REQUIREMENTS.read_bytes()).hexdigest()
     if peers_python().exists() and PEERS_STAMP.exists() and PEERS_STAMP.read_text() == digest:
         return
     log(f"creating {PEERS_VENV.relative_to(ROOT)} ...")
-    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True, timeout=300)
+    subprocess.run([python312(), "-m", "venv", "--clear", str(PEERS_VENV)], check=True, timeout=300)
     subprocess.run(
         [str(peers_python()), "-m", "pip", "install", "-q", "-r", str(PEERS_REQUIREMENTS)],
         check=True,
         timeout=1200,
     )
     PEERS_STAMP.write_text(digest)
+
+
+def _peers_python_version() -> str:
+    return subprocess.run(
+        [str(peers_python()), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def interpreter_for(lib: str) -> str:
@@ -184,6 +231,8 @@ def describe(record: dict[str, Any]) -> str:
     if "error" in record:
         tail = record.get("stderr_tail", "").splitlines()[-15:]
         return f"ERROR {record['error']}\n" + "\n".join(tail)
+    if record.get("na"):
+        return f"n/a ({record['na']})"
     if record["unit"] == "ms":
         return (
             f"p50 {record['p50_ms']:.1f} ms, p95 {record['p95_ms']:.1f} ms,"
@@ -260,7 +309,7 @@ def run_scale(
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        if "error" not in run:
+        if "error" not in run and not run.get("na"):
             grouped[(run["workload"], run["lib"])].append(run)
     summary: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (workload, lib), items in grouped.items():
@@ -291,6 +340,44 @@ def _ratio(summary: dict[str, dict[str, Any]], peer: str) -> str:
     return f"{ours['median'] / theirs['median']:.2f}x"
 
 
+def best_peer_ratio(
+    workload: str, cells: dict[str, dict[str, Any]], peers: list[str]
+) -> tuple[str, float] | None:
+    """pgqueue's median over the best peer's (the highest throughput; for latency the lowest
+    time): (that peer, the ratio), or None without pgqueue or any peer figure."""
+    ours = cells.get("pgqueue")
+    theirs = {p: cells[p]["median"] for p in peers if p in cells and cells[p]["median"]}
+    if not ours or not theirs:
+        return None
+    pick = min if workload in LOWER_IS_BETTER else max
+    peer = pick(theirs, key=lambda p: theirs[p])
+    return peer, ours["median"] / theirs[peer]
+
+
+def _ahead(workload: str, ratio: float) -> bool:
+    """Whether pgqueue beats the best peer: a higher rate, or for latency a lower time."""
+    return ratio < 1.0 if workload in LOWER_IS_BETTER else ratio > 1.0
+
+
+def _verdict_line(verdicts: dict[str, bool], workloads: list[str]) -> str:
+    behind = [w for w in workloads if w in verdicts and not verdicts[w]]
+    missing = [w for w in workloads if w not in verdicts]
+    if not verdicts:
+        return "No workload has figures for both pgqueue and a peer."
+    text = (
+        "pgqueue is ahead of the best peer on every workload with figures"
+        if not behind
+        else "pgqueue is NOT ahead of the best peer on every workload: behind on "
+        + ", ".join(behind)
+    )
+    if missing:
+        text += f" (no comparison for {', '.join(missing)})"
+    return (
+        text
+        + ". A ratio above 1 is ahead for throughput; for latency (lower is better) below 1 is."
+    )
+
+
 def render_markdown(
     meta: dict[str, Any],
     libs: list[str],
@@ -307,6 +394,7 @@ def render_markdown(
         "",
         f"Generated by `make bench` (`python benchmarks/run.py`) on {meta['date']}:"
         f" PostgreSQL {meta['postgres']}, {meta['cpus']} CPUs, Python {meta['python']}"
+        f"{' (peers ' + meta['peers_python'] + ')' if meta.get('peers_python') else ''}"
         f"{', quick mode' if meta['quick'] else ''}."
         f" Each cell is the median of {meta['repeat']} runs"
         f" ({meta['repeat'] * EXTRA_RUNS['enqueue_single']} for enqueue_single),"
@@ -324,17 +412,32 @@ def render_markdown(
         "Throughput in tasks/s (higher is better); latency p50 in ms (lower is better).",
         "",
     ]
-    header = ["workload", "n", *libs, *(f"pgqueue ÷ {p}" for p in peers)]
+    best_column = ["pgqueue ÷ best peer"] if peers else []
+    header = ["workload", "n", *libs, *(f"pgqueue ÷ {p}" for p in peers), *best_column]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
+    not_available = {(r["workload"], r["lib"]) for r in runs if r.get("na")}
+    verdicts: dict[str, bool] = {}
     for workload in workloads:
         cells = summary.get(workload, {})
         unit = next((c["unit"] for c in cells.values()), "")
         n = meta["sizes"][workload]
         row = [f"{workload} ({unit})" if unit else workload, f"{n:,}"]
-        row += [_fmt(cells[lib]["median"], unit) if lib in cells else "error" for lib in libs]
+        row += [
+            _fmt(cells[lib]["median"], unit)
+            if lib in cells
+            else ("n/a" if (workload, lib) in not_available else "error")
+            for lib in libs
+        ]
         row += [_ratio(cells, p) for p in peers]
+        if peers:
+            best = best_peer_ratio(workload, cells, peers)
+            row.append("—" if best is None else f"{best[1]:.2f}x ({best[0]})")
+            if best is not None:
+                verdicts[workload] = _ahead(workload, best[1])
         lines.append("| " + " | ".join(row) + " |")
+    if peers:
+        lines += ["", _verdict_line(verdicts, workloads)]
 
     latency = summary.get("latency", {})
     if latency:
@@ -423,7 +526,7 @@ def _ceiling_lines(
     if ceiling is None or not ceiling["ratios"]:
         return []
     parts = ", ".join(
-        f"{workload} {summary[workload]['pgqueue']['median']:,.0f} tasks/s = **{ratio:.0%}**"
+        f"{workload} {summary[workload]['pgqueue']['median']:,.0f} tasks/s = **{ratio:.0%}** of it"
         for workload, ratio in ceiling["ratios"].items()
     )
     verdict = "met" if ceiling["passed"] else "NOT met"
@@ -448,7 +551,7 @@ async def _server_version(admin_dsn: str) -> str:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Benchmark pgqueue against pgqueuer, procrastinate and chancy."
+        description="Benchmark pgqueue against pgqueuer, procrastinate, chancy and oban."
     )
     parser.add_argument(
         "--dsn",
@@ -530,6 +633,7 @@ def main() -> int:
         "postgres": asyncio.run(_server_version(args.dsn)),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "peers_python": _peers_python_version() if any(lib in PEERS for lib in args.libs) else None,
         "quick": args.quick,
         "repeat": args.repeat,
         "sizes": sizes,

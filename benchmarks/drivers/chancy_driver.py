@@ -6,6 +6,8 @@ executor (`Chancy.Executor.Async`, the executor chancy recommends for I/O-bound 
 without it a worker fetches at most `concurrency` jobs per wake-up or 5 s poll). Chancy's logger
 is set to WARNING because at its default INFO level it logs a line per job. Finished jobs stay
 in the table with state `succeeded` (chancy's design; its pruner removes them later).
+The 64-pusher workloads share one `Chancy(dsn, max_connection_pool_size=64)`: `push` from
+asyncio tasks (enqueue_async64) and its blocking `sync_push` from threads (enqueue_threads64).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def _quiet_logger() -> logging.Logger:
 
 class ChancyAdapter(harness.Adapter):
     lib = "chancy"
+    has_sync = True
 
     def __init__(self, dsn: str, concurrency: int) -> None:
         super().__init__(dsn, concurrency)
@@ -51,7 +54,8 @@ class ChancyAdapter(harness.Adapter):
             "concurrency": self.concurrency,
             "eager_polling": True,
             "plugins": "defaults",
-            "pool_max_size": self._chancy.max_connection_pool_size,
+            "pool_max_size": 10,
+            "pool_max_size_64_pushers": harness.PUSHERS,
         }
 
     async def install(self) -> None:
@@ -72,6 +76,20 @@ class ChancyAdapter(harness.Adapter):
 
     def _job(self, payload: dict[str, Any]) -> Job:
         return Job(func=JOB_FUNC, queue=QUEUE, kwargs=payload)
+
+    async def open_concurrent_producer(self, pushers: int) -> None:
+        self._chancy = Chancy(self.dsn, log=_quiet_logger(), max_connection_pool_size=pushers)
+        await self._chancy.pool.open()
+
+    def open_sync_producer(self, pushers: int) -> None:
+        self._chancy = Chancy(self.dsn, log=_quiet_logger(), max_connection_pool_size=pushers)
+        self._chancy.sync_pool.open()
+
+    def push_one_sync(self, payload: dict[str, Any]) -> None:
+        self._chancy.sync_push(self._job(payload))
+
+    def close_sync_producer(self) -> None:
+        self._chancy.sync_pool.close()
 
     async def push_one(self, payload: dict[str, Any]) -> None:
         await self._chancy.push(self._job(payload))

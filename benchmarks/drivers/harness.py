@@ -9,7 +9,11 @@ implements the workloads on top of that, so every library is measured by the sam
 - `drain_1p` / `drain_2p`: N tasks pre-pushed (not timed), then 1 or 2 worker processes are
   started and the clock runs until the database shows no unfinished task;
 - `latency`: one idle worker process; N tasks pushed one at a time at 50/s, each carrying the
-  wall-clock time taken right before its push call; the handler records the time it starts.
+  wall-clock time taken right before its push call; the handler records the time it starts;
+- `enqueue_threads64`: N pushes, one call (one transaction) each, from 64 threads sharing one
+  blocking queue object of the library (n/a where the library has no blocking API);
+- `enqueue_async64`: N pushes, one call each, from 64 asyncio tasks sharing one async queue
+  object of the library.
 
 Worker processes are this same driver script started with `--role worker`. They talk to the
 parent over stdin/stdout with one word per line: the worker prints `ready` once imported, the
@@ -29,6 +33,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -36,15 +41,26 @@ from typing import Any, ClassVar, TextIO
 
 from pgconn import Db
 
-WORKLOADS: tuple[str, ...] = ("enqueue_single", "enqueue_batch", "drain_1p", "drain_2p", "latency")
+WORKLOADS: tuple[str, ...] = (
+    "enqueue_single",
+    "enqueue_batch",
+    "enqueue_threads64",
+    "enqueue_async64",
+    "drain_1p",
+    "drain_2p",
+    "latency",
+)
 DEFAULT_N: dict[str, int] = {
     "enqueue_single": 5_000,
+    "enqueue_threads64": 20_000,
+    "enqueue_async64": 20_000,
     "enqueue_batch": 50_000,
     "drain_1p": 20_000,
     "drain_2p": 20_000,
     "latency": 300,
 }
 BATCH_SIZE = 1_000
+PUSHERS = 64  # threads or asyncio tasks of the enqueue_threads64 / enqueue_async64 workloads
 LATENCY_RATE_PER_S = 50.0
 LATENCY_WARMUP_TASKS = 5
 POLL_INTERVAL_S = 0.05
@@ -118,6 +134,26 @@ class Adapter(abc.ABC):
     def has_unfinished_sql(self) -> str:
         """A cheap query telling whether any no-op task is unfinished (polled every 50 ms)."""
 
+    async def open_concurrent_producer(self, pushers: int) -> None:
+        """Prepare for `pushers` concurrent `push_one` calls on one queue object (a pool big
+        enough for them where the library has a pool setting). Default: `open_producer`."""
+        await self.open_producer()
+
+    # The blocking API, for enqueue_threads64; a library without one leaves `has_sync` False.
+    has_sync: ClassVar[bool] = False
+
+    def open_sync_producer(self, pushers: int) -> None:
+        """Open one blocking queue object shared by `pushers` threads."""
+        raise NotImplementedError(f"{self.lib} has no blocking API")
+
+    def push_one_sync(self, payload: dict[str, Any]) -> None:
+        """Push one no-op task in one blocking call (one transaction); called from many threads."""
+        raise NotImplementedError(f"{self.lib} has no blocking API")
+
+    def close_sync_producer(self) -> None:
+        """Release what `open_sync_producer` acquired."""
+        raise NotImplementedError(f"{self.lib} has no blocking API")
+
     async def prefill(self, db: Db, terminal: int, delayed: int) -> None:
         """Insert `terminal` finished and `delayed` far-future rows directly by SQL."""
         raise NotImplementedError(f"{self.lib} has no prefill for the scale check")
@@ -181,6 +217,10 @@ async def _run_workload(
             result.update(await _enqueue_single(adapter, probe, n))
         elif workload == "enqueue_batch":
             result.update(await _enqueue_batch(adapter, probe, n))
+        elif workload == "enqueue_threads64":
+            result.update(await _enqueue_threads(adapter, probe, n))
+        elif workload == "enqueue_async64":
+            result.update(await _enqueue_async(adapter, probe, n))
         elif workload in ("drain_1p", "drain_2p"):
             processes = args.processes or (1 if workload == "drain_1p" else 2)
             timeout = args.timeout or max(120.0, n / 100)
@@ -218,6 +258,61 @@ async def _enqueue_batch(adapter: Adapter, probe: Db, n: int) -> dict[str, Any]:
         await adapter.close_producer()
     await _expect_unfinished(adapter, probe, n)
     return {"value": n / seconds, "unit": "tasks/s", "seconds": seconds, "batch": BATCH_SIZE}
+
+
+async def _enqueue_threads(adapter: Adapter, probe: Db, n: int) -> dict[str, Any]:
+    """N pushes from PUSHERS threads through one blocking queue object; the clock runs from
+    releasing the (already started) threads until the last one is done."""
+    if not adapter.has_sync:
+        return {"value": None, "unit": "tasks/s", "na": "no blocking API"}
+    await asyncio.to_thread(adapter.open_sync_producer, PUSHERS)
+    start = threading.Barrier(PUSHERS + 1)
+    errors: list[BaseException] = []
+
+    def pusher(index: int) -> None:
+        start.wait()
+        try:
+            for i in range(index, n, PUSHERS):
+                adapter.push_one_sync({"i": i})
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    def run() -> float:
+        threads = [threading.Thread(target=pusher, args=(k,)) for k in range(PUSHERS)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - started
+
+    try:
+        seconds = await asyncio.to_thread(run)
+    finally:
+        await asyncio.to_thread(adapter.close_sync_producer)
+    if errors:
+        raise RuntimeError(f"{len(errors)} pusher thread(s) failed") from errors[0]
+    await _expect_unfinished(adapter, probe, n)
+    return {"value": n / seconds, "unit": "tasks/s", "seconds": seconds, "pushers": PUSHERS}
+
+
+async def _enqueue_async(adapter: Adapter, probe: Db, n: int) -> dict[str, Any]:
+    """N pushes from PUSHERS asyncio tasks through one async queue object."""
+    await adapter.open_concurrent_producer(PUSHERS)
+
+    async def pusher(index: int) -> None:
+        for i in range(index, n, PUSHERS):
+            await adapter.push_one({"i": i})
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(pusher(k) for k in range(PUSHERS)))
+        seconds = time.perf_counter() - started
+    finally:
+        await adapter.close_producer()
+    await _expect_unfinished(adapter, probe, n)
+    return {"value": n / seconds, "unit": "tasks/s", "seconds": seconds, "pushers": PUSHERS}
 
 
 async def _drain(

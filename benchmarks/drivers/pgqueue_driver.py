@@ -3,7 +3,9 @@
 Configuration: `AsyncQueue(dsn)` with its defaults; kind `noop` registered with
 `worker_count=concurrency` (10), `attempt_timeout=30`, `max_attempts=3` and
 `terminal_tasks_ttl=0`, so a finished task's row is deleted at once and "done" means that no
-row of the kind is left.
+row of the kind is left. The 64-pusher workloads use one `AsyncQueue(dsn, max_connections=64)`
+(enqueue_async64) or one blocking `Queue(dsn, max_connections=64)` (enqueue_threads64): a pool
+connection per pusher (the default is 8).
 
 The scale check (`--prefill-terminal`, `--prefill-delayed`) inserts rows straight into
 `pgqueue.tasks`: finished rows of another kind, and rows of the measured kind that are due in
@@ -21,7 +23,7 @@ from pgconn import Db
 
 import pgqueue
 import pgqueue.migrate
-from pgqueue import AsyncQueue, KindOptions, Task
+from pgqueue import AsyncQueue, KindOptions, Queue, Task
 
 KIND = "noop"
 ARCHIVED_KIND = "archived"
@@ -49,10 +51,13 @@ async def noop(envelope: Any) -> None:
 
 class PgqueueAdapter(harness.Adapter):
     lib = "pgqueue"
+    has_sync = True
 
     def __init__(self, dsn: str, concurrency: int) -> None:
         super().__init__(dsn, concurrency)
         self._queue: AsyncQueue | None = None
+        self._sync_queue: Queue | None = None
+        self._pushers: int | None = None
 
     def version(self) -> str:
         try:
@@ -75,10 +80,12 @@ class PgqueueAdapter(harness.Adapter):
             "attempt_timeout": 30.0,
             "max_attempts": 3,
             "terminal_tasks_ttl": 0,
+            "max_connections": 8,
+            "max_connections_64_pushers": harness.PUSHERS,
         }
 
-    def _new_queue(self) -> AsyncQueue:
-        queue = AsyncQueue(self.dsn)
+    def _new_queue(self, max_connections: int = 8) -> AsyncQueue:
+        queue = AsyncQueue(self.dsn, max_connections=max_connections)
         queue.register_kind(KIND, noop, self._options())
         return queue
 
@@ -88,6 +95,24 @@ class PgqueueAdapter(harness.Adapter):
 
     async def open_producer(self) -> None:
         self._queue = self._new_queue()
+
+    async def open_concurrent_producer(self, pushers: int) -> None:
+        self._pushers = pushers
+        self._queue = self._new_queue(max_connections=pushers)
+
+    def open_sync_producer(self, pushers: int) -> None:
+        self._pushers = pushers
+        self._sync_queue = Queue(self.dsn, max_connections=pushers)
+        self._sync_queue.register_kind(KIND, lambda envelope: None, self._options())
+
+    def push_one_sync(self, payload: dict[str, Any]) -> None:
+        assert self._sync_queue is not None
+        self._sync_queue.push_task(Task(kind=KIND, payload=payload))
+
+    def close_sync_producer(self) -> None:
+        if self._sync_queue is not None:
+            self._sync_queue.close()
+            self._sync_queue = None
 
     async def push_one(self, payload: dict[str, Any]) -> None:
         assert self._queue is not None

@@ -4,6 +4,9 @@ Configuration: one asyncpg connection per process (`AsyncpgDriver`, as in pgqueu
 examples); default durable tables; the worker is a `QueueManager` run with
 `batch_size=concurrency` (10, also pgqueuer's default) and no global cap on in-flight jobs.
 Finished jobs are deleted from the queue table by pgqueuer itself (moved to its log table).
+The 64-pusher workloads: enqueue_async64 shares one `AsyncpgPoolDriver` over an asyncpg pool of
+64 connections; enqueue_threads64 shares one `SyncQueries(SyncPsycopgDriver(conn))`, pgqueuer's
+blocking API, which takes one autocommit psycopg connection (it has no pool setting).
 """
 
 from __future__ import annotations
@@ -15,21 +18,27 @@ from typing import Any
 
 import asyncpg
 import harness
-from pgqueuer.db import AsyncpgDriver
+import psycopg
+from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver, SyncPsycopgDriver
 from pgqueuer.models import Job
 from pgqueuer.qm import QueueManager
-from pgqueuer.queries import Queries
+from pgqueuer.queries import Queries, SyncQueries
 
 ENTRYPOINT = "noop"
 
 
 class PgqueuerAdapter(harness.Adapter):
     lib = "pgqueuer"
+    has_sync = True
 
     def __init__(self, dsn: str, concurrency: int) -> None:
         super().__init__(dsn, concurrency)
         self._conn: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
         self._queries: Queries | None = None
+        self._sync_conn: psycopg.Connection | None = None
+        self._sync_queries: SyncQueries | None = None
+        self._pushers: int | None = None
 
     def version(self) -> str:
         return version("pgqueuer")
@@ -39,6 +48,8 @@ class PgqueuerAdapter(harness.Adapter):
             "driver": "AsyncpgDriver (one asyncpg connection per process)",
             "batch_size": self.concurrency,
             "max_concurrent_tasks": None,
+            "64_pushers": f"asyncpg pool of {harness.PUSHERS} (async);"
+            " one psycopg connection (sync: SyncQueries has no pool)",
         }
 
     async def install(self) -> None:
@@ -51,6 +62,26 @@ class PgqueuerAdapter(harness.Adapter):
     async def open_producer(self) -> None:
         self._conn = await asyncpg.connect(self.dsn)
         self._queries = Queries(AsyncpgDriver(self._conn))
+
+    async def open_concurrent_producer(self, pushers: int) -> None:
+        self._pushers = pushers
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=pushers, max_size=pushers)
+        self._queries = Queries(AsyncpgPoolDriver(self._pool))
+
+    def open_sync_producer(self, pushers: int) -> None:
+        self._pushers = pushers
+        self._sync_conn = psycopg.connect(self.dsn, autocommit=True)
+        self._sync_queries = SyncQueries(SyncPsycopgDriver(self._sync_conn))
+
+    def push_one_sync(self, payload: dict[str, Any]) -> None:
+        assert self._sync_queries is not None
+        self._sync_queries.enqueue(ENTRYPOINT, json.dumps(payload).encode())
+
+    def close_sync_producer(self) -> None:
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+            self._sync_conn = None
+            self._sync_queries = None
 
     async def push_one(self, payload: dict[str, Any]) -> None:
         assert self._queries is not None
@@ -69,7 +100,10 @@ class PgqueuerAdapter(harness.Adapter):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-            self._queries = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        self._queries = None
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         conn = await asyncpg.connect(self.dsn)

@@ -4,7 +4,9 @@ Configuration: `PsycopgConnector` (psycopg 3 async pool, up to concurrency + 2 c
 every concurrent job can finish without waiting for a connection, plus the LISTEN connection);
 worker run with `concurrency=10`, `listen_notify=True`, default polling interval, and
 `delete_jobs="successful"` so that, like pgqueue with a zero retention TTL and like pgqueuer,
-finished jobs do not stay in the jobs table.
+finished jobs do not stay in the jobs table. The 64-pusher workloads share one app whose pool
+has 64 connections: `defer_async` from asyncio tasks (enqueue_async64), and the blocking `defer`
+on an app with a `SyncPsycopgConnector` from threads (enqueue_threads64).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from importlib.metadata import version
 from typing import Any
 
 import harness
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 
 TASK_NAME = "noop"
 QUEUE = "bench"
@@ -24,11 +26,15 @@ DELETE_JOBS = "successful"
 UNFINISHED = "status IN ('todo', 'doing')"
 
 
-def _make_app(dsn: str, pool_size: int) -> App:
+def _make_app(dsn: str, pool_size: int, sync: bool = False) -> App:
     # The tasks are registered by explicit name in the process that runs them, so the
     # warning about an App defined in a __main__ module does not apply here.
     logging.getLogger("procrastinate.blueprints").setLevel(logging.ERROR)
-    connector = PsycopgConnector(conninfo=dsn, min_size=1, max_size=pool_size)
+    connector: PsycopgConnector | SyncPsycopgConnector
+    if sync:
+        connector = SyncPsycopgConnector(conninfo=dsn, min_size=1, max_size=pool_size)
+    else:
+        connector = PsycopgConnector(conninfo=dsn, min_size=1, max_size=pool_size)
     app = App(connector=connector)
 
     @app.task(name=TASK_NAME, queue=QUEUE)
@@ -40,6 +46,7 @@ def _make_app(dsn: str, pool_size: int) -> App:
 
 class ProcrastinateAdapter(harness.Adapter):
     lib = "procrastinate"
+    has_sync = True
 
     def __init__(self, dsn: str, concurrency: int) -> None:
         super().__init__(dsn, concurrency)
@@ -53,7 +60,8 @@ class ProcrastinateAdapter(harness.Adapter):
     def config(self) -> dict[str, Any]:
         return {
             "connector": "PsycopgConnector",
-            "pool_max_size": self._pool_size,
+            "pool_max_size": self.concurrency + 2,
+            "pool_max_size_64_pushers": harness.PUSHERS,
             "concurrency": self.concurrency,
             "listen_notify": True,
             "delete_jobs": DELETE_JOBS,
@@ -65,6 +73,23 @@ class ProcrastinateAdapter(harness.Adapter):
 
     async def open_producer(self) -> None:
         await self._app.open_async()
+
+    async def open_concurrent_producer(self, pushers: int) -> None:
+        self._pool_size = pushers
+        self._app = _make_app(self.dsn, pushers)
+        self._task = self._app.tasks[TASK_NAME]
+        await self._app.open_async()
+
+    def open_sync_producer(self, pushers: int) -> None:
+        self._app = _make_app(self.dsn, pushers, sync=True)
+        self._task = self._app.tasks[TASK_NAME]
+        self._app.open()
+
+    def push_one_sync(self, payload: dict[str, Any]) -> None:
+        self._task.defer(**payload)
+
+    def close_sync_producer(self) -> None:
+        self._app.close()
 
     async def push_one(self, payload: dict[str, Any]) -> None:
         await self._task.defer_async(**payload)
