@@ -120,7 +120,7 @@ bench-soak: $(STAMP) ## Soak: push at a fixed rate while workers drain for 20 mi
 test-soak-lite: $(STAMP) ## Two-minute soak at 1,000 tasks/s; fails when lag or the table's size grows without bound
 	$(BIN)/python benchmarks/soak.py --minutes 2 --rate 1000 --warmup 70 --check --max-lag 5 --max-growth 0.5 --out-dir build/soak
 
-bench-flow: $(STAMP) ## Flow control with 4 worker processes: unlimited drain, a kind limited to 1,000/s, group_concurrency=1 over 1,000 groups
+bench-flow: $(STAMP) ## Flow control with 4 worker processes: unlimited drain, a kind limited to 1,000/s, group_concurrency=1 over 1,000 groups, the unlimited drain beside a kind limited to 500/s
 	$(BIN)/python benchmarks/flow_control.py $(FLOW_ARGS)
 
 bench-workflows: $(STAMP) ## A 10,000-node fan-out + fan-in workflow vs 10,000 plain tasks, 4 worker processes (at least 30 % of the plain drain rate)

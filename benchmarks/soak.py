@@ -1,7 +1,8 @@
 """Soak: push at a fixed rate while workers drain, for minutes, and watch what grows.
 
 Usage: python benchmarks/soak.py [--minutes 20] [--rate 5000] [--ttl 0] [--workers 1]
-       [--pin-at 120 --pin-seconds 300] [--dsn URL] [--check] [--out-dir docs/images]
+       [--pin-at 120 --pin-seconds 300] [--limited-rate 0] [--dsn URL] [--check]
+       [--out-dir docs/images]
 
 Without ``--dsn`` it starts a PostgreSQL cluster of its own with stock settings (initdb with
 the ``pgserver`` wheel's binaries: autovacuum on, fsync on, default memory) on a free loopback
@@ -17,10 +18,17 @@ that records how long each task waited from its push to its start. Every 10 s th
 ``--pin-at S --pin-seconds N`` holds a ``REPEATABLE READ`` transaction (one ``SELECT``, then
 idle) open from second S for N seconds: it pins the MVCC horizon, so vacuum removes nothing.
 
+``--limited-rate R`` adds a second kind, ``soak_limited``, to the worker processes with
+``RateLimit(R, per=1)``, which the producer pushes at exactly R tasks/s (in batches of R/20, at
+most 50): nothing backs up, but every claim of it goes through the limiter. Its pushed and
+started rates, latency and lag are sampled and summarised apart from the unlimited kind's.
+
 It writes ``soak-<label>.json`` and ``soak-<label>.png`` (the series over time) into
 ``--out-dir`` and prints a summary. With ``--check`` it exits 1 when, after ``--warmup``
-seconds, the lag exceeds ``--max-lag`` or the table with its indexes grows past
-``--max-growth`` of its size at the end of the warm-up (the CI smoke run).
+seconds, the lag exceeds ``--max-lag``, the limited kind's lag exceeds ``--max-limited-lag``
+(default: ``--max-lag`` and one second more, for a second's worth of its limit) or the table
+with its indexes grows past ``--max-growth`` of its size at the end of the warm-up (the CI
+smoke run).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND = "soak"
+LIMITED = "soak_limited"
 BATCH = 50
 SAMPLE_SECONDS = 10.0
 
@@ -94,17 +103,21 @@ class ClaimTimer:
         await self.inner.close()
 
 
-async def worker_main(dsn: str, ttl: float, worker_count: int) -> None:
-    from pgqueue import AsyncQueue, KindOptions
+async def worker_main(dsn: str, ttl: float, worker_count: int, limited_rate: float) -> None:
+    from pgqueue import AsyncQueue, KindOptions, RateLimit
     from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
     from pgqueue.store.queries import Queries
 
     claim_sql = Queries("pgqueue")["claim_due_tasks"]
     timer = ClaimTimer(AsyncPsycopgExecutor(dsn, max_size=4), claim_sql)
     waits: list[float] = []
+    limited_waits: list[float] = []
 
     async def handler(envelope: Any) -> None:
         waits.append(time.time() - envelope.payload["t"])
+
+    async def limited_handler(envelope: Any) -> None:
+        limited_waits.append(time.time() - envelope.payload["t"])
 
     queue = AsyncQueue(timer)
     queue.register_kind(
@@ -112,6 +125,17 @@ async def worker_main(dsn: str, ttl: float, worker_count: int) -> None:
         handler,
         KindOptions(attempt_timeout=30, worker_count=worker_count, terminal_tasks_ttl=ttl),
     )
+    if limited_rate:
+        queue.register_kind(
+            LIMITED,
+            limited_handler,
+            KindOptions(
+                attempt_timeout=30,
+                worker_count=worker_count,
+                terminal_tasks_ttl=ttl,
+                rate_limit=RateLimit(limited_rate, per=1.0),
+            ),
+        )
     await queue.start()
     print(json.dumps({"ready": True}), flush=True)
     stop = asyncio.Event()
@@ -121,8 +145,11 @@ async def worker_main(dsn: str, ttl: float, worker_count: int) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
         batch, waits[:] = list(waits), []
+        limited, limited_waits[:] = list(limited_waits), []
         claims, timer.seconds[:] = list(timer.seconds), []
         print(json.dumps({"started": len(batch), "waits": batch[:: max(1, len(batch) // 2000)],
+                          "limited_started": len(limited),
+                          "limited_waits": limited[:: max(1, len(limited) // 2000)],
                           "claims": len(claims), "claim_seconds": claims}), flush=True)  # fmt: skip
     await queue.close()
 
@@ -153,7 +180,7 @@ def stock_server(root: Path) -> Any:
 
 
 class Worker:
-    def __init__(self, dsn: str, ttl: float, worker_count: int) -> None:
+    def __init__(self, dsn: str, ttl: float, worker_count: int, limited_rate: float) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -166,6 +193,8 @@ class Worker:
                 str(ttl),
                 "--worker-count",
                 str(worker_count),
+                "--limited-rate",
+                str(limited_rate),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -189,19 +218,21 @@ class Worker:
         self.proc.wait(60)
 
 
-async def produce(dsn: str, rate: float, until: float, pushed: list[int]) -> None:
+async def produce(
+    dsn: str, rate: float, until: float, pushed: list[int], kind: str = KIND, batch: int = BATCH
+) -> None:
     from pgqueue import AsyncQueue, KindOptions, Task
 
     queue = AsyncQueue(dsn)
-    queue.declare_kind(KIND, KindOptions(attempt_timeout=30))
-    interval = BATCH / rate
+    queue.declare_kind(kind, KindOptions(attempt_timeout=30))
+    interval = batch / rate
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     async with queue:
         while loop.time() < until:
             stamp = time.time()
-            await queue.push_tasks([Task(KIND, {"t": stamp}) for _ in range(BATCH)])
-            pushed[0] += BATCH
+            await queue.push_tasks([Task(kind, {"t": stamp}) for _ in range(batch)])
+            pushed[0] += batch
             next_at += interval
             delay = next_at - loop.time()
             if delay > 0:
@@ -219,6 +250,11 @@ async def pin_horizon(dsn: str, at: float, seconds: float, log: list[str]) -> No
         await conn.rollback()
     log.append("horizon released")
 
+
+LAG_SQL = """
+SELECT coalesce(extract(epoch FROM now() - min(delayed_till)), 0)::float8 FROM pgqueue.tasks
+WHERE kind = %s AND status IN ('new', 'must_retry') AND delayed_till <= now()
+"""
 
 TABLE_SQL = """
 SELECT coalesce(s.n_dead_tup, 0), coalesce(s.n_live_tup, 0), pg_relation_size(c.oid),
@@ -250,9 +286,12 @@ async def soak(args: argparse.Namespace, dsn: str) -> int:
             "SELECT name, setting FROM pg_settings WHERE name IN"
             " ('autovacuum', 'fsync', 'shared_buffers', 'server_version')").fetchall())  # fmt: skip
         conn.execute(schema_ddl("pgqueue"))
-    print(f"soak: {args.minutes:g} min at {args.rate:g} tasks/s, TTL {args.ttl:g} s, "
+    beside = f" and {args.limited_rate:g}/s of a kind limited to it" if args.limited_rate else ""
+    print(f"soak: {args.minutes:g} min at {args.rate:g} tasks/s{beside}, TTL {args.ttl:g} s, "
           f"{args.workers} worker process(es); server {settings}", flush=True)  # fmt: skip
-    workers = [Worker(dsn, args.ttl, args.worker_count) for _ in range(args.workers)]
+    workers = [
+        Worker(dsn, args.ttl, args.worker_count, args.limited_rate) for _ in range(args.workers)
+    ]
     pumps = [asyncio.create_task(w.pump()) for w in workers]
     for worker in workers:
         await asyncio.wait_for(worker.lines.get(), 60)  # ready
@@ -260,30 +299,38 @@ async def soak(args: argparse.Namespace, dsn: str) -> int:
     start = loop.time()
     until = start + args.minutes * 60
     pushed = [0]
+    limited_pushed = [0]
     events: list[str] = []
     background = [asyncio.create_task(produce(dsn, args.rate, until, pushed))]
+    if args.limited_rate:
+        batch = max(1, min(BATCH, round(args.limited_rate / 20)))
+        background.append(asyncio.create_task(
+            produce(dsn, args.limited_rate, until, limited_pushed, LIMITED, batch)))  # fmt: skip
     if args.pin_seconds:
         background.append(
             asyncio.create_task(pin_horizon(dsn, start + args.pin_at, args.pin_seconds, events))
         )
     samples: list[dict[str, Any]] = []
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        last_pushed = 0
+        last_pushed = last_limited_pushed = 0
         while loop.time() < until:
             await asyncio.sleep(SAMPLE_SECONDS)
             waits: list[float] = []
+            limited_waits: list[float] = []
             claim_seconds: list[float] = []
-            started = 0
+            started = limited_started = 0
             for worker in workers:
                 report = await asyncio.wait_for(worker.lines.get(), 3 * SAMPLE_SECONDS)
                 waits += report["waits"]
                 claim_seconds += report["claim_seconds"]
                 started += report["started"]
+                limited_waits += report["limited_waits"]
+                limited_started += report["limited_started"]
             dead, live, heap, total, indexes = await (await conn.execute(TABLE_SQL)).fetchone()  # type: ignore[misc]
-            lag_row = await (await conn.execute(
-                "SELECT coalesce(extract(epoch FROM now() - min(delayed_till)), 0)::float8"
-                " FROM pgqueue.tasks WHERE kind = %s AND status IN ('new', 'must_retry')"
-                " AND delayed_till <= now()", (KIND,))).fetchone()  # fmt: skip
+            lags = {}
+            for kind in (KIND, LIMITED) if args.limited_rate else (KIND,):
+                lag_row = await (await conn.execute(LAG_SQL, (kind,))).fetchone()
+                lags[kind] = float(lag_row[0]) if lag_row else 0.0
             sample = {
                 "t": round(loop.time() - start, 1),
                 "pushed_per_s": (pushed[0] - last_pushed) / SAMPLE_SECONDS,
@@ -292,7 +339,7 @@ async def soak(args: argparse.Namespace, dsn: str) -> int:
                 "latency_p99_ms": 1000 * percentile(waits, 0.99),
                 "claim_p50_ms": 1000 * percentile(claim_seconds, 0.50),
                 "claim_p99_ms": 1000 * percentile(claim_seconds, 0.99),
-                "lag_s": float(lag_row[0]) if lag_row else 0.0,
+                "lag_s": lags[KIND],
                 "dead_rows": int(dead),
                 "live_rows": int(live),
                 "table_bytes": int(heap),
@@ -300,8 +347,17 @@ async def soak(args: argparse.Namespace, dsn: str) -> int:
                 "index_bytes": indexes or {},
                 "events": list(events),
             }
+            if args.limited_rate:
+                sample["limited"] = {
+                    "pushed_per_s": (limited_pushed[0] - last_limited_pushed) / SAMPLE_SECONDS,
+                    "started_per_s": limited_started / SAMPLE_SECONDS,
+                    "latency_p50_ms": 1000 * percentile(limited_waits, 0.50),
+                    "latency_p99_ms": 1000 * percentile(limited_waits, 0.99),
+                    "lag_s": lags[LIMITED],
+                }
             events.clear()
             last_pushed = pushed[0]
+            last_limited_pushed = limited_pushed[0]
             samples.append(sample)
             print(json.dumps({k: v for k, v in sample.items() if k != "index_bytes"}), flush=True)
     await asyncio.gather(*background)
@@ -318,7 +374,7 @@ def report_and_check(
     out.mkdir(parents=True, exist_ok=True)
     label = args.label or f"{args.rate:g}-ttl{args.ttl:g}" + (
         f"-pin{args.pin_seconds:g}" if args.pin_seconds else ""
-    )
+    ) + (f"-lim{args.limited_rate:g}" if args.limited_rate else "")
     after = [s for s in samples if s["t"] > args.warmup]
     at_warmup = next((s for s in samples if s["t"] >= args.warmup), samples[0])
     summary = {
@@ -338,6 +394,19 @@ def report_and_check(
             "claim_p99_ms_max": max((s["claim_p99_ms"] for s in after), default=None),
         },
     }
+    if args.limited_rate:
+        limited = [s["limited"] for s in after]
+        summary["limited"] = {
+            "rate_limit": args.limited_rate,
+            "pushed_per_s_mean": statistics.fmean(s["pushed_per_s"] for s in limited)
+            if limited
+            else None,
+            "started_per_s_mean": statistics.fmean(s["started_per_s"] for s in limited)
+            if limited
+            else None,
+            "latency_p99_ms_max": max((s["latency_p99_ms"] for s in limited), default=None),
+            "lag_s_max": max((s["lag_s"] for s in limited), default=None),
+        }
     (out / f"soak-{label}.json").write_text(
         json.dumps({"summary": summary, "samples": samples}, indent=1)
     )
@@ -352,6 +421,13 @@ def report_and_check(
     else:
         if stats["lag_s_max"] > args.max_lag:
             failures.append(f"lag reached {stats['lag_s_max']:.1f} s (limit {args.max_lag:g} s)")
+        if args.limited_rate:
+            bound = args.max_limited_lag if args.max_limited_lag is not None else args.max_lag + 1
+            limited_lag = summary["limited"]["lag_s_max"]
+            if limited_lag > bound:
+                failures.append(
+                    f"the limited kind's lag reached {limited_lag:.1f} s (limit {bound:g} s)"
+                )
         limit = at_warmup["total_bytes"] * (1 + args.max_growth)
         if stats["total_bytes_max"] > limit:
             failures.append(
@@ -378,7 +454,11 @@ def plot(samples: list[dict[str, Any]], path: Path, label: str, args: argparse.N
     a.plot(t, [s["latency_p99_ms"] for s in samples], label="p99")
     a.set_title("push → start latency (ms)")
     a.legend()
-    b.plot(t, [s["lag_s"] for s in samples], color="tab:red")
+    b.plot(t, [s["lag_s"] for s in samples], color="tab:red", label=KIND)
+    if args.limited_rate:
+        b.plot(t, [s["limited"]["lag_s"] for s in samples], color="tab:purple",
+               label=f"{LIMITED} (RateLimit {args.limited_rate:g}/s)")  # fmt: skip
+        b.legend()
     b.set_title("lag: oldest due task (s)")
     c.plot(t, [s["claim_p50_ms"] for s in samples], label="claim p50")
     c.plot(t, [s["claim_p99_ms"] for s in samples], label="claim p99")
@@ -394,7 +474,8 @@ def plot(samples: list[dict[str, Any]], path: Path, label: str, args: argparse.N
     if args.pin_seconds:
         for ax in axes.flat:
             ax.axvspan(args.pin_at / 60, (args.pin_at + args.pin_seconds) / 60, alpha=0.15)
-    fig.suptitle(f"soak {label}: {args.rate:g} tasks/s, TTL {args.ttl:g} s")
+    beside = f" + {args.limited_rate:g}/s rate-limited" if args.limited_rate else ""
+    fig.suptitle(f"soak {label}: {args.rate:g} tasks/s{beside}, TTL {args.ttl:g} s")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -415,14 +496,28 @@ def main() -> None:
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--max-lag", type=float, default=1.0)
     parser.add_argument("--max-growth", type=float, default=0.2)
+    parser.add_argument(
+        "--limited-rate",
+        type=float,
+        default=0.0,
+        help="tasks/s of a second kind with a rate limit of as many (0: none)",
+    )
+    parser.add_argument(
+        "--max-limited-lag",
+        type=float,
+        default=None,
+        help="--check bound on the limited kind's lag (default: --max-lag + 1 s)",
+    )
     parser.add_argument("--out-dir", default="docs/images")
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     if args.role == "worker":
-        asyncio.run(worker_main(args.dsn, args.ttl, args.worker_count))
+        asyncio.run(worker_main(args.dsn, args.ttl, args.worker_count, args.limited_rate))
         return
     if args.rate <= 0 or args.minutes <= 0:
         parser.error("--rate and --minutes must be positive")
+    if args.limited_rate < 0:
+        parser.error("--limited-rate must be positive (or 0: none)")
     sys.exit(asyncio.run(run(args)))
 
 
