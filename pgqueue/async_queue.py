@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
@@ -65,6 +66,9 @@ def async_executor_for(
     )
 
 
+log = logging.getLogger("pgqueue.push")
+
+
 class AsyncQueue(QueueBase):
     """A durable task queue on PostgreSQL, with an awaitable API.
 
@@ -107,7 +111,26 @@ class AsyncQueue(QueueBase):
 
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
-        ids = await self.executor.run(self._push_one_op(task, delay))
+        kind = self._quiet_push_kind(task, delay)
+        if kind is None:
+            ids = await self.executor.run(self._push_one_op(task, delay))
+        else:
+            wakeups = self._wakeups
+            notify = wakeups.begin(kind)
+            try:
+                ids = await self.executor.run(self._push_one_op(task, delay, notify))
+            except BaseException:
+                wakeups.end(kind, notify, committed=False)
+                raise
+            if wakeups.end(kind, notify, committed=True):
+                try:
+                    while wakeups.owed(kind):
+                        await self.executor.run(operations.notify_kinds(self.queries, [kind]))
+                except BaseException as exc:  # the push is done: a lost wake-up costs latency
+                    wakeups.abandon(kind)
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.warning("waking the workers of %r after pushes failed: %s", kind, exc)
         if self.events.listeners:
             self._report_pushed((task,), ids)
         return ids[0]

@@ -14,6 +14,7 @@ from pgqueue.events import EventBus, Listener, TasksPushed
 from pgqueue.options import KindOptions, to_seconds
 from pgqueue.periodic import Periodic, make_schedule
 from pgqueue.registry import Handler, KindRegistry
+from pgqueue.runtime.wakeups import PushWakeups
 from pgqueue.store import operations
 from pgqueue.store.executor import Operation, Steps
 from pgqueue.store.operations import LimitOverrides
@@ -50,6 +51,7 @@ class QueueBase:
     def __init__(self, *, schema: str = DEFAULT_SCHEMA, stamps: Sequence[Stamp] = ()) -> None:
         self.queries = Queries(schema)
         self.registry = KindRegistry()
+        self._wakeups = PushWakeups()  # concurrent pushes of a kind share a wake-up
         self.stamps = list(stamps)
         for stamp in self.stamps:
             if not callable(stamp):
@@ -164,10 +166,19 @@ class QueueBase:
         self._check_open()
         return operations.push_tasks(self.registry, self.queries, tasks, delay)
 
-    def _push_one_op(self, task: Task, delay: Delay) -> Operation[list[int | None]]:
+    def _push_one_op(
+        self, task: Task, delay: Delay, notify: bool = True
+    ) -> Operation[list[int | None]]:
         if not isinstance(task, Task):
             raise InvalidTask(f"expected a Task, got {type(task).__name__}")
-        return self._push_op([task], delay)
+        self._check_open()
+        return operations.push_tasks(self.registry, self.queries, [task], delay, notify)
+
+    def _quiet_push_kind(self, task: Task, delay: Delay) -> str | None:
+        """The kind whose wake-up this push may share (a task due now), else None."""
+        if isinstance(task, Task) and (delay == 0 or delay == timedelta(0)):
+            return task.kind
+        return None
 
     def _push_workflow_op(self, workflow: Workflow) -> Operation[operations.WorkflowIds]:
         self._check_open()

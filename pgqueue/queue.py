@@ -8,6 +8,7 @@ handlers run on its bounded thread pool.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
@@ -38,6 +39,8 @@ from pgqueue.typed import QueueTaskDecorator
 from pgqueue.workflow import Workflow
 
 T = TypeVar("T")
+
+log = logging.getLogger("pgqueue.push")
 
 
 class _LoopThread:
@@ -129,7 +132,26 @@ class Queue(QueueBase):
 
     def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task; its id, or ``None`` when its ``(kind, external_key)`` exists."""
-        ids = self.executor.run(self._push_one_op(task, delay))
+        kind = self._quiet_push_kind(task, delay)
+        if kind is None:
+            ids = self.executor.run(self._push_one_op(task, delay))
+        else:
+            wakeups = self._wakeups
+            notify = wakeups.begin(kind)
+            try:
+                ids = self.executor.run(self._push_one_op(task, delay, notify))
+            except BaseException:
+                wakeups.end(kind, notify, committed=False)
+                raise
+            if wakeups.end(kind, notify, committed=True):
+                try:
+                    while wakeups.owed(kind):
+                        self.executor.run(operations.notify_kinds(self.queries, [kind]))
+                except BaseException as exc:  # the push is done: a lost wake-up costs latency
+                    wakeups.abandon(kind)
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.warning("waking the workers of %r after pushes failed: %s", kind, exc)
         if self.events.listeners:
             self._report_pushed((task,), ids)
         return ids[0]

@@ -35,6 +35,7 @@ KIND = "conformance"
 # Parameters for every named statement, in the Python types pgqueue's code passes.
 STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
     "push_task": {
+        "notify": True,
         "kind": KIND,
         "payload": '{"n": 1}',
         "external_key": "key-1",
@@ -46,6 +47,7 @@ STATEMENT_PARAMS: dict[str, dict[str, Any]] = {
         "trace_context": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     },
     "push_keyless_task": {
+        "notify": True,
         "kind": KIND,
         "payload": None,
         "max_attempts": 3,

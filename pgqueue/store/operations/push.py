@@ -50,8 +50,12 @@ def push_tasks(
     queries: Queries,
     tasks: Sequence[Task],
     delay: float | int | timedelta = 0,
+    notify: bool = True,
 ) -> Operation[list[int | None]]:
     """Validate ``tasks`` (raising before any SQL) and build the operation that inserts them.
+
+    ``notify=False`` leaves out the wake-up of a single uncapped task (the caller sends it
+    after the commit: see :mod:`pgqueue.runtime.wakeups`); batches always notify.
 
     The operation returns one id per task, ``None`` where the ``(kind, external_key)`` exists.
     Kinds with ``max_pending`` are locked and counted first, in one transaction, so the cap
@@ -63,7 +67,7 @@ def push_tasks(
     seconds = delay_seconds(delay)
     trace = current_trace_context()  # None, at the cost of one test, without OpenTelemetry
     if len(tasks) == 1:
-        single = _push_uncapped_one(registry, queries, tasks[0], seconds, trace)
+        single = _push_uncapped_one(registry, queries, tasks[0], seconds, trace, notify)
         if single is not None:
             return single
     rows: list[tuple[str, Any, str | None, int, int, str | None, str | None]] = []
@@ -176,6 +180,7 @@ def _single_push(
     priority: int,
     group: str | None,
     trace: str | None = None,
+    notify: bool = True,
 ) -> Statement:
     """The statement that inserts one task: a plain INSERT unless it has a key to dedupe on."""
     return Statement(
@@ -191,6 +196,7 @@ def _single_push(
             "priority": priority,
             "task_group": group,
             "trace_context": trace,
+            "notify": notify,
         },
     )
 
@@ -224,7 +230,12 @@ def _priority_and_group(task: Task, spec: KindSpec) -> tuple[int, str | None]:
 
 
 def _push_uncapped_one(
-    registry: KindRegistry, queries: Queries, task: Task, seconds: float, trace: str | None
+    registry: KindRegistry,
+    queries: Queries,
+    task: Task,
+    seconds: float,
+    trace: str | None,
+    notify: bool = True,
 ) -> Operation[list[int | None]] | None:
     """The common single push, with less to build; None for a capped kind (counted first)."""
     if not isinstance(task, Task):
@@ -250,6 +261,7 @@ def _push_uncapped_one(
         priority,
         group,
         trace,
+        notify,
     )
 
     def steps() -> Steps[list[int | None]]:

@@ -6,6 +6,7 @@
 -- Returns the id, the notification, and the row's created_at and delayed_till.
 -- A task due now notifies 'p:<kind>'; one due within notify_within seconds notifies
 -- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
+-- NOTIFY false: no notification (the caller wakes the workers after the commit).
 WITH inserted AS (
     INSERT INTO __schema__.tasks
         (kind, payload, external_key, attempts_left, max_attempts, delayed_till, priority,
@@ -18,7 +19,8 @@ WITH inserted AS (
     RETURNING id, kind, delayed_till, created_at
 )
 SELECT id,
-       CASE WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind)
+       CASE WHEN NOT %(notify)s::boolean THEN NULL
+            WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind)
             WHEN %(delay)s::float8 <= %(notify_within)s::float8
             THEN pg_notify(%(channel)s, 'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
        END,
@@ -35,7 +37,8 @@ VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
         now() + make_interval(secs => %(delay)s), %(priority)s, %(task_group)s,
         %(trace_context)s)
 RETURNING id,
-          CASE WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
+          CASE WHEN NOT %(notify)s::boolean THEN NULL
+               WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
                THEN pg_notify(%(channel)s,
                               'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
