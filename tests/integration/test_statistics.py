@@ -95,3 +95,48 @@ def test_a_running_queue_analyzes_a_new_table_within_seconds(db: Database) -> No
             if analyzed is None:
                 time.sleep(0.2)
     assert analyzed is not None
+
+
+def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_grew(
+    db: Database,
+) -> None:
+    """A drained queue's table is emptied and truncated by vacuum, which also sets its
+    statistics (no rows, no pages): the plans made next are those of a new table, and stay made
+    until autovacuum's next visit, a minute later, however far the table grows meanwhile."""
+    queries = Queries(db.schema)
+    db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
+    with Queue(db.dsn, schema=db.schema) as queue, psycopg.connect(db.dsn, autocommit=True) as conn:
+        queue.declare_kind("k", KindOptions(attempt_timeout=30))
+        queue.push_tasks([Task("k", n) for n in range(5000)])
+        conn.execute(f"ANALYZE {db.schema}.tasks")  # statistics exist: not a new table
+        db.fetch("DELETE FROM {schema}.tasks")  # the queue ran dry (TTL 0)
+        conn.execute(f"VACUUM (ANALYZE) {db.schema}.tasks")  # autovacuum's visit: truncated
+        pages = db.fetch("SELECT relpages FROM pg_class WHERE oid = '{schema}.tasks'::regclass")
+        assert pages[0][0] <= 1
+        assert queue.executor.run(operations.refresh_statistics(queries)) is None
+        conn.prepare_threshold = None
+        prepared_claim(conn, queries)
+        for _ in range(12):  # custom plans, then the generic one: made on the emptied table
+            queue.push_task(Task("k", 0))
+            conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
+        for _ in range(8):
+            queue.push_tasks([Task("k", n) for n in range(5000)])
+        db.fetch(
+            "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
+            " ORDER BY id LIMIT 38000)"
+        )
+        before, scanned_before = claim_plan(conn)
+        deadline = time.monotonic() + 30
+        why = None
+        while why is None and time.monotonic() < deadline:
+            why = queue.executor.run(operations.refresh_statistics(queries))
+            if why is None:
+                time.sleep(0.1)
+        claim_plan(conn)  # the first read by index marks the deleted rows' entries dead
+        after, scanned_after = claim_plan(conn)
+        again = queue.executor.run(operations.refresh_statistics(queries))
+    print(f"claim buffers: {before} planned on the emptied table, {after} after ANALYZE")
+    assert why is not None and why.startswith("grew")
+    assert "tasks" in scanned_before and before > 2000  # four scans of the table
+    assert scanned_after == [] and after * 4 < before
+    assert again is None

@@ -87,7 +87,8 @@ def read_table_health(queries: Queries) -> Operation[TableHealth]:
 
 def refresh_statistics(queries: Queries, min_changes: int = MIN_CHANGES) -> Operation[str | None]:
     """ANALYZE the tasks table when its statistics are missing (a new table; autovacuum's first
-    visit can be a minute away) or stale where autovacuum does not serve it; returns why it
+    visit can be a minute away), taken on an eighth of its pages or fewer (vacuum emptied and
+    truncated it, then it grew) or stale where autovacuum does not serve it; returns why it
     ran, or None. One process of a fleet runs it (a transaction advisory lock)."""
 
     def steps() -> Steps[str | None]:

@@ -607,15 +607,20 @@ FROM settings AS o
 LEFT JOIN pg_stat_user_tables AS s ON s.relid = o.oid;
 
 -- name: tasks_need_statistics
--- Whether the planner's statistics of the tasks table are missing or, where autovacuum does not
--- serve the table, more than a minute and a thousand changes old: the caller then runs ANALYZE
--- (in this transaction, which holds the advisory lock, so one process of the fleet does).
--- Prepared statements keep the plan they were given while the statistics do not change: plans
--- made while a new table was nearly empty read it by sequential scans, and are made again only
--- once ANALYZE runs. The first column says why, NULL when nothing is to be done.
+-- Whether the planner's statistics of the tasks table are missing, no longer describe its size,
+-- or, where autovacuum does not serve the table, are more than a minute and a thousand changes
+-- old: the caller then runs ANALYZE (in this transaction, which holds the advisory lock, so one
+-- process of the fleet does). Prepared statements keep the plan they were given while the
+-- statistics do not change: plans made while the table was nearly empty (a new table, or one
+-- that vacuum has just emptied and truncated, which sets its statistics to no rows and no
+-- pages) read it by sequential scans, and are made again only once the statistics change. So
+-- a table that grew to eight times the pages its statistics were taken on (and past 128 pages)
+-- is analyzed too. The first column says why, NULL when nothing is to be done.
 WITH table_stats AS (
     SELECT s.n_mod_since_analyze AS changes,
            greatest(s.last_analyze, s.last_autoanalyze) AS analyzed,
+           c.relpages AS counted_pages,
+           pg_relation_size(c.oid) / current_setting('block_size')::int AS pages,
            current_setting('autovacuum')::boolean
            AND coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions)
                          WHERE option_name = 'autovacuum_enabled'), 'on')::boolean AS served
@@ -624,10 +629,14 @@ WITH table_stats AS (
     WHERE c.oid = '__schema__.tasks'::regclass
 )
 SELECT CASE WHEN analyzed IS NULL THEN 'never analyzed'
+            WHEN pages >= 8 * greatest(counted_pages, 16)
+                THEN 'grew from ' || counted_pages || ' to ' || pages || ' pages'
             ELSE 'not analyzed by autovacuum' END
 FROM table_stats
 WHERE changes >= %(min_changes)s
-  AND (analyzed IS NULL OR (NOT served AND analyzed < now() - interval '1 minute'))
+  AND (analyzed IS NULL
+       OR pages >= 8 * greatest(counted_pages, 16)
+       OR (NOT served AND analyzed < now() - interval '1 minute'))
   AND pg_try_advisory_xact_lock(hashtextextended('pgqueue analyze __schema__.tasks', 0));
 
 -- name: analyze_tasks
