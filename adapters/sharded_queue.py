@@ -149,12 +149,20 @@ class AsyncShardedQueue:
                 raise
             raise raised from exc
 
+    def _report(self, shard: int, tasks: Sequence[Task], local_ids: Sequence[int | None]) -> None:
+        """Tell the listeners (metrics) what a push inserted, through the shard's queue, as an
+        unsharded push does."""
+        queue = self.shards[shard]
+        if queue.events.listeners:
+            queue._report_pushed(tasks, local_ids)
+
     async def push_task(self, task: Task, delay: Delay = 0) -> int | None:
         """Push one task to its shard; its global id, or ``None`` when its key exists."""
         shard = self.routing.shard_of(task)
         queue = self.shards[shard]
         op = queue._push_one_op(task, delay)
         [local] = await self._on(shard, queue.executor.run(op), push=True)
+        self._report(shard, (task,), [local])
         return None if local is None else global_task_id(shard, local)
 
     async def push_tasks(self, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
@@ -171,10 +179,15 @@ class AsyncShardedQueue:
             return_exceptions=True,
         )
         results: dict[int, list[int | None]] = {}
+        failure: BaseException | None = None
         for shard, outcome in zip(ops, done, strict=True):
             if isinstance(outcome, BaseException):
-                raise outcome
+                failure = failure or outcome
+                continue
             results[shard] = outcome
+            self._report(shard, [tasks[p] for p in groups[shard]], outcome)  # it committed
+        if failure is not None:
+            raise failure
         return aligned(len(tasks), groups, results)
 
     async def _learn_identities(self, shards: Sequence[int], *, tolerant: bool) -> None:
@@ -216,6 +229,7 @@ class AsyncShardedQueue:
         before writing anything otherwise."""
         _queue, op = await self._checked_push(tasks, delay)
         shard, local_ids = await run_in_async(tx, op)
+        self._report(shard, tasks, local_ids)
         return global_ids(shard, local_ids)
 
     async def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
@@ -233,6 +247,7 @@ class AsyncShardedQueue:
         queue = self.shards[shard]
         op = queue._push_workflow_op(workflow)  # checks the workflow before any SQL
         local = await self._on(shard, queue.executor.run(op), push=True)
+        queue._report_workflow(workflow)
         return global_workflow_ids(shard, local)
 
     async def _checked_workflow(self, workflow: Workflow) -> Operation[tuple[int, WorkflowIds]]:
@@ -249,6 +264,7 @@ class AsyncShardedQueue:
         no shard of this queue; never commits or rolls back."""
         op = await self._checked_workflow(workflow)
         shard, local = await run_in_async(tx, op)
+        self.shards[shard]._report_workflow(workflow)
         return global_workflow_ids(shard, local)
 
     async def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:

@@ -130,6 +130,7 @@ class ShardedQueue:
     def push_tasks_tx(self, tx: Any, tasks: Sequence[Task], delay: Delay = 0) -> list[int | None]:
         _, op = self._thread.call(self._queue._checked_push(tasks, delay))
         shard, local_ids = run_in_sync(tx, op)
+        self._queue._report(shard, tasks, local_ids)
         return global_ids(shard, local_ids)
 
     def push_task_tx(self, tx: Any, task: Task, delay: Delay = 0) -> int | None:
@@ -145,6 +146,7 @@ class ShardedQueue:
         """Every node of ``workflow`` in the caller's open transaction, on its shard."""
         op = self._thread.call(self._queue._checked_workflow(workflow))
         shard, local = run_in_sync(tx, op)
+        self._queue.shards[shard]._report_workflow(workflow)
         return global_workflow_ids(shard, local)
 
     def get_workflow(self, workflow_id: str) -> list[WorkflowNode]:

@@ -1,6 +1,7 @@
 """Workflows on a sharded queue, its shards three databases of the test server: every node of
 a workflow lands on one shard (the next keyless slot's, or the transaction's), ids are global
-(parents and children too), ``get_workflow`` finds the shard, and the nodes drain in order."""
+(parents and children too), ``get_workflow`` finds the shard, and the nodes drain in order.
+Every sharded push, of tasks or of workflows, reaches the listeners (the pushed-tasks metric)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgqueue import Envelope, InvalidWorkflow, KindOptions, Status, Task, Workflow
+from pgqueue.events import Event, TasksPushed
 from pgqueue.adapters.shards import (
     NUM_SLOTS,
     AsyncShardedQueue,
@@ -171,3 +173,50 @@ async def test_the_async_sharded_queue_pushes_workflows_alone_and_in_a_transacti
         assert {n.id for n in nodes} == set(alone[2].values())
     finally:
         await queue.close()
+
+
+class PushCounter:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TasksPushed):
+            for kind, count in event.counts:
+                self.counts[kind] = self.counts.get(kind, 0) + count
+
+
+def test_every_sharded_push_reaches_the_listeners(shards: Shards) -> None:
+    counter = PushCounter()
+    with ShardedQueue(shards.dsns, schema=shards.schema, slot_map=INTERLEAVED) as queue:
+        queue.declare_kind("step", OPTIONS)
+        queue.declare_kind("one", OPTIONS)
+        queue.subscribe(counter)
+        assert queue.push_task(Task("one", 0, external_key="k1")) is not None
+        assert queue.push_task(Task("one", 0, external_key="k1")) is None  # not inserted
+        ids = queue.push_tasks([Task("one", n) for n in range(5)] + [Task("one", 9, "k1")])
+        assert ids[-1] is None and all(i is not None for i in ids[:-1])
+        shard = queue.shard_for("one", "k2")
+        with psycopg.connect(shards.dsns[shard]) as conn:
+            queue.push_task_tx(conn, Task("one", 0, external_key="k2"))
+            queue.push_workflow_tx(conn, diamond("tx"))
+        queue.push_workflow(diamond("alone"))
+    assert counter.counts == {"one": 7, "step": 8}
+
+
+async def test_every_async_sharded_push_reaches_the_listeners(shards: Shards) -> None:
+    counter = PushCounter()
+    queue = AsyncShardedQueue(shards.dsns, schema=shards.schema, slot_map=INTERLEAVED)
+    try:
+        queue.declare_kind("step", OPTIONS)
+        queue.declare_kind("one", OPTIONS)
+        queue.subscribe(counter)
+        await queue.push_task(Task("one", 0, external_key="k1"))
+        await queue.push_tasks([Task("one", n) for n in range(5)] + [Task("one", 9, "k1")])
+        shard = queue.shard_for("one", "k2")
+        async with await psycopg.AsyncConnection.connect(shards.dsns[shard]) as conn:
+            await queue.push_tasks_tx(conn, [Task("one", 0, external_key="k2")])
+            await queue.push_workflow_tx(conn, diamond("tx"))
+        await queue.push_workflow(diamond("alone"))
+    finally:
+        await queue.close()
+    assert counter.counts == {"one": 7, "step": 8}
