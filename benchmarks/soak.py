@@ -367,6 +367,40 @@ async def soak(args: argparse.Namespace, dsn: str) -> int:
     return report_and_check(args, settings, samples)
 
 
+def pin_windows(samples: list[dict[str, Any]], at: float, seconds: float) -> dict[str, Any]:
+    """The minute before the pin, the pin, and what follows the minute after its release (the
+    recovery the acceptance allows): rates, lag and claim times of each, and the claim time and
+    drain rate after the recovery minute as a ratio of the minute before."""
+    released = at + seconds
+    windows = {
+        "before": [s for s in samples if at - 60 < s["t"] <= at],
+        "pinned": [s for s in samples if at < s["t"] <= released],
+        "after_recovery_minute": [s for s in samples if s["t"] > released + 60],
+    }
+
+    def describe(window: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if not window:
+            return None
+        return {
+            "samples": len(window),
+            "pushed_per_s_mean": statistics.fmean(s["pushed_per_s"] for s in window),
+            "started_per_s_mean": statistics.fmean(s["started_per_s"] for s in window),
+            "lag_s_max": max(s["lag_s"] for s in window),
+            "claim_p50_ms_median": statistics.median(s["claim_p50_ms"] for s in window),
+            "claim_p99_ms_max": max(s["claim_p99_ms"] for s in window),
+            "latency_p99_ms_max": max(s["latency_p99_ms"] for s in window),
+        }
+
+    found: dict[str, Any] = {name: describe(window) for name, window in windows.items()}
+    before, after = found["before"], found["after_recovery_minute"]
+    if before and after:
+        found["after_over_before"] = {
+            "started_per_s": after["started_per_s_mean"] / before["started_per_s_mean"],
+            "claim_p50_ms": after["claim_p50_ms_median"] / before["claim_p50_ms_median"],
+        }
+    return found
+
+
 def size_baseline(samples: list[dict[str, Any]], warmup: float) -> int:
     """The largest size of table and indexes up to the end of the warm-up.
 
@@ -438,6 +472,8 @@ def report_and_check(
             "latency_p99_ms_max": max((s["latency_p99_ms"] for s in limited), default=None),
             "lag_s_max": max((s["lag_s"] for s in limited), default=None),
         }
+    if args.pin_seconds:
+        summary["pin"] = pin_windows(samples, args.pin_at, args.pin_seconds)
     (out / f"soak-{label}.json").write_text(
         json.dumps({"summary": summary, "samples": samples}, indent=1)
     )
