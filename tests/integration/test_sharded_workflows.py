@@ -15,7 +15,6 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from pgqueue import Envelope, InvalidWorkflow, KindOptions, Status, Task, Workflow
-from pgqueue.events import Event, TasksPushed
 from pgqueue.adapters.shards import (
     NUM_SLOTS,
     AsyncShardedQueue,
@@ -24,6 +23,7 @@ from pgqueue.adapters.shards import (
     WrongShard,
     split_task_id,
 )
+from pgqueue.events import Event, TasksPushed
 from pgqueue.store.operations import WorkflowIds
 from pgqueue.store.queries import schema_ddl
 from tests.helpers import Recorder
