@@ -42,6 +42,35 @@ def claim_plan(conn: psycopg.Connection[Any]) -> tuple[int, list[str]]:
     return buffers, [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"]
 
 
+def plan_then_grow(queue: Queue, conn: psycopg.Connection[Any], db: Database, batches: int) -> None:
+    """Prepare the claim and run it until its generic plan is made on the table as it is, then
+    grow the table as a busy queue does: ``batches`` of 5,000 tasks pushed, all but the last
+    2,000 ran and were deleted (the due ones are behind them)."""
+    conn.prepare_threshold = None  # this test's PREPARE is the only one on it
+    prepared_claim(conn, Queries(db.schema))
+    for _ in range(12):  # custom plans, then the generic one
+        queue.push_task(Task("k", 0))
+        conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
+    for _ in range(batches):
+        queue.push_tasks([Task("k", n) for n in range(5000)])
+    db.fetch(
+        "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
+        f" ORDER BY id LIMIT {batches * 5000 - 2000})"
+    )
+
+
+def refresh_until_analyzed(queue: Queue, queries: Queries) -> str | None:
+    """Run the statistics check until it analyzes (the pushes' statistics reach the views once
+    their backends report them, within a second or so); why it did, or None after 30 s."""
+    deadline = time.monotonic() + 30
+    why = None
+    while why is None and time.monotonic() < deadline:
+        why = queue.executor.run(operations.refresh_statistics(queries))
+        if why is None:
+            time.sleep(0.1)
+    return why
+
+
 def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_it(
     db: Database,
 ) -> None:
@@ -50,26 +79,9 @@ def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_
     db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
     with Queue(db.dsn, schema=db.schema) as queue, psycopg.connect(db.dsn, autocommit=True) as conn:
         queue.declare_kind("k", KindOptions(attempt_timeout=30))
-        conn.prepare_threshold = None  # this test's PREPARE is the only one on it
-        prepared_claim(conn, queries)
-        for _ in range(12):  # custom plans, then the generic one: made on a near-empty table
-            queue.push_task(Task("k", 0))
-            conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
-        for _ in range(4):
-            queue.push_tasks([Task("k", n) for n in range(5000)])
-        # As on a busy queue: the oldest tasks ran and were deleted, the due ones are behind.
-        db.fetch(
-            "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
-            " ORDER BY id LIMIT 18000)"
-        )
+        plan_then_grow(queue, conn, db, batches=4)  # planned on a near-empty table
         before, scanned_before = claim_plan(conn)
-        # The pushes' statistics reach the views once their backends report them (a second).
-        deadline = time.monotonic() + 30
-        why = None
-        while why is None and time.monotonic() < deadline:
-            why = queue.executor.run(operations.refresh_statistics(queries))
-            if why is None:
-                time.sleep(0.1)
+        why = refresh_until_analyzed(queue, queries)
         after, scanned_after = claim_plan(conn)
         again = queue.executor.run(operations.refresh_statistics(queries))
     print(f"claim buffers: {before} planned on the empty table, {after} after ANALYZE")
@@ -114,24 +126,9 @@ def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_g
         pages = db.fetch("SELECT relpages FROM pg_class WHERE oid = '{schema}.tasks'::regclass")
         assert pages[0][0] <= 1
         assert queue.executor.run(operations.refresh_statistics(queries)) is None
-        conn.prepare_threshold = None
-        prepared_claim(conn, queries)
-        for _ in range(12):  # custom plans, then the generic one: made on the emptied table
-            queue.push_task(Task("k", 0))
-            conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
-        for _ in range(8):
-            queue.push_tasks([Task("k", n) for n in range(5000)])
-        db.fetch(
-            "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
-            " ORDER BY id LIMIT 38000)"
-        )
+        plan_then_grow(queue, conn, db, batches=8)  # planned on the emptied table
         before, scanned_before = claim_plan(conn)
-        deadline = time.monotonic() + 30
-        why = None
-        while why is None and time.monotonic() < deadline:
-            why = queue.executor.run(operations.refresh_statistics(queries))
-            if why is None:
-                time.sleep(0.1)
+        why = refresh_until_analyzed(queue, queries)
         claim_plan(conn)  # the first read by index marks the deleted rows' entries dead
         after, scanned_after = claim_plan(conn)
         again = queue.executor.run(operations.refresh_statistics(queries))
