@@ -3,14 +3,14 @@
 Statements on pooled connections are prepared, and a prepared statement keeps its plan until the
 statistics of the tables it reads change. A new queue's first plans are made on a table that is
 nearly empty, where a sequential scan is the cheapest read: with tasks arriving by the thousand
-a second, those plans scan the whole table for every claimed row (half a second a claim at
-5,000 tasks/s) until autovacuum's first ANALYZE, up to a minute away, or never where
-autovacuum is off. A drained queue's table comes back to that state every autovacuum cycle:
-vacuum empties and truncates it and records no rows and no pages, and the plans made next are
-a new table's. So each process checks every second and, when the statistics are missing, no
-longer describe the table's size (it grew eightfold since), or are stale where autovacuum does
-not serve the table, one process of the fleet runs ANALYZE; the plans are then made again from
-what the table holds.
+a second, those plans scan the whole table in every claim (for every claimed row, before the
+claim's update was driven by its due rows: half a second a claim at 5,000 tasks/s) until
+autovacuum's first ANALYZE, up to a minute away, or never where autovacuum is off. A drained
+queue's table comes back to that state every autovacuum cycle: vacuum empties and truncates it
+and records no rows and no pages, and the plans made next are a new table's. So each process
+checks every second and, when the statistics are missing, no longer describe the table's size
+(it grew eightfold since), or are stale where autovacuum does not serve the table, one process
+of the fleet runs ANALYZE; the plans are then made again from what the table holds.
 """
 
 from __future__ import annotations

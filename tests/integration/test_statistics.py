@@ -1,5 +1,5 @@
 """The tasks table's planner statistics (pgqueue/runtime/statistics.py): a claim prepared while
-the table was nearly empty keeps a plan that scans the whole table for every claimed row, until
+the table was nearly empty keeps a plan that scans the whole table in every claim, until
 ANALYZE gives the planner the table's real size; pgqueue runs that ANALYZE itself."""
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_
         again = queue.executor.run(operations.refresh_statistics(queries))
     print(f"claim buffers: {before} planned on the empty table, {after} after ANALYZE")
     assert why == "never analyzed"
-    assert "tasks" in scanned_before and before > 1000  # a scan of the table per claimed row
-    assert scanned_after == [] and after * 10 < before
+    assert "tasks" in scanned_before and before > 500  # a sequential scan of the table
+    assert scanned_after == [] and after * 4 < before
     assert again is None  # analyzed a moment ago: nothing to do
 
 

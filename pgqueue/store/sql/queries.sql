@@ -188,10 +188,11 @@ WHERE kind = %(kind)s
 -- arrays, which the planner always takes for a few rows. (A plain join to ``due`` let it hash
 -- a sequential scan of the whole table for large claims; an id array beside that join let a
 -- generic plan read the whole array through the index again for every claimed row, 140 ms
--- instead of 7 for 500 rows of a 20,000-task queue.) FLOOR (NULL: none) starts the priority-0 range there instead of at the index's head:
--- the entries below the oldest due task are the dead versions of tasks already claimed, which
--- a long transaction elsewhere keeps vacuum from removing; the claim loop knows where its last
--- claim found the oldest due task. The last column is each priority-0 row's due time, for it.
+-- instead of 7 for 500 rows of a 20,000-task queue.) FLOOR (NULL: none) starts the priority-0
+-- range there instead of at the index's head: the entries below the oldest due task are the
+-- dead versions of tasks already claimed, which a long transaction elsewhere keeps vacuum from
+-- removing; the claim loop knows where its last claim found the oldest due task. The last
+-- column is each priority-0 row's due time, for it.
 WITH due AS (
     SELECT id, previous_token, due_at, row_number() OVER () AS position
     FROM (
