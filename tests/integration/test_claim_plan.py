@@ -156,28 +156,35 @@ def _explain_generic(
     return dict(plan[0]["Plan"])
 
 
+def _generic_claim_of_500(
+    db: Database, statement: str, params: dict[str, Any]
+) -> tuple[int, int, int]:
+    """Claim 500 of 20,000 due tasks of kind ``k`` by ``statement``'s generic plan (rolled
+    back): the rows it claimed, the buffers it touched, the rows its joins threw away."""
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, attempts_left, max_attempts, payload)
+                SELECT 'k', 3, 3, '{{}}' FROM generate_series(1, 20000)"""
+        )
+        conn.execute(f"INSERT INTO {db.schema}.kind_limits (kind) VALUES ('k')")
+        conn.execute(f"ANALYZE {db.schema}.tasks")
+        plan = _explain_generic(conn, Queries(db.schema)[statement], params)
+    buffers = int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
+    compared = _rows_removed_by_join_filters(plan)
+    print(f"{statement} of 500 by the generic plan: {buffers} buffers, {compared} compared away")
+    return int(plan["Actual Rows"]), buffers, compared
+
+
 def test_a_large_claim_by_a_generic_plan_reads_each_claimed_row_once(db: Database) -> None:
     """Statements on pooled connections are prepared and end up on their generic plan, made
     without the limit's value. The claim's update looked its rows up through an id array beside
     a join to the due rows; on a queue of 20,000 tasks that plan read the whole array through
     the primary key again for every claimed row: 449,000 buffers and 140 ms for a claim of 500,
     against 6,000 buffers and 7 ms by one lookup per row."""
-    queries = Queries(db.schema)
-    with psycopg.connect(db.dsn, autocommit=True) as conn:
-        conn.execute(
-            f"""INSERT INTO {db.schema}.tasks (kind, attempts_left, max_attempts, payload)
-                SELECT 'k', 3, 3, '{{}}' FROM generate_series(1, 20000)"""
-        )
-        conn.execute(f"ANALYZE {db.schema}.tasks")
-        plan = _explain_generic(
-            conn,
-            queries["claim_due_tasks"],
-            {"kind": "k", "limit": 500, "lease": 30.0, "floor": None},
-        )
-    buffers = int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
-    compared = _rows_removed_by_join_filters(plan)
-    print(f"a claim of 500 by the generic plan: {buffers} buffers, {compared} rows compared away")
-    assert plan["Actual Rows"] == 500
+    claimed, buffers, compared = _generic_claim_of_500(
+        db, "claim_due_tasks", {"kind": "k", "limit": 500, "lease": 30.0, "floor": None}
+    )
+    assert claimed == 500
     assert buffers < 30 * 500, buffers
     assert compared < 500, compared
 
@@ -188,39 +195,28 @@ def test_a_large_limited_claim_by_a_generic_plan_compares_no_list_with_another(
     """The claim of a limited kind joined its chosen rows to the rows it locked; its generic
     plan compared each of one list with each of the other (249,500 comparisons, 60 of its 78 ms
     for 500 rows)."""
-    queries = Queries(db.schema)
-    with psycopg.connect(db.dsn, autocommit=True) as conn:
-        conn.execute(
-            f"""INSERT INTO {db.schema}.tasks (kind, attempts_left, max_attempts, payload)
-                SELECT 'k', 3, 3, '{{}}' FROM generate_series(1, 20000)"""
-        )
-        conn.execute(f"INSERT INTO {db.schema}.kind_limits (kind) VALUES ('k')")
-        conn.execute(f"ANALYZE {db.schema}.tasks")
-        plan = _explain_generic(
-            conn,
-            queries["claim_limited_tasks"],
-            {
-                "kind": "k",
-                "limit": 500,
-                "lease": 30.0,
-                "rate": None,
-                "burst": None,
-                "global_concurrency": 1000,
-                "group_concurrency": None,
-                "counts_slots": True,
-                "group_rate": None,
-                "group_burst": None,
-                "scan": 2000,
-                "groups": None,
-                "prepaid": 0,
-                "reserve": 0,
-                "max_wait": 1.0,
-            },
-        )
-    buffers = int(plan["Shared Hit Blocks"]) + int(plan["Shared Read Blocks"])
-    compared = _rows_removed_by_join_filters(plan)
-    print(f"a limited claim of 500 by the generic plan: {buffers} buffers, {compared} compared")
-    assert plan["Actual Rows"] == 500
+    claimed, buffers, compared = _generic_claim_of_500(
+        db,
+        "claim_limited_tasks",
+        {
+            "kind": "k",
+            "limit": 500,
+            "lease": 30.0,
+            "rate": None,
+            "burst": None,
+            "global_concurrency": 1000,
+            "group_concurrency": None,
+            "counts_slots": True,
+            "group_rate": None,
+            "group_burst": None,
+            "scan": 2000,
+            "groups": None,
+            "prepaid": 0,
+            "reserve": 0,
+            "max_wait": 1.0,
+        },
+    )
+    assert claimed == 500
     assert buffers < 30 * 500, buffers
     assert compared < 500, compared
 
