@@ -1,6 +1,10 @@
 """The tasks table's planner statistics (pgqueue/runtime/statistics.py): a claim prepared while
 the table was nearly empty keeps a plan that scans the whole table in every claim, until
-ANALYZE gives the planner the table's real size; pgqueue runs that ANALYZE itself."""
+ANALYZE gives the planner the table's real size; pgqueue runs that ANALYZE itself.
+
+The claim is prepared with ``plan_cache_mode = force_generic_plan``: the server keeps a generic
+plan once five custom ones cost no less, and on a table of a few rows whether they do is a near
+thing; forced, the plan kept is the one made on the table as it was, as a busy pool's is."""
 
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ def prepared_claim(conn: psycopg.Connection[Any], queries: Queries) -> None:
 
 def claim_plan(conn: psycopg.Connection[Any]) -> tuple[int, list[str]]:
     """Buffers the prepared claim touches, and the tables it reads by sequential scan (the
-    claim is rolled back)."""
+    claim is rolled back). How many of the buffers its index reads touch depends on whether the
+    deleted rows' entries were marked dead yet, which another test's open snapshot on a shared
+    server can hold off: the sequential scans are what the statistics decide."""
     conn.execute("BEGIN")
     row = conn.execute(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim ('k', 16, 30.0, NULL)"
@@ -47,10 +53,10 @@ def plan_then_grow(queue: Queue, conn: psycopg.Connection[Any], db: Database, ba
     grow the table as a busy queue does: ``batches`` of 5,000 tasks pushed, all but the last
     2,000 ran and were deleted (the due ones are behind them)."""
     conn.prepare_threshold = None  # this test's PREPARE is the only one on it
+    conn.execute("SET plan_cache_mode = force_generic_plan")
     prepared_claim(conn, Queries(db.schema))
-    for _ in range(12):  # custom plans, then the generic one
-        queue.push_task(Task("k", 0))
-        conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")
+    queue.push_task(Task("k", 0))
+    conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")  # the generic plan is made and kept
     for _ in range(batches):
         queue.push_tasks([Task("k", n) for n in range(5000)])
     db.fetch(
@@ -101,10 +107,10 @@ def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_
         again = queue.executor.run(operations.refresh_statistics(queries))
     print(f"claim buffers: {before} planned on the empty table, {after} after ANALYZE")
     assert why == "never analyzed"
-    # Planned on the empty table, the claim reads far more of it than once analyzed: one
-    # sequential scan in each claim, or (when the few rows it saw at planning time tipped the
-    # costs) a join the real size makes needless; how much depends on those few rows.
-    assert scanned_after == [] and after * 2 < before, (before, scanned_before, after)
+    # Planned on the empty table, the claim reads the whole table in each claim; planned again
+    # on the analyzed one, it reads its rows by index.
+    assert scanned_before == ["tasks"], (before, scanned_before)
+    assert scanned_after == [] and after < before, (before, after, scanned_after)
     assert again is None  # analyzed a moment ago: nothing to do
 
 
@@ -149,5 +155,6 @@ def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_g
         again = queue.executor.run(operations.refresh_statistics(queries))
     print(f"claim buffers: {before} planned on the emptied table, {after} after ANALYZE")
     assert why is not None and why.startswith("grew")
-    assert scanned_after == [] and after * 2 < before, (before, scanned_before, after)
+    assert "tasks" in scanned_before, (before, scanned_before)
+    assert scanned_after == [] and after < before, (before, after, scanned_after)
     assert again is None
