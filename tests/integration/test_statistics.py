@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import psycopg
@@ -158,3 +160,68 @@ def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_g
     assert "tasks" in scanned_before, (before, scanned_before)
     assert scanned_after == [] and after < before, (before, after, scanned_after)
     assert again is None
+
+
+def wait_for_changes(db: Database, changes: int) -> None:
+    """Until the table's changes since its last ANALYZE reach the statistics views (the
+    pushing backend reports them within a second or so), for 30 s at most."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        seen = db.fetch(
+            "SELECT n_mod_since_analyze FROM pg_stat_user_tables"
+            " WHERE relid = '{schema}.tasks'::regclass"
+        )[0][0]
+        if seen >= changes:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the statistics views never showed {changes} changes")
+
+
+def wait_for_blocked_analyze(watcher: psycopg.Connection[Any], db: Database) -> None:
+    """Until a backend's ANALYZE of this test's table waits for a lock, for 30 s at most."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE %s",
+            (f"ANALYZE {db.schema}.tasks%",),
+        ).fetchone()
+        if row is not None and row[0] > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no ANALYZE of the tasks table came to wait for the lock")
+
+
+def test_one_process_of_a_fleet_analyzes_while_the_others_skip(db: Database) -> None:
+    """The check takes a transaction advisory lock: the process that holds it runs ANALYZE in
+    the same transaction, and every other process's check finds the lock taken and does
+    nothing, rather than queueing one ANALYZE of its own behind it."""
+    queries = Queries(db.schema)
+    db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
+    with (
+        Queue(db.dsn, schema=db.schema) as first,
+        Queue(db.dsn, schema=db.schema) as second,
+        psycopg.connect(db.dsn) as blocker,
+        psycopg.connect(db.dsn, autocommit=True) as watcher,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        first.declare_kind("k", KindOptions(attempt_timeout=30))
+        first.push_tasks([Task("k", n) for n in range(3000)])
+        wait_for_changes(db, 3000)  # never analyzed, and changed enough: both checks would run
+        # ANALYZE takes this lock mode too: the first process's ANALYZE waits while it is held.
+        blocker.execute(f"LOCK TABLE {db.schema}.tasks IN SHARE UPDATE EXCLUSIVE MODE")
+        try:
+            analyzing = pool.submit(first.executor.run, operations.refresh_statistics(queries))
+            wait_for_blocked_analyze(watcher, db)
+            other = pool.submit(second.executor.run, operations.refresh_statistics(queries))
+            try:
+                skipped: str | Exception | None = other.result(timeout=10)
+            except FutureTimeout as exc:  # it waits behind the lock: an ANALYZE of its own
+                skipped = exc
+        finally:
+            blocker.rollback()
+        why = analyzing.result(timeout=30)
+        if isinstance(skipped, FutureTimeout):
+            other.result(timeout=30)
+    assert why == "never analyzed"
+    assert skipped is None, f"the second process's check did not skip: {skipped!r}"

@@ -89,7 +89,8 @@ def refresh_statistics(queries: Queries, min_changes: int = MIN_CHANGES) -> Oper
     """ANALYZE the tasks table when its statistics are missing (a new table; autovacuum's first
     visit can be a minute away), taken on an eighth of its pages or fewer (vacuum emptied and
     truncated it, then it grew) or stale where autovacuum does not serve it; returns why it
-    ran, or None. One process of a fleet runs it (a transaction advisory lock)."""
+    ran, or None. One process of a fleet runs it: the check takes a transaction advisory lock,
+    and the ANALYZE runs in that transaction, so the lock is held until it is done."""
 
     def steps() -> Steps[str | None]:
         rows = yield Statement(queries["tasks_need_statistics"], {"min_changes": min_changes})
@@ -98,4 +99,4 @@ def refresh_statistics(queries: Queries, min_changes: int = MIN_CHANGES) -> Oper
         yield Statement(queries["analyze_tasks"], {})
         return str(rows[0][0])
 
-    return Operation(steps())
+    return Operation(steps(), transactional=True)
