@@ -10,16 +10,39 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
 
 from pgqueue import KindOptions, Queue, Task
 from pgqueue.store import operations
-from pgqueue.store.queries import Queries
+from pgqueue.store.queries import Queries, schema_ddl
 from tests.conftest import Database
+
+
+@pytest.fixture
+def own_db(server_dsn: str) -> Iterator[Database]:
+    """pgqueue's tables in a database of the test's own. PostgreSQL drops every plan that any
+    backend of a database keeps whenever a schema of that database is made or dropped (its plan
+    cache resets on each change to pg_namespace), and every other test of a parallel run makes
+    and drops a schema: the plans these tests watch would not last in the shared database."""
+    name = f"stats_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        db = Database(make_conninfo(server_dsn, dbname=name), f"t_{uuid.uuid4().hex[:12]}")
+        with psycopg.connect(db.dsn, autocommit=True) as conn:
+            conn.execute(schema_ddl(db.schema))
+        yield db
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,21 +73,39 @@ def claim_plan(conn: psycopg.Connection[Any]) -> tuple[int, list[str]]:
     return buffers, [n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"]
 
 
-def plan_then_grow(queue: Queue, conn: psycopg.Connection[Any], db: Database, batches: int) -> None:
-    """Prepare the claim and run it until its generic plan is made on the table as it is, then
-    grow the table as a busy queue does: ``batches`` of 5,000 tasks pushed, all but the last
-    2,000 ran and were deleted (the due ones are behind them)."""
+def seq_scanned(conn: psycopg.Connection[Any]) -> list[str]:
+    """The tables the prepared claim's kept plan reads by sequential scan (EXPLAIN, not run)."""
+    row = conn.execute("EXPLAIN (FORMAT JSON) EXECUTE claim ('k', 16, 30.0, NULL)").fetchone()
+    assert row is not None
+    plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    return [n["Relation Name"] for n in plan_nodes(plan[0]["Plan"]) if n["Node Type"] == "Seq Scan"]
+
+
+def plan_then_grow(queue: Queue, conn: psycopg.Connection[Any], db: Database, batches: int) -> bool:
+    """Prepare the claim and make its generic plan on the table as it is, then grow the table
+    as a busy queue does: ``batches`` of 5,000 tasks pushed, all but the last 2,000 ran and were
+    deleted (the due ones are behind them). Whether the plan kept is still the one made before
+    the growth: a backend that falls too far behind the server's invalidation queue (other
+    sessions' DDL) is reset, which drops every plan it keeps, and the caller sets up again."""
     conn.prepare_threshold = None  # this test's PREPARE is the only one on it
     conn.execute("SET plan_cache_mode = force_generic_plan")
     prepared_claim(conn, Queries(db.schema))
     queue.push_task(Task("k", 0))
     conn.execute("EXECUTE claim ('k', 16, 30.0, NULL)")  # the generic plan is made and kept
-    for _ in range(batches):
-        queue.push_tasks([Task("k", n) for n in range(5000)])
+    planned = seq_scanned(conn)
+    db.fetch(  # one statement, so the plan is at risk for as short a time as can be
+        "INSERT INTO {schema}.tasks (kind, attempts_left, max_attempts, payload)"
+        f" SELECT 'k', 3, 3, jsonb_build_object('n', n) FROM generate_series(1, {batches * 5000}) n"
+    )
     db.fetch(
         "DELETE FROM {schema}.tasks WHERE id IN (SELECT id FROM {schema}.tasks"
         f" ORDER BY id LIMIT {batches * 5000 - 2000})"
     )
+    assert "tasks" in planned, planned  # made on a table of one row: read by sequential scan
+    return seq_scanned(conn) == planned
+
+
+SETUPS = 5  # tries at a plan made on the small table that the server keeps through the growth
 
 
 def vacuum_until_truncated(conn: psycopg.Connection[Any], db: Database) -> int:
@@ -95,14 +136,21 @@ def refresh_until_analyzed(queue: Queue, queries: Queries) -> str | None:
 
 
 def test_a_claim_planned_on_an_empty_table_reads_by_index_once_pgqueue_analyzed_it(
-    db: Database,
+    own_db: Database,
 ) -> None:
+    db = own_db
     queries = Queries(db.schema)
     # Autovacuum stays away from this table: what changes its statistics is the test's doing.
     db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
     with Queue(db.dsn, schema=db.schema) as queue, psycopg.connect(db.dsn, autocommit=True) as conn:
         queue.declare_kind("k", KindOptions(attempt_timeout=30))
-        plan_then_grow(queue, conn, db, batches=4)  # planned on a near-empty table
+        for _ in range(SETUPS):
+            if plan_then_grow(queue, conn, db, batches=4):  # planned on a near-empty table
+                break
+            conn.execute("DEALLOCATE claim")  # the server dropped that plan: again
+            db.fetch("TRUNCATE {schema}.tasks")  # never analyzed, still
+        else:
+            raise AssertionError(f"the server kept no plan through the growth in {SETUPS} tries")
         before, scanned_before = claim_plan(conn)
         why = refresh_until_analyzed(queue, queries)
         after, scanned_after = claim_plan(conn)
@@ -135,21 +183,27 @@ def test_a_running_queue_analyzes_a_new_table_within_seconds(db: Database) -> No
 
 
 def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_grew(
-    db: Database,
+    own_db: Database,
 ) -> None:
     """A drained queue's table is emptied and truncated by vacuum, which also sets its
     statistics (no rows, no pages): the plans made next are those of a new table, and stay made
     until autovacuum's next visit, a minute later, however far the table grows meanwhile."""
+    db = own_db
     queries = Queries(db.schema)
     db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
     with Queue(db.dsn, schema=db.schema) as queue, psycopg.connect(db.dsn, autocommit=True) as conn:
         queue.declare_kind("k", KindOptions(attempt_timeout=30))
-        queue.push_tasks([Task("k", n) for n in range(5000)])
-        conn.execute(f"ANALYZE {db.schema}.tasks")  # statistics exist: not a new table
-        db.fetch("DELETE FROM {schema}.tasks")  # the queue ran dry (TTL 0)
-        assert vacuum_until_truncated(conn, db) <= 1  # autovacuum's visit: truncated
-        assert queue.executor.run(operations.refresh_statistics(queries)) is None
-        plan_then_grow(queue, conn, db, batches=8)  # planned on the emptied table
+        for _ in range(SETUPS):
+            queue.push_tasks([Task("k", n) for n in range(5000)])
+            conn.execute(f"ANALYZE {db.schema}.tasks")  # statistics exist: not a new table
+            db.fetch("DELETE FROM {schema}.tasks")  # the queue ran dry (TTL 0)
+            assert vacuum_until_truncated(conn, db) <= 1  # autovacuum's visit: truncated
+            assert queue.executor.run(operations.refresh_statistics(queries)) is None
+            if plan_then_grow(queue, conn, db, batches=8):  # planned on the emptied table
+                break
+            conn.execute("DEALLOCATE claim")  # the server dropped that plan: again
+        else:
+            raise AssertionError(f"the server kept no plan through the growth in {SETUPS} tries")
         before, scanned_before = claim_plan(conn)
         why = refresh_until_analyzed(queue, queries)
         claim_plan(conn)  # the first read by index marks the deleted rows' entries dead
