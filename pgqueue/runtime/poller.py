@@ -108,7 +108,7 @@ class DuePoller:
             started = self.last_poll = loop.time()
             # Hints that arrive while the statement runs lower this again.
             self.next_poll = started + self.period
-            woken = self._wake_known_due(started)
+            self._wake_known_due(started)
             used = [None if floor is None else floor.current() for floor in self.floors]
             statement = Statement(self.statement, {"kinds": self.kinds, "floors": used})
             try:
@@ -128,11 +128,16 @@ class DuePoller:
             self.clock_offset = clock - (time.time() - halfway)
             if next_due_in is not None:
                 self.poll_at(finished - halfway + next_due_in, next_kind)
+            # Every kind with a task due now, those just woken at a known due time too: the
+            # claim that wake started may have read the table a moment before the task fell due
+            # (a due time becomes a time on this process's clock through an estimate of the
+            # database's clock, which a slow round trip skews), and then nothing would wake the
+            # kind again before the next poll, a whole period later. When that claim took the
+            # task, this wake costs one claim that finds nothing.
             for kind in due_kinds:
-                if kind not in woken:  # woken a moment ago: its claim may still be running
-                    self.wake(kind)
+                self.wake(kind)
 
-    def _wake_known_due(self, now: float) -> set[str]:
+    def _wake_known_due(self, now: float) -> None:
         """Wake the kinds whose known due time has come; keep the others' due times (and
         poll again for the earliest of them)."""
         woken = {kind for kind, when in self.due.items() if when <= now}
@@ -141,4 +146,3 @@ class DuePoller:
             self.wake(kind)
         if self.due:
             self.next_poll = min(self.next_poll, min(self.due.values()))
-        return woken

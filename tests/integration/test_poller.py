@@ -15,6 +15,7 @@ import psycopg
 from pgqueue import AsyncQueue, Envelope, KindOptions, LoopOptions, Task
 from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 from pgqueue.delayer import Jitter, JitterDelayer
+from pgqueue.runtime import poller
 from pgqueue.store.executor import Operation, Steps
 from pgqueue.store.queries import Queries
 from tests.conftest import Database
@@ -133,6 +134,53 @@ async def test_delayed_task_runs_at_its_due_time_not_at_the_next_poll(db: Databa
             await all_started.wait()
         await queue.stop()
     assert set(started) == {"single", "batch", "batch-2"}
+
+
+class LateSend:
+    """An executor whose statements wait 20 ms before they are sent, as they wait for a pooled
+    connection on a loaded machine."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def run(self, op: Operation[Any]) -> Any:
+        await asyncio.sleep(0.02)
+        return await self.inner.run(op)
+
+
+async def test_a_task_due_while_its_kind_was_woken_a_moment_early_is_claimed_at_once(
+    db: Database, monkeypatch: Any
+) -> None:
+    """The poller turns a notified due time into a time on the process's clock through its
+    estimate of the database's clock, read halfway through a poll's round trip; a poll whose
+    statement waited before it was sent skews the estimate, and the kind is woken a little
+    before the task falls due. Its claim finds nothing, and the poll run at the same moment
+    finds the task due: that poll must wake the kind again (it did not, as the kind had just
+    been woken, and the task waited for the next poll, a minute later)."""
+    init = poller.DuePoller.__init__
+
+    def late_polls(self: poller.DuePoller, executor: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, LateSend(executor), *args, **kwargs)
+
+    monkeypatch.setattr(poller.DuePoller, "__init__", late_polls)
+    started: dict[Any, float] = {}
+    all_started = asyncio.Event()
+
+    async def handler(envelope: Envelope) -> None:
+        started[envelope.payload] = asyncio.get_running_loop().time()
+        if len(started) == 3:
+            all_started.set()
+
+    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", handler, KindOptions(attempt_timeout=5, loop=SLOW_POLL))
+        await queue.start()
+        await queue.wait_listening()
+        await queue.push_task(Task("k", "single"), delay=0.5)
+        await queue.push_tasks([Task("k", "batch"), Task("k", "batch-2")], delay=0.8)
+        async with asyncio.timeout(20):
+            await all_started.wait()
+        await queue.stop()
+    assert set(started) == {"single", "batch", "batch-2"}  # within 20 s: not a poll later
 
 
 async def test_delayed_task_pushed_before_start_is_found_by_the_first_poll(db: Database) -> None:

@@ -72,7 +72,9 @@ async def test_polls_again_when_the_next_task_falls_due_not_after_the_period() -
     await executor.wait_calls(2)  # with an hour's period, only the due time explains a 2nd poll
     await asyncio.sleep(0)
     task.cancel()
-    assert woken == ["k"]  # at its due time, and not again for the poll that saw it due
+    # At its due time, and again by the poll that saw it due: the first wake's claim may have
+    # read the table a moment before the task fell due.
+    assert woken == ["k", "k"]
 
 
 async def test_a_notified_due_time_brings_the_next_poll_forward() -> None:
