@@ -2,9 +2,9 @@
 the table was nearly empty keeps a plan that scans the whole table in every claim, until
 ANALYZE gives the planner the table's real size; pgqueue runs that ANALYZE itself.
 
-The claim is prepared with ``plan_cache_mode = force_generic_plan``: the server keeps a generic
-plan once five custom ones cost no less, and on a table of a few rows whether they do is a near
-thing; forced, the plan kept is the one made on the table as it was, as a busy pool's is."""
+The claim is prepared with ``plan_cache_mode = force_generic_plan``: the plan kept is then the
+one made on the table as it was, as it is on a busy pool once the server settles on the generic
+plan (after five custom ones), whatever the costs it compares to decide that."""
 
 from __future__ import annotations
 
