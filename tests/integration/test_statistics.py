@@ -86,7 +86,7 @@ def plan_then_grow(queue: Queue, conn: psycopg.Connection[Any], db: Database, ba
     as a busy queue does: ``batches`` of 5,000 tasks pushed, all but the last 2,000 ran and were
     deleted (the due ones are behind them). Whether the plan kept is still the one made before
     the growth: a backend that falls too far behind the server's invalidation queue (other
-    sessions' DDL) is reset, which drops every plan it keeps, and the caller sets up again."""
+    connections' DDL) is reset, which drops every plan it keeps, and the caller sets up again."""
     conn.prepare_threshold = None  # this test's PREPARE is the only one on it
     conn.execute("SET plan_cache_mode = force_generic_plan")
     prepared_claim(conn, Queries(db.schema))
