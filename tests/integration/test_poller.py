@@ -115,7 +115,10 @@ async def test_poller_wakes_only_the_kinds_with_due_work(db: Database) -> None:
     assert set(claimed) == {"kind-7"}
 
 
-async def test_delayed_task_runs_at_its_due_time_not_at_the_next_poll(db: Database) -> None:
+async def three_delayed_tasks_started(db: Database, *, wait_listening: bool = False) -> set[Any]:
+    """Push one task due in 0.5 s and two due in 0.8 s to a worker whose poll period is a
+    minute (only the due-time wake-ups can start them in time); the payloads of those that
+    started within 20 s."""
     started: dict[Any, float] = {}
     all_started = asyncio.Event()
 
@@ -125,15 +128,20 @@ async def test_delayed_task_runs_at_its_due_time_not_at_the_next_poll(db: Databa
             all_started.set()
 
     async with AsyncQueue(db.dsn, schema=db.schema) as queue:
-        # A poll period of a minute: only the due-time wake-ups can start these in time.
         queue.register_kind("k", handler, KindOptions(attempt_timeout=5, loop=SLOW_POLL))
         await queue.start()
+        if wait_listening:
+            await queue.wait_listening()
         await queue.push_task(Task("k", "single"), delay=0.5)  # notifies its due time
         await queue.push_tasks([Task("k", "batch"), Task("k", "batch-2")], delay=0.8)
         async with asyncio.timeout(20):
             await all_started.wait()
         await queue.stop()
-    assert set(started) == {"single", "batch", "batch-2"}
+    return set(started)
+
+
+async def test_delayed_task_runs_at_its_due_time_not_at_the_next_poll(db: Database) -> None:
+    assert await three_delayed_tasks_started(db) == {"single", "batch", "batch-2"}
 
 
 class LateSend:
@@ -163,24 +171,8 @@ async def test_a_task_due_while_its_kind_was_woken_a_moment_early_is_claimed_at_
         init(self, LateSend(executor), *args, **kwargs)
 
     monkeypatch.setattr(poller.DuePoller, "__init__", late_polls)
-    started: dict[Any, float] = {}
-    all_started = asyncio.Event()
-
-    async def handler(envelope: Envelope) -> None:
-        started[envelope.payload] = asyncio.get_running_loop().time()
-        if len(started) == 3:
-            all_started.set()
-
-    async with AsyncQueue(db.dsn, schema=db.schema) as queue:
-        queue.register_kind("k", handler, KindOptions(attempt_timeout=5, loop=SLOW_POLL))
-        await queue.start()
-        await queue.wait_listening()
-        await queue.push_task(Task("k", "single"), delay=0.5)
-        await queue.push_tasks([Task("k", "batch"), Task("k", "batch-2")], delay=0.8)
-        async with asyncio.timeout(20):
-            await all_started.wait()
-        await queue.stop()
-    assert set(started) == {"single", "batch", "batch-2"}  # within 20 s: not a poll later
+    started = await three_delayed_tasks_started(db, wait_listening=True)
+    assert started == {"single", "batch", "batch-2"}  # within 20 s: not a poll later
 
 
 async def test_delayed_task_pushed_before_start_is_found_by_the_first_poll(db: Database) -> None:
