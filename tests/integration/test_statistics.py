@@ -9,11 +9,11 @@ plan (after five custom ones), whatever the costs it compares to decide that."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import psycopg
@@ -246,36 +246,53 @@ def wait_for_blocked_analyze(watcher: psycopg.Connection[Any], db: Database) -> 
     raise AssertionError("no ANALYZE of the tasks table came to wait for the lock")
 
 
+# One process of a fleet: its statistics check, its verdict printed (repr) when it is done.
+CHECK_IN_A_PROCESS = """
+import os
+from pgqueue import Queue
+from pgqueue.store import operations
+with Queue(os.environ["PGQUEUE_DSN"], schema=os.environ["PGQUEUE_SCHEMA"]) as queue:
+    print(repr(queue.executor.run(operations.refresh_statistics(queue.queries))), flush=True)
+"""
+
+
+def check_in_a_process(db: Database) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHECK_IN_A_PROCESS],
+        env=db.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_one_process_of_a_fleet_analyzes_while_the_others_skip(db: Database) -> None:
     """The check takes a transaction advisory lock: the process that holds it runs ANALYZE in
     the same transaction, and every other process's check finds the lock taken and does
     nothing, rather than queueing one ANALYZE of its own behind it."""
-    queries = Queries(db.schema)
     db.fetch("ALTER TABLE {schema}.tasks SET (autovacuum_enabled = false)")
     with (
-        Queue(db.dsn, schema=db.schema) as first,
-        Queue(db.dsn, schema=db.schema) as second,
+        Queue(db.dsn, schema=db.schema) as queue,
         psycopg.connect(db.dsn) as blocker,
         psycopg.connect(db.dsn, autocommit=True) as watcher,
-        ThreadPoolExecutor(max_workers=2) as pool,
     ):
-        first.declare_kind("k", KindOptions(attempt_timeout=30))
-        first.push_tasks([Task("k", n) for n in range(3000)])
+        queue.declare_kind("k", KindOptions(attempt_timeout=30))
+        queue.push_tasks([Task("k", n) for n in range(3000)])
         wait_for_changes(db, 3000)  # never analyzed, and changed enough: both checks would run
         # ANALYZE takes this lock mode too: the first process's ANALYZE waits while it is held.
         blocker.execute(f"LOCK TABLE {db.schema}.tasks IN SHARE UPDATE EXCLUSIVE MODE")
+        first = check_in_a_process(db)
+        second: subprocess.Popen[str] | None = None
         try:
-            analyzing = pool.submit(first.executor.run, operations.refresh_statistics(queries))
             wait_for_blocked_analyze(watcher, db)
-            other = pool.submit(second.executor.run, operations.refresh_statistics(queries))
+            second = check_in_a_process(db)
             try:
-                skipped: str | Exception | None = other.result(timeout=10)
-            except FutureTimeout as exc:  # it waits behind the lock: an ANALYZE of its own
-                skipped = exc
+                skipped, _ = second.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # it waits behind the lock: an ANALYZE of its own
+                skipped = "still waiting after 10 s"
         finally:
             blocker.rollback()
-        why = analyzing.result(timeout=30)
-        if isinstance(skipped, FutureTimeout):
-            other.result(timeout=30)
-    assert why == "never analyzed"
-    assert skipped is None, f"the second process's check did not skip: {skipped!r}"
+            why, _ = first.communicate(timeout=30)
+            if second is not None and second.poll() is None:
+                second.communicate(timeout=30)
+    assert why.strip() == "'never analyzed'", why
+    assert skipped.strip() == "None", f"the second process's check did not skip: {skipped!r}"
