@@ -24,6 +24,7 @@ from pgqueue import KindOptions, Queue, Task
 from pgqueue.store import operations
 from pgqueue.store.queries import Queries, schema_ddl
 from tests.conftest import Database
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -216,34 +217,24 @@ def test_a_claim_planned_after_vacuum_emptied_the_table_reads_by_index_once_it_g
     assert again is None
 
 
-def wait_for_changes(db: Database, changes: int) -> None:
-    """Until the table's changes since its last ANALYZE reach the statistics views (the
-    pushing backend reports them within a second or so), for 30 s at most."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        seen = db.fetch(
+def changes_seen(db: Database) -> int:
+    """The table's changes since its last ANALYZE, as the statistics views show them (the
+    pushing backend reports them within a second or so)."""
+    return int(
+        db.fetch(
             "SELECT n_mod_since_analyze FROM pg_stat_user_tables"
             " WHERE relid = '{schema}.tasks'::regclass"
         )[0][0]
-        if seen >= changes:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the statistics views never showed {changes} changes")
+    )
 
 
-def wait_for_blocked_analyze(watcher: psycopg.Connection[Any], db: Database) -> None:
-    """Until a backend's ANALYZE of this test's table waits for a lock, for 30 s at most."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        row = watcher.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            " AND query LIKE %s",
-            (f"ANALYZE {db.schema}.tasks%",),
-        ).fetchone()
-        if row is not None and row[0] > 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no ANALYZE of the tasks table came to wait for the lock")
+def analyze_waits_for_a_lock(watcher: psycopg.Connection[Any], db: Database) -> bool:
+    """Whether a backend's ANALYZE of this test's table waits for a lock."""
+    row = watcher.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        (f"ANALYZE {db.schema}.tasks%",),
+    ).fetchone()
+    return row is not None and row[0] > 0
 
 
 # One process of a fleet: its statistics check, its verdict printed (repr) when it is done.
@@ -277,13 +268,14 @@ def test_one_process_of_a_fleet_analyzes_while_the_others_skip(db: Database) -> 
     ):
         queue.declare_kind("k", KindOptions(attempt_timeout=30))
         queue.push_tasks([Task("k", n) for n in range(3000)])
-        wait_for_changes(db, 3000)  # never analyzed, and changed enough: both checks would run
+        # Never analyzed, and changed enough: both checks would run.
+        wait_until(lambda: changes_seen(db) >= 3000, step=0.1)
         # ANALYZE takes this lock mode too: the first process's ANALYZE waits while it is held.
         blocker.execute(f"LOCK TABLE {db.schema}.tasks IN SHARE UPDATE EXCLUSIVE MODE")
         first = check_in_a_process(db)
         second: subprocess.Popen[str] | None = None
         try:
-            wait_for_blocked_analyze(watcher, db)
+            wait_until(lambda: analyze_waits_for_a_lock(watcher, db), step=0.05)
             second = check_in_a_process(db)
             try:
                 skipped, _ = second.communicate(timeout=10)
