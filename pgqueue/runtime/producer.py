@@ -224,7 +224,9 @@ class KindWorker(AttemptLifecycle):
             if runtime.events.listeners:
                 runtime.events.emit(
                     TasksClaimed(
-                        self.kind, tuple(r[0] for r in claimed), sum(1 for r in claimed if r[-1])
+                        self.kind,
+                        tuple(r[0] for r in claimed),
+                        sum(1 for r in claimed if r[operations.LEASE_LOST]),
                     )
                 )
             now = loop.time()

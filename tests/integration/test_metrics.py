@@ -177,3 +177,36 @@ def test_grafana_dashboard_uses_only_exposed_metrics(db: Database) -> None:
 def test_instrument_rejects_a_negative_cache_period(db: Database) -> None:
     with Queue(db.dsn, schema=db.schema) as queue, pytest.raises(ValueError):
         instrument(queue, CollectorRegistry(), cache_seconds=-1)
+
+
+def test_lost_leases_count_the_tasks_claimed_again_after_their_lease_ran_out(db: Database) -> None:
+    """One task whose lease ran out (its worker died) and two fresh tasks pushed in a trace:
+    the claim takes all three, and one lease was lost. (The counter used to read the claim
+    row's last column, which became the trace context when that was added: it counted the
+    two traced tasks and missed the lost lease.)"""
+    queue = Queue(db.dsn, schema=db.schema)
+    queue.register_kind("work", lambda envelope: None, KindOptions(attempt_timeout=5.0, loop=FAST))
+    registry = CollectorRegistry()
+    instrument(queue, registry, cache_seconds=0)
+    recorder = Recorder(queue)
+    try:
+        orphan, *traced = queue.push_tasks([Task("work", n) for n in range(3)])
+        # As a crashed worker leaves it: claimed (an attempt used, a token held), lease over.
+        db.fetch(
+            "UPDATE {schema}.tasks SET status = 'must_retry', attempts_elapsed = 1,"
+            " attempts_left = attempts_left - 1, claim_token = gen_random_uuid(),"
+            " delayed_till = now() - interval '1 second' WHERE id = %s",
+            (orphan,),
+        )
+        db.fetch(
+            "UPDATE {schema}.tasks SET trace_context ="
+            " '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' WHERE id = ANY(%s)",
+            (traced,),
+        )
+        queue.start()
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in (orphan, *traced)))
+        found = samples(registry)
+        assert value(found, "pgqueue_tasks_claimed_total", kind="work") == 3
+        assert value(found, "pgqueue_lost_leases_total", kind="work") == 1
+    finally:
+        queue.close()

@@ -21,6 +21,8 @@ from pgqueue.store.operations.checks import (
     unknown_kind,
 )
 from pgqueue.store.operations.claims import (
+    CLAIMED_COLUMNS,
+    LEASE_LOST,
     Claimed,
     claim_due_tasks,
     claim_due_tasks_above,
@@ -113,7 +115,9 @@ from pgqueue.store.operations.workflows import (
 
 __all__ = [
     "ANY_PAYLOAD",
+    "CLAIMED_COLUMNS",
     "EXACT_FINISHED_BELOW",
+    "LEASE_LOST",
     "MAX_AUDIT_PAGE",
     "MAX_LIST_LIMIT",
     "MAX_PAYLOAD_BYTES",

@@ -20,6 +20,14 @@ def uuid_array(values: Iterable[str]) -> str:
     return "{" + ",".join(values) + "}"
 
 
+CLAIMED_COLUMNS = 13
+"""A claimed row: id, payload, external key, attempts elapsed, attempts left, max attempts,
+claim token, messages, started at, lease lost, snoozes, workflow, trace context (the first
+columns of ``claim_due_tasks``, and of the limited claim)."""
+LEASE_LOST = 9
+"""The column of a claimed row that says it was claimed before by a worker whose lease ran out."""
+
+
 def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Operation[list[Row]]:
     """Claim up to ``limit`` due tasks of ``kind``, leased for ``lease`` seconds: the rows of
     ``claim_due_tasks`` (empty while the kind is paused), without their due times."""

@@ -27,6 +27,7 @@ from pgqueue.limits import LimitOverrides, RateLimit
 from pgqueue.options import KindOptions, check_int
 from pgqueue.store.executor import Operation, Row, Statement, Steps
 from pgqueue.store.operations.checks import unknown_kind
+from pgqueue.store.operations.claims import CLAIMED_COLUMNS
 from pgqueue.store.queries import Queries
 from pgqueue.task import validate_kind_name
 
@@ -192,7 +193,7 @@ def claim_limited_tasks(
         first = rows[0]
         # The claimed rows have claim_due_tasks's columns (up to the trace context); then
         # what the limits said, the same in every row.
-        claimed = [row[:13] for row in rows if row[0] is not None]
+        claimed = [row[:CLAIMED_COLUMNS] for row in rows if row[0] is not None]
         tokens = None if first[13] is None else float(first[13])
         reserved = int(first[17] or 0)
         due_in = 0.0
