@@ -55,7 +55,8 @@ class ClaimFloor:
     ) -> None:
         """A claim that read from ``used`` (None: the head) took ``took`` of ``limit`` tasks,
         the oldest priority-0 one due at ``oldest_due``, at database time ``clock`` (None:
-        the kind is paused, and the claim read nothing)."""
+        it took nothing, and says nothing: the kind may be paused; the floor stays, which is
+        always safe, as reads from below it find everything above it)."""
         if clock is None:
             return
         if took < limit:

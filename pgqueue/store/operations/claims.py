@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
 from pgqueue.store.executor import Operation, Row, Statement, Steps
 from pgqueue.store.queries import Queries
@@ -26,11 +27,12 @@ claim token, messages, started at, lease lost, snoozes, workflow, trace context 
 columns of ``claim_due_tasks``, and of the limited claim)."""
 LEASE_LOST = 9
 """The column of a claimed row that says it was claimed before by a worker whose lease ran out."""
+_POSITION = itemgetter(CLAIMED_COLUMNS)
 
 
 def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Operation[list[Row]]:
-    """Claim up to ``limit`` due tasks of ``kind``, leased for ``lease`` seconds: the rows of
-    ``claim_due_tasks`` (empty while the kind is paused), without their due times."""
+    """Claim up to ``limit`` due tasks of ``kind``, leased for ``lease`` seconds: the claimed
+    rows in claim order (empty while the kind is paused)."""
 
     def steps() -> Steps[list[Row]]:
         claimed = yield from claim_due_tasks_above(queries, kind, limit, lease, None).steps
@@ -41,9 +43,9 @@ def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Op
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """What :func:`claim_due_tasks_above` claimed: the rows; the oldest due time among the
-    priority-0 ones (None: none); the database clock of the claim (None while the kind is
-    paused)."""
+    """What :func:`claim_due_tasks_above` claimed: the rows, in claim order; the oldest due time
+    among the priority-0 ones (None: none); the database clock of the claim (None when it
+    claimed nothing: nothing was due, or the kind is paused)."""
 
     rows: list[Row]
     oldest_due: datetime | None
@@ -61,11 +63,12 @@ def claim_due_tasks_above(
             queries["claim_due_tasks"],
             {"kind": kind, "limit": limit, "lease": lease, "floor": floor},
         )
-        clock = rows[0][-1]
-        if rows[0][0] is None:
-            return Claimed([], None, clock)
-        oldest = min((row[-2] for row in rows if row[-2] is not None), default=None)
-        return Claimed([row[:-2] for row in rows], oldest, clock)
+        if not rows:
+            return Claimed([], None, None)
+        rows = sorted(rows, key=_POSITION)  # in claim order already, as a rule: a linear pass
+        first = rows[0]
+        width = CLAIMED_COLUMNS
+        return Claimed([row[:width] for row in rows], first[width + 1], first[width + 2])
 
     return Operation(steps())
 

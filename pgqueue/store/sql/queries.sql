@@ -184,17 +184,24 @@ WHERE kind = %(kind)s
 -- priority), 0 (tasks_open_idx), below 0; a later part runs only when the earlier ones did not
 -- fill the limit, so a queue without priorities pays one probe of an empty index.
 -- The update reaches its rows through the primary key, one lookup per claimed row, whatever
--- the limit and whatever plan the statement keeps: it is driven by ``due`` unnested from
--- arrays, which the planner always takes for a few rows. (A plain join to ``due`` let it hash
--- a sequential scan of the whole table for large claims; an id array beside that join let a
--- generic plan read the whole array through the index again for every claimed row, 140 ms
--- instead of 7 for 500 rows of a 20,000-task queue.) FLOOR (NULL: none) starts the priority-0
--- range there instead of at the index's head: the entries below the oldest due task are the
--- dead versions of tasks already claimed, which a long transaction elsewhere keeps vacuum from
--- removing; the claim loop knows where its last claim found the oldest due task. The last
--- column is each priority-0 row's due time, for it.
+-- the limit and whatever plan the statement keeps: it is driven by the due rows' ids and
+-- previous tokens unnested from two arrays, which the planner always takes for a few rows. (A
+-- plain join to ``due`` let it hash a sequential scan of the whole table for large claims; an
+-- id array beside that join let a generic plan read the whole array through the index again
+-- for every claimed row, 140 ms instead of 7 for 500 rows of a 20,000-task queue.) Both arrays
+-- come from one pass of one aggregate over ``due``, so they are aligned, in the order the union
+-- yields its parts (high, plain, low); POSITION is that order, and the caller sorts the rows by
+-- it (an UPDATE returns rows in no promised order; sorting them here would cost the server a
+-- materialized copy of every row and a sort). FLOOR (NULL: none) starts the priority-0 range
+-- there instead of at the index's head: the entries below the oldest due task are the dead
+-- versions of tasks already claimed, which a long transaction elsewhere keeps vacuum from
+-- removing; the claim loop knows where its last claim found the oldest due task. The first row
+-- (position 1) carries, for it, the oldest due time among the priority-0 rows and the
+-- transaction's clock; the other rows carry NULL there. No rows: nothing was due, or the kind
+-- is paused. A workflow node's workflow column is [workflow id, node name, its parents'
+-- outcomes]; NULL for a task pushed alone.
 WITH due AS (
-    SELECT id, previous_token, due_at, row_number() OVER () AS position
+    SELECT id, previous_token, due_at
     FROM (
         SELECT * FROM (
             SELECT id, claim_token AS previous_token, NULL::timestamptz AS due_at
@@ -231,43 +238,31 @@ WITH due AS (
         SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
     )
     LIMIT %(limit)s
-), claimed AS (
-    UPDATE __schema__.tasks AS t
-    SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
-                      ELSE 'must_retry' END::__schema__.task_status,
-        attempts_left = greatest(t.attempts_left - 1, 0),
-        attempts_elapsed = t.attempts_elapsed + 1,
-        delayed_till = now() + make_interval(secs => %(lease)s),
-        claim_token = gen_random_uuid(),
-        started_at = now(),
-        updated_at = now()
-    FROM unnest(ARRAY(SELECT id FROM due ORDER BY position),
-                ARRAY(SELECT previous_token FROM due ORDER BY position),
-                ARRAY(SELECT due_at FROM due ORDER BY position))
-         WITH ORDINALITY AS due(id, previous_token, due_at, position)
-    WHERE t.id = due.id
-    RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
-              t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
-              nullif(t.messages, '{}') AS messages, t.started_at,
-              due.previous_token IS NOT NULL AS lease_lost, due.position, t.snoozes,
-              t.workflow_id, t.node, t.parent_results, t.trace_context, due.due_at
 )
--- In claim order, so the worker starts them by priority; one row of NULLs when none. A
--- workflow node's workflow column is [workflow id, node name, its parents' outcomes]; NULL for
--- a task pushed alone. The clock (the transaction's, NULL while the kind is paused) tells the
--- loop that every task due by then was claimed when the claim took fewer than LIMIT.
-SELECT c.id, c.payload, c.external_key, c.attempts_elapsed, c.attempts_left, c.max_attempts,
-       c.claim_token, c.messages, c.started_at, c.lease_lost, c.snoozes,
-       CASE WHEN c.workflow_id IS NOT NULL
-            THEN jsonb_build_array(c.workflow_id, c.node, c.parent_results)::text END
-           AS workflow,
-       c.trace_context, c.due_at,
-       (SELECT now() WHERE NOT EXISTS (
-           SELECT FROM __schema__.kinds AS k WHERE k.kind = %(kind)s AND k.paused_at IS NOT NULL
-       )) AS clock
-FROM (SELECT) AS one
-LEFT JOIN claimed AS c ON true
-ORDER BY c.position;
+UPDATE __schema__.tasks AS t
+SET status = CASE WHEN t.attempts_left <= 1 THEN 'no_attempts_left'
+                  ELSE 'must_retry' END::__schema__.task_status,
+    attempts_left = greatest(t.attempts_left - 1, 0),
+    attempts_elapsed = t.attempts_elapsed + 1,
+    delayed_till = now() + make_interval(secs => %(lease)s),
+    claim_token = gen_random_uuid(),
+    started_at = now(),
+    updated_at = now()
+FROM (SELECT array_agg(id) AS ids, array_agg(previous_token) AS tokens,
+             min(due_at) AS oldest_due
+      FROM due) AS batch,
+     unnest(batch.ids, batch.tokens) WITH ORDINALITY AS due(id, previous_token, position)
+WHERE t.id = due.id
+RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
+          t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
+          nullif(t.messages, '{}') AS messages, t.started_at,
+          due.previous_token IS NOT NULL AS lease_lost, t.snoozes,
+          CASE WHEN t.workflow_id IS NOT NULL
+               THEN jsonb_build_array(t.workflow_id, t.node, t.parent_results)::text END
+              AS workflow,
+          t.trace_context, due.position,
+          CASE WHEN due.position = 1 THEN batch.oldest_due END AS oldest_due,
+          CASE WHEN due.position = 1 THEN now() END AS clock;
 
 -- name: record_outcomes
 -- Apply attempt results given as aligned arrays; only rows still holding the claim's token change.
