@@ -101,24 +101,29 @@ class Envelope:
         trace_context: str | None = None,
     ) -> Envelope:
         """The envelope of a task the runtime just started: its wall-clock deadline is
-        ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it."""
-        self = cls(
-            id=id,
-            kind=kind,
-            payload=payload,
-            external_key=external_key,
-            attempt=attempt,
-            attempts_left=attempts_left,
-            max_attempts=max_attempts,
-            deadline=claimed_at,
-            monotonic_deadline=monotonic_deadline,
-            messages=messages,
-            snoozes=snoozes,
-            trace_context=trace_context,
-        )
+        ``claimed_at`` plus ``seconds_left``, worked out only if a handler reads it. (Built
+        slot by slot, not through ``__init__``'s keywords: this runs once per attempt.)"""
+        self = cls.__new__(cls)
+        self.id = id
+        self.kind = kind
+        self.payload = payload
+        self.external_key = external_key
+        self.attempt = attempt
+        self.attempts_left = attempts_left
+        self.max_attempts = max_attempts
         self._deadline = None
+        self._deadline_base = claimed_at
         self._deadline_after = seconds_left
-        if workflow is not None:
+        self.monotonic_deadline = monotonic_deadline
+        self.messages = messages
+        self.snoozes = snoozes
+        self.trace_context = trace_context
+        self._cancelled = False
+        if workflow is None:
+            self.workflow_id = None
+            self.node = None
+            self.parent_outcomes = {}
+        else:
             self.workflow_id, self.node, outcomes = workflow
             self.parent_outcomes = outcomes or {}
         return self

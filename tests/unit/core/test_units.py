@@ -162,12 +162,26 @@ def test_a_claimed_envelope_has_the_same_fields_and_deadline() -> None:
         messages=["E: boom"],
     )
     claimed = Envelope.claimed(7, "k", {"a": 1}, "x", 2, 1, 3, claimed_at, 30.5, 12.0, ["E: boom"])
-    for name in ("id", "kind", "payload", "external_key", "attempt", "attempts_left",
-                 "max_attempts", "deadline", "monotonic_deadline", "previous_errors",
-                 "is_last_attempt", "cancel_requested"):  # fmt: skip
+    public = [name for name in Envelope.__slots__ if not name.startswith("_")]
+    for name in (*public, "deadline", "previous_errors", "is_last_attempt", "cancel_requested",
+                 "parents", "parent_statuses", "outcome_counts"):  # fmt: skip
         assert getattr(claimed, name) == getattr(given, name), name
     assert claimed.deadline is claimed.deadline  # worked out once
     assert repr(claimed) == repr(given)
+
+
+def test_a_claimed_workflow_node_envelope_carries_its_node_trace_and_snoozes() -> None:
+    claimed_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    outcomes = {"fetch": {"id": 3, "status": "succeeded", "result": [1, 2]}}
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    claimed = Envelope.claimed(
+        7, "k", None, None, 1, 0, 1, claimed_at, 5.0, 1.0, [], 2, ["wf-1", "sum", outcomes], trace
+    )
+    assert (claimed.workflow_id, claimed.node, claimed.snoozes) == ("wf-1", "sum", 2)
+    assert claimed.trace_context == trace
+    assert claimed.parents == {"fetch": [1, 2]}
+    assert claimed.parent_statuses == {"fetch": "succeeded"}
+    assert claimed.deadline == claimed_at + timedelta(seconds=5.0)
 
 
 @pytest.mark.parametrize(
