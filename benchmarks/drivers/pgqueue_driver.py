@@ -137,9 +137,10 @@ class PgqueueAdapter(harness.Adapter):
             await queue.close()
 
     # With a zero TTL only open or exhausted rows remain. They are looked up in two parts so
-    # that each is answered from a partial index: the harness polls every 50 ms and must not
-    # scan the scale check's two million filler rows, loading the server it measures. (A plain
-    # EXISTS lets the planner pick a sequential scan that reads them all once none is left.)
+    # that each is answered from a partial index: the harness polls every 5 to 50 ms and must
+    # not scan the scale check's two million filler rows, loading the server it measures. (A
+    # plain EXISTS lets the planner pick a sequential scan that reads them all once none is
+    # left.)
     def unfinished_sql(self) -> str:
         return f"SELECT ({_count(OPEN)}) + ({_count(EXHAUSTED)})"
 
