@@ -95,7 +95,6 @@ class StatusModel(RuleBasedStateMachine):
         rows = self._run(
             "claim_due_tasks", {"kind": "k", "limit": 1000, "lease": LEASE, "floor": None}
         )
-        rows = [row for row in rows if row[0] is not None]  # one row of NULLs when none
         due = {
             i for i, r in self.rows.items() if r.status in ("new", "must_retry") and not r.leased
         }
