@@ -6,8 +6,9 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
 
 from pgqueue.events import (
     AttemptFinished,
@@ -16,6 +17,10 @@ from pgqueue.events import (
     TasksClaimed,
     TerminalTasksSwept,
 )
+from pgqueue.store.executor import AsyncExecutor, Operation, Steps
+from pgqueue.store.queries import Queries
+
+T = TypeVar("T")
 
 
 class Recorder:
@@ -76,3 +81,63 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, step: float
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(step)
+
+
+class CountingExecutor:
+    """Wraps an async executor and records the name and parameters of every statement it
+    sends (``statements``, in order) and which of them finished (``finished``, their indexes
+    in ``statements``)."""
+
+    def __init__(self, inner: AsyncExecutor, queries: Queries) -> None:
+        self.inner = inner
+        self.names = {queries[name]: name for name in queries.names()}
+        self.statements: list[tuple[str, dict[str, Any]]] = []
+        self.finished: set[int] = set()
+        self.changed = asyncio.Event()
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def run(self, op: Operation[T]) -> T:
+        sent: list[int] = []
+
+        def steps() -> Steps[T]:
+            inner = op.steps
+            rows: Any = None
+            try:
+                statement = next(inner)
+                while True:
+                    sent.append(len(self.statements))
+                    self.statements.append(
+                        (self.names.get(statement.sql, "?"), dict(statement.params))
+                    )
+                    self.changed.set()
+                    rows = yield statement
+                    statement = inner.send(rows)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+        try:
+            return await self.inner.run(Operation(steps(), op.transactional))
+        finally:
+            self.finished.update(sent)
+            self.changed.set()
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        return self.inner.listen(channel)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.statements if n == name)
+
+    def finished_since(self, name: str, start: int) -> int:
+        """How many ``name`` statements sent at index ``start`` or later have finished."""
+        return sum(1 for i in self.finished if i >= start and self.statements[i][0] == name)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()

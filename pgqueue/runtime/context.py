@@ -58,8 +58,10 @@ class RuntimeContext(ABC):
             pass
 
     @abstractmethod
-    def wake(self, kind: str) -> None:
-        """Wake the claim loop of ``kind`` (work may be due)."""
+    def wake(self, kind: str, from_head: bool = False) -> None:
+        """Wake the claim loop of ``kind`` (work may be due); ``from_head``: its next claim
+        reads the open tasks from the index's head, not from its floor (a task below the
+        floor may be due)."""
 
     @abstractmethod
     def release_later(self, claims: list[tuple[int, str]]) -> None:

@@ -13,7 +13,8 @@ task. Either way, the next claim (and the due poller) reads priority-0 tasks fro
 :data:`MARGIN` for tasks whose pushing transaction began earlier and committed later. Every
 :data:`FULL_SCAN_PERIOD` the loop reads from the index's head once more, which finds anything
 the floor hid (a push in a transaction longer than the margin, a claim that rolled back), so
-such a task waits at most that long. Prioritised tasks are read in their own index and are
+such a task waits at most that long. A wait's mark of a waiting task (which a claim meeting it
+skips) resets the floor through its wake-up, so that task is read at once. Prioritised tasks are read in their own index and are
 not floored.
 """
 
@@ -44,6 +45,11 @@ class ClaimFloor:
         if self.value is None or self.clock() - self.verified_at >= FULL_SCAN_PERIOD:
             return None
         return self.value - MARGIN
+
+    def reset(self) -> None:
+        """Read from the head next time: a task below the floor may be due (a claim skipped
+        it while another transaction held its row)."""
+        self.verified_at = float("-inf")
 
     def claimed(
         self,

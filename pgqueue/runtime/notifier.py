@@ -120,6 +120,8 @@ class Notifier:
         prefix, _, value = payload.partition(":")
         if prefix == "p":
             runtime.wake(value)
+        elif prefix == "w":
+            runtime.wake(value, from_head=True)  # a wait marked a waiting task of the kind
         elif prefix in ("pause", "resume"):
             worker = self.workers.get(value)
             if worker is not None:

@@ -202,9 +202,11 @@ class Runtime(RuntimeContext):
             "could not release %d claim(s); they return when their leases expire", len(claims)
         )
 
-    def wake(self, kind: str) -> None:
+    def wake(self, kind: str, from_head: bool = False) -> None:
         worker = self.workers.get(kind)
         if worker is not None:
+            if from_head:
+                worker.floor.reset()
             worker.notify()
 
     def retries_written(self, results: Sequence[Result]) -> None:

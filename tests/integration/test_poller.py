@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -16,59 +15,13 @@ from pgqueue import AsyncQueue, Envelope, KindOptions, LoopOptions, Task
 from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
 from pgqueue.delayer import Jitter, JitterDelayer
 from pgqueue.runtime import poller
-from pgqueue.store.executor import Operation, Steps
+from pgqueue.store.executor import Operation
 from pgqueue.store.queries import Queries
 from tests.conftest import Database
-from tests.helpers import Recorder
+from tests.helpers import CountingExecutor, Recorder
 
 T = TypeVar("T")
 SLOW_POLL = LoopOptions(poll_period=60.0, janitor_period=60.0)
-
-
-class CountingExecutor:
-    """Wraps an executor and records the name of every statement it runs."""
-
-    def __init__(self, inner: AsyncPsycopgExecutor, queries: Queries) -> None:
-        self.inner = inner
-        self.names = {queries[name]: name for name in queries.names()}
-        self.statements: list[tuple[str, dict[str, Any]]] = []
-        self.changed = asyncio.Event()
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def run(self, op: Operation[T]) -> T:
-        def steps() -> Steps[T]:
-            inner = op.steps
-            rows: Any = None
-            try:
-                statement = next(inner)
-                while True:
-                    self.statements.append(
-                        (self.names.get(statement.sql, "?"), dict(statement.params))
-                    )
-                    self.changed.set()
-                    rows = yield statement
-                    statement = inner.send(rows)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-        return await self.inner.run(Operation(steps(), op.transactional))
-
-    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
-        return self.inner.listen(channel)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def count(self, name: str) -> int:
-        return sum(1 for n, _ in self.statements if n == name)
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 def set_on_run(event: asyncio.Event) -> Callable[[Envelope], Awaitable[None]]:

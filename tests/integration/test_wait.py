@@ -21,8 +21,11 @@ from pgqueue import (
     UnknownTask,
     WaitTimeout,
 )
+from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
+from pgqueue.store.queries import Queries
 from pgqueue.testing import drain
 from tests.conftest import Database
+from tests.helpers import CountingExecutor
 
 FAST = LoopOptions(poll_period=0.2, janitor_period=60, lease_margin=4.0)
 
@@ -217,3 +220,41 @@ def test_a_wait_after_a_deleted_task_ended_raises_unknown_task(db: Database) -> 
         drain(queue, "gone")
         with pytest.raises(UnknownTask, match=f"no task with id {task_id}"):
             queue.wait(task_id, timeout=1)
+
+
+async def test_a_task_skipped_by_a_claim_while_a_wait_marked_it_runs_once_the_mark_commits(
+    db: Database,
+) -> None:
+    """``wait`` marks its task's row. A claim that runs while the mark holds the row skips it
+    (``SKIP LOCKED``), and with nothing else due the claim loop has no reason to claim again
+    until the next poll, a minute here. The mark's commit wakes the kind (reading from the
+    index's head, below the floor the skipping claim may have left), so the task runs at once.
+    The mark is held open in a transaction of its own to make the claim meet it."""
+    queries = Queries(db.schema)
+    executor = CountingExecutor(AsyncPsycopgExecutor(db.dsn), queries)
+    ran = asyncio.Event()
+
+    async def handler(envelope: Envelope) -> None:
+        ran.set()
+
+    slow_poll = LoopOptions(poll_period=60.0, janitor_period=60.0)
+    async with AsyncQueue(executor, schema=db.schema) as queue:
+        queue.register_kind("k", handler, KindOptions(attempt_timeout=5, loop=slow_poll))
+        await queue.start()
+        await queue.wait_listening()
+        await queue.pause_kind("k")  # nothing claims until the mark is held
+        task_id = await queue.push_task(Task("k"))
+        assert task_id is not None
+        async with await psycopg.AsyncConnection.connect(db.dsn) as mark:
+            await mark.execute(
+                queries["mark_task_waited"], {"id": task_id, "channel": queries.channel}
+            )
+            start = len(executor.statements)
+            await queue.resume_kind("k")
+            # A claim sent after the resume committed sees the kind unpaused and the row locked.
+            await executor.wait_for(lambda: executor.finished_since("claim_due_tasks", start) > 0)
+            assert not ran.is_set()
+            await mark.commit()
+        async with asyncio.timeout(10):
+            await ran.wait()
+        await queue.stop()

@@ -135,7 +135,9 @@ def mark_task_waited(queries: Queries, task_id: int) -> Operation[TaskInfo | Non
     check_task_id(task_id, "task id")
 
     def steps() -> Steps[TaskInfo | None]:
-        rows = yield Statement(queries["mark_task_waited"], {"id": task_id})
+        rows = yield Statement(
+            queries["mark_task_waited"], {"id": task_id, "channel": queries.channel}
+        )
         return task_info(rows[0]) if rows else None
 
     return Operation(steps())

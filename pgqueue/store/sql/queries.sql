@@ -511,6 +511,10 @@ WHERE id = ANY (%(ids)s::bigint[]);
 -- Mark a task as waited on (its end is then announced) and read it, in one statement: an end
 -- recorded before it is in the row read, one recorded after it sees the mark. Also deletes
 -- up to 100 outcomes kept in finished_results for over five minutes (only waits make them).
+-- The mark locks the row until it commits, and a claim meeting it meanwhile skips the row
+-- (SKIP LOCKED): with nothing else due, no claim would come again before the next poll, and
+-- the floor the skipping claim leaves may lie above the task. So a mark of a task still
+-- waiting wakes its kind's workers with 'w:<kind>' (claim, reading from the index's head).
 WITH pruned AS (
     DELETE FROM __schema__.finished_results
     WHERE id IN (SELECT id FROM __schema__.finished_results
@@ -518,14 +522,20 @@ WITH pruned AS (
                  ORDER BY finished_at
                  LIMIT 100
                  FOR UPDATE SKIP LOCKED)
+), marked AS (
+    UPDATE __schema__.tasks
+    SET waited = true
+    WHERE id = %(id)s
+    RETURNING id, kind, payload::text, external_key, status::text AS status,
+              claim_token IS NOT NULL AND delayed_till > now() AS processing,
+              attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
+              created_at, updated_at, started_at, finished_at, result::text, snoozes
+), woken AS (
+    SELECT pg_notify(%(channel)s, 'w:' || kind)
+    FROM marked
+    WHERE status IN ('new', 'must_retry') AND NOT processing
 )
-UPDATE __schema__.tasks
-SET waited = true
-WHERE id = %(id)s
-RETURNING id, kind, payload::text, external_key, status::text,
-          claim_token IS NOT NULL AND delayed_till > now() AS processing,
-          attempts_elapsed, attempts_left, max_attempts, messages, delayed_till,
-          created_at, updated_at, started_at, finished_at, result::text, snoozes;
+SELECT marked.* FROM marked CROSS JOIN (SELECT count(*) FROM woken) AS w;
 
 -- name: register_kind_row
 -- Make sure the kind has its maintenance row.

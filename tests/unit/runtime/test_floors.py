@@ -64,3 +64,13 @@ def test_a_poll_from_the_head_refreshes_the_floor_never_past_the_clock() -> None
     assert floor.current() == T0 + timedelta(seconds=3) - MARGIN
     floor.polled(T0 - timedelta(seconds=7), T0 + timedelta(seconds=3))  # an old due task
     assert floor.current() == T0 - timedelta(seconds=7) - MARGIN
+
+
+def test_a_reset_makes_the_next_read_start_at_the_head_and_the_one_after_at_its_finding() -> None:
+    floor = ClaimFloor(Clock())
+    floor.claimed(None, 10, 10, T0, T0 + timedelta(seconds=5))
+    assert floor.current() == T0 - MARGIN
+    floor.reset()  # a wait marked a task a claim may have skipped below the floor
+    assert floor.current() is None
+    floor.claimed(None, 10, 10, T0 - timedelta(seconds=30), T0 + timedelta(seconds=6))
+    assert floor.current() == T0 - timedelta(seconds=30) - MARGIN
