@@ -14,8 +14,8 @@ task. Either way, the next claim (and the due poller) reads priority-0 tasks fro
 :data:`FULL_SCAN_PERIOD` the loop reads from the index's head once more, which finds anything
 the floor hid (a push in a transaction longer than the margin, a claim that rolled back), so
 such a task waits at most that long. A wait's mark of a waiting task (which a claim meeting it
-skips) resets the floor through its wake-up, so that task is read at once. Prioritised tasks are read in their own index and are
-not floored.
+skips) resets the floor through its wake-up, so that task is read at once. Prioritised tasks
+are read in their own index and are not floored.
 """
 
 from __future__ import annotations
