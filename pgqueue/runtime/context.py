@@ -58,10 +58,11 @@ class RuntimeContext(ABC):
             pass
 
     @abstractmethod
-    def wake(self, kind: str, from_head: bool = False) -> None:
+    def wake(self, kind: str, from_head: bool = False, due_at: float | None = None) -> None:
         """Wake the claim loop of ``kind`` (work may be due); ``from_head``: its next claim
         reads the open tasks from the index's head, not from its floor (a task below the
-        floor may be due)."""
+        floor may be due); ``due_at``: a task due at that epoch (database clock, seconds) was
+        committed, and the next claim reads from the head if the floor lies above it."""
 
     @abstractmethod
     def release_later(self, claims: list[tuple[int, str]]) -> None:

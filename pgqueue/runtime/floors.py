@@ -13,8 +13,10 @@ task. Either way, the next claim (and the due poller) reads priority-0 tasks fro
 :data:`MARGIN` for tasks whose pushing transaction began earlier and committed later. Every
 :data:`FULL_SCAN_PERIOD` the loop reads from the index's head once more, which finds anything
 the floor hid (a push in a transaction longer than the margin, a claim that rolled back), so
-such a task waits at most that long. A wait's mark of a waiting task (which a claim meeting it
-skips) resets the floor through its wake-up, so that task is read at once. Prioritised tasks
+such a task waits at most that long. A push's notification carries its tasks' due time, so a
+push committed below the floor (its transaction was longer than the margin) makes the next
+read start from the head at once, and so does a wait's mark of a waiting task (which a claim
+meeting it skips): those tasks are read at once. Prioritised tasks
 are read in their own index and are not floored.
 """
 
@@ -50,6 +52,14 @@ class ClaimFloor:
         """Read from the head next time: a task below the floor may be due (a claim skipped
         it while another transaction held its row)."""
         self.verified_at = float("-inf")
+
+    def due_at(self, epoch: float) -> None:
+        """A task due at ``epoch`` (database clock, seconds) was just committed: when that lies
+        below where reads start, the next read starts from the head (the task's transaction
+        began before the floor moved past its due time)."""
+        value = self.value
+        if value is not None and epoch < (value - MARGIN).timestamp():
+            self.reset()
 
     def claimed(
         self,

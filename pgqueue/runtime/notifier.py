@@ -118,7 +118,14 @@ class Notifier:
         """Act on one notification of the queue's channel."""
         runtime = self.runtime
         prefix, _, value = payload.partition(":")
-        if prefix == "p":
+        if prefix == "n":
+            # A push (or retry) of tasks due since an epoch: below the floor, read from the head.
+            epoch, _, kind = value.partition(":")
+            try:
+                runtime.wake(kind, due_at=float(epoch))
+            except ValueError:
+                runtime.wake(kind)
+        elif prefix == "p":
             runtime.wake(value)
         elif prefix == "w":
             runtime.wake(value, from_head=True)  # a wait marked a waiting task of the kind
@@ -131,11 +138,15 @@ class Notifier:
                     worker.resume()
         elif prefix == "d":
             epoch, _, kind = value.partition(":")
-            if kind in self.workers and runtime.poller is not None:
+            worker = self.workers.get(kind)
+            if worker is not None:
                 try:
-                    runtime.poller.due_at_epoch(float(epoch), kind)
+                    due = float(epoch)
                 except ValueError:
                     return
+                worker.floor.due_at(due)  # committed after its due time passed: maybe below
+                if runtime.poller is not None:
+                    runtime.poller.due_at_epoch(due, kind)
         elif prefix == "c":
             try:
                 task_id = int(value)

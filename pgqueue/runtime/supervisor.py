@@ -202,11 +202,13 @@ class Runtime(RuntimeContext):
             "could not release %d claim(s); they return when their leases expire", len(claims)
         )
 
-    def wake(self, kind: str, from_head: bool = False) -> None:
+    def wake(self, kind: str, from_head: bool = False, due_at: float | None = None) -> None:
         worker = self.workers.get(kind)
         if worker is not None:
             if from_head:
                 worker.floor.reset()
+            elif due_at is not None:
+                worker.floor.due_at(due_at)
             worker.notify()
 
     def retries_written(self, results: Sequence[Result]) -> None:

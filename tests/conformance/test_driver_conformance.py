@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,7 +323,11 @@ async def test_notify_round_trip(driver: Driver, db: Database) -> None:
     async with driver.listen(queries.channel) as payloads:
         await driver.run(push_tasks(registry, queries, [Task(KIND)]))
         async with asyncio.timeout(10):
-            assert await anext(payloads) == f"p:{KIND}"
+            payload = await anext(payloads)
+    # n:<due epoch>:<kind>: the task is due since the push's transaction began.
+    prefix, epoch, kind = payload.split(":", 2)
+    assert (prefix, kind) == ("n", KIND)
+    assert abs(float(epoch) - time.time()) < 60
 
 
 async def test_host_transaction_commits_or_rolls_back_the_push(

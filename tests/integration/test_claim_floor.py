@@ -5,6 +5,7 @@ floor hides is lost (pgqueue/runtime/floors.py)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psycopg
@@ -98,3 +99,73 @@ def test_a_task_below_the_floor_is_found_by_the_next_read_from_the_head(
         # Its notification wakes a claim that starts past it: a read from the head finds it.
         recorder.wait(lambda r: len(r.written) == 4, timeout=15)
     assert sorted(ran) == [0, 1, 2, 3]
+
+
+def test_a_task_pushed_below_the_floor_runs_as_soon_as_its_transaction_commits(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push's notification carries its tasks' due time. When that lies below the floor (the
+    pushing transaction began before the floor moved past it and committed after), the
+    notification makes the next claim read from the index's head: the task runs at once, not
+    at the next periodic read from the head (a minute here) nor the next poll (a minute)."""
+    monkeypatch.setattr(floors, "MARGIN", floors.timedelta(0))
+    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", 60.0)
+    ran: list[int] = []
+
+    def handler(envelope: Any) -> None:
+        ran.append(envelope.payload)
+
+    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=60.0))
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", handler, options)
+        recorder = Recorder(queue)
+        queue.start()
+        queue.wait_listening()
+        # The first claim reads from the head; the floor it leaves is this claim's clock.
+        queue.push_task(Task("k", 0))
+        recorder.wait(lambda r: len(r.written) == 1)
+        with psycopg.connect(db.dsn) as late:
+            # Its due time is this transaction's start, before the task below.
+            queue.push_task_tx(late, Task("k", 1))
+            # Claimed by a read from the floor, which moves past the late task's due time.
+            queue.push_task(Task("k", 2))
+            recorder.wait(lambda r: len(r.written) == 2)
+            late.commit()
+        recorder.wait(lambda r: len(r.written) == 3, timeout=10)
+    assert sorted(ran) == [0, 1, 2]
+
+
+def test_a_delayed_task_committed_after_its_due_time_passed_the_floor_runs_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, for a delayed push: its transaction commits after the floor moved past the
+    task's due time, and the due time its notification carries sends the next read to the
+    head."""
+    monkeypatch.setattr(floors, "MARGIN", floors.timedelta(0))
+    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", 60.0)
+    ran: list[int] = []
+
+    def handler(envelope: Any) -> None:
+        ran.append(envelope.payload)
+
+    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=60.0))
+    with Queue(db.dsn, schema=db.schema) as queue:
+        queue.register_kind("k", handler, options)
+        recorder = Recorder(queue)
+        queue.start()
+        queue.wait_listening()
+        queue.push_task(Task("k", 0))
+        recorder.wait(lambda r: len(r.written) == 1)
+        with psycopg.connect(db.dsn) as late, psycopg.connect(db.dsn, autocommit=True) as clock:
+            queue.push_task_tx(late, Task("k", 1), delay=0.2)
+            due = late.execute("SELECT now() + interval '0.2 seconds'").fetchone()
+            assert due is not None
+            # The next claim's clock must be past the late task's due time: wait for the
+            # database's clock to pass it (no event marks that).
+            while clock.execute("SELECT clock_timestamp() <= %s", due).fetchone() == (True,):
+                time.sleep(0.02)
+            queue.push_task(Task("k", 2))
+            recorder.wait(lambda r: len(r.written) == 2)
+            late.commit()
+        recorder.wait(lambda r: len(r.written) == 3, timeout=10)
+    assert sorted(ran) == [0, 1, 2]

@@ -33,7 +33,7 @@ class Notifications:
     def _listen(self) -> None:
         while not self.stop.is_set():
             for notify in self.conn.notifies(timeout=0.1):
-                if notify.payload.startswith("p:"):
+                if notify.payload.startswith("n:"):  # a push of tasks due now
                     self.count += 1
 
     def close(self) -> int:

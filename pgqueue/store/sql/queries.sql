@@ -4,8 +4,10 @@
 -- name: push_task
 -- Insert one task; a (kind, external_key) that exists inserts nothing and returns no row.
 -- Returns the id, the notification, and the row's created_at and delayed_till.
--- A task due now notifies 'p:<kind>'; one due within notify_within seconds notifies
--- 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
+-- A task due now notifies 'n:<due epoch>:<kind>'; one due within notify_within seconds
+-- notifies 'd:<due epoch>:<kind>', so idle workers wake at its due time without polling for it.
+-- The due epoch lets a worker see a task due below its claim floor (a push in a transaction
+-- that began before the floor moved past the task's due time): it reads from the head then.
 -- NOTIFY false: no notification (the caller wakes the workers after the commit).
 WITH inserted AS (
     INSERT INTO __schema__.tasks
@@ -20,7 +22,9 @@ WITH inserted AS (
 )
 SELECT id,
        CASE WHEN NOT %(notify)s::boolean THEN NULL
-            WHEN delayed_till <= now() THEN pg_notify(%(channel)s, 'p:' || kind)
+            WHEN delayed_till <= now()
+            THEN pg_notify(%(channel)s,
+                           'n:' || extract(epoch FROM delayed_till)::text || ':' || kind)
             WHEN %(delay)s::float8 <= %(notify_within)s::float8
             THEN pg_notify(%(channel)s, 'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
        END,
@@ -38,7 +42,9 @@ VALUES (%(kind)s, %(payload)s::jsonb, %(max_attempts)s, %(max_attempts)s,
         %(trace_context)s)
 RETURNING id,
           CASE WHEN NOT %(notify)s::boolean THEN NULL
-               WHEN %(delay)s::float8 <= 0 THEN pg_notify(%(channel)s, 'p:' || kind)
+               WHEN %(delay)s::float8 <= 0
+               THEN pg_notify(%(channel)s,
+                              'n:' || extract(epoch FROM delayed_till)::text || ':' || kind)
                WHEN %(delay)s::float8 <= %(notify_within)s::float8
                THEN pg_notify(%(channel)s,
                               'd:' || extract(epoch FROM delayed_till)::text || ':' || kind)
@@ -76,9 +82,9 @@ WITH input AS (
     RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s,
-                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
-                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
-                               || ':' || kind END)
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'n:' ELSE 'd:' END
+                     || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                     || ':' || kind)
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
     WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
@@ -119,9 +125,9 @@ WITH input AS (
     RETURNING id, kind
 ), notified AS (
     SELECT pg_notify(%(channel)s,
-                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
-                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
-                               || ':' || kind END)
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'n:' ELSE 'd:' END
+                     || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                     || ':' || kind)
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
     WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
@@ -151,9 +157,9 @@ WITH input AS MATERIALIZED (
     RETURNING kind
 ), notified AS (
     SELECT pg_notify(%(channel)s,
-                     CASE WHEN %(delay)s::float8 <= 0 THEN 'p:' || kind
-                          ELSE 'd:' || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
-                               || ':' || kind END)
+                     CASE WHEN %(delay)s::float8 <= 0 THEN 'n:' ELSE 'd:' END
+                     || extract(epoch FROM now() + make_interval(secs => %(delay)s))::text
+                     || ':' || kind)
     FROM (SELECT DISTINCT kind FROM inserted) AS due_kinds
     WHERE %(delay)s::float8 <= %(notify_within)s::float8
 )
@@ -454,7 +460,10 @@ WITH exhausted AS (
     WHERE t.id = exhausted.id
     RETURNING t.id, t.children IS NOT NULL AS has_children
 )
-SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%(channel)s, 'p:' || %(kind)s) END,
+SELECT count(*),
+       CASE WHEN count(*) > 0
+            THEN pg_notify(%(channel)s, 'n:' || extract(epoch FROM now())::text || ':' || %(kind)s)
+       END,
        coalesce(array_agg(id) FILTER (WHERE has_children), '{}'::bigint[])
 FROM revived;
 
@@ -480,7 +489,9 @@ WITH target AS (
     WHERE t.id = target.id
     RETURNING t.id, t.kind, target.ended AND t.children IS NOT NULL AS reopened
 )
-SELECT id, pg_notify(%(channel)s, 'p:' || kind), reopened FROM revived;
+SELECT id, pg_notify(%(channel)s, 'n:' || extract(epoch FROM now())::text || ':' || kind),
+       reopened
+FROM revived;
 
 -- name: get_task
 -- Read one task by id, with its derived status.
@@ -1386,7 +1397,7 @@ WITH input AS MATERIALIZED (
     ORDER BY i.ord
     RETURNING kind, status
 ), notified AS (
-    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    SELECT pg_notify(%(channel)s, 'n:' || extract(epoch FROM now())::text || ':' || kind)
     FROM (SELECT DISTINCT kind FROM inserted WHERE status = 'new') AS due_kinds
 )
 SELECT input.ord, input.id
@@ -1463,7 +1474,7 @@ WITH ended AS (
     RETURNING t.id, t.kind, t.status::text AS status, t.waited,
               d.was_blocked AND t.status <> 'blocked' AS changed
 ), woken AS (
-    SELECT pg_notify(%(channel)s, 'p:' || kind)
+    SELECT pg_notify(%(channel)s, 'n:' || extract(epoch FROM now())::text || ':' || kind)
     FROM (SELECT DISTINCT kind FROM settled WHERE changed AND status = 'new') AS due_kinds
 ), announced AS (
     SELECT pg_notify(%(finished_channel)s, 'f:' || string_agg(id::text || 'c', ','))

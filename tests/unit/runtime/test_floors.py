@@ -74,3 +74,28 @@ def test_a_reset_makes_the_next_read_start_at_the_head_and_the_one_after_at_its_
     assert floor.current() is None
     floor.claimed(None, 10, 10, T0 - timedelta(seconds=30), T0 + timedelta(seconds=6))
     assert floor.current() == T0 - timedelta(seconds=30) - MARGIN
+
+
+def test_a_task_committed_below_where_reads_start_sends_the_next_read_to_the_head() -> None:
+    floor = ClaimFloor(Clock())
+    floor.due_at((T0 - timedelta(hours=1)).timestamp())  # no floor yet: nothing to move
+    assert floor.current() is None
+    floor.claimed(None, 10, 10, T0, T0 + timedelta(seconds=5))
+    start = T0 - MARGIN
+    assert floor.current() == start
+    floor.due_at(start.timestamp())  # where reads start: found there
+    floor.due_at((T0 + timedelta(seconds=3)).timestamp())  # above the floor: found
+    assert floor.current() == start
+    floor.due_at((start - timedelta(milliseconds=1)).timestamp())  # below: hidden
+    assert floor.current() is None
+    floor.claimed(None, 10, 10, T0 - timedelta(seconds=2), T0 + timedelta(seconds=6))
+    assert floor.current() == T0 - timedelta(seconds=2) - MARGIN
+
+
+def test_a_reset_survives_a_claim_that_was_in_flight_when_it_came() -> None:
+    floor = ClaimFloor(Clock())
+    floor.claimed(None, 10, 10, T0, T0 + timedelta(seconds=5))
+    used = floor.current()
+    floor.due_at((T0 - timedelta(seconds=30)).timestamp())
+    floor.claimed(used, 3, 10, None, T0 + timedelta(seconds=6))  # read from the old floor
+    assert floor.current() is None
