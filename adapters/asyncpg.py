@@ -6,10 +6,12 @@ is converted once, by name, so a name used twice is one parameter and the order 
 decides the numbers (no positional reordering can slip in).
 
 Values are the ones psycopg gets. JSON documents are text cast to ``jsonb``, which asyncpg
-takes as is. Id and claim-token lists travel as array literals (``{1,2,3}``): psycopg sends
-them untyped and the ``::bigint[]`` / ``::uuid[]`` cast types the parameter itself, parsed once
-per statement (a cast from ``text`` would be re-parsed for every row a filter checks). asyncpg
-wants lists for array parameters, so the literals of those two casts are split here.
+takes as is. The hot path's lists (ids, claim tokens, and the outcomes a result write applies)
+travel as array literals (``{1,2,3}``, texts quoted: ``{"a","b",NULL}``): psycopg sends them
+untyped and the cast (``::bigint[]``, ``::uuid[]``, ``::text[]``, ``::float8[]``, ``::int[]``)
+types the parameter itself, parsed once per statement (a cast from ``text`` would be re-parsed
+for every row a filter checks). asyncpg wants lists for array parameters, so the literals of
+those casts are split here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from .host import async_driver_connection, describe_target
 T = TypeVar("T")
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-_ARRAY_CAST = re.compile(r"%\((\w+)\)s::(bigint|uuid)\[\]")
+_ARRAY_CAST = re.compile(r"%\((\w+)\)s::(bigint|uuid|text|float8|int)\[\]")
+# An element of a quoted array literal (text_array): NULL or "…" with backslash escapes.
+_QUOTED_ELEMENT = re.compile(r'NULL|"((?:[^"\\]|\\.)*)"')
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 _CLOSED = object()
 CONNECT_TIMEOUT = 4.0
 """Seconds opening a pool waits for the server before it reports why not."""
@@ -49,14 +54,24 @@ def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
 
 
 def _split_literal(value: Any, element: str) -> Any:
-    """An array literal of ids or UUIDs (as pgqueue builds them) to the list asyncpg wants."""
+    """An array literal (as pgqueue builds them: ``int_array``, ``bare_array``,
+    ``float_array``, ``text_array``) to the list asyncpg wants."""
     if not isinstance(value, str):
         return value
-    items = value.strip("{}")
+    items = value[1:-1]
     if not items:
         return []
+    if '"' in items:
+        return [
+            None if m.group(1) is None else _ESCAPED.sub(r"\1", m.group(1))
+            for m in _QUOTED_ELEMENT.finditer(items)
+        ]
     parts = items.split(",")
-    return [int(p) for p in parts] if element == "bigint" else parts
+    if element in ("bigint", "int"):
+        return [int(p) for p in parts]
+    if element == "float8":
+        return [float(p) for p in parts]
+    return [None if p == "NULL" else p for p in parts]
 
 
 @lru_cache(maxsize=256)

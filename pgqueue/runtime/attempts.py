@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from json import JSONDecoder
 from json import loads as json_loads
 from typing import Any
 
@@ -28,6 +29,20 @@ from pgqueue.runtime.execution import AttemptRunner, DeadlineGuard, Outcome, run
 from pgqueue.task import Status
 
 log = logging.getLogger("pgqueue.worker")
+
+_decode_document = JSONDecoder().raw_decode
+
+
+def decode_payload(text: str) -> Any:
+    """A claimed payload (``jsonb`` printed by the server: one document, no whitespace around
+    it) decoded without :func:`json.loads`'s checks for whitespace; anything else is decoded
+    (or rejected) by ``json.loads``."""
+    try:
+        value, end = _decode_document(text)
+    except ValueError:
+        return json_loads(text)
+    return value if end == len(text) else json_loads(text)
+
 
 TIMED_OUT = "AttemptTimeout: "  # how an attempt's timeout reads in its outcome's error
 # A fired attempt still inside its handler this long after is cancelled again: its handler
@@ -86,7 +101,7 @@ class AttemptLifecycle:
         envelope = Envelope.claimed(
             task_id,
             self.kind,
-            None if payload is None else json_loads(payload),
+            None if payload is None else decode_payload(payload),
             key,
             elapsed,
             left,
@@ -96,7 +111,7 @@ class AttemptLifecycle:
             now + timeout,
             [] if messages is None else messages,
             snoozes,
-            None if workflow is None else json_loads(workflow),
+            None if workflow is None else decode_payload(workflow),
             trace_context,
         )
         attempt = Attempt(envelope, token)

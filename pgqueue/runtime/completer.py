@@ -15,7 +15,13 @@ from pgqueue.events import ResultsWritten
 from pgqueue.runtime.context import RuntimeContext
 from pgqueue.runtime.execution import Outcome
 from pgqueue.store.executor import Operation, Statement, Steps
-from pgqueue.store.operations import int_array, settle_steps, uuid_array
+from pgqueue.store.operations import (
+    bare_array,
+    float_array,
+    int_array,
+    settle_steps,
+    text_array,
+)
 from pgqueue.store.queries import Queries
 from pgqueue.task import Status
 
@@ -153,8 +159,8 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 queries["delete_finished_tasks"],
                 {
                     "ids": int_array(r.task_id for r in deletes),
-                    "tokens": uuid_array(r.token for r in deletes),
-                    "statuses": [r.outcome.status.value for r in deletes],
+                    "tokens": bare_array(r.token for r in deletes),
+                    "statuses": bare_array(r.outcome.status.value for r in deletes),
                     "results": results_of(deletes),
                     "finished_channel": queries.finished_channel,
                 },
@@ -165,13 +171,13 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
                 queries["record_outcomes"],
                 {
                     "ids": int_array(r.task_id for r in updates),
-                    "tokens": uuid_array(r.token for r in updates),
-                    "statuses": [
+                    "tokens": bare_array(r.token for r in updates),
+                    "statuses": bare_array(
                         "snoozed" if r.outcome.snooze else r.outcome.status.value for r in updates
-                    ],
-                    "delays": [r.outcome.delay for r in updates],
-                    "errors": [r.outcome.error for r in updates],
-                    "keeps": [r.keep_messages for r in updates],
+                    ),
+                    "delays": float_array(r.outcome.delay for r in updates),
+                    "errors": text_array(r.outcome.error for r in updates),
+                    "keeps": int_array(r.keep_messages for r in updates),
                     "results": results_of(updates),
                     "finished_channel": queries.finished_channel,
                 },
@@ -189,11 +195,12 @@ def record_results(queries: Queries, results: Sequence[Result]) -> Operation[set
     return Operation(steps(), transactional=bool(nodes))
 
 
-def results_of(results: Sequence[Result]) -> list[str | None] | None:
-    """The results as JSON texts aligned with ``results``, or ``None`` (SQL NULL, which
-    ``unnest`` pads as NULLs) when none has one: handlers that return nothing send no array."""
+def results_of(results: Sequence[Result]) -> str | None:
+    """The results as an array literal of JSON texts aligned with ``results``, or ``None`` (SQL
+    NULL, which ``unnest`` pads as NULLs) when none has one: handlers that return nothing send
+    no array."""
     texts = [r.outcome.result for r in results]
-    return texts if any(text is not None for text in texts) else None
+    return text_array(texts) if any(text is not None for text in texts) else None
 
 
 def retried_at_once(results: Sequence[Result], applied: set[int]) -> list[str]:

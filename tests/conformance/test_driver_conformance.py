@@ -18,15 +18,19 @@ import pytest
 
 from pgqueue import CapacityExceeded, KindOptions, Task
 from pgqueue.registry import KindRegistry
+from pgqueue.runtime.completer import Result, record_results
+from pgqueue.runtime.execution import Outcome
 from pgqueue.store.executor import Operation, Statement, Steps, single
 from pgqueue.store.operations import (
     EXACT_FINISHED_BELOW,
     PAYLOAD_SCAN_ROWS,
+    claim_due_tasks,
     count_tasks_by_status,
     get_task,
     push_tasks,
 )
 from pgqueue.store.queries import Queries
+from pgqueue.task import Status
 from tests.conformance.conftest import Driver
 from tests.conftest import Database
 
@@ -391,3 +395,39 @@ async def test_claim_statement_uses_the_open_tasks_index(driver: Driver, db: Dat
     plan = plan if isinstance(plan, str) else json.dumps(plan)
     assert "tasks_open_idx" in plan, plan
     assert '"Seq Scan"' not in plan, plan
+
+
+ODD_ERROR = 'ValueError: a "quoted", {braced} \\ back\\slashed, comma-separated NULL\nline'
+ODD_RESULT = json.dumps({"text": 'x"y\\z', "list": [1, None, "}{"], "null": None})
+
+
+async def test_result_writes_carry_any_text_through_the_driver(
+    driver: Driver, db: Database
+) -> None:
+    """A result write sends its outcomes as array literals it builds itself (texts quoted and
+    escaped): errors and results with quotes, backslashes, braces, commas, a NULL-looking word
+    and a newline arrive as written, beside statuses, delays and kept-message counts."""
+    queries = Queries(db.schema)
+    registry = KindRegistry()
+    registry.add(KIND, KindOptions(attempt_timeout=5.0), None)
+    await driver.run(push_tasks(registry, queries, [Task(KIND, n) for n in range(4)]))
+    claimed = await driver.run(claim_due_tasks(queries, KIND, 10, 30.0))
+    (a, ta), (b, tb), (c, tc), (d, td) = sorted((row[0], row[6]) for row in claimed)
+    results = [
+        Result(a, ta, KIND, Outcome(Status.MUST_RETRY, delay=1.5, error=ODD_ERROR), 5, False),
+        Result(b, tb, KIND, Outcome(Status.SUCCEEDED, result=ODD_RESULT), 5, False),
+        Result(c, tc, KIND, Outcome(Status.SUCCEEDED), 5, False),
+        Result(d, td, KIND, Outcome(Status.SUCCEEDED, result=ODD_RESULT), 5, True),
+    ]
+    applied = await driver.run(record_results(queries, results))
+    assert applied == {a, b, c, d}
+    rows = db.fetch(
+        "SELECT id, status::text, messages, result::text,"
+        " round(extract(epoch FROM delayed_till - updated_at)::numeric, 1)"
+        " FROM {schema}.tasks ORDER BY id"
+    )
+    assert [(r[0], r[1]) for r in rows] == [(a, "must_retry"), (b, "succeeded"), (c, "succeeded")]
+    assert rows[0][2] == [ODD_ERROR]
+    assert float(rows[0][4]) == 1.5
+    assert json.loads(rows[1][3]) == json.loads(ODD_RESULT)
+    assert rows[2][3] is None

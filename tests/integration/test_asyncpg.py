@@ -11,6 +11,7 @@ import pytest
 
 from pgqueue import AsyncQueue, Jitter, JitterDelayer, KindOptions, LoopOptions, Status, Task
 from pgqueue.adapters.asyncpg import AsyncpgExecutor, _split_literal, array_params, convert
+from pgqueue.store.operations import bare_array, float_array, int_array, text_array
 from tests.conftest import Database
 from tests.helpers import Recorder
 
@@ -33,13 +34,31 @@ def test_placeholders_convert_by_name_in_order_of_first_use() -> None:
 
 
 def test_array_literals_become_lists_for_array_casts() -> None:
-    sql = "SELECT %(ids)s::bigint[], %(tokens)s::uuid[], %(kinds)s::text[]"
-    assert array_params(sql) == {"ids": "bigint", "tokens": "uuid"}
+    sql = (
+        "SELECT %(ids)s::bigint[], %(tokens)s::uuid[], %(kinds)s::text[], %(delays)s::float8[],"
+        " %(keeps)s::int[], %(payload)s::jsonb"
+    )
+    assert array_params(sql) == {
+        "ids": "bigint",
+        "tokens": "uuid",
+        "kinds": "text",
+        "delays": "float8",
+        "keeps": "int",
+    }
     assert _split_literal("{1,22,333}", "bigint") == [1, 22, 333]
     assert _split_literal("{}", "bigint") == []
     token = "0b7e7e57-1111-2222-3333-444455556666"
-    assert _split_literal("{" + token + "," + token + "}", "uuid") == [token, token]
+    assert _split_literal(bare_array([token, token]), "uuid") == [token, token]
     assert _split_literal([4, 5], "bigint") == [4, 5]  # lists pass through
+    assert _split_literal(bare_array(["succeeded", "cancelled"]), "text") == [
+        "succeeded",
+        "cancelled",
+    ]
+    assert _split_literal(float_array([0, 1.5, 1e-05]), "float8") == [0.0, 1.5, 1e-05]
+    assert _split_literal(int_array([0, 7]), "int") == [0, 7]
+    texts = [None, "", "NULL", 'a "b", {c}', "back\\slash\\", 'x\\"y', "é\n"]
+    assert _split_literal(text_array(texts), "text") == texts
+    assert _split_literal(text_array([None, None]), "text") == [None, None]
 
 
 async def test_asyncpg_pool_runs_the_whole_lifecycle(db: Database) -> None:

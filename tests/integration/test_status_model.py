@@ -24,12 +24,12 @@ from pgqueue.runtime.completer import Result, record_results
 from pgqueue.runtime.execution import Outcome
 from pgqueue.store.executor import Statement, single
 from pgqueue.store.operations import (
+    bare_array,
     cancel_task_by_key,
     int_array,
     push_tasks,
     retry_tasks,
     sweep_terminal_tasks,
-    uuid_array,
 )
 from pgqueue.store.queries import Queries
 from pgqueue.task import Status
@@ -149,7 +149,7 @@ class StatusModel(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(model.tokens))
         rows = self._run(
             "extend_leases",
-            {"ids": int_array([task_id]), "tokens": uuid_array([token]), "lease": LEASE},
+            {"ids": int_array([task_id]), "tokens": bare_array([token]), "lease": LEASE},
         )
         assert bool(rows) == (token == model.token)
         if rows:
@@ -164,7 +164,7 @@ class StatusModel(RuleBasedStateMachine):
         task_id, model = data.draw(st.sampled_from(held))
         token = data.draw(st.sampled_from(model.tokens))
         rows = self._run(
-            "release_claims", {"ids": int_array([task_id]), "tokens": uuid_array([token])}
+            "release_claims", {"ids": int_array([task_id]), "tokens": bare_array([token])}
         )
         assert bool(rows) == (token == model.token)
         if rows:

@@ -16,9 +16,28 @@ def int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def uuid_array(values: Iterable[str]) -> str:
-    """A PostgreSQL array literal of UUIDs given as canonical text (as claims return them)."""
+def bare_array(values: Iterable[str]) -> str:
+    """A PostgreSQL array literal of texts that need no quoting: UUIDs in canonical text (as
+    claims return them), status names."""
     return "{" + ",".join(values) + "}"
+
+
+def float_array(values: Iterable[float]) -> str:
+    """A PostgreSQL array literal of floats (``repr`` round-trips through ``float8``)."""
+    return "{" + ",".join(map(repr, map(float, values))) + "}"
+
+
+def _quoted(text: str | None) -> str:
+    if text is None:
+        return "NULL"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def text_array(values: Iterable[str | None]) -> str:
+    """A PostgreSQL array literal of any texts, None as NULL: every element in double quotes,
+    its backslashes and double quotes escaped. (The driver's own list adaptation searches every
+    element for characters to escape: ten times slower for JSON documents.)"""
+    return "{" + ",".join(map(_quoted, values)) + "}"
 
 
 CLAIMED_COLUMNS = 13
@@ -84,7 +103,7 @@ def extend_leases(
             queries["extend_leases"],
             {
                 "ids": int_array(c[0] for c in claims),
-                "tokens": uuid_array(c[1] for c in claims),
+                "tokens": bare_array(c[1] for c in claims),
                 "lease": lease,
             },
         )
@@ -103,7 +122,7 @@ def release_claims(queries: Queries, claims: Sequence[tuple[int, str]]) -> Opera
                 queries["release_claims"],
                 {
                     "ids": int_array(c[0] for c in claims),
-                    "tokens": uuid_array(c[1] for c in claims),
+                    "tokens": bare_array(c[1] for c in claims),
                 },
             )
         )

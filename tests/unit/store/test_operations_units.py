@@ -29,10 +29,14 @@ def test_result_statements_carry_outcomes_into_the_rollup() -> None:
     ]  # fmt: skip
     steps = record_results(queries, results).steps
     delete = next(steps)
-    assert delete.params["statuses"] == ["succeeded"]
+    assert delete.params["statuses"] == "{succeeded}"  # array literals: see test_array_literals
     assert "INSERT INTO s.throughput" in delete.sql
     update = steps.send([(1,)])
-    assert update.params["statuses"] == ["must_retry"]
+    assert update.params["statuses"] == "{must_retry}"
+    assert update.params["delays"] == "{5.0}"
+    assert update.params["keeps"] == "{3}"
+    assert update.params["errors"] == "{NULL}"
+    assert update.params["results"] is None  # no result: NULL, which unnest pads
     assert "INSERT INTO s.throughput" in update.sql
     with pytest.raises(StopIteration) as done:
         steps.send([(2,)])
