@@ -120,11 +120,9 @@ class Notifier:
         prefix, _, value = payload.partition(":")
         if prefix == "n":
             # A push (or retry) of tasks due since an epoch: below the floor, read from the head.
-            epoch, _, kind = value.partition(":")
-            try:
-                runtime.wake(kind, due_at=float(epoch))
-            except ValueError:
-                runtime.wake(kind)
+            due = due_and_kind(value)
+            if due is not None:
+                runtime.wake(due[1], due_at=due[0])
         elif prefix == "p":
             runtime.wake(value)
         elif prefix == "w":
@@ -137,16 +135,13 @@ class Notifier:
                 else:
                     worker.resume()
         elif prefix == "d":
-            epoch, _, kind = value.partition(":")
-            worker = self.workers.get(kind)
-            if worker is not None:
-                try:
-                    due = float(epoch)
-                except ValueError:
-                    return
-                worker.floor.due_at(due)  # committed after its due time passed: maybe below
+            due = due_and_kind(value)
+            if due is not None and due[1] in self.workers:
+                epoch, kind = due
+                # Committed after its due time passed, it may lie below the floor.
+                self.workers[kind].floor.due_at(epoch)
                 if runtime.poller is not None:
-                    runtime.poller.due_at_epoch(due, kind)
+                    runtime.poller.due_at_epoch(epoch, kind)
         elif prefix == "c":
             try:
                 task_id = int(value)
@@ -154,3 +149,13 @@ class Notifier:
                 return
             for worker in self.workers.values():
                 worker.cancel(task_id)
+
+
+def due_and_kind(value: str) -> tuple[float, str] | None:
+    """``<epoch>:<kind>`` (what ``n:`` and ``d:`` notifications carry) parsed; None if the
+    epoch is not a number."""
+    epoch, _, kind = value.partition(":")
+    try:
+        return float(epoch), kind
+    except ValueError:
+        return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -72,31 +74,44 @@ def test_a_floored_claim_skips_what_a_long_transaction_keeps_from_vacuum(db: Dat
     assert from_floor * 10 < from_head
 
 
-def test_a_task_below_the_floor_is_found_by_the_next_read_from_the_head(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A push in a transaction that began before the floor moved past its due time, and
-    committed after, lands below the floor: the periodic read from the head finds it."""
+@contextmanager
+def floored_queue(
+    db: Database, monkeypatch: pytest.MonkeyPatch, poll_period: float, full_scan_period: float
+) -> Iterator[tuple[Queue, Recorder, list[int]]]:
+    """A started queue of kind ``k`` whose floor has no margin; it records the payloads run."""
     monkeypatch.setattr(floors, "MARGIN", floors.timedelta(0))
-    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", 0.5)
+    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", full_scan_period)
     ran: list[int] = []
 
     def handler(envelope: Any) -> None:
         ran.append(envelope.payload)
 
-    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=0.2))
+    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=poll_period))
     with Queue(db.dsn, schema=db.schema) as queue:
         queue.register_kind("k", handler, options)
         recorder = Recorder(queue)
         queue.start()
         queue.wait_listening()
-        with psycopg.connect(db.dsn) as late:
-            # Its due time is this transaction's start, before the tasks below.
-            queue.push_task_tx(late, Task("k", 0))
-            queue.push_tasks([Task("k", n) for n in range(1, 4)])
-            recorder.wait(lambda r: len(r.written) == 3)
-            late.commit()
-        # Its notification wakes a claim that starts past it: a read from the head finds it.
+        yield queue, recorder, ran
+
+
+def test_a_task_below_the_floor_is_found_by_the_next_read_from_the_head(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that lands below the floor unannounced (here inserted due an hour ago, with no
+    notification, as a claim that rolled back leaves its rows) is found by the periodic read
+    from the head; the polls read from the floor."""
+    with floored_queue(db, monkeypatch, poll_period=0.2, full_scan_period=0.5) as (
+        queue,
+        recorder,
+        ran,
+    ):
+        queue.push_tasks([Task("k", n) for n in range(1, 4)])
+        recorder.wait(lambda r: len(r.written) == 3)
+        db.fetch(
+            "INSERT INTO {schema}.tasks (kind, payload, attempts_left, max_attempts, delayed_till)"
+            " VALUES ('k', '0', 3, 3, now() - interval '1 hour')"
+        )
         recorder.wait(lambda r: len(r.written) == 4, timeout=15)
     assert sorted(ran) == [0, 1, 2, 3]
 
@@ -108,19 +123,11 @@ def test_a_task_pushed_below_the_floor_runs_as_soon_as_its_transaction_commits(
     pushing transaction began before the floor moved past it and committed after), the
     notification makes the next claim read from the index's head: the task runs at once, not
     at the next periodic read from the head (a minute here) nor the next poll (a minute)."""
-    monkeypatch.setattr(floors, "MARGIN", floors.timedelta(0))
-    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", 60.0)
-    ran: list[int] = []
-
-    def handler(envelope: Any) -> None:
-        ran.append(envelope.payload)
-
-    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=60.0))
-    with Queue(db.dsn, schema=db.schema) as queue:
-        queue.register_kind("k", handler, options)
-        recorder = Recorder(queue)
-        queue.start()
-        queue.wait_listening()
+    with floored_queue(db, monkeypatch, poll_period=60.0, full_scan_period=60.0) as (
+        queue,
+        recorder,
+        ran,
+    ):
         # The first claim reads from the head; the floor it leaves is this claim's clock.
         queue.push_task(Task("k", 0))
         recorder.wait(lambda r: len(r.written) == 1)
@@ -141,19 +148,11 @@ def test_a_delayed_task_committed_after_its_due_time_passed_the_floor_runs_at_on
     """As above, for a delayed push: its transaction commits after the floor moved past the
     task's due time, and the due time its notification carries sends the next read to the
     head."""
-    monkeypatch.setattr(floors, "MARGIN", floors.timedelta(0))
-    monkeypatch.setattr(floors, "FULL_SCAN_PERIOD", 60.0)
-    ran: list[int] = []
-
-    def handler(envelope: Any) -> None:
-        ran.append(envelope.payload)
-
-    options = KindOptions(attempt_timeout=10, loop=LoopOptions(poll_period=60.0))
-    with Queue(db.dsn, schema=db.schema) as queue:
-        queue.register_kind("k", handler, options)
-        recorder = Recorder(queue)
-        queue.start()
-        queue.wait_listening()
+    with floored_queue(db, monkeypatch, poll_period=60.0, full_scan_period=60.0) as (
+        queue,
+        recorder,
+        ran,
+    ):
         queue.push_task(Task("k", 0))
         recorder.wait(lambda r: len(r.written) == 1)
         with psycopg.connect(db.dsn) as late, psycopg.connect(db.dsn, autocommit=True) as clock:
