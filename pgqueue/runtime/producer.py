@@ -57,6 +57,8 @@ class KindWorker(AttemptLifecycle):
         # statement checks the stored flag itself; while paused the loop only re-checks it
         # every poll period (in case the resume notification was missed).
         self.paused = False
+        self._starting = False  # inside _start_buffered: an attempt run eagerly ended in it
+        self._resume_scheduled = False  # _start_buffered stopped short: it goes on next turn
 
         self.lease_renewed_at = self.loop.time()  # when the last heartbeat was sent
         self.max_overrun = self.options.loop.max_overrun
@@ -157,13 +159,18 @@ class KindWorker(AttemptLifecycle):
         while not runtime.stopping:
             size = self._current_size()
             self._read_ttl()
-            self._start_buffered(size)
             prefetch = (
                 self.options.loop.prefetch_for(size, self.average_attempt)
                 if self.flow.claims_ahead
                 else 0
             )  # most limited kinds claim only for idle workers: a buffered claim holds a slot
-            room = size + prefetch - len(self.inflight) - len(self.buffer)
+            capacity = size + prefetch
+            half = max(1, capacity // 2)
+            # Start buffered claims until there is room for the next claim; the rest start
+            # while it runs (attempts that end at once would otherwise leave the claim to wait
+            # for all of them).
+            self._start_buffered(size, keep=capacity - half)
+            room = capacity - len(self.inflight) - len(self.buffer)
             if self.paused:
                 now = loop.time()
                 if now < recheck_at:
@@ -180,7 +187,7 @@ class KindWorker(AttemptLifecycle):
             # Claim when work may be due and at least half the room is free (bigger batches,
             # fewer round trips), or at once when nothing is running or buffered.
             busy = bool(self.inflight or self.buffer)
-            if room <= 0 or not self.more_due or (busy and room < max(1, (size + prefetch) // 2)):
+            if room <= 0 or not self.more_due or (busy and room < half):
                 # No poll of its own: a notification, the process's due poller, a freed slot
                 # or stop wakes it.
                 await self.signal.wait()
@@ -233,11 +240,30 @@ class KindWorker(AttemptLifecycle):
             self.buffer.extend((row, now) for row in claimed)
         # Claimed but not started: handed back by stop() (attempt refunded).
 
-    def _start_buffered(self, size: int) -> None:
+    def _start_buffered(self, size: int, keep: int = 0) -> None:
         """Start buffered claims in free slots; release those whose lease ran short (the
-        heartbeat could not renew it lately: the database may be out of reach)."""
-        if not self.buffer or self.paused:
-            return
+        heartbeat could not renew it lately: the database may be out of reach).
+
+        With ``keep``, stop once no more than ``keep`` tasks are running or buffered, and start
+        the rest in the loop's next turn: the claim loop claims in between.
+        """
+        if not self.buffer or self.paused or self._starting:
+            return  # (an attempt that ended at once, in this loop, asks again: it goes on here)
+        self._starting = True
+        try:
+            self._start_up_to(size, keep)
+        finally:
+            self._starting = False
+        if self.buffer and len(self.inflight) < size and not self._resume_scheduled:
+            self._resume_scheduled = True
+            self.loop.call_soon(self._resume_starting)
+
+    def _resume_starting(self) -> None:
+        self._resume_scheduled = False
+        if not self.runtime.stopping:
+            self._start_buffered(self.size)
+
+    def _start_up_to(self, size: int, keep: int) -> None:
         now = self.loop.time()
         # A claim whose lease may have less than half its length left is not started:
         # ``lease_left(claimed_at, now) < lease / 2`` for claims made before this cutoff.
@@ -246,7 +272,7 @@ class KindWorker(AttemptLifecycle):
         inflight = self.inflight
         buffer = self.buffer
         released = []
-        while buffer and len(inflight) < size:
+        while buffer and len(inflight) < size and len(inflight) + len(buffer) > keep:
             row, claimed_at = buffer.popleft()
             if not renewed and claimed_at < cutoff:
                 released.append((row[0], row[6]))

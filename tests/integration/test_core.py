@@ -716,11 +716,11 @@ def test_a_crashing_loop_is_restarted(db: Database, monkeypatch: pytest.MonkeyPa
     original = KindWorker._start_buffered
     crashes: list[int] = []
 
-    def crash_once(self: KindWorker, size: int) -> None:
+    def crash_once(self: KindWorker, size: int, keep: int = 0) -> None:
         if self.buffer and not crashes:
             crashes.append(1)
             raise RuntimeError("a bug in the claim loop")
-        original(self, size)
+        original(self, size, keep)
 
     monkeypatch.setattr(KindWorker, "_start_buffered", crash_once)
     with make_queue(db) as queue:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -280,3 +281,74 @@ async def test_abort_ends_a_handler_that_drops_the_cancellation() -> None:
     assert handler.dropped == 1
     assert [task_id for task_id, _ in claims] == [1]
     assert loop.time() - began < 2
+
+
+EAGER = sys.version_info >= (3, 12)
+
+
+async def test_a_handler_runs_in_its_own_task_from_its_first_line() -> None:
+    # Python 3.12 starts an attempt eagerly, in the turn that starts it: the handler's first
+    # lines must still see its own task, or asyncio.timeout in them would cancel the caller.
+    seen: list[str] = []
+    outer = asyncio.current_task()
+
+    async def handler(envelope: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None and task is not outer
+        seen.append(task.get_name())
+        async with asyncio.timeout(0.01):  # it times out this handler, no one else
+            await asyncio.sleep(5)
+
+    worker, runtime = make_worker(handler, worker_count=3, max_attempts=2)
+    now = asyncio.get_running_loop().time()
+    worker.buffer.extend((row(i), now) for i in range(3))
+    worker._start_buffered(worker._current_size())
+    results = await runtime.writer.wait_for(3)
+    assert sorted(seen) == [f"pgqueue-task-{i}" for i in range(3)]
+    assert [r.outcome.status for r in results] == [Status.MUST_RETRY] * 3
+    assert all((r.outcome.error or "").startswith("TimeoutError") for r in results)
+    assert outer is not None and not outer.cancelling()
+
+
+async def test_attempts_that_end_at_once_do_not_start_each_other_recursively() -> None:
+    # An attempt that ends at once asks for the next buffered claim from inside the call that
+    # started it; thousands of them must not nest (RecursionError) but go on in one loop.
+    ran: list[int] = []
+
+    async def handler(envelope: Any) -> None:
+        ran.append(envelope.id)
+
+    count = 5_000  # nested, each of them would take several frames
+    worker, runtime = make_worker(handler, worker_count=count)
+    now = asyncio.get_running_loop().time()
+    worker.buffer.extend((row(i), now) for i in range(count))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000)  # Python's default (a test runner may have raised it)
+    try:
+        worker._start_buffered(worker._current_size())
+    finally:
+        sys.setrecursionlimit(limit)
+    results = await runtime.writer.wait_for(count)
+    assert ran == list(range(count))
+    assert all(r.outcome.status is Status.SUCCEEDED for r in results)
+    assert not worker.buffer and not worker.inflight
+
+
+async def test_starting_stops_where_a_claim_fits_and_goes_on_in_the_next_turn() -> None:
+    ran: list[int] = []
+
+    async def handler(envelope: Any) -> None:
+        ran.append(envelope.id)
+
+    worker, runtime = make_worker(handler, worker_count=100)
+    now = asyncio.get_running_loop().time()
+    worker.buffer.extend((row(i), now) for i in range(12))
+    # The claim loop's call: no more than 5 tasks may stay running or buffered.
+    worker._start_buffered(worker._current_size(), keep=5)
+    if EAGER:  # those started ended at once: the rest wait for the next turn
+        assert ran == list(range(7)) and len(worker.buffer) == 5
+    else:  # started tasks run in the next turn; starting them frees nothing
+        assert ran == [] and not worker.buffer
+    await runtime.writer.wait_for(12)
+    assert ran == list(range(12))
+    assert not worker.buffer and not worker.inflight
