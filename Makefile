@@ -5,17 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # `make run` installs only what running the example needs; `make venv`/`test` add the dev tools.
 RUN_STAMP := $(VENV)/.run-stamp
-# Django 6 needs Python 3.12: the Django suite also runs in this second venv (make test-django).
+# A second venv on Python 3.12, with Django 6 (which needs it): the Django suite runs there too
+# (make test-django), the whole suite once more (make test-py312: 3.12 starts attempts as eager
+# tasks), and pgqueue's benchmark driver, on the interpreter the peers run on (make bench).
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
-VENV_DJANGO6 := .venv-django6
-DJANGO6_STAMP := $(VENV_DJANGO6)/.installed-stamp
+VENV312 := .venv-py312
+STAMP312 := $(VENV312)/.installed-stamp
 PYTEST_ARGS ?=
 # The default tier runs on this many pytest-xdist processes (its tests wait on the database far
 # more than they compute); each process starts its own embedded server.
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv venv-django6 run test test-all test-django test-pg15 test-prometheus test-fleet test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
+.PHONY: help venv venv-py312 run test test-all test-django test-pg15 test-py312 test-prometheus test-fleet test-minutes test-browser screenshots test-cluster chaos lint fmt docs docs-build bench bench-shards bench-quick bench-memory bench-fleet bench-soak test-soak-lite bench-flow bench-wait bench-workflows bench-http bench-dashboard wheel-check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,14 +36,14 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP) ## Create the virtualenv and install pgqueue with its dev tools
 
-$(DJANGO6_STAMP): pyproject.toml
-	@test -n "$(PYTHON312)" || { echo "Django 6 needs Python 3.12: set PYTHON312=/path/to/python3.12"; exit 1; }
-	$(PYTHON312) -m venv $(VENV_DJANGO6)
-	$(VENV_DJANGO6)/bin/python -m pip install --quiet --upgrade pip
-	PYTHONWARNINGS=ignore $(VENV_DJANGO6)/bin/python -m pip install --quiet -e ".[test,django]" "Django>=6.0,<7"
-	touch $(DJANGO6_STAMP)
+$(STAMP312): pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "this target needs Python 3.12: set PYTHON312=/path/to/python3.12"; exit 1; }
+	$(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install --quiet --upgrade pip
+	PYTHONWARNINGS=ignore $(VENV312)/bin/python -m pip install --quiet -e ".[test,django]" "Django>=6.0,<7"
+	touch $(STAMP312)
 
-venv-django6: $(DJANGO6_STAMP) ## A Python 3.12 virtualenv with Django 6 (its built-in django.tasks) for the Django suite
+venv-py312: $(STAMP312) ## A Python 3.12 virtualenv with Django 6 (its built-in django.tasks) and the test tools
 
 run: $(RUN_STAMP) ## Run the example app's worker and the dashboard (installs only what it needs; embedded PostgreSQL unless PGQUEUE_DSN is set)
 	$(BIN)/python -m example
@@ -60,9 +62,12 @@ test-all: $(STAMP) ## Every tier: the default one, then fleet, Prometheus, minut
 	$(MAKE) test-soak-lite
 	$(MAKE) test-django
 
-test-django: $(STAMP) $(DJANGO6_STAMP) ## The Django backend's suite twice: Django 5.2 + django-tasks (Python 3.11) and Django 6 (Python 3.12)
+test-py312: $(STAMP312) ## The default tier on Python 3.12 (PGQUEUE_TEST_DSN, else Docker, else embedded PostgreSQL)
+	$(VENV312)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+test-django: $(STAMP) $(STAMP312) ## The Django backend's suite twice: Django 5.2 + django-tasks (Python 3.11) and Django 6 (Python 3.12)
 	$(BIN)/python -m pytest tests/django $(PYTEST_ARGS)
-	$(VENV_DJANGO6)/bin/python -m pytest tests/django $(PYTEST_ARGS)
+	$(VENV312)/bin/python -m pytest tests/django $(PYTEST_ARGS)
 
 test-pg15: $(STAMP) ## Run the suite against the PostgreSQL on 127.0.0.1:5432
 	PGQUEUE_TEST_DSN=postgresql://postgres@127.0.0.1:5432/test $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
@@ -102,8 +107,8 @@ docs: $(STAMP) ## Serve the documentation on http://127.0.0.1:8000
 docs-build: $(STAMP) ## Build the documentation strictly (broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-bench: $(STAMP) ## Benchmark pgqueue against pgqueuer, procrastinate, chancy and oban
-	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+bench: $(STAMP) $(STAMP312) ## Benchmark pgqueue against pgqueuer, procrastinate, chancy and oban, all on Python 3.12
+	$(BIN)/python benchmarks/run.py --pgqueue-python $(VENV312)/bin/python $(BENCH_ARGS)
 
 bench-shards: $(STAMP) ## Drain time of a one-shard sharded queue against the plain queue (must be within 10 %)
 	$(BIN)/python benchmarks/shard_overhead.py $(SHARD_BENCH_ARGS)
@@ -135,8 +140,8 @@ bench-http: $(STAMP) ## Enqueue over HTTP (pgqueue serve, 64 keep-alive clients,
 bench-dashboard: $(STAMP) ## Time every dashboard page with 1,000,000 tasks (each must be under 300 ms)
 	$(BIN)/python benchmarks/dashboard_pages.py $(BENCH_ARGS)
 
-bench-quick: $(STAMP) ## A short benchmark run (smaller workloads)
-	$(BIN)/python benchmarks/run.py --quick $(BENCH_ARGS)
+bench-quick: $(STAMP) $(STAMP312) ## A short benchmark run (smaller workloads)
+	$(BIN)/python benchmarks/run.py --quick --pgqueue-python $(VENV312)/bin/python $(BENCH_ARGS)
 
 wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it without the source tree
 	rm -rf build/wheel-check && mkdir -p build/wheel-check
@@ -160,4 +165,4 @@ wheel-check: $(STAMP) ## Build the wheel, install it in a scratch venv, use it w
 	@echo "wheel works without the source tree"
 
 clean: ## Remove the virtualenvs, caches and the example's embedded database
-	rm -rf $(VENV) $(VENV_DJANGO6) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
+	rm -rf $(VENV) $(VENV312) benchmarks/.venv-peers .pytest_cache .mypy_cache .ruff_cache site .pgdata build
