@@ -77,14 +77,17 @@ log = logging.getLogger("bench")
 
 # Per-process state written by `task_started`, read by the worker process when it stops.
 _handled = 0
+_first_started: float | None = None  # when this process's first handler started (time.time)
 _latency_out: TextIO | None = None
 
 
 def task_started(payload: Mapping[str, Any] | None) -> None:
     """Record that a handler started; every driver's no-op handler calls this first thing."""
     now = time.time()
-    global _handled
+    global _handled, _first_started
     _handled += 1
+    if _first_started is None:
+        _first_started = now
     if _latency_out is not None and payload and "t" in payload:
         _latency_out.write(f"{payload['i']} {now - float(payload['t']):.6f}\n")
         _latency_out.flush()
@@ -347,14 +350,28 @@ async def _drain(
     async with WorkerProcesses(driver_file, args.dsn, args.concurrency, processes) as workers:
         await workers.wait_ready()
         started = time.perf_counter()
+        went_at = time.time()
+        busy_at_start = _machine_busy_seconds()
         await workers.go()
         await _wait_until_done(adapter, probe, workers, timeout, started)
         seconds = time.perf_counter() - started
+        ended_at = time.time()
+        busy = _machine_busy_seconds() - busy_at_start
         handled = await workers.stop()
+    first_started = min(t for t in workers.first_started if t is not None)
     return {
         "value": n / seconds,
         "unit": "tasks/s",
         "seconds": seconds,
+        # Without the workers' start-up (connecting, installing, the first claim): from the
+        # first handler's start to the end, as pgbench leaves out its connections' set-up.
+        "running_value": n / (ended_at - first_started),
+        "startup_seconds": first_started - went_at,
+        # The worker processes' CPU time (user + system) from start to the end of the drain.
+        "worker_cpu_us_per_task": sum(workers.cpu_seconds) / n * 1e6,
+        # Every process's CPU time over the drain (Linux): the server's share is the rest.
+        "machine_cpu_us_per_task": busy / n * 1e6 if busy == busy else None,
+        "machine_cpu_busy": busy / seconds / (os.cpu_count() or 1) if busy == busy else None,
         "processes": processes,
         "concurrency": args.concurrency,
         "handled_per_process": handled,
@@ -441,6 +458,18 @@ async def _expect_unfinished(adapter: Adapter, probe: Db, n: int) -> None:
         raise RuntimeError(f"expected {n} queued tasks in the database, found {count}")
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (``/proc/stat``), or NaN."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return float("nan")
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy
+    ticks = [int(f) for f in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 async def _wait_until_done(
     adapter: Adapter,
     probe: Db,
@@ -491,6 +520,8 @@ class WorkerProcesses:
             self._argv += ["--latency-file", latency_file]
         self._count = count
         self._procs: list[asyncio.subprocess.Process] = []
+        self.cpu_seconds: list[float] = []  # each worker's CPU time until told to stop
+        self.first_started: list[float | None] = []  # when each one's first handler started
 
     async def __aenter__(self) -> WorkerProcesses:
         for _ in range(self._count):
@@ -537,9 +568,14 @@ class WorkerProcesses:
             proc.stdin.write(b"stop\n")
             proc.stdin.close()
         handled: list[int] = []
+        self.cpu_seconds.clear()
+        self.first_started.clear()
         for proc in self._procs:
             line = await _read_line(proc, lambda s: s.startswith("{"), WORKER_STOP_TIMEOUT_S)
-            handled.append(int(json.loads(line)["handled"]))
+            report = json.loads(line)
+            handled.append(int(report["handled"]))
+            self.cpu_seconds.append(float(report["cpu_seconds"]))
+            self.first_started.append(report["first_started"])
             await asyncio.wait_for(proc.wait(), timeout=WORKER_STOP_TIMEOUT_S)
         return handled
 
@@ -579,10 +615,12 @@ async def _worker_main(adapter_cls: type[Adapter], args: argparse.Namespace) -> 
         return 1
 
     stop = asyncio.Event()
+    cpu_at_go = time.process_time()
     worker = asyncio.create_task(adapter.run_worker(stop))
     stop_command = asyncio.create_task(reader.readline())
     # A worker lives at most an hour; the parent normally says `stop` long before.
     await asyncio.wait({worker, stop_command}, timeout=3600, return_when=asyncio.FIRST_COMPLETED)
+    cpu_seconds = time.process_time() - cpu_at_go  # until told to stop: the drain's share
     stop.set()
     stop_command.cancel()
     try:
@@ -593,5 +631,6 @@ async def _worker_main(adapter_cls: type[Adapter], args: argparse.Namespace) -> 
     finally:
         if _latency_out is not None:
             _latency_out.close()
-    print(json.dumps({"handled": _handled}), flush=True)
+    report = {"handled": _handled, "cpu_seconds": cpu_seconds, "first_started": _first_started}
+    print(json.dumps(report), flush=True)
     return 0
