@@ -48,6 +48,10 @@ from typing import Any
 
 import psycopg
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stock_cluster import stock_server
+
 ROOT = Path(__file__).resolve().parents[1]
 KIND = "soak"
 LIMITED = "soak_limited"
@@ -157,28 +161,6 @@ async def worker_main(dsn: str, ttl: float, worker_count: int, limited_rate: flo
 # --- the run --------------------------------------------------------------------------------
 
 
-def stock_server(root: Path) -> Any:
-    """A PostgreSQL cluster with stock settings (only where it listens is configured)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.cluster.servers import PostgresServer
-
-    class StockServer(PostgresServer):
-        def _configure(self, *lines: str) -> None:
-            settings = [
-                "listen_addresses = '127.0.0.1'",
-                f"port = {self.port}",
-                f"unix_socket_directories = '{self.data}'",
-                *lines,
-            ]
-            with (self.data / "postgresql.conf").open("a") as conf:
-                conf.write("\n" + "\n".join(settings) + "\n")
-
-    server = StockServer(root, "soak")
-    server.init_primary()
-    server.start()
-    return server
-
-
 class Worker:
     def __init__(self, dsn: str, ttl: float, worker_count: int, limited_rate: float) -> None:
         self.proc = subprocess.Popen(
@@ -268,7 +250,7 @@ WHERE c.oid = 'pgqueue.tasks'::regclass
 
 async def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pgqueue-soak-") as scratch:
-        server = None if args.dsn else stock_server(Path(scratch))
+        server = None if args.dsn else stock_server(Path(scratch), "soak")
         dsn = args.dsn or server.dsn  # type: ignore[union-attr]
         try:
             return await soak(args, dsn)
