@@ -126,11 +126,11 @@ def ensure_peers_venv() -> None:
     PEERS_STAMP.write_text(digest)
 
 
-PGQUEUE_PYTHON = [sys.executable]  # set by --pgqueue-python
+pgqueue_python = sys.executable  # pgqueue's driver's interpreter: set from --pgqueue-python
 
 
 def interpreter_for(lib: str) -> str:
-    return PGQUEUE_PYTHON[0] if lib == "pgqueue" else str(peers_python())
+    return pgqueue_python if lib == "pgqueue" else str(peers_python())
 
 
 def _python_version(python: str) -> str:
@@ -476,19 +476,7 @@ def render_markdown(
         for workload in drains:
             cells = summary[workload]
             row = [workload]
-            for lib in libs:
-                cell = cells.get(lib, {})
-                worker, machine = (
-                    cell.get("worker_cpu_us_per_task"),
-                    cell.get("machine_cpu_us_per_task"),
-                )
-                row.append(
-                    "—"
-                    if worker is None
-                    else f"{worker:.1f} / {machine:.1f}"
-                    if machine is not None
-                    else f"{worker:.1f}"
-                )
+            row += [_cpu_cell(cells.get(lib, {})) for lib in libs]
             lines.append("| " + " | ".join(row) + " |")
 
     if pgbench is not None and not pgbench:
@@ -534,6 +522,14 @@ def render_markdown(
             settings = ", ".join(f"{k}={v}" for k, v in config.items())
             lines.append(f"- {lib}: {settings}")
     return "\n".join(lines) + "\n"
+
+
+def _cpu_cell(cell: dict[str, Any]) -> str:
+    """``worker / machine`` µs per task, ``worker`` alone off Linux, ``—`` when not measured."""
+    worker, machine = cell.get("worker_cpu_us_per_task"), cell.get("machine_cpu_us_per_task")
+    if worker is None:
+        return "—"
+    return f"{worker:.1f}" if machine is None else f"{worker:.1f} / {machine:.1f}"
 
 
 def ceiling_ratios(
@@ -699,7 +695,8 @@ def main() -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    PGQUEUE_PYTHON[0] = args.pgqueue_python
+    global pgqueue_python
+    pgqueue_python = args.pgqueue_python
     if database_of(args.dsn).startswith("bench_"):
         raise SystemExit("--dsn must name a database other than the bench_* ones it manages")
     if any(lib in PEERS for lib in args.libs):
@@ -712,7 +709,7 @@ def bench(args: argparse.Namespace) -> int:
         "postgres": asyncio.run(_server_version(args.dsn)),
         "server": args.server,
         "cpus": os.cpu_count(),
-        "python": _python_version(PGQUEUE_PYTHON[0]),
+        "python": _python_version(pgqueue_python),
         "peers_python": (
             _python_version(str(peers_python())) if any(lib in PEERS for lib in args.libs) else None
         ),
