@@ -195,7 +195,11 @@ class KindWorker(AttemptLifecycle):
                 continue
             if self.flow.limited and await self.flow.hold():
                 continue  # held back by a limit until a token is due or a slot frees
-            limit = min(room, batch_size)
+            # At most half the capacity, unless idle workers need more: from an empty buffer
+            # two half-size claims start work after the first one's rows, where one claim of
+            # the whole capacity would leave every worker waiting for all of its rows (the next
+            # claim goes out while the first half runs).
+            limit = min(room, batch_size, max(half, size - len(self.inflight)))
             self.signal.clear()
             claimed_while_paused = self.paused
             # A notification arriving while the claim runs sets more_due again: keep it.

@@ -732,6 +732,38 @@ def test_a_crashing_loop_is_restarted(db: Database, monkeypatch: pytest.MonkeyPa
     assert crashes == [1]
 
 
+@pytest.mark.parametrize(("workers", "prefetch", "first_claim"), [(2, 8, 5), (4, 0, 4)])
+def test_a_claim_from_an_empty_buffer_asks_for_half_the_capacity_or_the_idle_workers(
+    db: Database, workers: int, prefetch: int, first_claim: int
+) -> None:
+    # Claiming the whole capacity at once would leave every worker waiting for all its rows;
+    # half of it lets the first rows start while the next claim runs. Idle workers still get a
+    # task each at once.
+    release = threading.Event()
+    batches: list[int] = []
+
+    def handler(envelope: Any) -> None:
+        release.wait(30)
+
+    loop = LoopOptions(poll_period=0.2, prefetch=prefetch)
+    with make_queue(db) as queue:
+        queue.register_kind("k", handler, opts(worker_count=workers, loop=loop))
+        recorder = Recorder(queue)
+        queue.subscribe(
+            lambda event: (
+                batches.append(len(event.task_ids))
+                if type(event).__name__ == "TasksClaimed"
+                else None
+            )
+        )
+        ids = queue.push_tasks([Task("k", i) for i in range(20)])
+        queue.start()
+        recorder.wait(lambda r: len(r.claimed) >= workers + prefetch)
+        release.set()
+        recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids))
+    assert batches[0] == first_claim, batches
+
+
 def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
     started = threading.Event()
     release = threading.Event()
