@@ -235,3 +235,39 @@ def test_close_ends_when_a_background_loop_loses_its_cancellation(
     closer.join(15)
     assert not closer.is_alive(), "close() waited on a loop that lost its cancellation"
     assert dropped == 1
+
+
+def test_a_failed_statement_leaves_the_blocking_executors_connection_usable(db: Database) -> None:
+    # Single statements run on one kept connection and one kept cursor: an error there must
+    # not spoil the next statement, nor cost the connection.
+    from pgqueue.adapters.psycopg import PsycopgExecutor
+    from pgqueue.store.executor import Statement, single
+
+    executor = PsycopgExecutor(db.dsn)
+    try:
+        pid = executor.run(single(Statement("SELECT pg_backend_pid()", {})))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            executor.run(single(Statement("SELECT 1 / %(zero)s", {"zero": 0})))
+        assert executor.run(single(Statement("SELECT %(n)s + 1", {"n": 41}))) == [(42,)]
+        assert executor.run(single(Statement("SELECT pg_backend_pid()", {}))) == pid
+        assert executor.run(single(Statement("SELECT 1 WHERE false", {}))) == []
+    finally:
+        executor.close()
+
+
+async def test_a_failed_statement_leaves_the_async_executors_connection_usable(
+    db: Database,
+) -> None:
+    from pgqueue.adapters.psycopg import AsyncPsycopgExecutor
+    from pgqueue.store.executor import Statement, single
+
+    executor = AsyncPsycopgExecutor(db.dsn)
+    try:
+        pid = await executor.run(single(Statement("SELECT pg_backend_pid()", {})))
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await executor.run(single(Statement("SELECT 1 / %(zero)s", {"zero": 0})))
+        assert await executor.run(single(Statement("SELECT %(n)s + 1", {"n": 41}))) == [(42,)]
+        assert await executor.run(single(Statement("SELECT pg_backend_pid()", {}))) == pid
+        assert await executor.run(single(Statement("SELECT 1 WHERE false", {}))) == []
+    finally:
+        await executor.close()
