@@ -225,3 +225,28 @@ def _rows_removed_by_join_filters(plan: dict[str, Any]) -> int:
     """Rows that joins of the plan produced and threw away again, all loops together."""
     removed = int(plan.get("Rows Removed by Join Filter", 0))
     return removed + sum(_rows_removed_by_join_filters(child) for child in plan.get("Plans", []))
+
+
+def test_every_claimed_row_carries_the_claims_start_time(db: Database) -> None:
+    """The statement sends ``started_at`` with its first row only (one ``now()`` for all); the
+    operation hands it to every row, as stored on each."""
+    from pgqueue.adapters.psycopg import PsycopgExecutor
+    from pgqueue.store.operations import claim_due_tasks
+
+    queries = Queries(db.schema)
+    with psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute(
+            f"""INSERT INTO {db.schema}.tasks (kind, attempts_left, max_attempts, payload)
+                SELECT 'k', 3, 3, '{{}}' FROM generate_series(1, 7)"""
+        )
+    executor = PsycopgExecutor(db.dsn)
+    try:
+        rows = executor.run(claim_due_tasks(queries, "k", 5, 30.0))
+    finally:
+        executor.close()
+    assert len(rows) == 5
+    stored = dict(
+        db.fetch("SELECT id, started_at FROM {schema}.tasks WHERE started_at IS NOT NULL")
+    )
+    assert {row[0]: row[8] for row in rows} == stored
+    assert len(set(stored.values())) == 1

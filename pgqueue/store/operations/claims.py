@@ -47,6 +47,7 @@ columns of ``claim_due_tasks``, and of the limited claim)."""
 LEASE_LOST = 9
 """The column of a claimed row that says it was claimed before by a worker whose lease ran out."""
 _POSITION = itemgetter(CLAIMED_COLUMNS)
+_STARTED_AT = 8
 
 
 def claim_due_tasks(queries: Queries, kind: str, limit: int, lease: float) -> Operation[list[Row]]:
@@ -87,7 +88,12 @@ def claim_due_tasks_above(
         rows = sorted(rows, key=_POSITION)  # in claim order already, as a rule: a linear pass
         first = rows[0]
         width = CLAIMED_COLUMNS
-        return Claimed([row[:width] for row in rows], first[width + 1], first[width + 2])
+        started = first[_STARTED_AT]  # the first row's only: the same now() for every row
+        return Claimed(
+            [(*row[:_STARTED_AT], started, *row[_STARTED_AT + 1 : width]) for row in rows],
+            first[width + 1],
+            first[width + 2],
+        )
 
     return Operation(steps())
 

@@ -203,7 +203,9 @@ WHERE kind = %(kind)s
 -- versions of tasks already claimed, which a long transaction elsewhere keeps vacuum from
 -- removing; the claim loop knows where its last claim found the oldest due task. The first row
 -- (position 1) carries, for it, the oldest due time among the priority-0 rows and the
--- transaction's clock; the other rows carry NULL there. No rows: nothing was due, or the kind
+-- transaction's clock; the other rows carry NULL there. Only the first row carries started_at
+-- too: every row got the same now(), and a timestamp is the dearest column to send and parse
+-- (about 1 µs a row, a seventh of a 500-row claim). No rows: nothing was due, or the kind
 -- is paused. A workflow node's workflow column is [workflow id, node name, its parents'
 -- outcomes]; NULL for a task pushed alone.
 WITH due AS (
@@ -261,7 +263,8 @@ FROM (SELECT array_agg(id) AS ids, array_agg(previous_token) AS tokens,
 WHERE t.id = due.id
 RETURNING t.id, t.payload::text AS payload, t.external_key, t.attempts_elapsed,
           t.attempts_left, t.max_attempts, t.claim_token::text AS claim_token,
-          nullif(t.messages, '{}') AS messages, t.started_at,
+          nullif(t.messages, '{}') AS messages,
+          CASE WHEN due.position = 1 THEN t.started_at END AS started_at,
           due.previous_token IS NOT NULL AS lease_lost, t.snoozes,
           CASE WHEN t.workflow_id IS NOT NULL
                THEN jsonb_build_array(t.workflow_id, t.node, t.parent_results)::text END
