@@ -10,6 +10,10 @@ connection per pusher (the default is 8).
 The scale check (`--prefill-terminal`, `--prefill-delayed`) inserts rows straight into
 `pgqueue.tasks`: finished rows of another kind, and rows of the measured kind that are due in
 a year, which must not slow down claiming the due ones.
+
+`AsyncQueue(dsn)` loads its psycopg adapter (and psycopg_pool) on first use, about 11 ms; the
+driver imports it with pgqueue, so a worker process has it loaded before it says `ready`, as
+the peers' drivers have their libraries (and drivers) imported at the top.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import harness
 from pgconn import Db
 
 import pgqueue
+import pgqueue.adapters.psycopg  # loaded before `ready`, as every peer's library
 import pgqueue.migrate
 from pgqueue import AsyncQueue, KindOptions, Queue, Task
 
