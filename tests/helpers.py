@@ -31,6 +31,7 @@ class Recorder:
         self.written: dict[int, list[str]] = defaultdict(list)  # applied results per task
         self.finished: list[AttemptFinished] = []
         self.claimed: list[int] = []
+        self.claim_batches: list[int] = []  # rows per claim, in order
         self.swept: dict[str, int] = defaultdict(int)  # kind -> rows deleted by retention
         self.first_sweep_at: dict[str, float] = {}  # kind -> when retention first deleted
         self.written_at: dict[int, float] = {}  # task id -> when its last result applied
@@ -47,6 +48,7 @@ class Recorder:
                 self.finished.append(event)
             elif isinstance(event, TasksClaimed):
                 self.claimed.extend(event.task_ids)
+                self.claim_batches.append(len(event.task_ids))
             elif isinstance(event, TerminalTasksSwept):
                 self.swept[event.kind] += event.deleted
                 if event.deleted:

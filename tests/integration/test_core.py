@@ -740,7 +740,6 @@ def test_a_claim_from_an_empty_buffer_asks_for_half_the_capacity_or_the_idle_wor
     # half of it lets the first rows start while the next claim runs. Idle workers still get a
     # task each at once.
     release = threading.Event()
-    batches: list[int] = []
 
     def handler(envelope: Any) -> None:
         release.wait(30)
@@ -749,25 +748,17 @@ def test_a_claim_from_an_empty_buffer_asks_for_half_the_capacity_or_the_idle_wor
     with make_queue(db) as queue:
         queue.register_kind("k", handler, opts(worker_count=workers, loop=loop))
         recorder = Recorder(queue)
-        queue.subscribe(
-            lambda event: (
-                batches.append(len(event.task_ids))
-                if type(event).__name__ == "TasksClaimed"
-                else None
-            )
-        )
         ids = queue.push_tasks([Task("k", i) for i in range(20)])
         queue.start()
         recorder.wait(lambda r: len(r.claimed) >= workers + prefetch)
         release.set()
         recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in ids))
-    assert batches[0] == first_claim, batches
+    assert recorder.claim_batches[0] == first_claim, recorder.claim_batches
 
 
 def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
     started = threading.Event()
     release = threading.Event()
-    batches: list[int] = []
 
     def handler(envelope: Any) -> None:
         if envelope.payload == "long":
@@ -777,13 +768,6 @@ def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
     with make_queue(db) as queue:
         queue.register_kind("k", handler, opts(worker_count=1))
         recorder = Recorder(queue)
-        queue.subscribe(
-            lambda event: (
-                batches.append(len(event.task_ids))
-                if type(event).__name__ == "TasksClaimed"
-                else None
-            )
-        )
         # Two statements, so "long" is due strictly first (claims go by due time).
         long_ids = [queue.push_task(Task("k", "long")), queue.push_task(Task("k", "after"))]
         queue.start()
@@ -796,4 +780,4 @@ def test_prefetch_adapts_to_attempt_length(db: Database) -> None:
         short_ids = queue.push_tasks([Task("k", "short") for _ in range(30)])
         recorder.wait(lambda r: all(r.status_of(i) == "succeeded" for i in short_ids))
     # Short attempts: claims then take tasks ahead of the single worker.
-    assert max(batches) > 1, batches
+    assert max(recorder.claim_batches) > 1, recorder.claim_batches
