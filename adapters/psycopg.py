@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -36,6 +36,14 @@ async def _arows(cursor: psycopg.AsyncCursor[Any]) -> list[Row]:
     return await cursor.fetchall() if _has_rows(cursor) else []
 
 
+def _raise_schema_error(exc: psycopg.errors.ProgrammingError) -> NoReturn:
+    """Raise pgqueue's error for a missing or outdated schema, or ``exc`` itself."""
+    translated = schema_error(exc)
+    if translated is None:
+        raise exc
+    raise translated from exc
+
+
 CONNECT_TIMEOUT_SECONDS = 4
 """How long opening a queue waits for the server to answer before it reports why not."""
 
@@ -45,10 +53,7 @@ def sync_fetcher(conn: psycopg.Connection[Any]) -> Any:
         try:
             return _rows(conn.execute(statement.sql, statement.params))
         except psycopg.errors.ProgrammingError as exc:
-            translated = schema_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+            _raise_schema_error(exc)
 
     return fetch
 
@@ -58,10 +63,7 @@ def async_fetcher(conn: psycopg.AsyncConnection[Any]) -> Any:
         try:
             return await _arows(await conn.execute(statement.sql, statement.params))
         except psycopg.errors.ProgrammingError as exc:
-            translated = schema_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+            _raise_schema_error(exc)
 
     return fetch
 
@@ -76,10 +78,7 @@ def sync_cursor_fetcher(cursor: psycopg.Cursor[Any]) -> Any:
         try:
             cursor.execute(statement.sql, statement.params)
         except psycopg.errors.ProgrammingError as exc:
-            translated = schema_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+            _raise_schema_error(exc)
         return _rows(cursor)
 
     return fetch
@@ -90,10 +89,7 @@ def async_cursor_fetcher(cursor: psycopg.AsyncCursor[Any]) -> Any:
         try:
             await cursor.execute(statement.sql, statement.params)
         except psycopg.errors.ProgrammingError as exc:
-            translated = schema_error(exc)
-            if translated is None:
-                raise
-            raise translated from exc
+            _raise_schema_error(exc)
         return await _arows(cursor)
 
     return fetch

@@ -630,7 +630,7 @@ def _ceiling_lines(
         lines += [
             f"pgqueue's drains of {long_drains['n']:,} tasks (medians of {long_drains['repeat']},"
             f" {min(seconds):.1f} to {max(seconds):.1f} s each, start-up included; each pgbench"
-            f" run lasts {long_drains.get('pgbench_seconds', 10)} s) against the best batched"
+            f" run lasts {long_drains['pgbench_seconds']} s) against the best batched"
             f" figure ({best:,.0f} jobs/s, {ceiling['ceiling_clients']} clients): {parts}"
             f" ({target}).",
             "",
@@ -799,6 +799,7 @@ def bench(args: argparse.Namespace) -> int:
     runs = run_matrix(args.libs, args.workload_list, sizes, args.repeat, args.dsn, counter, timeout)
     summary = summarize(runs)
 
+    pgbench_seconds = 3 if args.quick else 10
     long_drains: dict[str, Any] | None = None
     if args.pgbench and "pgqueue" in args.libs and set(CEILING_DRAINS) & set(args.workload_list):
         long_drains = run_ceiling_drains(
@@ -808,11 +809,9 @@ def bench(args: argparse.Namespace) -> int:
             counter,
             timeout,
         )
+        long_drains["pgbench_seconds"] = pgbench_seconds
 
     pgbench: list[dict[str, Any]] | None = None
-    pgbench_seconds = 3 if args.quick else 10
-    if long_drains is not None:
-        long_drains["pgbench_seconds"] = pgbench_seconds
     if args.pgbench:
         try:
             pgbench = pgbench_lifecycle.run_lifecycle(
